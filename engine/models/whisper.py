@@ -1,0 +1,235 @@
+"""Whisper in plain PyTorch: stateless modules; every decoder step reads and extends an explicit DecoderState."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..kv_cache import DecoderState
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    n_mels: int = 80
+    n_audio_ctx: int = 1500  # encoder positions: 30 s at 50 frames/s
+    n_audio_state: int = 512
+    n_audio_head: int = 8
+    n_audio_layer: int = 6
+    n_vocab: int = 51865
+    n_text_ctx: int = 448  # decoder positions
+    n_text_state: int = 512
+    n_text_head: int = 8
+    n_text_layer: int = 6
+    # (layer, head) pairs whose cross-attention follows the audio (time alignment); empty = all heads of the
+    # second half of the layers, as openai does when a checkpoint lists none
+    alignment_heads: tuple[tuple[int, int], ...] = ()
+
+    def resolved_alignment_heads(self) -> tuple[tuple[int, int], ...]:
+        if self.alignment_heads:
+            return self.alignment_heads
+        half = self.n_text_layer // 2
+        return tuple((layer, head) for layer in range(half, self.n_text_layer) for head in range(self.n_text_head))
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """Whisper's encoder positional embedding, (length, channels)."""
+    assert channels % 2 == 0
+    inc = math.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2, dtype=torch.float32))
+    t = torch.arange(length, dtype=torch.float32)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+def _split_heads(x: Tensor, n_head: int) -> Tensor:
+    b, t, d = x.shape
+    return x.view(b, t, n_head, d // n_head).transpose(1, 2)  # (B, H, T, Dh)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d, bias=False)  # Whisper has no key bias
+        self.value = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+
+    def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return _split_heads(self.key(x), self.n_head), _split_heads(self.value(x), self.n_head)
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, want_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """q (B,H,Tq,Dh), k/v (B|1,H,Tk,Dh), mask bool broadcastable to (B,H,Tq,Tk), True = may attend."""
+        if k.shape[0] != q.shape[0]:
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        if not want_weights:
+            return self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))), None
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        return self.out(_merge_heads(weights @ v)), weights
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, d: int, n_head: int) -> None:
+        super().__init__()
+        self.attn = Attention(d, n_head)
+        self.attn_ln = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.mlp_ln = nn.LayerNorm(d)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        h = self.attn_ln(x)
+        q = _split_heads(self.attn.query(h), self.attn.n_head)
+        k, v = self.attn.kv(h)
+        x = x + self.attn.attend(q, k, v, mask)[0]
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, cfg: WhisperConfig) -> None:
+        super().__init__()
+        d = cfg.n_audio_state
+        self.conv1 = nn.Conv1d(cfg.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(cfg.n_audio_ctx, d), persistent=True)
+        self.blocks = nn.ModuleList(EncoderBlock(d, cfg.n_audio_head) for _ in range(cfg.n_audio_layer))
+        self.ln_post = nn.LayerNorm(d)
+
+    def forward(self, mel: Tensor, valid: Tensor | None = None) -> Tensor:
+        """mel (B, n_mels, n_frames) -> (B, n_frames // 2, d). Shorter than 30 s is allowed (unpadded encoder).
+
+        `valid` (B, n_frames // 2) bool marks real frames when rows of different lengths share a batch."""
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, T, d)
+        if x.shape[1] > self.positional_embedding.shape[0]:
+            raise ValueError(f"{x.shape[1]} encoder frames exceed the model's {self.positional_embedding.shape[0]}")
+        x = x + self.positional_embedding[: x.shape[1]]
+        mask = None if valid is None else valid[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_post(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, d: int, n_head: int) -> None:
+        super().__init__()
+        self.attn = Attention(d, n_head)
+        self.attn_ln = nn.LayerNorm(d)
+        self.cross_attn = Attention(d, n_head)
+        self.cross_attn_ln = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.mlp_ln = nn.LayerNorm(d)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, cfg: WhisperConfig) -> None:
+        super().__init__()
+        d = cfg.n_text_state
+        self.n_head = cfg.n_text_head
+        self.token_embedding = nn.Embedding(cfg.n_vocab, d)
+        self.positional_embedding = nn.Parameter(torch.zeros(cfg.n_text_ctx, d))
+        self.blocks = nn.ModuleList(DecoderBlock(d, cfg.n_text_head) for _ in range(cfg.n_text_layer))
+        self.ln = nn.LayerNorm(d)
+        # The output projection shares the embedding's weight; as its own Linear it can be quantized alone.
+        self.proj = nn.Linear(d, cfg.n_vocab, bias=False)
+        self.proj.weight = self.token_embedding.weight
+
+
+class Whisper(nn.Module):
+    family = "whisper"
+
+    def __init__(self, cfg: WhisperConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = AudioEncoder(cfg)
+        self.decoder = TextDecoder(cfg)
+        heads = cfg.resolved_alignment_heads()
+        self._align_layers = sorted({layer for layer, _ in heads})
+        self._align_heads = heads
+
+    @property
+    def n_text_ctx(self) -> int:
+        return self.config.n_text_ctx
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.conv1.weight.dtype
+
+    # -- encoder -------------------------------------------------------------------------------------------
+    def encode(self, mel: Tensor, valid: Tensor | None = None) -> Tensor:
+        """mel (B, n_mels, frames) -> encoder output (B, frames // 2, d)."""
+        return self.encoder(mel.to(self.device, self.dtype), valid)
+
+    def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState:
+        """A fresh decoder state whose cross-attention keys/values come from `encoder_out`."""
+        state = DecoderState(n_layers=len(self.decoder.blocks))
+        self.set_audio(state, encoder_out, valid)
+        return state
+
+    def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None:
+        """Recompute only the cross-attention keys/values for a new encoder output; the token cache stays."""
+        keys, values = [], []
+        for block in self.decoder.blocks:
+            k, v = block.cross_attn.kv(encoder_out)
+            keys.append(k)
+            values.append(v)
+        state.set_cross(keys, values, valid)
+
+    # -- decoder -------------------------------------------------------------------------------------------
+    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """Run `tokens` (B, T) after the cached prefix, extend the cache; logits (B, T, vocab)."""
+        return self._decode(tokens, state, want_alignment=False)[0]
+
+    def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        """Like step(), also returning the alignment heads' cross-attention, (B, n_heads, T, S)."""
+        logits, attn = self._decode(tokens, state, want_alignment=True)
+        assert attn is not None
+        return logits, attn
+
+    def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
+        assert state.cross_k is not None, "set_audio() before decoding"
+        dec = self.decoder
+        n_new = tokens.shape[1]
+        if state.offset + n_new > self.config.n_text_ctx:
+            raise ValueError(f"decoder context of {self.config.n_text_ctx} tokens exceeded")
+        device = tokens.device
+        pos = state.positions(n_new, device).clamp(min=0)  # padded rows have negative positions: never used
+        x = dec.token_embedding(tokens) + dec.positional_embedding[pos]
+        x = x.to(self.dtype)
+        self_mask = state.self_key_mask(n_new, device)
+        cross_mask = None if state.cross_valid is None else state.cross_valid[:, None, None, :]
+        align: list[Tensor] = []
+        for i, block in enumerate(dec.blocks):
+            h = block.attn_ln(x)
+            q = _split_heads(block.attn.query(h), self.decoder.n_head)
+            k_new, v_new = block.attn.kv(h)
+            k, v = state.extend_layer(i, k_new, v_new)
+            x = x + block.attn.attend(q, k, v, self_mask)[0]
+
+            h = block.cross_attn_ln(x)
+            q = _split_heads(block.cross_attn.query(h), self.decoder.n_head)
+            need = want_alignment and i in self._align_layers
+            out, w = block.cross_attn.attend(q, state.cross_k[i], state.cross_v[i], cross_mask, want_weights=need)
+            x = x + out
+            if need:
+                heads = [h_ for (layer, h_) in self._align_heads if layer == i]
+                align.append(w[:, heads])
+            x = x + block.mlp(block.mlp_ln(x))
+        state.advance(n_new)
+        logits = dec.proj(dec.ln(x)).float()
+        return logits, (torch.cat(align, dim=1) if want_alignment else None)

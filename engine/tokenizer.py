@@ -1,0 +1,155 @@
+"""Whisper's tokenizer through the `tokenizers` library, with the special tokens the decoder needs and a
+byte-exact incremental decoder that never emits half a UTF-8 character."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from .errors import ModelLoadError
+
+# Whisper's languages, in token order after <|en|> (openai/whisper tokenizer.py)
+LANGUAGES = (
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt la mi "
+    "ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd "
+    "gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue"
+).split()
+
+
+@functools.lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: byte-level BPE symbols back to raw bytes."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    eot: int
+    sot: int
+    translate: int
+    transcribe: int
+    sot_prev: int
+    sot_lm: int
+    no_speech: int
+    no_timestamps: int
+    timestamp_begin: int  # <|0.00|>; timestamps step by 0.02 s
+
+
+class WhisperTokenizer:
+    def __init__(self, tokenizer: Tokenizer, n_vocab: int) -> None:
+        self._tok = tokenizer
+        self.n_vocab = n_vocab
+
+        def tid(s: str) -> int:
+            i = tokenizer.token_to_id(s)
+            if i is None:
+                raise ModelLoadError(f"tokenizer.json lacks the special token {s}")
+            return i
+
+        nospeech = tokenizer.token_to_id("<|nospeech|>")
+        if nospeech is None:
+            nospeech = tid("<|nocaptions|>")
+        self.special = SpecialTokens(
+            eot=tid("<|endoftext|>"),
+            sot=tid("<|startoftranscript|>"),
+            translate=tid("<|translate|>"),
+            transcribe=tid("<|transcribe|>"),
+            sot_prev=tid("<|startofprev|>"),
+            sot_lm=tid("<|startoflm|>"),
+            no_speech=nospeech,
+            no_timestamps=tid("<|notimestamps|>"),
+            timestamp_begin=tid("<|notimestamps|>") + 1,
+        )
+        self.language_ids: dict[str, int] = {}
+        for code in LANGUAGES:
+            i = tokenizer.token_to_id(f"<|{code}|>")
+            if i is not None and i < self.special.translate:
+                self.language_ids[code] = i
+        self._byte_of = _unicode_to_byte()
+        self._bytes_cache: dict[int, bytes] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path, n_vocab: int) -> "WhisperTokenizer":
+        try:
+            return cls(Tokenizer.from_file(str(path)), n_vocab)
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(f"cannot read tokenizer {path}: {e}") from e
+
+    @property
+    def eot(self) -> int:
+        return self.special.eot
+
+    def is_timestamp(self, token: int) -> bool:
+        return token >= self.special.timestamp_begin
+
+    def timestamp_s(self, token: int) -> float:
+        return (token - self.special.timestamp_begin) * 0.02
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def sot_sequence(self, task: str, language: str | None, timestamps: bool) -> list[int]:
+        seq = [self.special.sot]
+        if language is not None:
+            if language not in self.language_ids:
+                raise ValueError(f"unknown language code {language!r}")
+            seq.append(self.language_ids[language])
+        seq.append(self.special.translate if task == "translate" else self.special.transcribe)
+        if not timestamps:
+            seq.append(self.special.no_timestamps)
+        return seq
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes one text token stands for (b'' for special and timestamp tokens)."""
+        b = self._bytes_cache.get(token)
+        if b is None:
+            if token >= self.special.eot:
+                b = b""
+            else:
+                piece = self._tok.id_to_token(token) or ""
+                b = bytes(self._byte_of[c] for c in piece if c in self._byte_of)
+            self._bytes_cache[token] = b
+        return b
+
+    def decode_bytes(self, tokens: list[int]) -> bytes:
+        return b"".join(self.token_bytes(t) for t in tokens)
+
+    def decode(self, tokens: list[int]) -> str:
+        """Text of the (non-special) tokens; invalid UTF-8 (a cut-off character) is replaced."""
+        return self.decode_bytes(tokens).decode("utf-8", errors="replace")
+
+
+def split_complete_utf8(data: bytes) -> tuple[bytes, bytes]:
+    """Split `data` into (complete UTF-8 prefix, incomplete tail of at most 3 bytes to hold back)."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        byte = data[n - back]
+        if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+        return (data, b"") if need <= back else (data[: n - back], data[n - back :])
+    return data, b""
+
+
+def complete_token_count(tokenizer: WhisperTokenizer, tokens: list[int]) -> int:
+    """Largest k such that tokens[:k] decodes to whole UTF-8 characters (so a commit never splits a character)."""
+    data = tokenizer.decode_bytes(tokens)
+    _, tail = split_complete_utf8(data)
+    if not tail:
+        return len(tokens)
+    k = len(tokens)
+    while k > 0 and split_complete_utf8(tokenizer.decode_bytes(tokens[:k]))[1]:
+        k -= 1
+    return k
