@@ -1,0 +1,153 @@
+"""The seam between model families and everything above them (decoding loops, streaming, policies).
+
+A Backend turns audio into encoder output, builds decoder prompts, filters logits and turns token ids into
+bytes. It holds no per-stream state: that lives in DecoderState objects, one per stream.
+"""
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .audio import N_SAMPLES, SAMPLE_RATE, SECONDS_PER_ENCODER_FRAME, log_mel_spectrogram
+from .kv_cache import DecoderState
+from .models.loading import WhisperBundle
+
+Task = Literal["transcribe", "translate"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    family: str
+    name: str
+    sample_rate: int  # model input rate (16 kHz for both families)
+    max_window_s: float  # longest audio one encoder pass may see
+    frame_s: float  # seconds of audio per encoder output frame
+    eot: int  # end-of-text token
+    tasks: tuple[str, ...]  # tasks this model can do
+    alignment_heads: int  # number of heads step_with_alignment returns
+
+    def encode(self, audio: np.ndarray) -> Tensor:
+        """float32 mono samples at `sample_rate` -> encoder output (1, S, d)."""
+
+    def encode_batch(self, audios: list[np.ndarray]) -> tuple[Tensor, Tensor | None]:
+        """Several streams' windows in one pass -> (B, S_max, d) and a (B, S_max) validity mask (None: all valid)."""
+
+    def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState: ...
+
+    def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None: ...
+
+    def step(self, tokens: Tensor, state: DecoderState) -> Tensor: ...
+
+    def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]: ...
+
+    def start_tokens(self, task: Task, language: str | None, previous: list[int]) -> list[int]:
+        """Decoder prompt for a segment: optional previous text (bounded), then the task tokens."""
+
+    def filter_logits(self, logits: Tensor, n_generated: int) -> None:
+        """Suppress tokens that must never be generated (in place, (B, V))."""
+
+    def token_bytes(self, token: int) -> bytes:
+        """The UTF-8 bytes a token contributes (b'' for special tokens)."""
+
+    def text_tokens(self, text: str) -> list[int]: ...
+
+    def detect_language(self, encoder_out: Tensor) -> str | None: ...
+
+
+class WhisperBackend:
+    """Whisper behind the Backend seam (unpadded encoder windows, no timestamps during streaming)."""
+
+    family = "whisper"
+    sample_rate = SAMPLE_RATE
+    max_window_s = N_SAMPLES / SAMPLE_RATE
+    frame_s = SECONDS_PER_ENCODER_FRAME
+    tasks = ("transcribe", "translate")
+
+    def __init__(self, bundle: WhisperBundle) -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.tokenizer = bundle.tokenizer
+        self.name = bundle.name
+        self.eot = bundle.tokenizer.eot
+        self.alignment_heads = len(bundle.model.config.resolved_alignment_heads())
+        sp = bundle.tokenizer.special
+        n_vocab = bundle.model.config.n_vocab
+        banned = set(bundle.suppress_ids) | set(range(sp.eot + 1, n_vocab))  # specials and timestamps
+        self._banned = torch.tensor(sorted(i for i in banned if i < n_vocab), dtype=torch.long)
+        self._banned_begin = torch.tensor([i for i in bundle.suppress_ids_begin if i < n_vocab], dtype=torch.long)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _mel(self, audio: np.ndarray) -> Tensor:
+        # Whisper normalises the log-mel against its max; pad a little so very short windows stay well-formed.
+        mel = log_mel_spectrogram(audio, self.model.config.n_mels)
+        frames = mel.shape[1] - mel.shape[1] % 2
+        return mel[:, : max(frames, 2)]
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray) -> Tensor:
+        return self.model.encode(self._mel(audio)[None])
+
+    @torch.inference_mode()
+    def encode_batch(self, audios: list[np.ndarray]) -> tuple[Tensor, Tensor | None]:
+        mels = [self._mel(a) for a in audios]
+        n = max(m.shape[1] for m in mels)
+        if all(m.shape[1] == n for m in mels):
+            return self.model.encode(torch.stack(mels)), None
+        # Pad with the log-mel of silence ((log10(1e-10)+4)/4 clipped like the rest: use each row's floor)
+        batch = torch.stack([torch.nn.functional.pad(m, (0, n - m.shape[1]), value=float(m.min())) for m in mels])
+        valid = torch.zeros(len(mels), n // 2, dtype=torch.bool)
+        for i, m in enumerate(mels):
+            valid[i, : m.shape[1] // 2] = True
+        valid = valid.to(self.device)
+        return self.model.encode(batch, valid), valid
+
+    def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState:
+        return self.model.new_state(encoder_out, valid)
+
+    def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None:
+        self.model.set_audio(state, encoder_out, valid)
+
+    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        return self.model.step(tokens, state)
+
+    def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        return self.model.step_with_alignment(tokens, state)
+
+    def start_tokens(self, task: Task, language: str | None, previous: list[int]) -> list[int]:
+        sp = self.tokenizer.special
+        head = [sp.sot_prev] + previous[-(self.model.n_text_ctx // 4):] if previous else []
+        return head + self.tokenizer.sot_sequence(task, language, timestamps=False)
+
+    def filter_logits(self, logits: Tensor, n_generated: int) -> None:
+        logits[..., self._banned.to(logits.device)] = float("-inf")
+        if n_generated == 0:
+            logits[..., self._banned_begin.to(logits.device)] = float("-inf")
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.tokenizer.token_bytes(token)
+
+    def text_tokens(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    @torch.inference_mode()
+    def detect_language(self, encoder_out: Tensor) -> str | None:
+        from .decoding import detect_language
+
+        return detect_language(self.bundle, encoder_out)[0]
+
+
+def make_backend(bundle) -> Backend:
+    """The Backend for a loaded bundle of any family."""
+    if getattr(bundle, "family", None) == "whisper":
+        return WhisperBackend(bundle)
+    if getattr(bundle, "family", None) == "s2t2":
+        from .models.s2t2_backend import S2T2Backend
+
+        return S2T2Backend(bundle)
+    raise TypeError(f"no backend for {type(bundle).__name__}")
