@@ -1,0 +1,65 @@
+"""`dragoman` command line: one subcommand per module in app/commands/ (each has add_parser() and run())."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engine.errors import EngineError
+
+# Each module defines `add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`.
+COMMANDS = ("file", "stream", "serve", "mic")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dragoman", description="Streaming speech translation and captioning.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"app.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"app.commands.{name}":
+                continue  # command not built (yet)
+            raise
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options every model-using command shares."""
+    p.add_argument("--model", default=None, help="embedded 'whisper-base' (default), a checkpoint directory or a hub id")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    p.add_argument("--task", default="translate", choices=("translate", "transcribe"),
+                   help="translate to the model's target language, or transcribe in the spoken language")
+    p.add_argument("--language", default="auto", help="source language code (de, fr, ...) or 'auto' to detect")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
+
+
+def language_arg(value: str) -> str | None:
+    return None if value in (None, "", "auto") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args._run(args) or 0)
+    except EngineError as e:
+        print(f"dragoman: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dragoman: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
