@@ -1,0 +1,291 @@
+"""Caption files (WebVTT and SRT) built from a stream's commits, written as they become final.
+
+Commits are append-only and carry stream time (`engine.events.Commit.start_s/end_s`), so a caption file can be
+written incrementally: every finished cue is appended and flushed at once, and a crash or Ctrl-C keeps everything
+up to the last finished cue (close() also writes the cue still being filled).
+
+API for the commands (`dragoman file`, `stream`, `mic`, and the web page's download):
+
+    from app.captions import CaptionWriter, write_captions
+
+    # all commits at once (offline): the format follows the suffix, .vtt or .srt
+    write_captions(commits, "talk.vtt")
+
+    # live: one writer per file, fed as commits arrive
+    with CaptionWriter("talk.srt") as captions:
+        for ev in events:
+            if isinstance(ev, Commit):
+                captions.add(ev)
+            captions.advance(audio_seconds_received)   # optional: closes a cue once a pause is certain
+    # leaving the block (or close()) writes the last cue; the file is then complete and valid
+
+    format_captions(cues, "vtt") / build_cues(commits) give the text or the cues without touching a file.
+
+Cue rules (CaptionConfig): a cue is closed at a sentence end (once it has been on screen for min_duration_s), at
+a pause between words of at least pause_s, before it would exceed max_lines lines of max_line_chars characters,
+and before it would last longer than max_duration_s. A cue lasts at least min_duration_s; when that would overlap
+the next cue, the next cue starts later instead (cues never overlap, which some players render badly).
+Word times inside a commit are interpolated by character count, because commits carry one span for all words.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, TextIO
+
+from engine.errors import ConfigError
+from engine.events import Commit
+
+log = logging.getLogger(__name__)
+
+CaptionFormat = Literal["vtt", "srt"]
+FORMATS: dict[str, CaptionFormat] = {".vtt": "vtt", ".webvtt": "vtt", ".srt": "srt"}
+
+# Sentence-final punctuation, Latin and CJK, optionally followed by closing quotes or brackets.
+_SENTENCE_END = re.compile(r"[.!?…。！？](['\"”’»)\]]*)$")
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    max_line_chars: int = 42  # the usual broadcast/Netflix limit for Latin scripts
+    max_lines: int = 2  # lines per cue; more covers too much of the picture
+    min_duration_s: float = 1.0  # shorter cues flash by unread
+    max_duration_s: float = 7.0  # longer ones lag behind the speaker
+    pause_s: float = 0.7  # a silence this long between words starts a new cue
+
+    def __post_init__(self) -> None:
+        if self.max_line_chars < 8 or self.max_lines < 1:
+            raise ConfigError("captions need at least one line of at least 8 characters")
+        if not 0 < self.min_duration_s <= self.max_duration_s:
+            raise ConfigError("caption durations must satisfy 0 < min_duration_s <= max_duration_s")
+        if self.pause_s <= 0:
+            raise ConfigError("pause_s must be positive")
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_s: float
+    end_s: float
+    lines: tuple[str, ...]  # already wrapped; never empty, no line contains a newline
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class _Word:
+    text: str
+    start_s: float
+    end_s: float
+
+
+def caption_format(path: str | Path) -> CaptionFormat:
+    """The caption format a file name asks for, from its suffix."""
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{path}: caption files must end in .vtt or .srt")
+    return fmt
+
+
+def wrap_lines(words: list[str], max_line_chars: int, max_lines: int) -> tuple[str, ...] | None:
+    """Words as at most `max_lines` balanced lines of at most `max_line_chars`, or None when they do not fit."""
+    text = " ".join(words)
+    if len(text) <= max_line_chars:
+        return (text,)
+    if max_lines == 1:
+        return None
+    # Balanced split (shortest longest line): two half-full lines read faster than one full and one stub.
+    best: tuple[str, ...] | None = None
+    for i in range(1, len(words)):
+        head = " ".join(words[:i])
+        if len(head) > max_line_chars:
+            break
+        rest = wrap_lines(words[i:], max_line_chars, max_lines - 1)
+        if rest is None:
+            continue
+        lines = (head, *rest)
+        if best is None or max(map(len, lines)) < max(map(len, best)):
+            best = lines
+    return best
+
+
+class CueBuilder:
+    """Sans-I/O: turns commits into finished cues. add() and advance() return the cues they finished."""
+
+    def __init__(self, config: CaptionConfig = CaptionConfig()) -> None:
+        self.config = config
+        self._words: list[_Word] = []  # the open cue
+        self._last_end_s = 0.0  # end of the last word seen: word times never go backwards
+        self._written_end_s = 0.0  # end of the last finished cue: the next one starts no earlier
+
+    def add(self, commit: Commit) -> list[Cue]:
+        done: list[Cue] = []
+        for word in self._split(commit):
+            done += self._add_word(word)
+        return done
+
+    def advance(self, stream_s: float) -> list[Cue]:
+        """The stream has reached `stream_s` with no new words: close the open cue once that is a pause."""
+        if self._words and stream_s - self._words[-1].end_s >= self.config.pause_s:
+            return self._close()
+        return []
+
+    def finish(self) -> list[Cue]:
+        return self._close()
+
+    def _split(self, commit: Commit) -> list[_Word]:
+        cfg = self.config
+        tokens: list[str] = []
+        for token in commit.text.split():
+            # A "word" longer than a line (CJK text has no spaces) is cut into line-sized pieces.
+            tokens += [token[i:i + cfg.max_line_chars] for i in range(0, len(token), cfg.max_line_chars)]
+        if not tokens:
+            return []
+        start = max(float(commit.start_s), self._last_end_s)
+        end = max(float(commit.end_s), start)
+        total = sum(len(t) + 1 for t in tokens)
+        words, pos = [], 0
+        for token in tokens:
+            w_start = start + (end - start) * pos / total
+            pos += len(token) + 1
+            words.append(_Word(token, w_start, start + (end - start) * pos / total))
+        self._last_end_s = end
+        return words
+
+    def _add_word(self, word: _Word) -> list[Cue]:
+        cfg = self.config
+        done: list[Cue] = []
+        if self._words:
+            first, last = self._words[0], self._words[-1]
+            too_long = word.end_s - first.start_s > cfg.max_duration_s
+            paused = word.start_s - last.end_s >= cfg.pause_s
+            fits = wrap_lines([w.text for w in self._words] + [word.text], cfg.max_line_chars, cfg.max_lines)
+            if too_long or paused or fits is None:
+                done = self._close()
+        self._words.append(word)
+        if _SENTENCE_END.search(word.text) and word.end_s - self._words[0].start_s >= cfg.min_duration_s:
+            done += self._close()
+        return done
+
+    def _close(self) -> list[Cue]:
+        if not self._words:
+            return []
+        cfg = self.config
+        lines = wrap_lines([w.text for w in self._words], cfg.max_line_chars, cfg.max_lines)
+        assert lines is not None, "the open cue always fits: _add_word closes it before it overflows"
+        start = max(self._words[0].start_s, self._written_end_s)
+        end = max(self._words[-1].end_s, start + cfg.min_duration_s)
+        self._words = []
+        self._written_end_s = end
+        return [Cue(round(start, 3), round(end, 3), lines)]
+
+
+def build_cues(commits: Iterable[Commit], config: CaptionConfig = CaptionConfig()) -> list[Cue]:
+    builder = CueBuilder(config)
+    cues = [cue for commit in commits for cue in builder.add(commit)]
+    return cues + builder.finish()
+
+
+def _timestamp(seconds: float, decimal: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{decimal}{ms:03d}"
+
+
+def _vtt_text(line: str) -> str:
+    # WebVTT cue text is markup: escape it, and "-->" would end the cue payload.
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def format_cue(cue: Cue, index: int, fmt: CaptionFormat) -> str:
+    """One cue as file text, ending in the blank line that separates cues; `index` counts from 1."""
+    if fmt == "vtt":
+        return (f"{index}\n{_timestamp(cue.start_s, '.')} --> {_timestamp(cue.end_s, '.')}\n"
+                + "\n".join(_vtt_text(line) for line in cue.lines) + "\n\n")
+    # SRT has no escaping; "-->" inside text would confuse parsers, so it is softened to an arrow.
+    return (f"{index}\n{_timestamp(cue.start_s, ',')} --> {_timestamp(cue.end_s, ',')}\n"
+            + "\n".join(line.replace("-->", "→") for line in cue.lines) + "\n\n")
+
+
+def format_header(fmt: CaptionFormat) -> str:
+    return "WEBVTT\n\n" if fmt == "vtt" else ""
+
+
+def format_captions(cues: Iterable[Cue], fmt: CaptionFormat) -> str:
+    return format_header(fmt) + "".join(format_cue(c, i, fmt) for i, c in enumerate(cues, 1))
+
+
+class CaptionWriter:
+    """Writes one caption file incrementally: each finished cue is appended and flushed immediately."""
+
+    def __init__(self, path: str | Path, fmt: CaptionFormat | None = None,
+                 config: CaptionConfig = CaptionConfig()) -> None:
+        self.path = Path(path)
+        self.fmt = fmt or caption_format(self.path)
+        self.config = config
+        self.cues_written = 0
+        self._builder = CueBuilder(config)
+        try:
+            self._file: TextIO | None = open(self.path, "w", encoding="utf-8", newline="\n")
+        except OSError as e:
+            raise ConfigError(f"cannot write captions to {self.path}: {e.strerror or e}") from e
+        self._write(format_header(self.fmt))  # an empty caption file is already valid
+
+    def add(self, commit: Commit) -> None:
+        self._emit(self._builder.add(commit))
+
+    def advance(self, stream_s: float) -> None:
+        """Tell the writer how far the stream has got; a cue followed by a long enough silence is written."""
+        self._emit(self._builder.advance(stream_s))
+
+    def close(self) -> None:
+        """Writes the last cue and closes the file; safe to call twice."""
+        if self._file is None:
+            return
+        self._emit(self._builder.finish())
+        self._file.close()
+        self._file = None
+        log.debug("%s: %d cues", self.path, self.cues_written)
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def __enter__(self) -> CaptionWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _emit(self, cues: list[Cue]) -> None:
+        for cue in cues:
+            self.cues_written += 1
+            self._write(format_cue(cue, self.cues_written, self.fmt))
+
+    def _write(self, text: str) -> None:
+        if self._file is None:
+            raise ValueError(f"caption writer for {self.path} is closed")
+        if text:
+            self._file.write(text)
+            # flush so a crash keeps every finished cue; fsync is left out: it costs a disk round trip per cue
+            self._file.flush()
+
+
+def write_captions(commits: Iterable[Commit], path: str | Path, config: CaptionConfig = CaptionConfig()) -> int:
+    """Writes all commits to `path` (.vtt or .srt) and returns the number of cues."""
+    with CaptionWriter(path, config=config) as writer:
+        for commit in commits:
+            writer.add(commit)
+    return writer.cues_written
+
+
+__all__ = ["CaptionConfig", "CaptionFormat", "CaptionWriter", "Cue", "CueBuilder", "build_cues", "caption_format",
+           "format_captions", "format_cue", "wrap_lines", "write_captions"]

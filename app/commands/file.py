@@ -1,0 +1,83 @@
+"""`dragoman file AUDIO`: translate or transcribe a whole recording and print the text (or JSON segments)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.cli import add_model_options, language_arg
+from engine.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("file", help="translate or transcribe a recording (WAV/FLAC/MP3/OGG, any rate)")
+    p.add_argument("audio", help="path of the recording")
+    add_model_options(p)
+    p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, fastest)")
+    p.add_argument("--json", action="store_true", help="print segments with start/end times as JSON")
+    p.add_argument("--vtt", default=None, help="also write WebVTT captions to this file")
+    p.add_argument("--srt", default=None, help="also write SRT captions to this file")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.audio import load_audio
+    from engine.models.loading import load_model
+    from engine.progress import ProgressBar
+
+    if args.beam < 1:
+        raise ConfigError("--beam must be at least 1")
+    audio = load_audio(args.audio)  # before the model: a bad file fails fast
+    bundle = load_model(args.model, args.device)
+    language = language_arg(args.language)
+    duration = len(audio) / 16000
+    bar = ProgressBar("decoding", duration, "s", enabled=sys.stderr.isatty() and duration > 30)
+    if bundle.family == "whisper":
+        from engine.transcribe import TranscribeOptions, transcribe
+
+        if language is not None and language not in bundle.tokenizer.language_ids:
+            raise ConfigError(f"unknown language {language!r}; use a code such as de, fr, es or 'auto'")
+        result = transcribe(bundle, audio, TranscribeOptions(task=args.task, language=language, beam_size=args.beam),
+                            progress=lambda done, total: bar.update(done))
+        language, segments = result.language, result.segments
+    else:
+        segments = _windows_other_family(bundle, audio, args, bar)
+    bar.close()
+    if args.json:
+        out = {"language": language, "task": args.task, "text": "".join(s.text for s in segments).strip(),
+               "segments": [{"start": round(s.start_s, 2), "end": round(s.end_s, 2), "text": s.text.strip()}
+                            for s in segments]}
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        print(" ".join(s.text.strip() for s in segments if s.text.strip()))
+    if args.vtt or args.srt:
+        from app.captions import write_captions
+        from engine.events import Commit
+
+        commits = [Commit(text=s.text, start_s=s.start_s, end_s=s.end_s) for s in segments]
+        for path in (args.vtt, args.srt):
+            if path:
+                write_captions(commits, path)
+    return 0
+
+
+def _windows_other_family(bundle, audio, args, bar):
+    """Families without timestamps (Speech2Text2): ≤ 30 s windows cut at the quietest 0.1 s near each end."""
+    import numpy as np
+
+    from engine.models.s2t2_decoding import translate_window
+    from engine.transcribe import Segment
+
+    sr, max_len = 16000, 30 * 16000
+    segments, start = [], 0
+    while start < len(audio):
+        end = min(len(audio), start + max_len)
+        if end < len(audio):  # cut in a pause: lowest-energy 100 ms block in the last 5 s of the window
+            tail = audio[end - 5 * sr : end]
+            energy = np.convolve(tail**2, np.ones(sr // 10), mode="valid")[:: sr // 100]
+            end = end - 5 * sr + int(np.argmin(energy)) * (sr // 100) + sr // 20
+        text = translate_window(bundle, audio[start:end], args.beam)
+        segments.append(Segment(start / sr, end / sr, text))
+        start = end
+        bar.update(start / sr)
+    return segments

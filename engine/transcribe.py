@@ -1,0 +1,134 @@
+"""Whole recordings of any length: Whisper over successive ≤ 30 s windows, seeking by predicted timestamps
+(as openai's transcribe does), with temperature fallback against loops and no-speech skipping."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from .decoding import DecodingOptions, DecodingResult, Task, decode, detect_language
+from .models.loading import WhisperBundle
+
+INPUT_STRIDE = 2  # mel frames per encoder frame (one timestamp step = 0.02 s)
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    language: str | None
+    segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    task: Task = "transcribe"
+    language: str | None = None  # None: detected on the first window, then kept
+    beam_size: int = 1
+    condition_on_previous_text: bool = True  # previous window's text as the prompt (consistency across windows)
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback when output loops or is unsure
+    compression_ratio_threshold: float = 2.4  # above: a repetition loop
+    logprob_threshold: float = -1.0  # below: unsure
+    no_speech_threshold: float = 0.6  # with an unsure decode above this: the window is silence
+
+
+@torch.inference_mode()
+def transcribe(
+    bundle: WhisperBundle,
+    audio: np.ndarray,
+    options: TranscribeOptions = TranscribeOptions(),
+    progress: Callable[[float, float], None] | None = None,
+) -> Transcript:
+    """Transcribe or translate `audio` (16 kHz float32 mono) window by window."""
+    ts_begin = bundle.tokenizer.special.timestamp_begin
+    mel = log_mel_spectrogram(audio, bundle.model.config.n_mels, pad_samples=N_SAMPLES)
+    content_frames = len(audio) // HOP_LENGTH
+    language = options.language
+    prompt: list[int] = []
+    segments: list[Segment] = []
+    seek = 0
+    while seek < content_frames:
+        window_frames = min(N_FRAMES, content_frames - seek)
+        offset_s = seek * HOP_LENGTH / SAMPLE_RATE
+        encoder_out = bundle.model.encode(mel[None, :, seek : seek + N_FRAMES])
+        if language is None:
+            language = detect_language(bundle, encoder_out)[0]
+        base = DecodingOptions(task=options.task, language=language, beam_size=options.beam_size, timestamps=True,
+                               prompt=tuple(prompt) if options.condition_on_previous_text else (),
+                               audio_duration_s=window_frames * HOP_LENGTH / SAMPLE_RATE)
+        result = _decode_with_fallback(bundle, encoder_out, base, options)
+        silent = (result.no_speech_prob > options.no_speech_threshold
+                  and result.avg_logprob < options.logprob_threshold)
+        if silent:
+            seek += window_frames
+        else:
+            new, advance = _split_segments(bundle, result.tokens, offset_s, window_frames, ts_begin)
+            segments += [s for s in new if s.text.strip()]
+            seek += advance
+            prompt = (prompt + result.tokens)[-223:] if result.compression_ratio <= 2.0 else []
+        if progress is not None:
+            progress(min(seek, content_frames) * HOP_LENGTH / SAMPLE_RATE, content_frames * HOP_LENGTH / SAMPLE_RATE)
+    return Transcript(language=language, segments=segments)
+
+
+def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, base: DecodingOptions,
+                          options: TranscribeOptions) -> DecodingResult:
+    result: DecodingResult | None = None
+    for t in options.temperatures:
+        opts = replace(base, temperature=t, beam_size=base.beam_size if t == 0 else 1,
+                       prompt=base.prompt if t < 0.5 else ())
+        result = decode(bundle, encoder_out, opts)
+        looping = result.compression_ratio > options.compression_ratio_threshold
+        unsure = result.avg_logprob < options.logprob_threshold
+        if result.no_speech_prob > options.no_speech_threshold and unsure:
+            return result  # silence: no point retrying
+        if not looping and not unsure:
+            return result
+    assert result is not None
+    return result
+
+
+def _split_segments(bundle: WhisperBundle, tokens: list[int], offset_s: float, window_frames: int,
+                    ts_begin: int) -> tuple[list[Segment], int]:
+    """Segments from timestamp-delimited tokens, and how many mel frames to advance."""
+    tok = bundle.tokenizer
+    is_ts = [t >= ts_begin for t in tokens]
+    single_ending = len(tokens) >= 2 and is_ts[-1] and not is_ts[-2]
+    consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    segments: list[Segment] = []
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_ending else [])
+        last = 0
+        for cut in slices:
+            piece = tokens[last:cut]
+            start = (piece[0] - ts_begin) * 0.02 if piece and piece[0] >= ts_begin else 0.0
+            end = (piece[-1] - ts_begin) * 0.02 if piece and piece[-1] >= ts_begin else start
+            segments.append(Segment(offset_s + start, offset_s + end, tok.decode([t for t in piece if t < tok.eot])))
+            last = cut
+        if single_ending:
+            advance = window_frames
+        else:
+            advance = (tokens[last - 1] - ts_begin) * INPUT_STRIDE
+    else:
+        duration = window_frames * HOP_LENGTH / SAMPLE_RATE
+        stamps = [t for t in tokens if t >= ts_begin]
+        if stamps and stamps[-1] != ts_begin:
+            duration = (stamps[-1] - ts_begin) * 0.02
+        start = (stamps[0] - ts_begin) * 0.02 if stamps and len(stamps) > 1 else 0.0
+        segments.append(Segment(offset_s + start, offset_s + duration, tok.decode([t for t in tokens if t < tok.eot])))
+        advance = window_frames
+    if advance <= 0:  # never loop on the same window
+        advance = window_frames
+    return segments, min(advance, window_frames)
