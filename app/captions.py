@@ -21,9 +21,9 @@ API for the commands (`dragoman file`, `stream`, `mic`, and the web page's downl
 
     format_captions(cues, "vtt") / build_cues(commits) give the text or the cues without touching a file.
 
-Cue rules (CaptionConfig): a cue is closed at a sentence end (once it has been on screen for min_duration_s), at
-a pause between words of at least pause_s, before it would exceed max_lines lines of max_line_chars characters,
-and before it would last longer than max_duration_s. A cue lasts at least min_duration_s; when that would overlap
+Cue rules (CaptionConfig): a cue is closed at a sentence end, at
+a pause between words of at least pause_s, and before it would exceed max_lines lines of max_line_chars characters
+or last longer than max_duration_s (then preferably after its last comma or other clause end, when that is past its first third). A cue lasts at least min_duration_s; when that would overlap
 the next cue, the next cue starts later instead (cues never overlap, which some players render badly).
 Word times inside a commit are interpolated by character count, because commits carry one span for all words.
 """
@@ -47,6 +47,8 @@ FORMATS: dict[str, CaptionFormat] = {".vtt": "vtt", ".webvtt": "vtt", ".srt": "s
 
 # Sentence-final punctuation, Latin and CJK, optionally followed by closing quotes or brackets.
 _SENTENCE_END = re.compile(r"[.!?…。！？](['\"”’»)\]]*)$")
+# Clause ends: a good place to break a sentence that does not fit one cue.
+_CLAUSE_END = re.compile(r"[,;:，、；：–—](['\"”’»)\]]*)$")
 
 
 @dataclass(frozen=True)
@@ -165,22 +167,34 @@ class CueBuilder:
             too_long = word.end_s - first.start_s > cfg.max_duration_s
             paused = word.start_s - last.end_s >= cfg.pause_s
             fits = wrap_lines([w.text for w in self._words] + [word.text], cfg.max_line_chars, cfg.max_lines)
-            if too_long or paused or fits is None:
+            if paused:
                 done = self._close()
+            elif too_long or fits is None:
+                done = self._close(self._clause_break())
         self._words.append(word)
-        if _SENTENCE_END.search(word.text) and word.end_s - self._words[0].start_s >= cfg.min_duration_s:
+        if _SENTENCE_END.search(word.text):
             done += self._close()
         return done
 
-    def _close(self) -> list[Cue]:
+    def _clause_break(self) -> int:
+        """How many open words to close when the cue is full: up to its last clause end, unless that leaves a stub."""
+        for i in range(len(self._words) - 1, len(self._words) // 3 - 1, -1):
+            if _CLAUSE_END.search(self._words[i].text):
+                return i + 1
+        return len(self._words)
+
+    def _close(self, n_words: int | None = None) -> list[Cue]:
+        """Finishes a cue from the first `n_words` open words (all by default); the rest stay open."""
         if not self._words:
             return []
         cfg = self.config
-        lines = wrap_lines([w.text for w in self._words], cfg.max_line_chars, cfg.max_lines)
+        words, self._words = self._words[:n_words], self._words[len(self._words) if n_words is None else n_words:]
+        lines = wrap_lines([w.text for w in words], cfg.max_line_chars, cfg.max_lines)
         assert lines is not None, "the open cue always fits: _add_word closes it before it overflows"
-        start = max(self._words[0].start_s, self._written_end_s)
-        end = max(self._words[-1].end_s, start + cfg.min_duration_s)
-        self._words = []
+        start = max(words[0].start_s, self._written_end_s)
+        end = max(words[-1].end_s, start + cfg.min_duration_s)
+        if self._words:  # the carried-over words must not start before this cue ends
+            end = min(end, max(self._words[0].start_s, words[-1].end_s))
         self._written_end_s = end
         return [Cue(round(start, 3), round(end, 3), lines)]
 
