@@ -38,9 +38,7 @@ def check_sample_rate(sample_rate: int) -> int:
 def to_mono_float32(samples: np.ndarray) -> np.ndarray:
     """Convert int or float PCM of shape (n,) or (n, channels) to float32 mono in [-1, 1]; reject NaN/inf."""
     x = np.asarray(samples)
-    if x.ndim == 2:
-        x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
-    elif x.ndim != 1:
+    if x.ndim not in (1, 2):
         raise AudioError(f"audio must have shape (n,) or (n, channels), got {x.shape}")
     if x.dtype.kind == "i":
         x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
@@ -52,6 +50,9 @@ def to_mono_float32(samples: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32, copy=False)
     else:
         raise AudioError(f"unsupported sample type {x.dtype}")
+    # mix down only after scaling: the mean of int channels is float64 and would skip the int scaling above
+    if x.ndim == 2:
+        x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
     if x.size and not np.isfinite(x).all():
         raise AudioError("audio contains NaN or infinite samples")
     return x
