@@ -1,0 +1,326 @@
+"""The Dragoman WebSocket protocol, sans-I/O: parse and validate what a client sends, build what the server sends.
+
+Nothing here touches a socket, the event loop or the engine, so the rules can be tested (and fuzzed, issue 7)
+without a server. `ConnectionProtocol` tracks one connection's phase and turns each incoming WebSocket message
+into a typed message or a `ProtocolError` with a stable `code`; the asyncio adapter in app/server.py only moves
+bytes. The wire format is documented in docs/protocol.md; bump PROTOCOL_VERSION when it changes incompatibly.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+Task = Literal["translate", "transcribe"]
+Encoding = Literal["pcm_s16le", "pcm_f32le"]
+TASKS: tuple[str, ...] = ("translate", "transcribe")
+ENCODINGS: dict[str, np.dtype] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
+
+# Whisper-style language codes ("de", "yue", "haw"); "auto" and null both mean "detect".
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+
+
+class ErrorCode(str, enum.Enum):
+    """Stable, machine-readable error codes sent in `{"type": "error", "code": ...}`. Never renumber or rename."""
+
+    BAD_JSON = "bad_json"  # a text message that is not a JSON object
+    BAD_MESSAGE = "bad_message"  # missing/ill-typed field or out-of-range value
+    UNKNOWN_TYPE = "unknown_type"  # "type" is not one this protocol version knows
+    UNSUPPORTED_VERSION = "unsupported_version"  # the client asked for a protocol version we do not speak
+    NOT_STARTED = "not_started"  # audio, stop or signalling before "start" (or after "stop")
+    ALREADY_STARTED = "already_started"  # "start" while a session is running
+    BAD_AUDIO = "bad_audio"  # a binary frame that is empty, misaligned or holds NaN/inf
+    TOO_LARGE = "too_large"  # a message over the configured size limit
+    BUSY = "busy"  # the server runs its maximum number of sessions
+    SLOW_CLIENT = "slow_client"  # the client does not read fast enough; the connection is closed
+    WEBRTC_FAILED = "webrtc_failed"  # the offer could not be answered or the media path broke
+    INTERNAL = "internal"  # a bug on our side; the session ends
+
+
+class ProtocolError(Exception):
+    """A client message broke the protocol. `fatal` errors close the connection; others only reject the message."""
+
+    def __init__(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class ProtocolLimits:
+    """Size and value limits the parser enforces. Defaults suit a browser client; issue 7 tunes them."""
+
+    max_text_bytes: int = 64 * 1024  # one JSON message; an SDP offer with many candidates is ~5-10 KB
+    max_audio_frame_bytes: int = 512 * 1024  # one binary frame: 2.7 s of 48 kHz float32, far above the 20 ms we send
+    min_sample_rate: int = 8000  # below this speech is unintelligible to the model
+    max_sample_rate: int = 192000  # the highest rate a sound card offers
+    max_sdp_bytes: int = 32 * 1024
+    max_candidate_bytes: int = 1024  # one ICE candidate line
+
+
+# --- client -> server ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Start:
+    """Open a session. Audio follows as binary frames, or as a WebRTC track after an `Offer`."""
+
+    task: Task = "translate"
+    language: str | None = None  # source language code; None = detect
+    sample_rate: int = 16000  # rate of the binary PCM frames (unused for WebRTC)
+    encoding: Encoding = "pcm_s16le"  # sample format of the binary PCM frames
+
+
+@dataclass(frozen=True)
+class Stop:
+    """No more audio: flush the final commits, then the server sends `end`."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A WebRTC SDP offer carrying the microphone track; answered with `answer`."""
+
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Ice:
+    """A trickled ICE candidate from the browser; `candidate` None (or "") marks the end of candidates."""
+
+    candidate: str | None
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+
+ClientMessage = Start | Stop | Offer | Ice
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded binary frame: float32 mono samples in [-1, 1] at `sample_rate`."""
+
+    samples: np.ndarray = field(repr=False)
+    sample_rate: int
+
+
+def _get(obj: dict[str, Any], key: str, types: type | tuple[type, ...], default: Any = ..., *,
+         nullable: bool = False) -> Any:
+    if key not in obj:
+        if default is ...:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{obj.get('type')!r} message needs a {key!r} field")
+        return default
+    value = obj[key]
+    if value is None and nullable:
+        return None
+    # bool is an int subclass in Python; never accept true/false for a number
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        value_ok = False
+    else:
+        value_ok = isinstance(value, types)
+    if not value_ok:
+        want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"field {key!r} must be {want}{' or null' if nullable else ''}, "
+                                                   f"got {type(value).__name__}")
+    return value
+
+
+def parse_start(obj: dict[str, Any], limits: ProtocolLimits) -> Start:
+    version = _get(obj, "protocol", int, PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
+                            f"this server speaks protocol version {PROTOCOL_VERSION}, the client asked for {version}")
+    task = _get(obj, "task", str, "translate")
+    if task not in TASKS:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    language = _get(obj, "language", str, None, nullable=True)
+    if language is not None:
+        language = language.strip().lower()
+        if language in ("", "auto"):
+            language = None
+        elif not _LANGUAGE_RE.match(language):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                f"language must be a 2-3 letter code such as 'de', 'auto' or null, got {language!r}")
+    rate = _get(obj, "sample_rate", (int, float), 16000)
+    if not (isinstance(rate, int) or (math.isfinite(rate) and rate == int(rate))):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"sample_rate must be a whole number of Hz, got {rate!r}")
+    rate = int(rate)
+    if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"sample_rate must be within {limits.min_sample_rate}.."
+                                                   f"{limits.max_sample_rate} Hz, got {rate}")
+    encoding = _get(obj, "encoding", str, "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+    return Start(task=task, language=language, sample_rate=rate, encoding=encoding)
+
+
+def parse_offer(obj: dict[str, Any], limits: ProtocolLimits) -> Offer:
+    sdp = _get(obj, "sdp", str)
+    if len(sdp.encode()) > limits.max_sdp_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"SDP offer is over {limits.max_sdp_bytes} bytes")
+    if not sdp.startswith("v=0"):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "sdp does not look like an SDP offer (it must start with 'v=0')")
+    return Offer(sdp=sdp)
+
+
+def parse_ice(obj: dict[str, Any], limits: ProtocolLimits) -> Ice:
+    candidate = _get(obj, "candidate", str, None, nullable=True)
+    if candidate is not None and len(candidate.encode()) > limits.max_candidate_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"ICE candidate is over {limits.max_candidate_bytes} bytes")
+    sdp_mid = _get(obj, "sdpMid", str, None, nullable=True)
+    index = _get(obj, "sdpMLineIndex", int, None, nullable=True)
+    if index is not None and not 0 <= index < 64:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"sdpMLineIndex out of range: {index}")
+    return Ice(candidate=candidate or None, sdp_mid=sdp_mid, sdp_mline_index=index)
+
+
+def parse_text(text: str, limits: ProtocolLimits = ProtocolLimits()) -> ClientMessage:
+    """One JSON text message -> a typed message, or ProtocolError. Does not look at the connection's phase."""
+    if len(text) > limits.max_text_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"text message is over {limits.max_text_bytes} bytes")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"text messages must be JSON objects: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, f"text messages must be JSON objects, got {type(obj).__name__}")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "message needs a string 'type' field")
+    if kind == "start":
+        return parse_start(obj, limits)
+    if kind == "stop":
+        return Stop()
+    if kind == "offer":
+        return parse_offer(obj, limits)
+    if kind == "ice":
+        return parse_ice(obj, limits)
+    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r} "
+                                                f"(expected start, stop, offer or ice)")
+
+
+def decode_audio(data: bytes, encoding: Encoding, sample_rate: int,
+                 limits: ProtocolLimits = ProtocolLimits()) -> Audio:
+    """One binary frame -> float32 mono samples, or ProtocolError(BAD_AUDIO / TOO_LARGE)."""
+    if len(data) > limits.max_audio_frame_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"audio frame of {len(data)} bytes is over "
+                                                 f"{limits.max_audio_frame_bytes} bytes; send frames of ~20-100 ms")
+    dtype = ENCODINGS[encoding]
+    if not data:
+        raise ProtocolError(ErrorCode.BAD_AUDIO, "empty audio frame")
+    if len(data) % dtype.itemsize:
+        raise ProtocolError(ErrorCode.BAD_AUDIO, f"{encoding} frames must be a multiple of {dtype.itemsize} bytes, "
+                                                 f"got {len(data)}")
+    raw = np.frombuffer(data, dtype=dtype)
+    if dtype.kind == "i":
+        samples = raw.astype(np.float32) / 32768.0
+    else:
+        samples = raw.astype(np.float32)
+        if not np.isfinite(samples).all():
+            raise ProtocolError(ErrorCode.BAD_AUDIO, "pcm_f32le frame contains NaN or infinite samples")
+        # Out-of-range floats are clipped rather than rejected: browsers produce slightly >1.0 peaks
+        np.clip(samples, -1.0, 1.0, out=samples)
+    return Audio(samples=samples, sample_rate=sample_rate)
+
+
+# --- connection phase ---------------------------------------------------------------------------------------------
+
+class Phase(enum.Enum):
+    IDLE = "idle"  # no session: only "start" is allowed
+    STREAMING = "streaming"  # session open: audio, signalling and "stop"
+    STOPPING = "stopping"  # "stop" received; waiting for the final commits and "end"
+
+
+class ConnectionProtocol:
+    """One connection's protocol state: validates each message against the phase and advances it.
+
+    Sans-I/O: the adapter calls `receive_text` / `receive_binary` with what arrived and `session_ended` when the
+    engine has flushed; every method returns data or raises ProtocolError, and never does I/O itself.
+    """
+
+    def __init__(self, limits: ProtocolLimits = ProtocolLimits()) -> None:
+        self.limits = limits
+        self.phase = Phase.IDLE
+        self.start: Start | None = None  # the running session's parameters
+        self.webrtc = False  # an offer was accepted: audio arrives as a media track
+
+    def receive_text(self, text: str) -> ClientMessage:
+        message = parse_text(text, self.limits)
+        if isinstance(message, Start):
+            if self.phase is not Phase.IDLE:
+                raise ProtocolError(ErrorCode.ALREADY_STARTED, "a session is already running on this connection; "
+                                                               "send 'stop' and wait for 'end' first")
+            self.phase, self.start, self.webrtc = Phase.STREAMING, message, False
+        elif self.phase is not Phase.STREAMING:
+            what = "stop" if isinstance(message, Stop) else "signalling"
+            raise ProtocolError(ErrorCode.NOT_STARTED, f"{what} without a running session: send 'start' first")
+        elif isinstance(message, Stop):
+            self.phase = Phase.STOPPING
+        elif isinstance(message, Offer):
+            if self.webrtc:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "this session already has a WebRTC connection")
+            self.webrtc = True
+        return message
+
+    def receive_binary(self, data: bytes) -> Audio:
+        if self.phase is not Phase.STREAMING or self.start is None:
+            raise ProtocolError(ErrorCode.NOT_STARTED, "audio without a running session: send 'start' first")
+        return decode_audio(data, self.start.encoding, self.start.sample_rate, self.limits)
+
+    def session_ended(self) -> None:
+        """The engine flushed the session (or it failed): the connection may `start` again."""
+        self.phase, self.start, self.webrtc = Phase.IDLE, None, False
+
+
+# --- server -> client ---------------------------------------------------------------------------------------------
+
+def _dump(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _seconds(value: float | None) -> float | None:
+    # Rounded to the millisecond: more digits are noise, and NaN would make the JSON invalid
+    return None if value is None or not math.isfinite(value) else round(float(value), 3)
+
+
+def ready_message(session: str, ice_servers: list[dict[str, Any]] | None = None, sample_rate: int = 16000) -> str:
+    return _dump({"type": "ready", "session": session, "protocol": PROTOCOL_VERSION,
+                  "sample_rate": sample_rate, "ice_servers": ice_servers or []})
+
+
+def partial_message(text: str, start_s: float | None = None, end_s: float | None = None) -> str:
+    return _dump({"type": "partial", "text": text, "start_s": _seconds(start_s), "end_s": _seconds(end_s)})
+
+
+def commit_message(text: str, start_s: float, end_s: float) -> str:
+    return _dump({"type": "commit", "text": text, "start_s": _seconds(start_s), "end_s": _seconds(end_s)})
+
+
+def stats_message(lag_s: float, rtf: float, audio_s: float) -> str:
+    return _dump({"type": "stats", "lag_s": _seconds(lag_s), "rtf": _seconds(rtf), "audio_s": _seconds(audio_s)})
+
+
+def answer_message(sdp: str) -> str:
+    return _dump({"type": "answer", "sdp": sdp})
+
+
+def error_message(code: ErrorCode | str, message: str) -> str:
+    return _dump({"type": "error", "code": code.value if isinstance(code, ErrorCode) else str(code),
+                  "message": message})
+
+
+def end_message() -> str:
+    return _dump({"type": "end"})
+
+
+def message_type(text: str) -> str:
+    """The `type` of a server message we built (cheap: used to decide what may be dropped under backpressure)."""
+    # Our own messages always start with {"type":"..." so no JSON parse is needed on the hot path
+    assert text.startswith('{"type":"'), text[:20]
+    return text[9:text.index('"', 9)]

@@ -1,0 +1,374 @@
+// Dragoman live captions: microphone -> server (WebSocket PCM or WebRTC) -> captions on the page.
+// Protocol: docs/protocol.md. Captions already shown survive reconnects; only the tentative tail is dropped.
+import { toSRT, toWebVTT } from "./captions.js";
+
+const PROTOCOL_VERSION = 1;
+const TARGET_RATE = 16000; // what the worklet sends; the server accepts any rate but 16 kHz is the model's
+const FRAME_SAMPLES = 320; // 20 ms frames
+const MAX_RETRY_DELAY_S = 10;
+const STOP_TIMEOUT_MS = 20000; // give up waiting for "end" after this long
+const ICE_GATHER_TIMEOUT_MS = 2000;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  task: $("task"), language: $("language"), transport: $("transport"), start: $("start"), stop: $("stop"),
+  status: $("status"), lag: $("lag"), level: $("level"), captions: $("captions"), partial: $("partial"),
+  placeholder: $("placeholder"), vtt: $("download-vtt"), srt: $("download-srt"), clear: $("clear"),
+};
+
+const state = {
+  running: false, // the user pressed Start and not Stop
+  stopping: false, // Stop pressed; waiting for the final commits and "end"
+  ws: null,
+  ready: false, // the current socket's session is ready for audio
+  pc: null,
+  stream: null,
+  ctx: null,
+  node: null,
+  commits: [], // {text, start, end} in seconds since the first Start (or Clear)
+  clock0: null, // performance.now() at the first Start
+  offset: 0, // where the current server session's time 0 lies on our clock
+  sessionCommits: 0, // commits received in the current server session
+  retries: 0,
+  retryTimer: null,
+  stopTimer: null,
+  lastError: null,
+};
+window.dragoman = state; // for debugging and the end-to-end tests
+
+// --- UI -------------------------------------------------------------------------------------------------------------
+
+function setStatus(text, kind = null) {
+  ui.status.textContent = text;
+  if (kind) document.body.dataset.state = kind;
+}
+
+function syncControls() {
+  const busy = state.running || state.stopping;
+  ui.start.disabled = busy;
+  ui.stop.disabled = !state.running;
+  for (const el of [ui.task, ui.language, ui.transport]) el.disabled = busy;
+  const any = state.commits.length > 0;
+  ui.vtt.disabled = ui.srt.disabled = !any;
+  ui.clear.disabled = !any || busy;
+}
+
+function nearBottom(el) {
+  return el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+}
+
+function renderPartial(text) {
+  const follow = nearBottom(ui.captions);
+  ui.partial.textContent = text;
+  if (text) ui.placeholder.hidden = true;
+  if (follow) ui.captions.scrollTop = ui.captions.scrollHeight; // auto-scroll unless the reader scrolled up
+}
+
+function addCommit(msg) {
+  let text = msg.text || "";
+  if (!text.trim()) return;
+  const follow = nearBottom(ui.captions);
+  // Commits concatenate to the transcript (they carry their own spaces); only a new server session's first
+  // commit needs one added, and the very first has its leading space dropped
+  if (state.commits.length === 0) text = text.trimStart();
+  else if (state.sessionCommits === 0 && !/^\s/.test(text)) text = " " + text;
+  state.sessionCommits += 1;
+  state.commits.push({ text, start: state.offset + (msg.start_s ?? 0), end: state.offset + (msg.end_s ?? 0) });
+  const span = document.createElement("span");
+  span.className = "commit";
+  span.textContent = text;
+  ui.captions.insertBefore(span, ui.partial);
+  ui.placeholder.hidden = true;
+  ui.partial.textContent = ""; // the commit supersedes the tail; the next partial follows
+  if (follow) ui.captions.scrollTop = ui.captions.scrollHeight;
+  syncControls();
+}
+
+function showLag(lag) {
+  if (lag == null) {
+    ui.lag.textContent = "lag —";
+    ui.lag.className = "lag";
+    return;
+  }
+  ui.lag.textContent = `lag ${lag.toFixed(1)} s`;
+  ui.lag.className = "lag " + (lag < 2.5 ? "ok" : lag < 5 ? "warn" : "bad");
+}
+
+function clockNow() {
+  return (performance.now() - state.clock0) / 1000;
+}
+
+// --- microphone -----------------------------------------------------------------------------------------------------
+
+async function openMicrophone() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new Error("This browser only allows the microphone on secure pages: open Dragoman via https:// or " +
+      "http://localhost on the machine running the server.");
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({
+      // Raw speech recognises better than speech "cleaned up" for calls
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+  } catch (e) {
+    if (e.name === "NotAllowedError" || e.name === "SecurityError") {
+      throw new Error("Microphone access was denied. Allow the microphone for this page in the browser's " +
+        "site settings (the icon left of the address), then press Start again.");
+    }
+    if (e.name === "NotFoundError" || e.name === "OverconstrainedError") {
+      throw new Error("No microphone was found. Connect one and press Start again.");
+    }
+    if (e.name === "NotReadableError") {
+      throw new Error("The microphone is in use by another application or could not be opened.");
+    }
+    throw new Error(`Could not open the microphone: ${e.message || e.name}`);
+  }
+}
+
+function stopMicrophone() {
+  if (state.node) { state.node.port.onmessage = null; state.node.disconnect(); state.node = null; }
+  if (state.ctx) { state.ctx.close(); state.ctx = null; }
+  if (state.stream) { for (const t of state.stream.getTracks()) t.stop(); state.stream = null; }
+  ui.level.value = 0;
+}
+
+let levelCounter = 0;
+function meterLevel(frame) {
+  if (++levelCounter % 5) return; // every 100 ms is plenty
+  let sum = 0;
+  for (let i = 0; i < frame.length; i++) sum += frame[i] * frame[i];
+  const rms = Math.sqrt(sum / frame.length) / 32768;
+  ui.level.value = Math.min(1, Math.sqrt(rms) * 2); // perceptual-ish scale
+}
+
+// WebSocket PCM: the AudioWorklet runs for the whole capture; frames go to whichever socket is ready.
+async function startPcmCapture() {
+  if (state.node) return; // survives reconnects
+  // The context runs at the device's rate; the worklet reads it and resamples, so no sampleRate is forced here
+  state.ctx = new AudioContext();
+  await state.ctx.audioWorklet.addModule("capture-worklet.js");
+  const source = state.ctx.createMediaStreamSource(state.stream);
+  state.node = new AudioWorkletNode(state.ctx, "capture-16k", {
+    numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
+    processorOptions: { targetRate: TARGET_RATE, frameSamples: FRAME_SAMPLES },
+  });
+  state.node.port.onmessage = (e) => {
+    if (!(e.data instanceof ArrayBuffer)) return; // {type: "rate"} info
+    meterLevel(new Int16Array(e.data));
+    const ws = state.ws;
+    if (ws && ws.readyState === WebSocket.OPEN && state.ready && !state.stopping) ws.send(e.data);
+  };
+  // A worklet is only pulled while connected towards the destination; a muted gain keeps it silent
+  const mute = state.ctx.createGain();
+  mute.gain.value = 0;
+  source.connect(state.node).connect(mute).connect(state.ctx.destination);
+  if (state.ctx.state === "suspended") await state.ctx.resume();
+}
+
+// WebRTC: a fresh peer connection per server session; the answer comes back over the socket.
+async function startWebRtc(iceServers) {
+  const pc = new RTCPeerConnection({ iceServers: iceServers || [] });
+  state.pc = pc;
+  for (const track of state.stream.getAudioTracks()) pc.addTrack(track, state.stream);
+  let offerSent = false;
+  pc.onicecandidate = (e) => {
+    // Late candidates trickle; most are already in the offer because we wait for gathering below
+    if (!offerSent || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    const c = e.candidate;
+    send({ type: "ice", candidate: c ? c.candidate : null, sdpMid: c ? c.sdpMid : null,
+      sdpMLineIndex: c ? c.sdpMLineIndex : null });
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc !== state.pc) return;
+    if (pc.connectionState === "connected") setStatus("Listening (WebRTC)…", "live");
+    if (pc.connectionState === "failed") {
+      setStatus("The WebRTC connection failed. Try the WebSocket transport, or configure a TURN server " +
+        "(dragoman serve --ice-server).", "error");
+    }
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const timer = setTimeout(resolve, ICE_GATHER_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+    });
+  });
+  if (pc !== state.pc) return; // torn down meanwhile
+  send({ type: "offer", sdp: pc.localDescription.sdp });
+  offerSent = true;
+}
+
+// --- connection -----------------------------------------------------------------------------------------------------
+
+function wsUrl() {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+}
+
+function send(obj) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+}
+
+function connect() {
+  const ws = new WebSocket(wsUrl());
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  let opened = false;
+  setStatus(state.retries ? "Reconnecting…" : "Connecting…", state.retries ? "reconnecting" : "connecting");
+
+  ws.onopen = () => {
+    opened = true;
+    send({
+      type: "start", protocol: PROTOCOL_VERSION, task: ui.task.value,
+      language: ui.language.value === "auto" ? null : ui.language.value,
+      sample_rate: TARGET_RATE, encoding: "pcm_s16le",
+    });
+  };
+  ws.onmessage = (e) => {
+    if (ws !== state.ws || typeof e.data !== "string") return;
+    let msg;
+    try { msg = JSON.parse(e.data); } catch { return; }
+    onMessage(msg).catch((err) => setStatus(`Error: ${err.message || err}`, "error"));
+  };
+  ws.onclose = (e) => {
+    if (ws !== state.ws) return;
+    closeTransport();
+    state.ws = null;
+    if (state.stopping) return finishStop();
+    if (!state.running) return;
+    // Unexpected: keep the captions, retry with backoff
+    const delay = Math.min(MAX_RETRY_DELAY_S, 0.5 * 2 ** state.retries);
+    state.retries += 1;
+    const why = opened
+      ? `Connection to the server lost${e.reason ? ` (${e.reason})` : ""}.`
+      : `Cannot reach the Dragoman server at ${location.host}. Is "dragoman serve" still running?`;
+    setStatus(`${why} Retrying in ${delay.toFixed(delay < 1 ? 1 : 0)} s… (captions so far are kept)`, "reconnecting");
+    showLag(null);
+    state.retryTimer = setTimeout(() => { state.retryTimer = null; if (state.running) connect(); }, delay * 1000);
+  };
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case "ready":
+      state.ready = true;
+      state.retries = 0;
+      state.offset = clockNow(); // this session's time 0 on the page's clock
+      state.sessionCommits = 0;
+      if (ui.transport.value === "webrtc") {
+        setStatus("Connecting audio (WebRTC)…", "connecting");
+        await startWebRtc(msg.ice_servers);
+      } else {
+        await startPcmCapture();
+        setStatus("Listening…", "live");
+      }
+      break;
+    case "partial":
+      renderPartial(msg.text || "");
+      break;
+    case "commit":
+      addCommit(msg);
+      break;
+    case "stats":
+      showLag(msg.lag_s);
+      break;
+    case "answer":
+      if (state.pc) await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      break;
+    case "error":
+      state.lastError = msg;
+      if (msg.code === "busy") {
+        setStatus("The server is busy with other sessions. Try again in a minute.", "error");
+        stop(true);
+      } else {
+        setStatus(`Server: ${msg.message}`, state.running ? document.body.dataset.state : "error");
+      }
+      break;
+    case "end":
+      renderPartial("");
+      if (state.stopping && state.ws) state.ws.close(1000, "done");
+      break;
+  }
+}
+
+function closeTransport() {
+  state.ready = false;
+  if (state.pc) { state.pc.close(); state.pc = null; }
+}
+
+// --- start / stop ---------------------------------------------------------------------------------------------------
+
+async function start() {
+  if (state.running || state.stopping) return;
+  state.running = true;
+  state.lastError = null;
+  syncControls();
+  setStatus("Waiting for the microphone…", "connecting");
+  try {
+    state.stream = await openMicrophone();
+  } catch (e) {
+    state.running = false;
+    syncControls();
+    setStatus(e.message, "error");
+    return;
+  }
+  if (state.clock0 === null) state.clock0 = performance.now();
+  state.retries = 0;
+  connect();
+}
+
+function stop(immediately = false) {
+  if (!state.running) return;
+  state.running = false;
+  if (state.retryTimer) { clearTimeout(state.retryTimer); state.retryTimer = null; }
+  const ws = state.ws;
+  if (!immediately && ws && ws.readyState === WebSocket.OPEN && state.ready) {
+    state.stopping = true;
+    send({ type: "stop" });
+    setStatus("Finishing the last words…", "stopping");
+    state.stopTimer = setTimeout(() => { if (state.ws) state.ws.close(1000, "stop timeout"); }, STOP_TIMEOUT_MS);
+  } else if (ws) {
+    state.ws = null;
+    ws.close(1000, "stopped");
+    closeTransport();
+  }
+  stopMicrophone();
+  syncControls();
+  if (!state.stopping && document.body.dataset.state !== "error") setStatus("Stopped.", "idle");
+}
+
+function finishStop() {
+  state.stopping = false;
+  if (state.stopTimer) { clearTimeout(state.stopTimer); state.stopTimer = null; }
+  showLag(null);
+  syncControls();
+  setStatus(state.commits.length ? "Stopped. Download the captions below." : "Stopped.", "idle");
+}
+
+// --- downloads ------------------------------------------------------------------------------------------------------
+
+function download(text, extension, mime) {
+  const stamp = new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "");
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([text], { type: mime }));
+  a.download = `dragoman-captions-${stamp}.${extension}`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+ui.start.addEventListener("click", start);
+ui.stop.addEventListener("click", () => stop());
+ui.vtt.addEventListener("click", () => download(toWebVTT(state.commits), "vtt", "text/vtt"));
+ui.srt.addEventListener("click", () => download(toSRT(state.commits), "srt", "application/x-subrip"));
+ui.clear.addEventListener("click", () => {
+  state.commits = [];
+  state.clock0 = null;
+  for (const el of [...ui.captions.querySelectorAll(".commit")]) el.remove();
+  ui.partial.textContent = "";
+  ui.placeholder.hidden = false;
+  syncControls();
+});
+window.addEventListener("pagehide", () => stop(true));
+syncControls();
