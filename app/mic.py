@@ -6,8 +6,8 @@ so a slow model never makes the device overflow; when the consumer falls far beh
 counted instead of blocking the audio thread.
 
 Capture runs at the device's native rate (asking PortAudio for another rate makes some host APIs fail and others
-resample badly); `Microphone.blocks()` yields float32 mono at the device rate and `model_rate_blocks()` converts
-to the model's rate with a stateful resampler (no clicks at block edges).
+resample badly); `Microphone.blocks()` yields float32 mono at the device rate. The streaming session converts to
+the model's rate with one stateful resampler per stream (engine.audio.StreamResampler: no clicks at block edges).
 
 Errors a user can act on are MicError subclasses with a message that says what to do.
 """
@@ -23,7 +23,6 @@ from types import ModuleType, TracebackType
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, StreamResampler
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -250,17 +249,6 @@ class Microphone:
             if not blocks:
                 self.check_alive()
                 await asyncio.sleep(poll_s)
-
-    async def model_rate_blocks(self, sample_rate: int = SAMPLE_RATE) -> AsyncIterator[np.ndarray]:
-        """Like blocks(), converted to `sample_rate` with one resampler for the whole stream."""
-        resampler = StreamResampler(self.sample_rate, sample_rate)
-        async for block in self.blocks():
-            out = resampler.process(block)
-            if out.size:
-                yield out
-        tail = resampler.process(np.zeros(0, dtype=np.float32), last=True)
-        if tail.size:
-            yield tail
 
 
 def describe_devices(devices: list[InputDevice]) -> str:
