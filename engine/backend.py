@@ -28,6 +28,7 @@ class Backend(Protocol):
     eot: int  # end-of-text token
     tasks: tuple[str, ...]  # tasks this model can do
     alignment_heads: int  # number of heads step_with_alignment returns
+    max_text_tokens: int  # decoder context length (prompt + generated tokens)
 
     def encode(self, audio: np.ndarray) -> Tensor:
         """float32 mono samples at `sample_rate` -> encoder output (1, S, d)."""
@@ -56,6 +57,11 @@ class Backend(Protocol):
 
     def detect_language(self, encoder_out: Tensor) -> str | None: ...
 
+    def no_speech_prob(self, state: DecoderState) -> float | None:
+        """Probability that the audio installed in `state` holds no speech (None: the family cannot tell).
+
+        Must not change `state` (streaming calls it between updates)."""
+
 
 class WhisperBackend:
     """Whisper behind the Backend seam (unpadded encoder windows, no timestamps during streaming)."""
@@ -73,6 +79,7 @@ class WhisperBackend:
         self.name = bundle.name
         self.eot = bundle.tokenizer.eot
         self.alignment_heads = len(bundle.model.config.resolved_alignment_heads())
+        self.max_text_tokens = bundle.model.n_text_ctx
         sp = bundle.tokenizer.special
         n_vocab = bundle.model.config.n_vocab
         banned = set(bundle.suppress_ids) | set(range(sp.eot + 1, n_vocab))  # specials and timestamps
@@ -140,6 +147,17 @@ class WhisperBackend:
         from .decoding import detect_language
 
         return detect_language(self.bundle, encoder_out)[0]
+
+
+    @torch.inference_mode()
+    def no_speech_prob(self, state: DecoderState) -> float | None:
+        # openai reads <|nospeech|> at the <|startoftranscript|> position; without a previous-text prompt
+        # that position sees only itself, so one step on an empty clone sharing the cross K/V is enough.
+        probe = state.clone()
+        probe.reset()
+        sp = self.tokenizer.special
+        logits = self.model.step(torch.tensor([[sp.sot]], device=self.device), probe)[0, -1]
+        return float(logits.float().softmax(-1)[sp.no_speech])
 
 
 def make_backend(bundle) -> Backend:

@@ -20,8 +20,8 @@ class Hypothesis:
     """One decoder update's continuation after the committed prefix."""
 
     tokens: tuple[int, ...]  # generated text tokens (no end-of-text)
-    # (n_tokens, n_frames) alignment-head attention of the step that produced each token, averaged over
-    # heads; None when the backend gave none
+    # (n_tokens, heads, n_frames) alignment-head cross-attention of the step that produced each token;
+    # None when the backend gave none
     attention: np.ndarray | None
     n_frames: int  # encoder frames of audio the hypothesis was decoded from
     final: bool  # no more audio will come for this segment: everything may be committed
@@ -89,7 +89,7 @@ class AlignAtt:
     def should_stop(self, attention_row: np.ndarray | None, n_frames: int) -> bool:
         if attention_row is None:
             return False
-        return int(np.argmax(attention_row[:n_frames])) >= n_frames - self.frame_threshold
+        return attended_frame(attention_row, n_frames) >= n_frames - self.frame_threshold
 
     def stable_count(self, hyp: Hypothesis) -> int:
         if hyp.final or hyp.attention is None:
@@ -113,6 +113,17 @@ def make_policy(name: PolicyName, **kwargs) -> Policy:
     if name == "alignatt":
         return AlignAtt(**kwargs)
     raise ValueError(f"unknown policy {name!r}: use 'local-agreement' or 'alignatt'")
+
+
+def attended_frame(attention: np.ndarray, n_frames: int) -> int:
+    """The frame a token looks at: the median of the heads' argmax frames.
+
+    Averaging the heads' weights first lets one head parked on a pause (an attention sink) drag the
+    argmax there; the median of per-head peaks ignores such outliers. attention: (heads, frames) or (frames,)."""
+    att = attention[..., :n_frames]
+    if att.ndim == 1:
+        return int(np.argmax(att))
+    return int(np.median(np.argmax(att, axis=-1)))
 
 
 def _common_prefix(seqs: list[tuple[int, ...]]) -> int:

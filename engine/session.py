@@ -1,0 +1,506 @@
+"""One live stream, sans I/O: audio in (feed_audio), events out (drain_events), model work in process().
+
+The flow per stream:
+  feed_audio -> inbox (validated, resampled to 16 kHz; no model work, safe from any thread)
+  process    -> Silero VAD cuts the audio into speech segments (silence is never decoded)
+             -> per segment, every `chunk_s` of new speech: encode the segment's audio, continue the decoder
+                from the committed tokens, let the policy pick what is stable, emit Commit / Partial
+             -> a pause (or the window limit) closes a segment: its last update commits everything
+A session that falls behind simply finds more audio at its next update: it never queues updates.
+
+What is cached and what is committed (see Segment): committed tokens stay in the decoder's self-attention
+cache across updates; a new encoder output only replaces the cross-attention keys/values. Because the
+encoder is bidirectional, the committed prefix's cache was computed against older audio: mode="exact"
+re-fills it in one forward pass per update instead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from torch import Tensor
+
+from .audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
+from .backend import Backend
+from .errors import AudioError, ConfigError, StreamStateError
+from .events import Commit, Event, Partial
+from .kv_cache import DecoderState
+from .policy import Hypothesis, attended_frame, Policy, PolicyName, make_policy
+from .stream_decoding import decode_update, is_prompt_echo, looks_like_source_language
+from .tokenizer import split_complete_utf8
+from .vad import StreamVad, VadConfig
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["incremental", "exact"]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    task: Literal["translate", "transcribe"] = "translate"
+    language: str | None = None  # spoken language code; None: detected once from the first speech
+    policy: PolicyName = "local-agreement"  # what to commit: agreement of consecutive hypotheses, or AlignAtt
+    # incremental: committed tokens stay cached across updates (the design's approximation, cheaper);
+    # exact: the committed prefix is re-run against the current audio each update.
+    # Default from benchmarks/bench_streaming.py: see the README's streaming section.
+    mode: Mode = "incremental"
+    # seconds of new speech between decoder updates (smaller: lower latency, more compute)
+    chunk_s: float = 1.0
+    agreement_n: int = 2  # LocalAgreement-n
+    frame_threshold: int = 20  # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to
+    # a segment is closed (everything committed) before its audio reaches the model's 30 s window
+    max_segment_s: float = 24.0
+    vad: VadConfig = field(default_factory=VadConfig)  # speech detection / segmentation at pauses
+    use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
+    prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables
+    min_first_s: float = 1.0  # a segment's first update waits for this much audio (language detection, stability)
+    no_speech_threshold: float = 0.6  # with logprob_threshold: Whisper's rule for discarding a non-speech window
+    logprob_threshold: float = -1.0
+    max_tokens_per_s: float = 6.0  # bound on tokens per second of audio (speech is ~3/s): stops runaway decoding
+
+    def __post_init__(self) -> None:
+        if self.task not in ("translate", "transcribe"):
+            raise ConfigError(f"task must be 'translate' or 'transcribe', got {self.task!r}")
+        if self.policy not in ("local-agreement", "alignatt"):
+            raise ConfigError(f"policy must be 'local-agreement' or 'alignatt', got {self.policy!r}")
+        if self.mode not in ("incremental", "exact"):
+            raise ConfigError(f"mode must be 'incremental' or 'exact', got {self.mode!r}")
+        if not 0.1 <= self.chunk_s <= 10.0:
+            raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
+        if not 2.0 <= self.max_segment_s <= 29.0:
+            raise ConfigError("max_segment_s must leave room in Whisper's 30 s window (2..29 s)")
+
+
+@dataclass
+class Segment:
+    """One stretch of speech between pauses: its audio and what has been decided about it."""
+
+    start_s: float  # stream time of audio[0]
+    chunks: list[np.ndarray] = field(default_factory=list)  # the audio (pre-roll, speech, trailing pause)
+    n_samples: int = 0
+    closed: bool = False  # no more audio will be added
+    speech_s: float = 0.0  # VAD speech inside (short bursts are dropped)
+    n_decoded: int = 0  # samples the last update saw
+    # decoder: `sequence` = start tokens (prompt) + committed tokens; `state` caches sequence[:-1]
+    prompt: list[int] = field(default_factory=list)  # previous-text tokens inside the start tokens
+    sequence: list[int] = field(default_factory=list)
+    n_start: int = 0  # len(start tokens)
+    state: DecoderState | None = None
+    pending_bytes: bytes = b""  # committed bytes not yet forming whole UTF-8 characters
+    committed_end_s: float = 0.0  # stream time the committed text reaches
+    use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.n_samples / SAMPLE_RATE
+
+    @property
+    def committed(self) -> list[int]:
+        return self.sequence[self.n_start :]
+
+    def audio(self) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0] if self.chunks else np.zeros(0, np.float32)
+
+    def append(self, samples: np.ndarray) -> None:
+        self.chunks.append(samples)
+        self.n_samples += len(samples)
+
+
+@dataclass(frozen=True)
+class Update:
+    """Model work one session asks for: encode `audio`, then decode (see StreamingSession.apply)."""
+
+    segment: Segment
+    audio: np.ndarray
+    final: bool
+
+
+@dataclass
+class Stats:
+    compute_s: float = 0.0  # wall time of model work spent on this session
+    n_updates: int = 0
+
+
+class _Prefixed(logging.LoggerAdapter):
+    """Every log line of a session starts with its id."""
+
+    def process(self, msg, kwargs):
+        return f"[{self.extra['session']}] {msg}", kwargs
+
+
+class StreamingSession:
+    """One stream. feed_audio/drain_events/finish are safe from the I/O thread; process() runs model work."""
+
+    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(), session_id: str | None = None):
+        if config.task not in backend.tasks:
+            raise ConfigError(f"model {backend.name} cannot {config.task}; it supports {', '.join(backend.tasks)}")
+        self.backend = backend
+        self.config = config
+        self.id = session_id or uuid.uuid4().hex[:8]
+        self.log = _Prefixed(log, {"session": self.id})
+        self.policy: Policy = make_policy(config.policy, **self._policy_kwargs())
+        self.language = config.language
+        self.stats = Stats()
+        self._lock = threading.Lock()  # guards inbox, events and the finish flag (I/O thread vs worker)
+        self._inbox: list[np.ndarray] = []
+        self._resampler: StreamResampler | None = None
+        self._events: list[tuple[float, Event]] = []  # (audio seconds processed when emitted, event)
+        self._finishing = False
+        self.done = False  # finish() was processed: every commit is out
+        self.n_received = 0  # samples at 16 kHz accepted so far
+        self.n_consumed = 0  # samples that went through the VAD
+        self._vad = StreamVad(config.vad) if config.use_vad else None
+        self._preroll: deque[np.ndarray] = deque()
+        self._segments: deque[Segment] = deque()  # front: being decoded; back: may still be growing
+        self._history: list[int] = []  # committed tokens of earlier segments (prompt source)
+        self._partial = ""
+        self._text_out = ""  # everything committed (for spacing across segments)
+        self._committed_until_s = 0.0
+
+    def _policy_kwargs(self) -> dict:
+        if self.config.policy == "local-agreement":
+            return {"n": self.config.agreement_n}
+        return {"frame_threshold": self.config.frame_threshold}
+
+    # -- I/O side ----------------------------------------------------------------------------------------
+    def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Accept a chunk of PCM (any rate, mono or (n, channels)); raises AudioError on unusable input."""
+        sr = check_sample_rate(sample_rate)
+        x = to_mono_float32(samples)
+        with self._lock:
+            if self._finishing:
+                raise StreamStateError("feed_audio() after finish(): open a new session for more audio")
+            if self._resampler is None or self._resampler.from_rate != sr:
+                if self._resampler is not None and self._resampler.from_rate != SAMPLE_RATE:
+                    self._push(self._resampler.process(np.zeros(0, np.float32), last=True))
+                self._resampler = StreamResampler(sr, SAMPLE_RATE)
+            self._push(self._resampler.process(x))
+
+    def _push(self, x: np.ndarray) -> None:
+        if x.size:
+            self._inbox.append(np.ascontiguousarray(x, dtype=np.float32))
+            self.n_received += len(x)
+
+    def finish(self) -> None:
+        """No more audio: the next process() decodes what is left and commits all of it."""
+        with self._lock:
+            if self._finishing:
+                return
+            if self._resampler is not None:
+                self._push(self._resampler.process(np.zeros(0, np.float32), last=True))
+            self._finishing = True
+
+    def drain_events(self) -> list[Event]:
+        return [e for _, e in self.drain_timed_events()]
+
+    def drain_timed_events(self) -> list[tuple[float, Event]]:
+        """Events with the stream time (seconds of audio processed) at which each was decided."""
+        with self._lock:
+            out, self._events = self._events, []
+        return out
+
+    @property
+    def audio_s(self) -> float:
+        return self.n_received / SAMPLE_RATE
+
+    @property
+    def transcript(self) -> str:
+        """Everything committed so far (== the concatenation of all Commit texts)."""
+        return self._text_out
+
+    @property
+    def lag_s(self) -> float:
+        """How far the committed text trails the audio received."""
+        return max(0.0, self.audio_s - self._committed_until_s)
+
+    @property
+    def rtf(self) -> float:
+        return self.stats.compute_s / self.audio_s if self.audio_s else 0.0
+
+    @property
+    def pending_s(self) -> float:
+        """Audio received but not yet looked at by the model."""
+        return (self.n_received - self.n_consumed) / SAMPLE_RATE + sum(
+            (s.n_samples - s.n_decoded) / SAMPLE_RATE for s in self._segments)
+
+    # -- model side ----------------------------------------------------------------------------------------
+    def process(self) -> int:
+        """Do every update that is due (single-session path: tests, CLI); returns how many ran."""
+        n = 0
+        while (upd := self.next_update()) is not None:
+            t0 = time.perf_counter()
+            enc = self.backend.encode(upd.audio)
+            self.apply(upd, enc, None)
+            self.stats.compute_s += time.perf_counter() - t0
+            n += 1
+        return n
+
+    def has_work(self) -> bool:
+        with self._lock:
+            inbox = bool(self._inbox)
+            finishing = self._finishing
+        return not self.done and (inbox or finishing or self._due() is not None)
+
+    def next_update(self) -> Update | None:
+        """Run the VAD over new audio and return the next decoder update that is due, if any."""
+        if self.done:
+            return None
+        with self._lock:
+            new, self._inbox = self._inbox, []
+            finishing = self._finishing
+        for x in new:
+            self._segment(x)
+        if finishing and not self._inbox:
+            self._close_all()
+        upd = self._due()
+        if upd is None and finishing and not self._segments:
+            self._finish_stream()
+        return upd
+
+    def _segment(self, x: np.ndarray) -> None:
+        """Cut incoming audio into speech segments (or one long segment without a VAD)."""
+        self.n_consumed += len(x)
+        if self._vad is None:
+            t = self._consumed_s() - len(x) / SAMPLE_RATE
+            limit = int(self.config.max_segment_s * SAMPLE_RATE)
+            while x.size:
+                seg = self._open_segment(t)
+                piece, x = x[: limit - seg.n_samples], x[limit - seg.n_samples :]
+                seg.append(piece)
+                seg.speech_s += len(piece) / SAMPLE_RATE
+                t += len(piece) / SAMPLE_RATE
+                if seg.n_samples >= limit:
+                    self._close(seg)
+            return
+        pad = int(self.config.vad.pad_s * SAMPLE_RATE)
+        t = self._vad_time
+        for w in self._vad.process(x):
+            t += len(w.samples) / SAMPLE_RATE
+            cur = self._segments[-1] if self._segments and not self._segments[-1].closed else None
+            if w.opened:
+                pre = np.concatenate(list(self._preroll)) if self._preroll else np.zeros(0, np.float32)
+                pre = pre[-pad:] if pad else pre[:0]
+                cur = self._open_segment(t - (len(w.samples) + len(pre)) / SAMPLE_RATE)
+                cur.append(pre)
+                self._preroll.clear()
+            if cur is not None:
+                cur.append(w.samples)
+                if w.prob >= self.config.vad.neg_threshold:
+                    cur.speech_s += len(w.samples) / SAMPLE_RATE
+                if w.closed:
+                    self._close(cur)
+                else:
+                    self._split_if_long(cur)
+            else:
+                self._preroll.append(w.samples)
+                while len(self._preroll) > 1 + pad // 512:
+                    self._preroll.popleft()
+                if not self._segments:
+                    self._committed_until_s = t  # nothing pending: silence counts as done
+        self._vad_time = t
+
+    _vad_time = 0.0  # stream time up to which the VAD has classified windows
+
+    def _consumed_s(self) -> float:
+        return self.n_consumed / SAMPLE_RATE
+
+    def _open_segment(self, start_s: float) -> Segment:
+        if self._segments and not self._segments[-1].closed:
+            return self._segments[-1]
+        seg = Segment(start_s=max(0.0, start_s))
+        self._segments.append(seg)
+        return seg
+
+    def _split_if_long(self, seg: Segment) -> None:
+        # Before the window fills up, close the segment (its last update commits everything) and continue
+        # in a fresh one: the encoder never sees more than max_segment_s.
+        if seg.n_samples >= self.config.max_segment_s * SAMPLE_RATE:
+            self.log.debug("segment reached %.1f s without a pause: forced commit", seg.n_samples / SAMPLE_RATE)
+            self._close(seg)
+            if self._vad is not None and self._vad.state.in_speech:
+                self._open_segment(seg.end_s)
+
+    def _close(self, seg: Segment) -> None:
+        seg.closed = True
+        if seg.speech_s < self.config.vad.min_speech_s:
+            self._segments.remove(seg)  # a click or a cough: nothing to decode
+            if not self._segments:
+                self._committed_until_s = seg.end_s
+
+    def _close_all(self) -> None:
+        if self._vad is not None:
+            rest = self._vad.flush()
+            if self._segments and not self._segments[-1].closed and rest.size:
+                self._segments[-1].append(rest)
+        for seg in list(self._segments):
+            if not seg.closed:
+                self._close(seg)
+
+    def _due(self) -> Update | None:
+        if not self._segments:
+            return None
+        seg = self._segments[0]
+        if seg.closed:
+            return Update(seg, seg.audio(), final=True)
+        new = seg.n_samples - seg.n_decoded
+        need = self.config.chunk_s if seg.n_decoded else max(self.config.chunk_s, self.config.min_first_s)
+        if new >= need * SAMPLE_RATE:
+            return Update(seg, seg.audio(), final=False)
+        return None
+
+    def apply(self, upd: Update, encoder_out: Tensor, valid: Tensor | None) -> None:
+        """Decode one update against its encoder output (1, S, d), commit what the policy allows, emit events."""
+        seg = upd.segment
+        self.stats.n_updates += 1
+        seg.n_decoded = len(upd.audio)
+        n_frames = encoder_out.shape[1] if valid is None else int(valid[0].sum())
+        if self.language is None and "translate" in self.backend.tasks:
+            self.language = self.backend.detect_language(encoder_out)
+            self.log.debug("detected language %s", self.language)
+        # A segment's last update always re-fills the prefix (one forward pass per segment, cheap): the tail
+        # is decoded against exact keys/values even in incremental mode.
+        refill = self.config.mode == "exact" or upd.final
+        if seg.state is None:
+            self._start_decoder(seg, encoder_out, valid)
+            refill = True
+        else:
+            self.backend.set_audio(seg.state, encoder_out, valid)
+        res = self._decode(seg, upd, n_frames, refill)
+        tokens = res.tokens
+        if tokens and not seg.committed and self._looks_hallucinated(seg, tokens, res):
+            if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
+                seg.use_prompt = False
+                self._start_decoder(seg, encoder_out, valid)
+                res = self._decode(seg, upd, n_frames, refill=True)
+                tokens = res.tokens
+            if tokens and self._looks_hallucinated(seg, tokens, res):
+                tokens = []
+        hyp = Hypothesis(tuple(tokens), res.attention, n_frames, upd.final)
+        k = min(self.policy.stable_count(hyp), len(tokens))
+        if not upd.final:
+            k = self._word_boundary(tokens, k, res.next_token)
+        if k:
+            self._commit(seg, tokens[:k], res.attention, upd)
+            self.policy.committed(k)
+        # cache invariant for the next update: sequence[:-1] (the committed prefix, minus its last token)
+        if seg.state is not None:
+            seg.state.truncate(min(seg.state.offset, len(seg.sequence) - 1))
+        self._set_partial(tokens[k:], seg, upd)
+        if upd.final:
+            self._end_segment(seg, upd)
+
+    def _looks_hallucinated(self, seg: Segment, tokens: list[int], res) -> bool:
+        cfg = self.config
+        if seg.prompt and is_prompt_echo(tokens, seg.prompt):
+            self.log.debug("prompt echo discarded")
+            return True
+        if cfg.task == "translate" and self.language not in (None, "en"):
+            text = b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+            if looks_like_source_language(text, self.language):
+                self.log.debug("translation drifted into %s: %r", self.language, text)
+                return True
+        nsp = self.backend.no_speech_prob(seg.state) if seg.state is not None else None
+        avg_lp = res.sum_logprob / max(1, len(tokens))
+        if nsp is not None and nsp > cfg.no_speech_threshold and avg_lp < cfg.logprob_threshold:
+            self.log.debug("no speech (p=%.2f, avg logprob %.2f): discarded", nsp, avg_lp)
+            return True
+        if avg_lp < 2 * cfg.logprob_threshold:  # the model is guessing: noise, tones, music
+            self.log.debug("very low confidence (avg logprob %.2f): discarded", avg_lp)
+            return True
+        return False
+
+    def _start_decoder(self, seg: Segment, encoder_out: Tensor, valid: Tensor | None) -> None:
+        prompt = self._history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
+        start = self.backend.start_tokens(self.config.task, self.language, prompt)
+        committed = seg.committed
+        seg.prompt, seg.n_start = prompt, len(start)
+        seg.sequence = start + committed
+        seg.state = self.backend.new_state(encoder_out, valid)
+
+    def _decode(self, seg: Segment, upd: Update, n_frames: int, refill: bool):
+        audio_s = len(upd.audio) / SAMPLE_RATE
+        budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
+        return decode_update(self.backend, seg.state, seg.sequence, len(seg.committed), n_frames, self.policy,
+                             upd.final, max(budget, 4), refill)
+
+    def _word_boundary(self, tokens: list[int], k: int, next_token: int | None) -> int:
+        # Commit whole words only: tokens[k] (or the token decoding stopped at) must start a new word,
+        # otherwise "Ham" could be committed while "burg" is still uncertain.
+        while k > 0:
+            nxt = tokens[k] if k < len(tokens) else next_token
+            if nxt is None:
+                k -= 1
+                continue
+            if nxt == self.backend.eot or self.backend.token_bytes(nxt)[:1] in (b" ", b""):
+                return k
+            k -= 1
+        return 0
+
+    def _commit(self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update) -> None:
+        data = seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in new)
+        if upd.final:
+            done, seg.pending_bytes = data, b""
+        else:
+            done, seg.pending_bytes = split_complete_utf8(data)
+        text = done.decode("utf-8", errors="replace")
+        start = max(seg.committed_end_s, seg.start_s)
+        if upd.final:
+            end = seg.end_s
+        elif attention is not None and len(attention) >= len(new):
+            frame = attended_frame(attention[len(new) - 1], attention.shape[-1])
+            end = seg.start_s + (frame + 1) * self.backend.frame_s
+        else:
+            end = seg.start_s + len(upd.audio) / SAMPLE_RATE
+        end = min(max(end, start), seg.start_s + len(upd.audio) / SAMPLE_RATE)
+        seg.sequence.extend(new)
+        seg.committed_end_s = end
+        self._committed_until_s = max(self._committed_until_s, end)
+        if not text:
+            return
+        if not self._text_out:
+            text = text.lstrip()
+        if self._text_out and len(seg.committed) == len(new) and not text[:1].isspace() \
+                and not self._text_out[-1:].isspace():
+            text = " " + text  # a new segment's first words
+        if text:
+            self._text_out += text
+            self._emit(upd, Commit(text=text, start_s=round(start, 3), end_s=round(end, 3)))
+
+    def _set_partial(self, tokens: list[int], seg: Segment, upd: Update) -> None:
+        text = (seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in tokens)).decode("utf-8", "ignore")
+        if upd.final:
+            text = ""
+        if not self._text_out:
+            text = text.lstrip()
+        if text != self._partial:
+            self._partial = text
+            start = seg.committed_end_s or seg.start_s
+            self._emit(upd, Partial(text=text, start_s=round(start, 3) if text else None,
+                                    end_s=round(seg.start_s + len(upd.audio) / SAMPLE_RATE, 3) if text else None))
+
+    def _end_segment(self, seg: Segment, upd: Update) -> None:
+        self._history.extend(seg.committed)
+        self._history = self._history[-max(self.config.prompt_tokens, 1) :]
+        self._segments.popleft()
+        self._committed_until_s = max(self._committed_until_s, seg.end_s)
+        self.policy.reset()
+        seg.state = None  # free the cache
+
+    def _finish_stream(self) -> None:
+        self.done = True
+        self._committed_until_s = self.audio_s
+        self.log.debug("finished: %.1f s audio, %d updates, %.2f s compute", self.audio_s, self.stats.n_updates,
+                       self.stats.compute_s)
+
+    def _emit(self, upd: Update, event: Event) -> None:
+        t_audio = upd.segment.start_s + len(upd.audio) / SAMPLE_RATE
+        with self._lock:
+            self._events.append((t_audio, event))

@@ -1,0 +1,60 @@
+"""Commit policies and hallucination guards: pure functions over token ids and attention arrays."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy
+from engine.stream_decoding import is_prompt_echo, looks_like_source_language, repetition_cut
+
+
+def hyp(tokens, attention=None, n_frames=100, final=False) -> Hypothesis:
+    return Hypothesis(tuple(tokens), attention, n_frames, final)
+
+
+def test_local_agreement_commits_common_prefix_of_two():
+    """LocalAgreement-2 commits nothing on the first hypothesis, then the prefix two hypotheses share."""
+    p = LocalAgreement(n=2)
+    assert p.stable_count(hyp([1, 2, 3])) == 0
+    assert p.stable_count(hyp([1, 2, 4, 5])) == 2
+    p.committed(2)
+    assert p.stable_count(hyp([4, 5, 6])) == 2  # stored [4, 5] (relative) agrees with the new one
+
+
+def test_local_agreement_final_commits_everything():
+    """A segment's final hypothesis is committed whole."""
+    p = make_policy("local-agreement")
+    assert p.stable_count(hyp([7, 8, 9], final=True)) == 3
+
+
+def test_alignatt_stops_at_tokens_attending_to_the_audio_end():
+    """AlignAtt keeps tokens looking at early frames and stops at the first one looking at the last frames."""
+    n = 100
+    att = np.zeros((3, 4, n))
+    for i, frame in enumerate([10, 50, 95]):
+        att[i, :, frame] = 1.0
+    p = AlignAtt(frame_threshold=20)
+    assert p.stable_count(hyp([1, 2, 3], att, n)) == 2
+    assert p.should_stop(att[2], n) and not p.should_stop(att[1], n)
+
+
+def test_attended_frame_ignores_one_head_on_an_attention_sink():
+    """The median of per-head peaks is not dragged to a pause by one outlier head."""
+    att = np.zeros((5, 100))
+    att[:4, 30] = 1.0
+    att[4, 90] = 5.0
+    assert attended_frame(att, 100) == 30
+
+
+def test_repetition_loop_is_cut_to_one_copy():
+    """A 3-gram repeated three times is cut back to a single copy; normal text is untouched."""
+    assert repetition_cut([1, 2, 3, 4, 5, 6]) is None
+    tokens = [9, 1, 2, 3, 1, 2, 3, 1, 2, 3]
+    assert tokens[: repetition_cut(tokens)] == [9, 1, 2, 3]
+
+
+def test_prompt_echo_and_source_language_drift():
+    """Echoing the previous text and answering in German in translate mode are recognised."""
+    assert is_prompt_echo([5, 6, 7, 8, 9], [1, 5, 6, 7, 8, 9, 2])
+    assert not is_prompt_echo([5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6])
+    assert looks_like_source_language("Bitte schicken Sie mir den Bericht bis Freitag", "de")
+    assert not looks_like_source_language("Please send me the report by Friday", "de")

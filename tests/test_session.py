@@ -1,0 +1,162 @@
+"""StreamingSession end to end on real synthesised speech with the embedded Whisper base."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sacrebleu
+
+from engine.audio import SAMPLE_RATE, resample
+from engine.errors import AudioError, ConfigError, StreamStateError
+from engine.events import Commit, Partial
+from engine.session import SessionConfig, StreamingSession
+from tests.speech import long_stream
+
+# Offline whole-sentence decoding of these German clips scores chrF ~55-60 against the references (Whisper
+# base on TTS speech); streaming may lose a little, and a broken stream (wrong language, lost sentences,
+# garbage) scores below 30.
+MIN_CHRF = 40.0
+
+
+def stream(session: StreamingSession, audio: np.ndarray, sample_rate: int, chunk: int) -> list:
+    """Feed `audio` in chunks of `chunk` samples, processing after each, then finish; return all events."""
+    events = []
+    for i in range(0, len(audio), chunk):
+        session.feed_audio(audio[i : i + chunk], sample_rate)
+        session.process()
+        events += session.drain_timed_events()
+    session.finish()
+    session.process()
+    return events + session.drain_timed_events()
+
+
+def commits_of(events) -> list[Commit]:
+    return [e for _, e in events if isinstance(e, Commit)]
+
+
+@pytest.fixture(scope="module")
+def german(audio_dir):
+    return long_stream("de", audio_dir)
+
+
+@pytest.fixture(scope="module")
+def german_events(backend, german):
+    audio, _ = german
+    session = StreamingSession(backend, SessionConfig(task="translate", language="de"))
+    events = stream(session, audio, SAMPLE_RATE, 16000 // 2)
+    return session, events
+
+
+def test_streamed_translation_matches_reference(german, german_events):
+    """German speech streamed in 0.5 s chunks translates to English close to the reference translations."""
+    _, spans = german
+    session, events = german_events
+    text = "".join(c.text for c in commits_of(events))
+    reference = " ".join(u.english for _, _, u in spans)
+    assert session.done
+    assert sacrebleu.sentence_chrf(text, [reference]).score >= MIN_CHRF, text
+
+
+def test_commits_are_append_only_and_ordered(german, german_events):
+    """Commits concatenate to the transcript, move forward in time, and a final Partial clears the tail."""
+    audio, _ = german
+    session, events = german_events
+    commits = commits_of(events)
+    assert "".join(c.text for c in commits) == session.transcript
+    assert len(commits) >= 4
+    ends = [c.end_s for c in commits]
+    assert ends == sorted(ends)
+    assert all(c.start_s <= c.end_s <= len(audio) / SAMPLE_RATE + 0.01 for c in commits)
+    emitted = [t for t, _ in events]
+    assert emitted == sorted(emitted)
+    partials = [e for _, e in events if isinstance(e, Partial)]
+    assert partials and partials[-1].text == ""
+
+
+def test_streaming_is_close_to_offline(backend, whisper_bundle, german, german_events):
+    """The streamed translation stays close to decoding each whole sentence offline."""
+    from engine.decoding import DecodingOptions, decode
+
+    audio, spans = german
+    offline = " ".join(
+        decode(whisper_bundle, backend.encode(audio[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)]),
+               DecodingOptions(task="translate", language="de")).text.strip()
+        for s, e, _ in spans)
+    streamed = german_events[1]
+    text = "".join(c.text for c in commits_of(streamed))
+    assert sacrebleu.sentence_chrf(text, [offline]).score >= 50.0, (text, offline)
+
+
+def test_odd_chunks_at_44k_and_48k(backend, german):
+    """Odd-sized chunks of 44.1 kHz float and 48 kHz int16 stereo audio stream like 16 kHz input."""
+    audio, spans = german
+    first = audio[: int(spans[1][1] * SAMPLE_RATE) + SAMPLE_RATE]  # two sentences keep the test short
+    reference = " ".join(u.english for _, _, u in spans[:2])
+    a44 = resample(first, SAMPLE_RATE, 44100)
+    s44 = StreamingSession(backend, SessionConfig(language="de"))
+    t44 = "".join(c.text for c in commits_of(stream(s44, a44, 44100, 4411)))
+    a48 = resample(first, SAMPLE_RATE, 48000)
+    pcm = (np.clip(a48, -1, 1) * 32767).astype(np.int16)
+    stereo = np.stack([pcm, pcm], axis=1)
+    s48 = StreamingSession(backend, SessionConfig(language="de"))
+    t48 = "".join(c.text for c in commits_of(stream(s48, stereo, 48000, 3331)))
+    for text in (t44, t48):
+        assert sacrebleu.sentence_chrf(text, [reference]).score >= MIN_CHRF, text
+    assert abs(s44.audio_s - len(first) / SAMPLE_RATE) < 0.05
+
+
+def _no_commits(backend, audio: np.ndarray) -> list[Commit]:
+    session = StreamingSession(backend, SessionConfig(task="translate"))
+    return commits_of(stream(session, audio, SAMPLE_RATE, SAMPLE_RATE))
+
+
+def test_silence_gives_no_text(backend):
+    """30 s of digital silence produce no commits."""
+    assert _no_commits(backend, np.zeros(30 * SAMPLE_RATE, np.float32)) == []
+
+
+def test_white_noise_gives_no_text(backend):
+    """30 s of white noise produce no commits (Whisper alone would hallucinate on it)."""
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(30 * SAMPLE_RATE)).astype(np.float32)
+    assert _no_commits(backend, noise) == []
+
+
+def test_music_like_tones_give_no_text(backend):
+    """30 s of chords changing every half second (music-like tones) produce no commits."""
+    t = np.arange(30 * SAMPLE_RATE) / SAMPLE_RATE
+    rng = np.random.default_rng(1)
+    notes = 220 * 2 ** (rng.integers(0, 24, size=(60, 3)) / 12)
+    idx = (t * 2).astype(int)
+    x = sum(np.sin(2 * np.pi * notes[idx, j] * t) for j in range(3)) / 6
+    env = 0.5 + 0.5 * np.abs(np.sin(np.pi * 2 * t))
+    assert _no_commits(backend, (x * env).astype(np.float32)) == []
+
+
+def test_long_speech_without_pauses_is_cut_before_the_window(backend, german):
+    """Speech with no pause never makes a segment longer than max_segment_s (forced commit first)."""
+    audio, spans = german
+    speech_only = np.concatenate([audio[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)] for s, e, _ in spans])
+    session = StreamingSession(backend, SessionConfig(use_vad=False, max_segment_s=10.0, language="de"))
+    session.feed_audio(speech_only, SAMPLE_RATE)
+    windows = []
+    while (upd := session.next_update()) is not None:
+        windows.append(len(upd.audio) / SAMPLE_RATE)
+        session.apply(upd, backend.encode(upd.audio), None)
+    session.finish()
+    session.process()
+    assert max(windows) <= 10.0 + 1e-6
+    assert len(session.transcript.split()) >= 20
+
+
+def test_bad_input_is_rejected(backend):
+    """Bad sample rates, NaNs and audio after finish() raise errors the caller can act on."""
+    session = StreamingSession(backend, SessionConfig())
+    with pytest.raises(AudioError):
+        session.feed_audio(np.zeros(100, np.float32), 0)
+    with pytest.raises(AudioError):
+        session.feed_audio(np.full(100, np.nan, np.float32), 16000)
+    session.finish()
+    with pytest.raises(StreamStateError):
+        session.feed_audio(np.zeros(100, np.float32), 16000)
+    with pytest.raises(ConfigError):
+        SessionConfig(policy="nonsense")
