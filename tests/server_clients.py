@@ -1,0 +1,139 @@
+"""Real clients for the server tests: a websockets caption client and an aiortc audio track made from samples."""
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+from websockets.asyncio.client import connect
+
+from engine.audio import resample
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+@dataclass
+class Transcript:
+    """Everything one client received, in order."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def commits(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "commit"]
+
+    @property
+    def text(self) -> str:
+        return "".join(m["text"] for m in self.commits).strip()
+
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.messages]
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "error"]
+
+
+async def stream_pcm(ws_url: str, samples: np.ndarray, *, sample_rate: int = 16000, frame_s: float = 0.02,
+                     realtime: float = 0.0, language: str | None = "de", task: str = "translate",
+                     encoding: str = "pcm_s16le", timeout_s: float = 180.0) -> Transcript:
+    """Start a session, send `samples` (float32 at `sample_rate`) as small frames, stop, collect until `end`.
+
+    `realtime` > 0 paces the frames at that multiple of real time; 0 sends as fast as the socket takes them.
+    """
+    out = Transcript()
+    async with connect(ws_url, max_size=2**20) as ws:
+        await ws.send(json.dumps({"type": "start", "task": task, "language": language,
+                                  "sample_rate": sample_rate, "encoding": encoding}))
+
+        async def receive() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                out.messages.append(msg)
+                if msg["type"] == "end":
+                    return
+
+        receiver = asyncio.ensure_future(receive())
+        n = int(frame_s * sample_rate)
+        t0 = time.monotonic()
+        for i in range(0, len(samples), n):
+            chunk = samples[i : i + n]
+            data = pcm16(chunk) if encoding == "pcm_s16le" else chunk.astype("<f4").tobytes()
+            await ws.send(data)
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + (i + n) / sample_rate / realtime - time.monotonic()))
+            else:
+                await asyncio.sleep(0)  # let the receiver run
+        await ws.send(json.dumps({"type": "stop"}))
+        await asyncio.wait_for(receiver, timeout_s)
+    return out
+
+
+class SamplesTrack(MediaStreamTrack):
+    """An audio track that plays `samples` in real time as 20 ms s16 frames at `rate`, then silence (a real mic)."""
+
+    kind = "audio"
+
+    def __init__(self, samples_16k: np.ndarray, rate: int = 48000, ptime_s: float = 0.02) -> None:
+        super().__init__()
+        self.rate = rate
+        self.n = int(rate * ptime_s)
+        self.pcm = (np.clip(resample(samples_16k.astype(np.float32), 16000, rate), -1, 1) * 32767).astype(np.int16)
+        self.pos = 0
+        self.t0: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.pcm)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        else:
+            await asyncio.sleep(max(0.0, self.t0 + self.pos / self.rate - time.monotonic()))
+        chunk = np.zeros(self.n, np.int16)
+        piece = self.pcm[self.pos : self.pos + self.n]
+        chunk[: len(piece)] = piece
+        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        frame.pts = self.pos
+        frame.time_base = fractions.Fraction(1, self.rate)
+        self.pos += self.n
+        return frame
+
+
+def envelope(x: np.ndarray, rate: int = 16000, win_s: float = 0.02) -> np.ndarray:
+    n = int(rate * win_s)
+    x = x[: len(x) // n * n].reshape(-1, n)
+    return np.sqrt((x**2).mean(axis=1))
+
+
+def best_envelope_correlation(sent: np.ndarray, received: np.ndarray, max_lag_s: float = 1.0) -> float:
+    """Largest correlation of the 20 ms RMS envelopes over lags up to `max_lag_s` (the path adds delay)."""
+    a, b = envelope(sent), envelope(received)
+    best = -1.0
+    for lag in range(0, int(max_lag_s / 0.02)):
+        m = min(len(a), len(b) - lag)
+        if m < 50:
+            break
+        c = np.corrcoef(a[:m], b[lag : lag + m])[0, 1]
+        best = max(best, float(c))
+    return best
+
+
+_WORD = re.compile(r"[a-z']+")
+
+
+def words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
