@@ -1,0 +1,115 @@
+"""Engine: concurrent live sessions on one model, model work off the event loop, batched and fair."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import sacrebleu
+
+from engine.audio import SAMPLE_RATE
+from engine.events import Commit, Error
+from engine.scheduler import Engine, EngineBusy, EngineConfig
+from engine.session import SessionConfig
+from tests.speech import speech
+
+
+async def run_stream(live, audio: np.ndarray, chunk_s: float = 0.5) -> list:
+    """Feed audio in chunks (yielding to the loop between them), finish, and collect every event."""
+    events = []
+
+    async def collect():
+        async for e in live.events():
+            events.append(e)
+
+    task = asyncio.create_task(collect())
+    step = int(chunk_s * SAMPLE_RATE)
+    for i in range(0, len(audio), step):
+        live.feed_audio(audio[i : i + step], SAMPLE_RATE)
+        await asyncio.sleep(0.01)
+    await live.finish()
+    await asyncio.wait_for(task, 60)
+    return events
+
+
+def text_of(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, Commit))
+
+
+@pytest.fixture(scope="module")
+def three_streams(audio_dir):
+    """German, French and English speech, each with its reference and task."""
+    out = []
+    for lang, task in (("de", "translate"), ("fr", "translate"), ("en", "transcribe")):
+        audio, utt = speech(lang, 0, audio_dir)
+        audio = np.concatenate([audio, np.zeros(SAMPLE_RATE // 2, np.float32)])
+        out.append((audio, utt, SessionConfig(task=task, language=lang)))
+    return out
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_concurrent_sessions_get_their_own_text(backend, three_streams, batch):
+    """Three simultaneous streams (de→en, fr→en, en) each get their own, unmixed text, batched or not."""
+    async with Engine(backend, EngineConfig(batch=batch)) as engine:
+        lives = [engine.open_session(cfg, session_id=f"s{i}") for i, (_, _, cfg) in enumerate(three_streams)]
+        results = await asyncio.gather(*(run_stream(lv, a) for lv, (a, _, _) in zip(lives, three_streams)))
+        if batch:
+            assert engine.batched_passes > 0
+        assert engine.n_sessions == 0  # finished sessions free their slot
+    refs = [u.english for _, u, _ in three_streams]
+    for i, events in enumerate(results):
+        text = text_of(events)
+        own = sacrebleu.sentence_chrf(text, [refs[i]]).score
+        others = max(sacrebleu.sentence_chrf(text, [r]).score for j, r in enumerate(refs) if j != i)
+        assert own >= 40 and own > others + 10, (text, refs[i])
+    assert all(lv.lag_s == 0 and lv.audio_s > 3 and 0 < lv.rtf < 5 for lv in lives)
+
+
+async def test_engine_busy_beyond_max_sessions(backend):
+    """Opening more sessions than max_sessions raises EngineBusy; closing one frees its slot."""
+    async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
+        a = engine.open_session(SessionConfig())
+        engine.open_session(SessionConfig())
+        with pytest.raises(EngineBusy):
+            engine.open_session(SessionConfig())
+        a.close()
+        engine.open_session(SessionConfig())
+
+
+async def test_failure_in_one_session_leaves_the_others_running(backend, three_streams, caplog):
+    """A session whose model work raises gets one Error("internal"); a concurrent session still finishes."""
+    async with Engine(backend) as engine:
+        bad = engine.open_session(SessionConfig(language="de"), session_id="bad")
+        good = engine.open_session(three_streams[2][2], session_id="good")
+
+        def boom(*args, **kwargs):
+            raise RuntimeError("simulated model failure")
+
+        bad.session.apply = boom
+        bad_events, good_events = await asyncio.gather(run_stream(bad, three_streams[0][0]),
+                                                       run_stream(good, three_streams[2][0]))
+    errors = [e for e in bad_events if isinstance(e, Error)]
+    assert len(errors) == 1 and errors[0].code == "internal"
+    assert "Good morning" in text_of(good_events)
+    assert sum("[bad]" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_feed_audio_does_not_block_the_loop(backend, three_streams):
+    """Feeding a whole stream at once returns immediately: the model work happens in the worker thread."""
+    import time
+
+    async with Engine(backend) as engine:
+        live = engine.open_session(three_streams[2][2])
+        t0 = time.perf_counter()
+        live.feed_audio(three_streams[2][0], SAMPLE_RATE)
+        assert time.perf_counter() - t0 < 0.1
+        events = []
+
+        async def collect():
+            async for e in live.events():
+                events.append(e)
+
+        task = asyncio.create_task(collect())
+        await live.finish()
+        await task
+    assert "coffee" in text_of(events).lower()
