@@ -23,7 +23,8 @@ API for the commands (`dragoman file`, `stream`, `mic`, and the web page's downl
 
 Cue rules (CaptionConfig): a cue is closed at a sentence end, at
 a pause between words of at least pause_s, and before it would exceed max_lines lines of max_line_chars characters
-or last longer than max_duration_s (then preferably after its last comma or other clause end, when that is past its first third). A cue lasts at least min_duration_s; when that would overlap
+or last longer than max_duration_s (then preferably after its last comma or other clause end, else before its
+last conjunction, when that is past its first third). A cue lasts at least min_duration_s; when that would overlap
 the next cue, the next cue starts later instead (cues never overlap, which some players render badly).
 Word times inside a commit are interpolated by character count, because commits carry one span for all words.
 """
@@ -49,6 +50,8 @@ FORMATS: dict[str, CaptionFormat] = {".vtt": "vtt", ".webvtt": "vtt", ".srt": "s
 _SENTENCE_END = re.compile(r"[.!?…。！？](['\"”’»)\]]*)$")
 # Clause ends: a good place to break a sentence that does not fit one cue.
 _CLAUSE_END = re.compile(r"[,;:，、；：–—](['\"”’»)\]]*)$")
+# English conjunctions (translation output is English): the next best break is just before one of these.
+_CONJUNCTIONS = frozenset("and but or so because although though while when whereas which who that if".split())
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,16 @@ class CueBuilder:
         return done
 
     def _clause_break(self) -> int:
-        """How many open words to close when the cue is full: up to its last clause end, unless that leaves a stub."""
-        for i in range(len(self._words) - 1, len(self._words) // 3 - 1, -1):
+        """How many open words to close when the cue is full: up to its last clause end, else before its last
+        conjunction (subtitle convention: a line reads best when it breaks where a clause does), unless either
+        would leave a stub in the first third."""
+        first = len(self._words) // 3
+        for i in range(len(self._words) - 1, first - 1, -1):
             if _CLAUSE_END.search(self._words[i].text):
                 return i + 1
+        for i in range(len(self._words) - 1, max(first, 1) - 1, -1):
+            if self._words[i].text.lower() in _CONJUNCTIONS:
+                return i
         return len(self._words)
 
     def _close(self, n_words: int | None = None) -> list[Cue]:

@@ -105,6 +105,14 @@ def test_full_cue_breaks_after_a_comma() -> None:
     assert cues[1].text.replace("\n", " ") == "and we are going to the park in the afternoon."
 
 
+def test_full_cue_without_comma_breaks_before_a_conjunction() -> None:
+    """Without a clause-ending comma, a full cue ends before its last conjunction instead of orphaning a word."""
+    commits = [Commit("Today is the weather in Berlin very nice and we go to the afternoon", 1.4, 6.8),
+               Commit(" in the park.", 6.8, 8.7)]
+    assert [c.text.replace("\n", " ") for c in build_cues(commits)] == [
+        "Today is the weather in Berlin very nice", "and we go to the afternoon in the park."]
+
+
 def test_max_duration_splits_slow_speech() -> None:
     """Words spoken slowly without punctuation or pauses never make a cue longer than max_duration_s."""
     commits = [Commit(f" w{i}", 0.6 * i, 0.6 * i + 0.6) for i in range(30)]
