@@ -1,0 +1,145 @@
+"""`dragoman stream AUDIO`: feed a recording as a live stream; live captions, optional JSONL event log.
+
+Without --realtime the recording is fed as fast as the model goes, but still in small pieces with a
+decoder update every chunk_s of audio, so the events are the ones a live stream would get (only sooner).
+With --realtime it is fed at wall-clock pace through the asyncio Engine, exactly like a microphone.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import TextIO
+
+import numpy as np
+
+from app.cli import add_model_options, language_arg
+from engine.errors import ConfigError
+from engine.events import Commit, Error, Event, Partial
+
+FEED_S = 0.1  # audio per feed_audio call: a microphone's typical buffer
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("stream", help="feed a recording as a live stream and show live captions")
+    p.add_argument("audio", help="path of the recording (WAV/FLAC/MP3/OGG, any rate)")
+    add_model_options(p)
+    p.add_argument("--policy", default="local-agreement", choices=("local-agreement", "alignatt"),
+                   help="what to commit: agreement of consecutive hypotheses, or AlignAtt (attention)")
+    p.add_argument("--mode", default=None, choices=("incremental", "exact"),
+                   help="reuse the committed prefix's decoder cache (incremental) or re-fill it (exact)")
+    p.add_argument("--chunk", type=float, default=None, help="seconds of audio between decoder updates")
+    p.add_argument("--realtime", action="store_true", help="feed at wall-clock pace, like a live microphone")
+    p.add_argument("--events", default=None, metavar="FILE.jsonl", help="write one JSON object per event")
+    return p
+
+
+class EventLog:
+    """Writes events as JSON lines: type, text, start_s, end_s, t_audio, t_wall."""
+
+    def __init__(self, path: str | None) -> None:
+        try:
+            self.file: TextIO | None = open(path, "w", encoding="utf-8") if path else None
+        except OSError as e:
+            raise ConfigError(f"cannot write events to {path}: {e.strerror or e}") from e
+        self.t0 = time.monotonic()
+
+    def write(self, event: Event, t_audio: float) -> None:
+        if self.file is None:
+            return
+        record: dict = {"type": type(event).__name__.lower()}
+        if isinstance(event, Error):
+            record.update(code=event.code, message=event.message)
+        else:
+            record.update(text=event.text, start_s=event.start_s, end_s=event.end_s)
+        record.update(t_audio=round(t_audio, 3), t_wall=round(time.monotonic() - self.t0, 3))
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.terminal import LiveCaptions
+    from engine.audio import SAMPLE_RATE, load_audio
+    from engine.backend import make_backend
+    from engine.models.loading import load_model
+    from engine.session import SessionConfig
+
+    if args.chunk is not None and args.chunk <= 0:
+        raise ConfigError("--chunk must be a positive number of seconds")
+    audio = load_audio(args.audio)  # before the model: a bad file fails fast
+    fields = {"task": args.task, "language": language_arg(args.language), "policy": args.policy}
+    if args.mode:
+        fields["mode"] = args.mode
+    if args.chunk:
+        fields["chunk_s"] = args.chunk
+    config = SessionConfig(**fields)
+    backend = make_backend(load_model(args.model, args.device))
+    if config.language is not None and hasattr(backend, "tokenizer") and \
+            config.language not in getattr(backend.tokenizer, "language_ids", {config.language: 0}):
+        raise ConfigError(f"unknown language {config.language!r}; use a code such as de, fr, es or 'auto'")
+    log = EventLog(args.events)
+    captions = LiveCaptions()
+    errors = 0
+
+    def show(event: Event, t_audio: float) -> None:
+        nonlocal errors
+        log.write(event, t_audio)
+        if isinstance(event, Commit):
+            captions.commit(event.text)
+        elif isinstance(event, Partial):
+            captions.partial(event.text)
+        elif isinstance(event, Error):
+            errors += 1
+
+    try:
+        if args.realtime:
+            asyncio.run(_realtime(backend, config, audio, show))
+        else:
+            _fast(backend, config, audio, show, SAMPLE_RATE)
+    finally:
+        captions.close()
+        log.close()
+    return 1 if errors else 0
+
+
+def _fast(backend, config, audio: np.ndarray, show, sample_rate: int) -> None:
+    from engine.session import StreamingSession
+
+    session = StreamingSession(backend, config)
+    step = int(FEED_S * sample_rate)
+    for i in range(0, len(audio), step):
+        session.feed_audio(audio[i : i + step], sample_rate)
+        session.process()
+        for event in session.drain_events():
+            show(event, session.audio_s)
+    session.finish()
+    session.process()
+    for event in session.drain_events():
+        show(event, session.audio_s)
+
+
+async def _realtime(backend, config, audio: np.ndarray, show) -> None:
+    from engine.audio import SAMPLE_RATE
+    from engine.scheduler import Engine
+
+    async with Engine(backend) as engine:
+        live = engine.open_session(config)
+
+        async def consume() -> None:
+            async for event in live.events():
+                show(event, live.audio_s)
+
+        consumer = asyncio.create_task(consume())
+        step = int(FEED_S * SAMPLE_RATE)
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(audio), step)):
+            live.feed_audio(audio[i : i + step], SAMPLE_RATE)
+            # pace against the start time, not the previous chunk: sleep jitter does not accumulate
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * FEED_S - time.monotonic()))
+        await live.finish()
+        await consumer
