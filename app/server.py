@@ -28,7 +28,6 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine.audio import SAMPLE_RATE, StreamResampler
 from engine.errors import AudioError, EngineError
 from engine.events import Commit, Error, Partial
 
@@ -126,7 +125,6 @@ class _Connection:
         self.proto = p.ConnectionProtocol(self.config.limits)
         self.out: asyncio.Queue[str] = asyncio.Queue(maxsize=self.config.send_queue_messages)
         self.live: LiveSession | None = None
-        self.resampler: StreamResampler | None = None
         self.rtc: WebRTCAudioReceiver | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.prefix = f"[{ws.remote_address[0] if ws.remote_address else '?'}] "
@@ -225,17 +223,13 @@ class _Connection:
     def _feed(self, samples: np.ndarray, sample_rate: int) -> None:
         if self.live is None:
             return
-        if sample_rate != SAMPLE_RATE:
-            # Resampled here with filter state kept across frames, so 20 ms frames leave no seams
-            if self.resampler is None or self.resampler.from_rate != sample_rate:
-                self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
-            samples = self.resampler.process(samples)
-            if not samples.size:
-                return
         try:
-            self.live.feed_audio(samples, SAMPLE_RATE)
+            # any rate: the session resamples to the model's rate with filter state kept across frames
+            self.live.feed_audio(samples, sample_rate)
         except AudioError as e:
             self.error(p.ErrorCode.BAD_AUDIO, str(e))
+        except EngineError as e:  # audio racing a stop: nothing to do but say so
+            log.debug("%saudio refused: %s", self.prefix, e)
 
     # session lifecycle -------------------------------------------------------------------------------------------
 
@@ -257,7 +251,7 @@ class _Connection:
         except EngineError as e:
             self.proto.session_ended()
             raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, str(e)) from None
-        self.live, self.resampler = live, None
+        self.live = live
         self.prefix = f"[{live.id}] "
         log.info("%ssession started: task=%s language=%s rate=%d %s", self.prefix, start.task,
                  start.language or "auto", start.sample_rate, start.encoding)
@@ -298,10 +292,6 @@ class _Connection:
             return
         if self.rtc is not None:
             await self.rtc.close()  # no more audio after stop; what is buffered in the engine still gets decoded
-        if self.resampler is not None:
-            tail = self.resampler.process(np.zeros(0, np.float32), last=True)
-            if tail.size:
-                live.feed_audio(tail, SAMPLE_RATE)
         # finish() flushes in the engine; the pump sends the final commits and `end` once events() ends
         self._spawn(self._finish(live))
 
@@ -331,7 +321,7 @@ class _Connection:
 
     async def _close_session(self) -> None:
         live, rtc = self.live, self.rtc
-        self.live, self.rtc, self.resampler = None, None, None
+        self.live, self.rtc = None, None
         self.proto.session_ended()
         if rtc is not None:
             await rtc.close()
