@@ -18,9 +18,9 @@ SENTENCE_END = (".", "?", "!", "。", "？", "！")
 class LiveCaptions:
     """Render a stream's Commit/Partial texts; `dragoman stream` and `dragoman mic` share it."""
 
-    def __init__(self, stream: TextIO = sys.stdout, tty: bool | None = None, show_lag: bool = False) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None, show_lag: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stdout  # looked up now: tests swap sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
         self.show_lag = show_lag
         self._line = ""  # committed text of the current caption line
         self._partial = ""
