@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import re
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
 
@@ -258,3 +262,47 @@ def describe_devices(devices: list[InputDevice]) -> str:
     rows = [f"{'*' if d.is_default else ' '} {d.index:>3}  {d.name}  ({d.channels} ch, {d.sample_rate} Hz, "
             f"{d.host_api})" for d in devices]
     return "\n".join(["  idx  name  (* = default input)", *rows])
+
+
+# What PortAudio's ALSA host API and alsa-lib print straight to the C stderr when a device fails or is probed:
+# internal detail under our own clear message (DeviceLost, NoInputDevice, ...).
+_LIBRARY_NOISE = re.compile(rb"^(Expression '.*' failed in '.*'|ALSA lib |PaAlsaStream|Cannot connect to server)")
+
+
+@contextmanager
+def quiet_audio_libraries() -> Iterator[None]:
+    """Drops PortAudio/ALSA diagnostics from the process's stderr (fd 2); every other line passes through.
+
+    They are printed by C code, so sys.stderr cannot filter them: fd 2 is routed through a pipe read by a thread.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def forward() -> None:
+        dropped = 0
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                if _LIBRARY_NOISE.match(line):
+                    dropped += 1
+                else:
+                    os.write(saved, line)
+        if dropped:
+            log.debug("dropped %d lines of audio library diagnostics", dropped)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread sees EOF and ends
+        thread.join(timeout=2)
+        os.close(saved)

@@ -45,6 +45,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from app.mic import quiet_audio_libraries
+
+    with quiet_audio_libraries():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from app.mic import Microphone, MicConfig, describe_devices, list_input_devices
 
     if args.list_devices:
