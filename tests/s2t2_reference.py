@@ -111,8 +111,27 @@ def _randomise(model) -> None:
         else:
             fan_in = p[0].numel() if p.dim() > 1 else p.numel()
             p.copy_(torch.randn(p.shape, generator=g) / max(1.0, fan_in) ** 0.5)
-    # make </s> a plausible choice so some beams finish before max_length
-    model.decoder.lm_head.weight[2] *= 2.0
+    _calibrate_eos(model, g)
+
+
+@torch.no_grad()
+def _calibrate_eos(model, g: torch.Generator, n_steps: int = 14) -> None:
+    """Random decoders almost never pick </s>; fit its output row so that its logit rises with the position
+    (from well below the best other token at the start to above it after ~8 tokens, like a real model's), and so
+    that beams finish at different lengths and beam search's bookkeeping for finished hypotheses is exercised."""
+    audio = torch.from_numpy(speech_like(8000, 99))[None]
+    audio = (audio - audio.mean()) / audio.std()
+    enc = model.encoder(audio).last_hidden_state
+    if getattr(model, "enc_to_dec_proj", None) is not None:
+        enc = model.enc_to_dec_proj(enc)
+    ids = torch.randint(3, model.decoder.config.vocab_size, (6, n_steps), generator=g)
+    ids[:, 0] = 0
+    out = model.decoder(input_ids=ids, encoder_hidden_states=enc.expand(6, -1, -1), output_hidden_states=True)
+    h = out.hidden_states[-1].reshape(-1, enc.shape[-1])  # what lm_head sees, (6 * n_steps, d)
+    best_other = torch.cat([out.logits[..., :2], out.logits[..., 3:]], dim=-1).max(-1).values.reshape(-1)
+    ramp = torch.linspace(-4.0, 3.0, n_steps).repeat(6)
+    w = torch.linalg.lstsq(h, (best_other + ramp)[:, None]).solution[:, 0]
+    model.decoder.lm_head.weight[2] = w
 
 
 def speech_like(n_samples: int, seed: int = 0) -> np.ndarray:

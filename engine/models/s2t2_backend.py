@@ -36,6 +36,7 @@ class S2T2Backend:
         self.eot = gen.eos_token_id
         self.start = gen.decoder_start_token_id
         enc = bundle.model.encoder_config
+        self.max_text_tokens = bundle.model.n_text_ctx  # decoder positions: start token + generated tokens
         self.frame_s = enc.samples_per_frame / SAMPLE_RATE  # 0.02 s for every released wav2vec2
         self._min_samples = enc.min_samples
         sp = self.tokenizer.special
@@ -117,3 +118,6 @@ class S2T2Backend:
 
     def detect_language(self, encoder_out: Tensor) -> str | None:
         return None  # one source language per checkpoint: nothing to detect
+
+    def no_speech_prob(self, state: DecoderState) -> float | None:
+        return None  # S2T2 was not trained with a no-speech token; the session's VAD has to decide
