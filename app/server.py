@@ -236,6 +236,12 @@ class _Connection:
     def _start(self, start: p.Start) -> None:
         from engine.scheduler import EngineBusy
 
+        languages = getattr(getattr(self.server.engine.backend, "tokenizer", None), "language_ids", None)
+        if start.language is not None and languages is not None and start.language not in languages:
+            # checked here: in the engine's worker it would only surface later as an `internal` failure
+            self.proto.session_ended()
+            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {start.language!r}; "
+                                                           "use a code such as de, fr, es, or null to detect")
         template = self.config.session
         if template is None:
             from engine.session import SessionConfig

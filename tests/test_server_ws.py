@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -95,6 +96,7 @@ async def test_protocol_errors_keep_the_connection_usable(server, audio_dir):
         assert await expect_error("{nope") == "bad_json"
         assert await expect_error('{"type": "fly"}') == "unknown_type"
         assert await expect_error('{"type": "start", "encoding": "opus"}') == "bad_message"
+        assert await expect_error('{"type": "start", "language": "xq"}') == "bad_message"
         await ws.send(json.dumps({"type": "start", "language": "de"}))
         assert json.loads(await ws.recv())["type"] == "ready"
         assert await expect_error('{"type": "start"}') == "already_started"
@@ -162,3 +164,45 @@ async def test_webrtc_session_over_the_same_socket(server, audio_dir):
     assert not out.errors(), out.errors()
     assert out.types()[-1] == "end"
     assert_translates(out, 0)
+
+
+async def test_a_client_that_never_reads_does_not_delay_another(server, audio_dir, caplog):
+    """A client that floods bad frames and never reads its replies is cut off; a parallel client is unaffected."""
+    import socket
+
+    from websockets.exceptions import ConnectionClosed
+
+    caplog.set_level(logging.WARNING, logger="app.server")
+    audio, _ = speech("de", 3, audio_dir)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its replies back up quickly
+    sock.connect(("127.0.0.1", server.port))
+    sock.setblocking(False)
+    async with connect(server.ws_url, sock=sock, max_queue=1) as hog:
+        await hog.send('{"type": "start"}')
+
+        async def flood() -> int:
+            # every 1-byte frame earns an `error` reply, which is never dropped: the reply queue must overflow
+            sent = 0
+            try:
+                for _ in range(200_000):
+                    await hog.send(b"\x00")
+                    sent += 1
+                    if sent % 200 == 0:
+                        await asyncio.sleep(0)
+            except ConnectionClosed:
+                pass
+            return sent
+
+        flooding = asyncio.ensure_future(flood())
+        out = await stream_pcm(server.ws_url, audio, realtime=3.0)
+        assert_well_formed(out)
+        assert_translates(out, 3)
+        async with asyncio.timeout(60):
+            await flooding
+            while hog.state.name != "CLOSED":  # the server gave up on it
+                try:
+                    await hog.recv()
+                except ConnectionClosed:
+                    break
+    assert "client does not read" in caplog.text or "client accepted nothing" in caplog.text
