@@ -272,6 +272,11 @@ def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
         raise ModelLoadError(f"{path}/config.json lacks the Whisper field {e}") from None
     if wcfg.n_audio_state % wcfg.n_audio_head or wcfg.n_text_state % wcfg.n_text_head:
         raise ModelLoadError(f"{path}/config.json: d_model is not divisible by the number of attention heads")
+    for side in ("encoder", "decoder"):  # our blocks hard-wire Whisper's 4 x d_model feed-forward width
+        ffn = cfg.get(f"{side}_ffn_dim", 4 * cfg["d_model"])
+        if ffn != 4 * cfg["d_model"]:
+            raise ModelLoadError(f"{path}/config.json: {side}_ffn_dim={ffn} is unsupported; Whisper checkpoints "
+                                 f"use 4 x d_model = {4 * cfg['d_model']}")
     hf = _read_state_dict(path)
     hf = {k.removeprefix("model."): v for k, v in hf.items()}
     sd: dict[str, torch.Tensor] = {}
