@@ -182,12 +182,20 @@ class S2T2(nn.Module):
 
     def positions(self, tokens: Tensor, state: DecoderState) -> Tensor:
         """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them:
-        real tokens count up from pad + 1 + offset, pad tokens take the zero row and are not counted."""
+        real tokens count up from pad + 1 + offset, pad tokens take the zero row and are not counted.
+
+        A batched row's left-padding slots (whatever token fills them) are not counted either, so the row's first
+        real token is at pad + 1, as it would be alone."""
         pad = self.config.pad_token_id
-        real = tokens.ne(pad).to(torch.long)
-        base = state.positions(1, tokens.device)[:, :1]  # (B or 1, 1): offset minus any left padding
-        pos = (torch.cumsum(real, dim=1) + base) * real + pad
-        return pos.clamp(min=pad)  # left-padding slots (negative base) are masked anyway: give them the zero row
+        real = tokens.ne(pad)
+        base = torch.full((1, 1), state.offset, dtype=torch.long, device=tokens.device)
+        if state.left_pad is not None:
+            left = state.left_pad.to(tokens.device).view(-1, 1)  # (B, 1)
+            slots = torch.arange(state.offset, state.offset + tokens.shape[1], device=tokens.device)[None, :]
+            real = real & (slots >= left)
+            base = (base - left).clamp(min=0)
+        real = real.to(torch.long)
+        return (torch.cumsum(real, dim=1) + base) * real + pad
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         assert state.cross_k is not None, "set_audio() before decoding"
