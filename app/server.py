@@ -129,6 +129,7 @@ class _Connection:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.prefix = f"[{ws.remote_address[0] if ws.remote_address else '?'}] "
         self.dropped = 0  # partial/stats messages dropped under backpressure
+        self.cut_off = False  # the client was too slow: nothing more is queued, the connection is closing
 
     # outgoing ----------------------------------------------------------------------------------------------------
 
@@ -139,10 +140,13 @@ class _Connection:
         if droppable and self.out.qsize() >= self.out.maxsize // 2:
             self.dropped += 1  # a later partial/stats supersedes this one; keep room for commits
             return
+        if self.cut_off:
+            return
         try:
             self.out.put_nowait(message)
         except asyncio.QueueFull:
             log.warning("%sclient does not read its captions; closing", self.prefix)
+            self.cut_off = True
             self._spawn(self.ws.close(1008, "slow_client: captions are not being read"))
 
     async def _send_loop(self) -> None:
