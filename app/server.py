@@ -70,7 +70,7 @@ class ServerConfig:
     send_timeout_s: float = 10.0  # a client that accepts no message for this long is closed as slow
     stats_interval_s: float = 1.0  # how often each session reports lag and real-time factor
     webrtc: WebRTCConfig = WebRTCConfig()
-    session: Any = None  # a SessionConfig template (policy, chunking, ...); task/language come from `start`
+    session: SessionConfig | None = None  # template for policy, chunking, ...; task/language come from `start`
 
 
 # --- static files -------------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ class DragomanServer:
 
     engine: Engine
     config: ServerConfig = field(default_factory=ServerConfig)
-    _server: Server | None = None
+    _server: Server | None = field(default=None, init=False, repr=False)
 
     @property
     def port(self) -> int:
