@@ -189,18 +189,9 @@ class _Connection:
         except ConnectionClosed:
             pass
         finally:
+            # the socket is closed by now: whatever is still queued has nobody to go to
             await self._teardown()
-            # let queued messages (the last commits, `end`) go out unless the client is gone
-            if self.ws.state.name == "OPEN" and not self.out.empty():
-                try:
-                    await asyncio.wait_for(self._drain(), self.config.send_timeout_s)
-                except TimeoutError:
-                    pass
             sender.cancel()
-
-    async def _drain(self) -> None:
-        while not self.out.empty():
-            await asyncio.sleep(0.01)
 
     async def _on_text(self, text: str) -> None:
         message = self.proto.receive_text(text)
