@@ -129,39 +129,10 @@ class Outputs:
 
 
 def make_display(stream: TextIO):
-    """The live caption renderer: app.terminal's when it exists, else plain lines of committed text."""
-    try:
-        from app.terminal import LiveCaptions  # written with `dragoman stream`
-    except ImportError:
-        return PlainLines(stream)
-    return LiveCaptions(stream)
+    """The live caption renderer shared with `dragoman stream`, with its lag indicator on (a live talk lags)."""
+    from app.terminal import LiveCaptions
 
-
-class PlainLines:
-    """Fallback renderer: committed text only, one line per sentence end; no partials, no escape codes."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._line = ""
-
-    def commit(self, text: str) -> None:
-        self._line += text
-        if self._line.rstrip().endswith((".", "?", "!")):
-            self._flush()
-
-    def partial(self, text: str) -> None:
-        pass
-
-    def lag(self, lag_s: float) -> None:
-        pass
-
-    def close(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._line.strip():
-            print(self._line.strip(), file=self.stream, flush=True)
-        self._line = ""
+    return LiveCaptions(stream, show_lag=True)
 
 
 async def _capture(args: argparse.Namespace, mic, backend, outputs: Outputs) -> int:
