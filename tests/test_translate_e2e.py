@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -46,21 +45,26 @@ KEY_WORDS: dict[tuple[str, int], tuple[str, ...]] = {
 }
 
 
-def _run(bundle: WhisperBundle, audio: np.ndarray, task: str, language: str | None = None) -> DecodingResult:
-    """One 30 s window (the audio padded as openai's transcribe does), greedy."""
-    mel = log_mel_spectrogram(audio, pad_samples=N_SAMPLES)[None, :, :N_FRAMES]
-    with torch.inference_mode():
-        encoder_out = bundle.model.encode(mel)
-    return decode(bundle, encoder_out, DecodingOptions(task=task, language=language))
+@pytest.fixture(scope="module")
+def encoded(whisper_bundle: WhisperBundle, audio_dir: Path) -> dict[tuple[str, int], torch.Tensor]:
+    """Every sentence in one 30 s window (padded as openai's transcribe does), encoded once for all tests."""
+    out = {}
+    for lang, utterances in SENTENCES.items():
+        for i in range(len(utterances)):
+            mel = log_mel_spectrogram(speech(lang, i, audio_dir)[0], pad_samples=N_SAMPLES)[None, :, :N_FRAMES]
+            with torch.inference_mode():
+                out[(lang, i)] = whisper_bundle.model.encode(mel)
+    return out
 
 
 @pytest.fixture(scope="module")
-def outputs(whisper_bundle: WhisperBundle, audio_dir: Path) -> dict[str, list[tuple[Utterance, DecodingResult]]]:
-    """Every sentence decoded once, the language left to detection: translated, or transcribed for English."""
+def outputs(whisper_bundle: WhisperBundle, encoded) -> dict[str, list[tuple[Utterance, DecodingResult]]]:
+    """Every sentence decoded greedily, the language left to detection: translated, or transcribed for English."""
     out: dict[str, list[tuple[Utterance, DecodingResult]]] = {}
     for lang, utterances in SENTENCES.items():
         task = "transcribe" if lang == "en" else "translate"
-        out[lang] = [(utt, _run(whisper_bundle, speech(lang, i, audio_dir)[0], task)) for i, utt in enumerate(utterances)]
+        out[lang] = [(utt, decode(whisper_bundle, encoded[(lang, i)], DecodingOptions(task=task)))
+                     for i, utt in enumerate(utterances)]
     return out
 
 
@@ -109,7 +113,7 @@ def test_key_words_survive(outputs, lang: str) -> None:
                 f"{word!r} missing from {result.text!r} ({utt.text!r})"
 
 
-def test_german_is_transcribed_in_german(whisper_bundle: WhisperBundle, audio_dir: Path) -> None:
+def test_german_is_transcribed_in_german(whisper_bundle: WhisperBundle, encoded) -> None:
     """With task=transcribe, German speech gives German text (umlauts included) with WER <= 0.25."""
     import jiwer
 
@@ -118,7 +122,7 @@ def test_german_is_transcribed_in_german(whisper_bundle: WhisperBundle, audio_di
 
     refs, hyps = [], []
     for i, utt in enumerate(SENTENCES["de"]):
-        result = _run(whisper_bundle, speech("de", i, audio_dir)[0], "transcribe", "de")
+        result = decode(whisper_bundle, encoded[("de", i)], DecodingOptions(task="transcribe", language="de"))
         refs.append(words(utt.text))
         hyps.append(words(result.text))
     wer = jiwer.wer(refs, hyps)
