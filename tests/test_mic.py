@@ -71,18 +71,16 @@ def test_portaudio_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         import_sounddevice()
 
 
-def test_cli_portaudio_missing() -> None:
+def test_cli_portaudio_missing(tmp_path: Path) -> None:
     """`dragoman mic` without PortAudio prints one message naming the package and exits 2 without a traceback."""
     code = ("import ctypes.util, sys; real = ctypes.util.find_library; "
             "ctypes.util.find_library = lambda n: None if n == 'portaudio' else real(n); "
             "from app.cli import main; sys.exit(main(['mic', '--vtt', sys.argv[1]]))")
-    out = REPO / ".pytest-mic-none.vtt"
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True,
-                              timeout=120)
-        _assert_one_clear_error(proc, "PortAudio library is missing", "libportaudio2")
-    finally:
-        out.unlink(missing_ok=True)
+    out = tmp_path / "none.vtt"
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    _assert_one_clear_error(proc, "PortAudio library is missing", "libportaudio2")
+    assert not out.exists()  # nothing was captured: no caption file replaces an existing one
 
 
 def test_cli_no_input_device(tmp_path: Path) -> None:

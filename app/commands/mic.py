@@ -18,12 +18,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from app.cli import add_model_options, language_arg
 from app.captions import CaptionWriter
+from app.terminal import LiveCaptions
 from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
+
+if TYPE_CHECKING:  # the heavy imports (torch, PortAudio) wait until the command runs
+    from app.mic import Microphone
+    from engine.backend import Backend
+    from engine.scheduler import LiveSession
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +134,12 @@ class Outputs:
         self.display.close()
 
 
-def make_display(stream: TextIO):
+def make_display(stream: TextIO) -> LiveCaptions:
     """The live caption renderer shared with `dragoman stream`, with its lag indicator on (a live talk lags)."""
-    from app.terminal import LiveCaptions
-
     return LiveCaptions(stream, show_lag=True)
 
 
-async def _capture(args: argparse.Namespace, mic, backend, outputs: Outputs) -> int:
+async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs) -> int:
     from app.mic import DeviceLost
     from engine.scheduler import Engine, EngineConfig
     from engine.session import SessionConfig
@@ -197,7 +201,7 @@ async def _capture(args: argparse.Namespace, mic, backend, outputs: Outputs) -> 
     return 1 if errors else 0
 
 
-def _committed_until(live, seconds_fed: float) -> float:
+def _committed_until(live: LiveSession, seconds_fed: float) -> float:
     """How far caption writers may treat the stream as final: audio received minus the engine's lag (the session
     counts silence as done, so a pause after the last words shows up here and closes their cue)."""
     return getattr(live, "audio_s", seconds_fed) - live.lag_s
