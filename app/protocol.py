@@ -42,6 +42,10 @@ class ErrorCode(str, enum.Enum):
     SLOW_CLIENT = "slow_client"  # the client does not read fast enough; the connection is closed
     WEBRTC_FAILED = "webrtc_failed"  # the offer could not be answered or the media path broke
     INTERNAL = "internal"  # a bug on our side; the session ends
+    # added in issue 7 (hardening); additive, so still protocol version 1
+    RATE_LIMITED = "rate_limited"  # audio/messages arrive faster than allowed: the server reads more slowly
+    TIMEOUT = "timeout"  # idle too long, or the session reached its time limit: flushed, `end`, then closed
+    SHUTTING_DOWN = "shutting_down"  # the server is stopping: the session is flushed, `end`, then closed
 
 
 class ProtocolError(Exception):
@@ -59,7 +63,9 @@ class ProtocolLimits:
     """Size and value limits the parser enforces. Defaults suit a browser client; issue 7 tunes them."""
 
     max_text_bytes: int = 64 * 1024  # one JSON message; an SDP offer with many candidates is ~5-10 KB
-    max_audio_frame_bytes: int = 512 * 1024  # one binary frame: 2.7 s of 48 kHz float32, far above the 20 ms we send
+    # one binary frame: 1.4 s of 48 kHz float32 or 8 s of 16 kHz int16, far above the 20 ms the page sends. It also
+    # sizes websockets' receive buffer (ServerLimits.receive_queue frames of this size per connection).
+    max_audio_frame_bytes: int = 256 * 1024
     min_sample_rate: int = 8000  # below this speech is unintelligible to the model
     max_sample_rate: int = 192000  # the highest rate a sound card offers
     max_sdp_bytes: int = 32 * 1024
@@ -131,15 +137,19 @@ def _get(obj: dict[str, Any], key: str, types: type | tuple[type, ...], default:
     return value
 
 
-def parse_start(obj: dict[str, Any], limits: ProtocolLimits) -> Start:
+def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = Start()) -> Start:
+    """A `start` object -> Start; omitted task/language fall back to `defaults` (`dragoman serve --task/--language`)."""
     version = _get(obj, "protocol", int, PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
                             f"this server speaks protocol version {PROTOCOL_VERSION}, the client asked for {version}")
-    task = _get(obj, "task", str, "translate")
+    task = _get(obj, "task", str, defaults.task)
     if task not in TASKS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    language = _get(obj, "language", str, None, nullable=True)
+    if "language" not in obj:
+        language = defaults.language  # absent: the server's default; an explicit null still means "detect"
+    else:
+        language = _get(obj, "language", str, None, nullable=True)
     if language is not None:
         language = language.strip().lower()
         if language in ("", "auto"):
@@ -180,7 +190,7 @@ def parse_ice(obj: dict[str, Any], limits: ProtocolLimits) -> Ice:
     return Ice(candidate=candidate or None, sdp_mid=sdp_mid, sdp_mline_index=index)
 
 
-def parse_text(text: str, limits: ProtocolLimits = ProtocolLimits()) -> ClientMessage:
+def parse_text(text: str, limits: ProtocolLimits = ProtocolLimits(), defaults: Start = Start()) -> ClientMessage:
     """One JSON text message -> a typed message, or ProtocolError. Does not look at the connection's phase."""
     if len(text) > limits.max_text_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"text message is over {limits.max_text_bytes} bytes")
@@ -194,7 +204,7 @@ def parse_text(text: str, limits: ProtocolLimits = ProtocolLimits()) -> ClientMe
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "message needs a string 'type' field")
     if kind == "start":
-        return parse_start(obj, limits)
+        return parse_start(obj, limits, defaults)
     if kind == "stop":
         return Stop()
     if kind == "offer":
@@ -244,14 +254,15 @@ class ConnectionProtocol:
     engine has flushed; every method returns data or raises ProtocolError, and never does I/O itself.
     """
 
-    def __init__(self, limits: ProtocolLimits = ProtocolLimits()) -> None:
+    def __init__(self, limits: ProtocolLimits = ProtocolLimits(), defaults: Start = Start()) -> None:
         self.limits = limits
+        self.defaults = defaults  # task/language for a `start` that omits them
         self.phase = Phase.IDLE
         self.start: Start | None = None  # the running session's parameters
         self.webrtc = False  # an offer was accepted: audio arrives as a media track
 
     def receive_text(self, text: str) -> ClientMessage:
-        message = parse_text(text, self.limits)
+        message = parse_text(text, self.limits, self.defaults)
         if isinstance(message, Start):
             if self.phase is not Phase.IDLE:
                 raise ProtocolError(ErrorCode.ALREADY_STARTED, "a session is already running on this connection; "
@@ -272,6 +283,13 @@ class ConnectionProtocol:
         if self.phase is not Phase.STREAMING or self.start is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, "audio without a running session: send 'start' first")
         return decode_audio(data, self.start.encoding, self.start.sample_rate, self.limits)
+
+    def server_stop(self) -> bool:
+        """The server ends the session on its own (timeout, shutdown): no more input. Whether one was running."""
+        if self.phase is not Phase.STREAMING:
+            return False
+        self.phase = Phase.STOPPING
+        return True
 
     def session_ended(self) -> None:
         """The engine flushed the session (or it failed): the connection may `start` again."""

@@ -9,6 +9,11 @@ delaying another:
   a client whose queue still overflows, or that does not accept a message within `send_timeout_s`, is closed
   with `slow_client`;
 - model work happens in the engine's worker thread; `feed_audio` never blocks.
+What keeps one client from taking more than its share (issue 7, limits in app/limits.py): message size is capped
+by websockets before anything is buffered; messages and audio seconds per wall second go through token buckets,
+and a client over its rate, or whose uncommitted audio exceeds `max_backlog_s`, is simply read more slowly (TCP
+backpressure; nothing is dropped); idle connections and sessions past their time limit are flushed and closed.
+Access (token, Origin) is checked at the handshake (app/auth.py).
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import dataclasses
 import email.utils
 import logging
 import posixpath
+import ssl
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,8 @@ from engine.errors import AudioError, EngineError
 from engine.events import Commit, Error, Partial
 
 from . import protocol as p
+from .auth import AccessConfig, RedactingFilter, check_access
+from .limits import ServerLimits, TokenBucket
 from .webrtc import WebRTCAudioReceiver, WebRTCConfig
 
 if TYPE_CHECKING:
@@ -39,6 +48,9 @@ if TYPE_CHECKING:
     from engine.session import SessionConfig
 
 log = logging.getLogger(__name__)
+# websockets' own logger for our servers; its DEBUG request lines would carry ?token= and Authorization headers,
+# so a RedactingFilter sits on it while a server runs (see DragomanServer.start)
+ws_log = logging.getLogger(__name__ + ".websockets")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -71,6 +83,11 @@ class ServerConfig:
     stats_interval_s: float = 1.0  # how often each session reports lag and real-time factor
     webrtc: WebRTCConfig = WebRTCConfig()
     session: SessionConfig | None = None  # template for policy, chunking, ...; task/language come from `start`
+    defaults: p.Start = p.Start()  # task/language for a `start` that omits them (`dragoman serve --task/--language`)
+    server_limits: ServerLimits = ServerLimits()
+    access: AccessConfig = AccessConfig()
+    certfile: Path | None = None  # TLS certificate chain (PEM); with keyfile, serves https:// and wss://
+    keyfile: Path | None = None
 
 
 # --- static files -------------------------------------------------------------------------------------------------
@@ -100,6 +117,7 @@ def _response(status: int, reason: str, body: bytes, content_type: str) -> Respo
         ("Content-Length", str(len(body))),
         ("Cache-Control", "no-cache"),  # the page is tiny; always revalidate so upgrades show at once
         ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),  # a page opened as /?token=... must not leak it to other sites
         ("Connection", "close"),
     ])
     return Response(status, reason, headers, body)
@@ -122,8 +140,16 @@ class _Connection:
         self.server = server
         self.config = server.config
         self.ws = ws
-        self.proto = p.ConnectionProtocol(self.config.limits)
+        self.proto = p.ConnectionProtocol(self.config.limits, self.config.defaults)
         self.out: asyncio.Queue[str] = asyncio.Queue(maxsize=self.config.send_queue_messages)
+        self.limits = self.config.server_limits
+        self.messages = TokenBucket(self.limits.max_messages_per_s, self.limits.burst_messages)
+        self.audio: TokenBucket | None = None  # audio seconds; one bucket per session
+        self.delay_s = 0.0  # how long to stop reading after the current message (rate limit)
+        self.rate_noticed = False  # `rate_limited` is sent once per session
+        self.last_input = time.monotonic()  # last message or WebRTC audio: the idle clock
+        self.ending = False  # the server is ending this connection (timeout, shutdown): input is ignored
+        self.pump: asyncio.Task[None] | None = None
         self.live: LiveSession | None = None
         self.rtc: WebRTCAudioReceiver | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -160,6 +186,14 @@ class _Connection:
                 return
             except ConnectionClosed:
                 return
+            finally:
+                self.out.task_done()
+
+    async def _drain(self, timeout_s: float) -> None:
+        """Wait (bounded) until everything queued so far has been handed to the socket."""
+        join = asyncio.ensure_future(self.out.join())
+        await asyncio.wait({join}, timeout=timeout_s)
+        join.cancel()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -172,10 +206,29 @@ class _Connection:
 
     # incoming ----------------------------------------------------------------------------------------------------
 
+    def _idle_left_s(self) -> float:
+        return self.last_input + self.limits.idle_timeout_s - time.monotonic()
+
     async def run(self) -> None:
         sender = asyncio.ensure_future(self._send_loop())
         try:
-            async for message in self.ws:
+            while True:
+                left = self._idle_left_s()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(left):
+                        message = await self.ws.recv()
+                except TimeoutError:
+                    if self._idle_left_s() > 0:
+                        continue  # WebRTC audio kept the connection alive meanwhile
+                    log.info("%snothing received for %.0f s; ending", self.prefix, self.limits.idle_timeout_s)
+                    await self.end_by_server(p.ErrorCode.TIMEOUT, f"nothing received for "
+                                             f"{self.limits.idle_timeout_s:.0f} s", 1008, "idle timeout")
+                    return  # closed (or cut off) by now
+                self.last_input = time.monotonic()
+                if self.ending:
+                    continue  # the session is being flushed; nothing the client says changes that
                 try:
                     if isinstance(message, str):
                         await self._on_text(message)
@@ -186,12 +239,35 @@ class _Connection:
                     self.error(e.code, e.message)
                     if e.fatal:
                         await self.ws.close(1008, e.code.value)
+                await self._throttle()
         except ConnectionClosed:
             pass
         finally:
             # the socket is closed by now: whatever is still queued has nobody to go to
             await self._teardown()
             sender.cancel()
+
+    def _rate_notice(self, what: str) -> None:
+        if not self.rate_noticed:
+            self.rate_noticed = True
+            log.info("%srate limited: %s", self.prefix, what)
+            self.error(p.ErrorCode.RATE_LIMITED, f"{what}; the server reads this connection more slowly")
+
+    async def _throttle(self) -> None:
+        """After each message: pause reading while the client is over its rates or its session's backlog is full."""
+        delay = max(self.delay_s, self.messages.take(1, time.monotonic()))
+        self.delay_s = 0.0
+        if delay > 0:
+            if delay > 0.05:  # jitter of a paced client is not worth a message
+                self._rate_notice(f"over {self.limits.max_messages_per_s:.0f} messages/s or "
+                                  f"{self.limits.max_realtime:g}x real-time audio")
+            await asyncio.sleep(delay)
+        live = self.live
+        if live is not None and live.lag_s > self.limits.max_backlog_s:
+            self._rate_notice(f"over {self.limits.max_backlog_s:.0f} s of audio wait for the model")
+            while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s:
+                await asyncio.sleep(0.05)
+        self.last_input = time.monotonic()  # our own pause is not the client's idleness
 
     async def _on_text(self, text: str) -> None:
         message = self.proto.receive_text(text)
@@ -215,9 +291,19 @@ class _Connection:
         audio = self.proto.receive_binary(data)
         self._feed(audio.samples, audio.sample_rate)
 
-    def _feed(self, samples: np.ndarray, sample_rate: int) -> None:
+    def _feed_track(self, samples: np.ndarray, sample_rate: int) -> None:
+        """WebRTC audio: a peer cannot be slowed from here, so audio over its rate is refused (dropped)."""
+        self.last_input = time.monotonic()
+        if self.audio is not None and not self.audio.try_take(samples.size / sample_rate, time.monotonic()):
+            self._rate_notice(f"WebRTC audio over {self.limits.max_realtime:g}x real time is dropped")
+            return
+        self._feed(samples, sample_rate, counted=True)
+
+    def _feed(self, samples: np.ndarray, sample_rate: int, *, counted: bool = False) -> None:
         if self.live is None:
             return
+        if self.audio is not None and not counted:
+            self.delay_s = max(self.delay_s, self.audio.take(samples.size / sample_rate, time.monotonic()))
         try:
             # any rate: the session resamples to the model's rate with filter state kept across frames
             self.live.feed_audio(samples, sample_rate)
@@ -253,12 +339,15 @@ class _Connection:
             self.proto.session_ended()
             raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, str(e)) from None
         self.live = live
+        self.audio = TokenBucket(self.limits.max_realtime, self.limits.burst_audio_s)
+        self.rate_noticed = False
         self.prefix = f"[{live.id}] "
         log.info("%ssession started: task=%s language=%s rate=%d %s", self.prefix, start.task,
                  start.language or "auto", start.sample_rate, start.encoding)
         self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers]))
-        self._spawn(self._pump(live))
+        self.pump = self._spawn(self._pump(live))
         self._spawn(self._stats(live))
+        self._spawn(self._deadline(live))
 
     async def _pump(self, live: LiveSession) -> None:
         """Forward the session's events to the client; after the final flush, send `end`."""
@@ -280,6 +369,38 @@ class _Connection:
             self.post(p.end_message())
             log.info("%ssession ended: %.1f s of audio, rtf %.2f", self.prefix, live.audio_s, live.rtf)
             await self._close_session()
+
+    async def _deadline(self, live: LiveSession) -> None:
+        await asyncio.sleep(self.limits.max_session_s)
+        if self.live is live:
+            log.info("%ssession reached its %.0f s limit; ending", self.prefix, self.limits.max_session_s)
+            await self.end_by_server(p.ErrorCode.TIMEOUT, f"the session reached its time limit of "
+                                     f"{self.limits.max_session_s:.0f} s; start a new one", 1008, "session time limit")
+
+    async def end_by_server(self, code: p.ErrorCode, message: str, close_code: int, reason: str) -> None:
+        """End this connection on the server's initiative: say why, flush the session (final commits, `end`), close.
+
+        Used for idle and session time limits and for shutdown. Bounded by `shutdown_timeout_s`: a client that
+        does not read, or a flush that does not finish, is cut off after it.
+        """
+        if self.ending:
+            return
+        self.ending = True
+        deadline = time.monotonic() + self.limits.shutdown_timeout_s
+        live, pump = self.live, self.pump
+        self.error(code, message)
+        if live is not None and pump is not None:
+            if self.proto.server_stop():  # (after a client `stop` the flush is already under way)
+                if self.rtc is not None:
+                    await self.rtc.close()
+                self._spawn(self._finish(live))
+            await asyncio.wait({pump}, timeout=max(0.0, deadline - time.monotonic()))
+        await self._drain(max(0.0, deadline - time.monotonic()))
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await self.ws.close(close_code, reason)
+        except TimeoutError:
+            self.ws.transport.abort()
 
     async def _stats(self, live: LiveSession) -> None:
         while self.live is live:
@@ -309,7 +430,7 @@ class _Connection:
         def failed(message: str) -> None:
             self.error(p.ErrorCode.WEBRTC_FAILED, message)
 
-        self.rtc = WebRTCAudioReceiver(self.config.webrtc, on_audio=self._feed, on_failure=failed,
+        self.rtc = WebRTCAudioReceiver(self.config.webrtc, on_audio=self._feed_track, on_failure=failed,
                                        log_prefix=self.prefix)
         try:
             answer = await self.rtc.accept(offer.sdp)
@@ -340,6 +461,11 @@ class _Connection:
 
 # --- the server ---------------------------------------------------------------------------------------------------
 
+def _peer(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else "?"
+
+
 @dataclass
 class DragomanServer:
     """`async with DragomanServer(engine, config) as server:` serves until the block ends."""
@@ -347,6 +473,12 @@ class DragomanServer:
     engine: Engine
     config: ServerConfig = field(default_factory=ServerConfig)
     _server: Server | None = field(default=None, init=False, repr=False)
+    _connections: set[_Connection] = field(default_factory=set, init=False, repr=False)
+    _filter: RedactingFilter | None = field(default=None, init=False, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.config.certfile is not None
 
     @property
     def port(self) -> int:
@@ -357,34 +489,98 @@ class DragomanServer:
     def url(self) -> str:
         host = self.config.host
         shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("[::1]" if host == "::" else host)
-        return f"http://{shown}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{shown}:{self.port}/"
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://", 1).rstrip("/") + self.config.ws_path
+        return "ws" + self.url[len("http"):].rstrip("/") + self.config.ws_path
+
+    @property
+    def n_connections(self) -> int:
+        return len(self._connections)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if urllib.parse.urlsplit(request.path).path == self.config.ws_path:
-            return None  # go on with the WebSocket handshake
-        return static_response(self.config.web_dir, request.path)
+        if urllib.parse.urlsplit(request.path).path != self.config.ws_path:
+            return static_response(self.config.web_dir, request.path)
+        denial = check_access(self.config.access, request.headers, request.path, self.tls)
+        if denial is not None:
+            log.info("refused a WebSocket from %s: %d %s", _peer(connection), denial.status,
+                     denial.reason.split(":")[0])
+            response = _response(denial.status, denial.reason.split(":")[0], (denial.reason + "\n").encode(),
+                                 "text/plain; charset=utf-8")
+            if denial.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="dragoman"'
+            return response
+        if len(self._connections) >= self.config.server_limits.max_connections:
+            log.warning("refused a WebSocket from %s: %d connections open", _peer(connection), len(self._connections))
+            return _response(503, "Service Unavailable", b"too many connections, try again later\n",
+                             "text/plain; charset=utf-8")
+        return None  # go on with the WebSocket handshake
 
     async def _handle(self, ws: ServerConnection) -> None:
-        await _Connection(self, ws).run()
+        conn = _Connection(self, ws)
+        self._connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.config.certfile is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.certfile, self.config.keyfile)
+        return context
 
     async def start(self) -> None:
+        token = self.config.access.token
+        self._filter = RedactingFilter((token,) if token else ())
+        ws_log.addFilter(self._filter)
         self._server = await serve(
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request,
+            ssl=self._ssl_context(),
+            logger=ws_log,
             # websockets enforces the size before our parser sees the message: a 50 MB frame is never buffered
             max_size=max(self.config.limits.max_text_bytes, self.config.limits.max_audio_frame_bytes),
+            max_queue=self.config.server_limits.receive_queue,
         )
         log.info("serving %s (WebSocket %s)", self.url, self.ws_url)
 
+    async def shutdown(self, timeout_s: float | None = None) -> None:
+        """Graceful stop: accept nobody new; every open session gets its final commits and `end`; then close.
+
+        Connections still open after `timeout_s` (default ServerLimits.shutdown_timeout_s) are cut.
+        """
+        if self._server is None:
+            return
+        timeout_s = self.config.server_limits.shutdown_timeout_s if timeout_s is None else timeout_s
+        self._server.close(close_connections=False)  # stop listening; open connections go on
+        conns = list(self._connections)
+        log.info("shutting down: ending %d connection(s)", len(conns))
+        if conns:
+            ends = [asyncio.ensure_future(c.end_by_server(p.ErrorCode.SHUTTING_DOWN, "the server is shutting down",
+                                                          1001, "server shutting down")) for c in conns]
+            await asyncio.wait(ends, timeout=timeout_s)
+        for c in list(self._connections):
+            c.ws.transport.abort()  # over the deadline
+        await self._server.wait_closed()
+        self._server = None
+        self._remove_filter()
+
     async def stop(self) -> None:
+        """Abrupt stop: open connections are closed (1001) without flushing their sessions. See shutdown()."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        self._remove_filter()
+
+    def _remove_filter(self) -> None:
+        if self._filter is not None:
+            ws_log.removeFilter(self._filter)
+            self._filter = None
 
     async def __aenter__(self) -> DragomanServer:
         await self.start()

@@ -202,7 +202,10 @@ async function startWebRtc(iceServers) {
 // --- connection -----------------------------------------------------------------------------------------------------
 
 function wsUrl() {
-  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  // A server started with --token needs it on the socket: a page opened as /?token=... passes it on
+  const token = new URLSearchParams(location.search).get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${query}`;
 }
 
 function send(obj) {

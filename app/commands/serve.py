@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
-from app.cli import add_model_options
+from app.cli import add_model_options, language_arg
+from app.limits import ServerLimits
+from app.protocol import ProtocolLimits
+
+TOKEN_ENV = "DRAGOMAN_TOKEN"
+_LIMITS = ServerLimits()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,8 +22,35 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default loopback; 0.0.0.0 exposes the server to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
-    add_model_options(p)  # --task/--language are chosen per session in the page; they are not used here
+    # --task/--language are the defaults for sessions whose `start` omits them (the page always sends both)
+    add_model_options(p)
     p.add_argument("--max-sessions", type=int, default=4, help="simultaneous caption sessions (more get 'busy')")
+    access = p.add_argument_group("access (see docs/protocol.md)")
+    access.add_argument("--token", default=None,
+                        help=f"require this bearer token on every WebSocket (Authorization header or ?token=); "
+                             f"prefer the {TOKEN_ENV} environment variable, which other users cannot see in `ps`")
+    access.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a page origin allowed besides the server's own, e.g. https://captions.example.org "
+                             "('*' allows any; repeatable). Default: same origin only")
+    access.add_argument("--certfile", type=Path, default=None, help="TLS certificate chain (PEM): serve https/wss")
+    access.add_argument("--keyfile", type=Path, default=None, help="TLS private key (PEM) for --certfile")
+    limits = p.add_argument_group("limits (per connection unless stated; see docs/protocol.md)")
+    limits.add_argument("--max-connections", type=int, default=_LIMITS.max_connections,
+                        help="open WebSockets in all, with or without a session (default %(default)s)")
+    limits.add_argument("--max-frame-kb", type=int, default=ProtocolLimits().max_audio_frame_bytes // 1024,
+                        help="largest binary audio frame in KiB (default %(default)s)")
+    limits.add_argument("--max-realtime", type=float, default=_LIMITS.max_realtime,
+                        help="audio seconds accepted per wall second per session; faster clients are read more "
+                             "slowly (default %(default)s)")
+    limits.add_argument("--max-backlog", type=float, default=_LIMITS.max_backlog_s, metavar="SECONDS",
+                        help="uncommitted audio per session before its socket is read more slowly "
+                             "(default %(default)s)")
+    limits.add_argument("--idle-timeout", type=float, default=_LIMITS.idle_timeout_s, metavar="SECONDS",
+                        help="end a connection that sends nothing for this long (default %(default)s)")
+    limits.add_argument("--max-session-time", type=float, default=_LIMITS.max_session_s, metavar="SECONDS",
+                        help="end (flush) a session after this long; the page reconnects (default %(default)s)")
+    limits.add_argument("--shutdown-timeout", type=float, default=_LIMITS.shutdown_timeout_s, metavar="SECONDS",
+                        help="on SIGTERM/Ctrl-C, how long open sessions get to flush (default %(default)s)")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="STUN/TURN server for WebRTC, e.g. stun:stun.example.org:3478 or "
                         "user:pass@turn:turn.example.org:3478 (repeatable; none needed on loopback or a LAN)")
@@ -37,24 +71,64 @@ def run(args: argparse.Namespace) -> int:
         ice_servers = tuple(parse_ice_server(s) for s in args.ice_server)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    config = server_config(args, ice_servers)
 
     print(f"dragoman: loading model {args.model or 'whisper-base (embedded)'} ...", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     backend = make_backend(load_model(args.model, args.device))
     print(f"dragoman: model {backend.name} ready in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    return asyncio.run(_serve(backend, args, ice_servers))
+    languages = getattr(getattr(backend, "tokenizer", None), "language_ids", None)
+    if config.defaults.language is not None and languages is not None and config.defaults.language not in languages:
+        raise ConfigError(f"--language {config.defaults.language!r} is not a language this model knows")
+    return asyncio.run(_serve(backend, args, config))
 
 
-async def _serve(backend: object, args: argparse.Namespace, ice_servers: tuple) -> int:
-    from app.server import DragomanServer, ServerConfig
+def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerConfig":
+    """The ServerConfig the serve flags describe; ConfigError (before the model loads) when they do not fit."""
+    import dataclasses
+
+    from app.auth import AccessConfig
+    from app.protocol import ProtocolError, Start, parse_start
+    from app.server import ServerConfig
     from app.webrtc import WebRTCConfig
+    from engine.errors import ConfigError
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    if token is not None and (len(token) < 8 or any(c.isspace() for c in token)):
+        raise ConfigError(f"the token (--token or {TOKEN_ENV}) must be at least 8 characters without spaces")
+    if (args.certfile is None) != (args.keyfile is None):
+        raise ConfigError("--certfile and --keyfile go together")
+    for path in (args.certfile, args.keyfile):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"TLS file not found: {path}")
+    if args.max_frame_kb < 1:
+        raise ConfigError("--max-frame-kb must be at least 1")
+    try:
+        # the same rules as a client's `start`, so a bad --language fails here rather than in every session
+        defaults = parse_start({"type": "start", "task": args.task, "language": language_arg(args.language)},
+                               ProtocolLimits(), Start())
+        limits = ServerLimits(max_realtime=args.max_realtime, max_backlog_s=args.max_backlog,
+                              idle_timeout_s=args.idle_timeout, max_session_s=args.max_session_time,
+                              max_connections=args.max_connections, shutdown_timeout_s=args.shutdown_timeout)
+    except ProtocolError as e:
+        raise ConfigError(f"--language: {e.message}") from None
+    return ServerConfig(
+        host=args.host, port=args.port, webrtc=WebRTCConfig(ice_servers=ice_servers),
+        limits=dataclasses.replace(ProtocolLimits(), max_audio_frame_bytes=args.max_frame_kb * 1024),
+        defaults=dataclasses.replace(defaults, sample_rate=16000, encoding="pcm_s16le"),
+        server_limits=limits, access=AccessConfig(token=token, allowed_origins=tuple(args.allow_origin)),
+        certfile=args.certfile, keyfile=args.keyfile,
+    )
+
+
+async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
+    from app.server import DragomanServer
     from engine.scheduler import Engine, EngineConfig
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    config = ServerConfig(host=args.host, port=args.port, webrtc=WebRTCConfig(ice_servers=ice_servers))
     async with Engine(backend, EngineConfig(max_sessions=args.max_sessions)) as engine:
         server = DragomanServer(engine, config)
         try:
@@ -63,7 +137,11 @@ async def _serve(backend: object, args: argparse.Namespace, ice_servers: tuple) 
             print(f"dragoman: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
             return 2
         print(f"Dragoman is live at {server.url}  (Ctrl-C to stop)", flush=True)
+        if config.access.token:
+            # the token itself is never printed or logged: whoever started the server knows it
+            print("dragoman: a token is required: open the address with ?token=<your token> appended",
+                  file=sys.stderr, flush=True)
         await stop.wait()
-        print("dragoman: stopping", file=sys.stderr, flush=True)
-        await server.stop()
+        print(f"dragoman: stopping: flushing {server.n_connections} connection(s)", file=sys.stderr, flush=True)
+        await server.shutdown()
     return 0
