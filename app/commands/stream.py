@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=float, default=None, help="seconds of audio between decoder updates")
     p.add_argument("--realtime", action="store_true", help="feed at wall-clock pace, like a live microphone")
     p.add_argument("--events", default=None, metavar="FILE.jsonl", help="write one JSON object per event")
+    p.add_argument("--vtt", default=None, help="write WebVTT captions (cues appear as text is committed)")
+    p.add_argument("--srt", default=None, help="write SRT captions (cues appear as text is committed)")
     return p
 
 
@@ -82,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if config.language is not None and hasattr(backend, "tokenizer") and \
             config.language not in getattr(backend.tokenizer, "language_ids", {config.language: 0}):
         raise ConfigError(f"unknown language {config.language!r}; use a code such as de, fr, es or 'auto'")
+    from app.captions import CaptionWriter
+
     log = EventLog(args.events)
+    files = [CaptionWriter(path) for path in (args.vtt, args.srt) if path]
     captions = LiveCaptions()
     errors = 0
 
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         log.write(event, t_audio)
         if isinstance(event, Commit):
             captions.commit(event.text)
+            for f in files:
+                f.add(event)
         elif isinstance(event, Partial):
             captions.partial(event.text)
         elif isinstance(event, Error):
@@ -104,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         captions.close()
         log.close()
+        for f in files:
+            f.close()
     return 1 if errors else 0
 
 
