@@ -38,8 +38,8 @@ def check_sample_rate(sample_rate: int) -> int:
 def to_mono_float32(samples: np.ndarray) -> np.ndarray:
     """Convert int or float PCM of shape (n,) or (n, channels) to float32 mono in [-1, 1]; reject NaN/inf."""
     x = np.asarray(samples)
-    if x.ndim not in (1, 2):
-        raise AudioError(f"audio must have shape (n,) or (n, channels), got {x.shape}")
+    if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] == 0):  # (n, 0): no channel to take (found by fuzzing)
+        raise AudioError(f"audio must have shape (n,) or (n, channels >= 1), got {x.shape}")
     if x.dtype.kind == "i":
         x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
     elif x.dtype.kind == "u":
