@@ -162,6 +162,12 @@ def log_mel_spectrogram(audio: np.ndarray | torch.Tensor, n_mels: int = 80, pad_
     x = torch.as_tensor(audio, dtype=torch.float32)
     if pad_samples > 0:
         x = torch.nn.functional.pad(x, (0, pad_samples))
+    n_frames = x.shape[-1] // HOP_LENGTH
+    if n_frames == 0:  # under one hop (10 ms): no frame yet, rather than an error from torch.stft
+        return torch.zeros(n_mels, 0, device=x.device)
+    if x.shape[-1] <= N_FFT // 2:
+        # stft's reflect padding needs more than n_fft // 2 samples: zero-extend a 10-12.5 ms input to one frame
+        x = torch.nn.functional.pad(x, (0, N_FFT // 2 + 1 - x.shape[-1]))
     window = torch.hann_window(N_FFT, device=x.device)
     stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, return_complex=True)
     power = stft[..., :-1].abs() ** 2  # (n_fft/2+1, frames); the last frame is dropped as openai does

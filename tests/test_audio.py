@@ -86,6 +86,14 @@ def test_log_mel_frame_count_and_range(english: np.ndarray) -> None:
     assert float(mel.max()) <= 2.0
 
 
+@pytest.mark.parametrize("n_samples", [0, 1, 159, 160, 200, 201, 320, 479])
+def test_log_mel_of_very_short_audio_has_len_over_hop_frames(english: np.ndarray, n_samples: int) -> None:
+    """The first 0-30 ms of speech (a stream's first chunk) give len // 160 frames, never an error."""
+    mel = log_mel_spectrogram(english[8000 : 8000 + n_samples])
+    assert mel.shape == (80, n_samples // 160)
+    assert torch.isfinite(mel).all()
+
+
 # -- resampling ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_resample_keeps_pitch_length_and_loudness(rate: int) -> None:
