@@ -273,3 +273,13 @@ def test_corrupt_cache_is_rebuilt(fresh_cache: Path, monkeypatch: pytest.MonkeyP
     ours = bundle.model.state_dict()
     for name, tensor in whisper_bundle_fp32.model.state_dict().items():
         assert torch.equal(ours[name], tensor), name
+
+
+def test_loading_leaves_torch_initialisation_alone(checkpoint: Path) -> None:
+    """Building without random initial weights is scoped to the load: modules built afterwards are random again,
+    and the loaded output projection is tied to the token embedding (one tensor, not a copy)."""
+    bundle = load_model(str(checkpoint), device="cpu", quantize="none")
+    assert bundle.model.decoder.proj.weight is bundle.model.decoder.token_embedding.weight
+    for module in (torch.nn.Linear(64, 64), torch.nn.Conv1d(4, 64, 3), torch.nn.Embedding(64, 64)):
+        assert module.weight.std() > 0.01
+    assert torch.equal(torch.nn.LayerNorm(8).weight, torch.ones(8))
