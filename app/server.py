@@ -33,6 +33,7 @@ import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 from websockets.http11 import Request, Response
 
 from engine.errors import AudioError, EngineError
@@ -227,8 +228,10 @@ class _Connection:
                                              f"{self.limits.idle_timeout_s:.0f} s", 1008, "idle timeout")
                     return  # closed (or cut off) by now
                 self.last_input = time.monotonic()
-                if self.ending:
-                    continue  # the session is being flushed; nothing the client says changes that
+                if self.ending or self.ws.state is not State.OPEN:
+                    # being flushed: nothing the client says changes that; closed: what is still buffered comes
+                    # from a client that has gone (closing abandons the session), so it is skipped, not decoded
+                    continue
                 try:
                     if isinstance(message, str):
                         await self._on_text(message)
@@ -253,20 +256,28 @@ class _Connection:
             log.info("%srate limited: %s", self.prefix, what)
             self.error(p.ErrorCode.RATE_LIMITED, f"{what}; the server reads this connection more slowly")
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once if the connection closes (its handler must not linger)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.ws.wait_closed()
+        except TimeoutError:
+            pass
+
     async def _throttle(self) -> None:
         """After each message: pause reading while the client is over its rates or its session's backlog is full."""
         delay = max(self.delay_s, self.messages.take(1, time.monotonic()))
         self.delay_s = 0.0
-        if delay > 0:
-            if delay > 0.05:  # jitter of a paced client is not worth a message
-                self._rate_notice(f"over {self.limits.max_messages_per_s:.0f} messages/s or "
-                                  f"{self.limits.max_realtime:g}x real-time audio")
-            await asyncio.sleep(delay)
+        if delay > 0:  # the bucket is in debt: its burst (seconds of audio) is spent, not just jitter
+            self._rate_notice(f"over {self.limits.max_messages_per_s:.0f} messages/s or "
+                              f"{self.limits.max_realtime:g}x real-time audio")
+            await self._pause(delay)
         live = self.live
         if live is not None and live.lag_s > self.limits.max_backlog_s:
             self._rate_notice(f"over {self.limits.max_backlog_s:.0f} s of audio wait for the model")
-            while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s:
-                await asyncio.sleep(0.05)
+            while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s \
+                    and self.ws.state is State.OPEN:
+                await self._pause(0.05)
         self.last_input = time.monotonic()  # our own pause is not the client's idleness
 
     async def _on_text(self, text: str) -> None:
