@@ -114,15 +114,19 @@ class WhisperBackend:
         valid = valid.to(self.device)
         return self.model.encode(batch, valid), valid
 
+    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
     def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState:
         return self.model.new_state(encoder_out, valid)
 
+    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
     def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None:
         self.model.set_audio(state, encoder_out, valid)
 
+    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
     def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
         return self.model.step(tokens, state)
 
+    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
     def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
         return self.model.step_with_alignment(tokens, state)
 

@@ -31,7 +31,10 @@ class Policy(Protocol):
     name: str
     wants_attention: bool  # the session must collect attention for this policy
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int) -> bool:
+    def begin_update(self) -> None:
+        """A decoder update starts generating (should_stop may keep state within one update)."""
+
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False) -> bool:
         """Called per generated token during decoding: True ends this update's hypothesis before that token."""
 
     def stable_count(self, hyp: Hypothesis) -> int:
@@ -54,7 +57,10 @@ class LocalAgreement:
     # the last n-1 hypotheses, each relative to the current committed prefix
     history: list[tuple[int, ...]] = field(default_factory=list)
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int) -> bool:
+    def begin_update(self) -> None:
+        pass
+
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False) -> bool:
         return False
 
     def stable_count(self, hyp: Hypothesis) -> int:
@@ -79,31 +85,56 @@ class AlignAtt:
     """AlignAtt: a token is stable unless its alignment heads attend into the last `frame_threshold` frames.
 
     Decoding stops at the first token that looks at the still-growing end of the audio: the words after it
-    would be guesses about speech not heard yet.
+    would be guesses about speech not heard yet. With `confirm_first`, a segment's first words must also come
+    out the same in two consecutive updates (LocalAgreement-2 on the AlignAtt-bounded hypotheses) before they
+    are committed: from a second of audio the model often guesses ("Hello, hello, hello," for "Bonjour à tous"),
+    and once committed a guess conditions everything after it. Later words have committed context and skip it.
     """
 
     frame_threshold: int = 20  # 0.4 s at Whisper's 20 ms frames
+    confirm_first: bool = False
+    # A token attending this many frames before the furthest frame of the update so far starts over: the model
+    # has run out of audio and re-translates from the beginning ("... cinema. Today we will talk about ..."),
+    # also in a segment's last update, where the end-of-audio rule is off. Word reordering in translation
+    # jumps back far less than 2 s.
+    rewind_frames: int = 100
     name: str = "alignatt"
     wants_attention: bool = True
+    previous: tuple[int, ...] | None = None  # last hypothesis while nothing of the segment is committed
+    started: bool = False  # something of this segment is committed
+    frontier: int = -1  # furthest attended frame in the current update
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int) -> bool:
+    def begin_update(self) -> None:
+        self.frontier = -1
+
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False) -> bool:
         if attention_row is None:
             return False
-        return attended_frame(attention_row, n_frames) >= n_frames - self.frame_threshold
+        frame = attended_frame(attention_row)
+        if self.frontier >= 0 and frame < self.frontier - self.rewind_frames:
+            return True
+        self.frontier = max(self.frontier, frame)
+        return not final and frame >= n_frames - self.frame_threshold
 
     def stable_count(self, hyp: Hypothesis) -> int:
         if hyp.final or hyp.attention is None:
             return len(hyp.tokens) if hyp.final else 0
-        for i, row in enumerate(hyp.attention):
-            if self.should_stop(row, hyp.n_frames):
-                return i
-        return len(hyp.tokens)
+        k = len(hyp.tokens)
+        for i, row in enumerate(hyp.attention):  # decoding already stopped here unless it ran without this policy
+            if attended_frame(row) >= hyp.n_frames - self.frame_threshold:
+                k = i
+                break
+        if self.confirm_first and not self.started:
+            prev, self.previous = self.previous, hyp.tokens[:k]
+            k = 0 if prev is None else min(k, _common_prefix([prev, hyp.tokens[:k]]))
+        return k
 
     def committed(self, n_tokens: int) -> None:
-        pass
+        if n_tokens:
+            self.started, self.previous = True, None
 
     def reset(self) -> None:
-        pass
+        self.started, self.previous = False, None
 
 
 def make_policy(name: PolicyName, **kwargs) -> Policy:
@@ -115,12 +146,13 @@ def make_policy(name: PolicyName, **kwargs) -> Policy:
     raise ValueError(f"unknown policy {name!r}: use 'local-agreement' or 'alignatt'")
 
 
-def attended_frame(attention: np.ndarray, n_frames: int) -> int:
+def attended_frame(attention: np.ndarray, n_frames: int | None = None) -> int:
     """The frame a token looks at: the median of the heads' argmax frames.
 
     Averaging the heads' weights first lets one head parked on a pause (an attention sink) drag the
-    argmax there; the median of per-head peaks ignores such outliers. attention: (heads, frames) or (frames,)."""
-    att = attention[..., :n_frames]
+    argmax there; the median of per-head peaks ignores such outliers. attention: (heads, frames) or (frames,);
+    n_frames=None looks at every frame (padding included: a token attending there is at the audio's end)."""
+    att = attention if n_frames is None else attention[..., :n_frames]
     if att.ndim == 1:
         return int(np.argmax(att))
     return int(np.median(np.argmax(att, axis=-1)))

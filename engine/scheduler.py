@@ -3,8 +3,9 @@
 The event loop only moves audio in (LiveSession.feed_audio: validate, resample, append — microseconds) and
 events out (an asyncio.Queue per session, filled from the worker with call_soon_threadsafe). The worker
 loops over sessions that have work, round-robin, one decoder update per session per round (fair: a busy
-stream cannot starve a quiet one), and runs the encoder for up to `max_batch` sessions in one batched
-forward pass. A session that falls behind is not queued more work: its next update simply covers all the
+stream cannot starve a quiet one). For up to `max_batch` sessions at a time it runs the encoder in one batched
+forward pass, then their decoder steps in one batched pass per generated token (stream_decoding.decode_batch:
+left-padded self caches, masked encoder frames), so N streams cost far less than N times one stream. A session that falls behind is not queued more work: its next update simply covers all the
 audio that arrived meanwhile (StreamingSession decodes whatever is buffered).
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 from .backend import Backend
 from .errors import ConfigError, EngineError, StreamStateError
 from .events import Error, Event
-from .session import SessionConfig, StreamingSession, Update
+from .session import PendingDecode, SessionConfig, StreamingSession, Update
+from .stream_decoding import DecodeResult, decode_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class EngineBusy(EngineError):
 @dataclass(frozen=True)
 class EngineConfig:
     max_sessions: int = 8  # concurrent streams; beyond this open_session raises EngineBusy
-    batch: bool = True  # run the encoder of concurrent sessions in one forward pass
+    batch: bool = True  # run the encoder, and the decoder steps, of concurrent sessions in shared forward passes
     max_batch: int = 4  # sessions per batched encoder pass (bounds padding waste and latency of one round)
     threads: int | None = None  # torch intra-op threads for the worker; None leaves torch's setting
     idle_wait_s: float = 0.05  # the worker re-checks sessions at least this often when nothing woke it
@@ -130,7 +132,8 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rr = 0  # round-robin start index (fairness)
         self.rounds = 0
-        self.batched_passes = 0
+        self.batched_passes = 0  # batched encoder passes
+        self.batched_decodes = 0  # groups whose decoder steps ran batched
 
     async def start(self) -> None:
         if self._thread is not None:
@@ -222,19 +225,43 @@ class Engine:
         if not work:
             return
         try:
-            encoded = self._encode([u.audio for _, u in work])
+            encoded = self._encode([u.encoder_audio for _, u in work])
         except Exception:  # noqa: BLE001 - a batch failed: retry each session alone to find the culprit
             encoded = None
         t_enc = time.perf_counter() - t0
+        # Set up every session's decoder job, then run their generation steps batched (one forward pass per
+        # step for the whole group) when batching is on; a session's own failure only ends that session.
+        pending: list[tuple[LiveSession, PendingDecode]] = []
         for i, (ls, upd) in enumerate(work):
             t1 = time.perf_counter()
             try:
-                enc = encoded[i] if encoded is not None else self.backend.encode(upd.audio)
-                ls.session.apply(upd, enc, None)
+                enc = encoded[i] if encoded is not None else self.backend.encode(upd.encoder_audio)
+                pending.append((ls, ls.session.begin_decode(upd, enc, None)))
             except Exception as e:  # noqa: BLE001
                 self._fail(ls, e)
                 continue
             ls.session.stats.compute_s += t_enc / len(work) + time.perf_counter() - t1
+        results: list[DecodeResult] | None = None
+        if self.config.batch and len(pending) > 1:
+            t1 = time.perf_counter()
+            try:
+                results = decode_batch(self.backend, [p.job for _, p in pending])
+                self.batched_decodes += 1
+            except Exception:  # noqa: BLE001 - decode each session alone below to find the culprit
+                log.debug("batched decode failed; decoding sessions one by one", exc_info=True)
+                results = None
+            share = (time.perf_counter() - t1) / len(pending)
+            for ls, _ in pending:
+                ls.session.stats.compute_s += share
+        for i, (ls, p) in enumerate(pending):
+            t1 = time.perf_counter()
+            try:
+                res = results[i] if results is not None else decode_batch(self.backend, [p.job])[0]
+                ls.session.end_decode(p, res)
+            except Exception as e:  # noqa: BLE001
+                self._fail(ls, e)
+                continue
+            ls.session.stats.compute_s += time.perf_counter() - t1
             self._flush(ls)
 
     def _encode(self, audios: list[np.ndarray]) -> list[torch.Tensor]:

@@ -32,7 +32,7 @@ from .errors import AudioError, ConfigError, StreamStateError
 from .events import Commit, Event, Partial
 from .kv_cache import DecoderState
 from .policy import Hypothesis, attended_frame, Policy, PolicyName, make_policy
-from .stream_decoding import decode_update, is_prompt_echo, looks_like_source_language
+from .stream_decoding import DecodeJob, DecodeResult, decode_batch, is_prompt_echo, looks_like_source_language
 from .tokenizer import split_complete_utf8
 from .vad import StreamVad, VadConfig
 
@@ -48,21 +48,41 @@ Mode = Literal["incremental", "exact", "redecode"]
 class SessionConfig:
     task: Literal["translate", "transcribe"] = "translate"
     language: str | None = None  # spoken language code; None: detected once from the first speech
-    policy: PolicyName = "local-agreement"  # what to commit: agreement of consecutive hypotheses, or AlignAtt
+    # What to commit: AlignAtt (stop where the alignment heads reach the end of the audio) or agreement of
+    # consecutive hypotheses. Default AlignAtt: on de/fr/es/en TTS streams (6 sets, 2 shared cores) with the
+    # padded encoder it scored BLEU 36.7 / chrF 60.5 at StreamLAAL 1.33 s, against LocalAgreement-2's
+    # 35.1 / 59.9 at 2.75 s and the re-decode baseline's 35.5 / 61.4 at 3.03 s: same quality, less than half the
+    # latency, one decode per update instead of two hypotheses to agree, and far less erasure (0.1 vs 2.7).
+    policy: PolicyName = "alignatt"
     # incremental: committed tokens stay cached across updates (the design's approximation, cheaper);
     # exact: the committed prefix is re-run against the current audio each update (one forward pass).
-    # Default exact: in benchmarks/bench_streaming.py --quick (German, 2 shared cores, noisy timings) exact
-    # scored BLEU 44.1 / chrF 61.4 against incremental's 40.9 / 57.5 at 1.0 s chunks for about the same
-    # compute (RTF 0.18 vs 0.48 measured under heavier load): the prefix re-fill is one batched pass over
-    # a few dozen tokens, cheap next to the encoder, while stale keys/values cost words.
+    # Default exact: with AlignAtt on the 6 tuning sets both scored chrF ~60.5 (BLEU 36.7 exact, 39.1
+    # incremental: within this small set's noise) at the same latency; exact cannot carry keys/values computed
+    # against older audio, which cost LocalAgreement 3-14 BLEU, and its prefix re-fill is one pass over a few
+    # dozen tokens, cheap next to the encoder.
     mode: Mode = "exact"
-    # seconds of new speech between decoder updates (smaller: lower latency, more compute). 1.0 s: at 0.5 s
-    # StreamLAAL drops by ~1 s but quality falls and RTF roughly triples (each update re-encodes the segment).
+    # Seconds of new speech between decoder updates (smaller: lower latency, more compute: each update
+    # re-encodes the segment). 1.0 s: with AlignAtt 0.5 s cut StreamLAAL only from 1.33 to 1.13 s but lost
+    # ~5 BLEU (more commits from less context) and doubled RTF (0.28 vs 0.14).
     chunk_s: float = 1.0
     agreement_n: int = 2  # LocalAgreement-n
-    frame_threshold: int = 20  # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to
+    # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to. 20 (0.4 s): 10 lost
+    # ~4 BLEU (words committed before their audio was complete), 30 cost ~0.2 s of latency for no gain.
+    frame_threshold: int = 20
+    # AlignAtt: a segment's first words must also agree across two updates (see AlignAtt). Off: same BLEU (36.8 vs
+    # 36.7) but StreamLAAL 2.84 s instead of 1.33 s, since most VAD segments last only two or three updates.
+    confirm_first: bool = False
+    # AlignAtt: words before the stop kept partial until the next update. 0: holding one back cost 0.18 s of
+    # StreamLAAL and 3x the erasure for no quality gain (BLEU 36.1 vs 36.7), though it saves some split compounds.
+    hold_words: int = 0
     # a segment is closed (everything committed) before its audio reaches the model's 30 s window
     max_segment_s: float = 24.0
+    # Digital silence appended to every encoder window (the real audio's end stays the policy's reference).
+    # Whisper was trained on speech followed by padding; on an unpadded window it does not see where the audio
+    # stops and, once it has translated everything, starts over from the beginning (AlignAtt then committed
+    # "Good morning. Today is ... Good morning. Today is ..."; BLEU 13). SimulStreaming pads to 30 s, which
+    # costs a full 30 s encoder pass per update; 1 s is enough: BLEU 36.7 vs 34.5 (0.5 s) and 35.0 (2 s).
+    pad_s: float = 1.0
     vad: VadConfig = field(default_factory=VadConfig)  # speech detection / segmentation at pauses
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
     prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables
@@ -82,6 +102,8 @@ class SessionConfig:
             raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
         if not 2.0 <= self.max_segment_s <= 29.0:
             raise ConfigError("max_segment_s must leave room in Whisper's 30 s window (2..29 s)")
+        if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
+            raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
 
 @dataclass
@@ -126,8 +148,27 @@ class Update:
     """Model work one session asks for: encode `audio`, then decode (see StreamingSession.apply)."""
 
     segment: Segment
-    audio: np.ndarray
+    audio: np.ndarray  # the segment's audio so far (what the update decides about)
     final: bool
+    pad_samples: int = 0  # silence appended for the encoder only (SessionConfig.pad_s)
+
+    @property
+    def encoder_audio(self) -> np.ndarray:
+        """What the encoder sees: the audio, then `pad_samples` of digital silence."""
+        if not self.pad_samples:
+            return self.audio
+        return np.concatenate([self.audio, np.zeros(self.pad_samples, np.float32)])
+
+
+@dataclass(frozen=True)
+class PendingDecode:
+    """An update between begin_decode and end_decode: its decoder job and what end_decode needs."""
+
+    upd: Update
+    job: DecodeJob
+    n_frames: int  # encoder frames of real audio (padding excluded)
+    encoder_out: Tensor  # kept for a retry without the previous-text prompt
+    valid: Tensor | None
 
 
 @dataclass
@@ -171,11 +212,12 @@ class StreamingSession:
         self._partial = ""
         self._text_out = ""  # everything committed (for spacing across segments)
         self._committed_until_s = 0.0
+        self._pad = int(config.pad_s * SAMPLE_RATE)
 
     def _policy_kwargs(self) -> dict:
         if self.config.policy == "local-agreement":
             return {"n": self.config.agreement_n}
-        return {"frame_threshold": self.config.frame_threshold}
+        return {"frame_threshold": self.config.frame_threshold, "confirm_first": self.config.confirm_first}
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -244,7 +286,7 @@ class StreamingSession:
         n = 0
         while (upd := self.next_update()) is not None:
             t0 = time.perf_counter()
-            enc = self.backend.encode(upd.audio)
+            enc = self.backend.encode(upd.encoder_audio)
             self.apply(upd, enc, None)
             self.stats.compute_s += time.perf_counter() - t0
             n += 1
@@ -356,19 +398,27 @@ class StreamingSession:
             return None
         seg = self._segments[0]
         if seg.closed:
-            return Update(seg, seg.audio(), final=True)
+            return Update(seg, seg.audio(), final=True, pad_samples=self._pad)
         new = seg.n_samples - seg.n_decoded
         need = self.config.chunk_s if seg.n_decoded else max(self.config.chunk_s, self.config.min_first_s)
         if new >= need * SAMPLE_RATE:
-            return Update(seg, seg.audio(), final=False)
+            return Update(seg, seg.audio(), final=False, pad_samples=self._pad)
         return None
 
     def apply(self, upd: Update, encoder_out: Tensor, valid: Tensor | None) -> None:
         """Decode one update against its encoder output (1, S, d), commit what the policy allows, emit events."""
+        pending = self.begin_decode(upd, encoder_out, valid)
+        self.end_decode(pending, decode_batch(self.backend, [pending.job])[0])
+
+    def begin_decode(self, upd: Update, encoder_out: Tensor, valid: Tensor | None) -> "PendingDecode":
+        """First half of apply(): install the audio and set up the decoder job (the scheduler batches the jobs of
+        several sessions, then hands each result to end_decode)."""
         seg = upd.segment
         self.stats.n_updates += 1
         seg.n_decoded = len(upd.audio)
-        n_frames = encoder_out.shape[1] if valid is None else int(valid[0].sum())
+        n_all = encoder_out.shape[1] if valid is None else int(valid[0].sum())
+        # the policy judges attention against the end of the real audio, not of the padding
+        n_frames = min(n_all, int(len(upd.audio) / SAMPLE_RATE / self.backend.frame_s))
         if self.language is None and "translate" in self.backend.tasks:
             self.language = self.backend.detect_language(encoder_out)
             self.log.debug("detected language %s", self.language)
@@ -380,16 +430,22 @@ class StreamingSession:
             refill = True
         else:
             self.backend.set_audio(seg.state, encoder_out, valid)
+        return PendingDecode(upd, self._job(seg, upd, n_frames, refill), n_frames, encoder_out, valid)
+
+    def end_decode(self, pending: "PendingDecode", res: DecodeResult) -> None:
+        """Second half of apply(): guards, policy, commits and partials for one decoded update."""
+        upd, n_frames = pending.upd, pending.n_frames
+        seg = upd.segment
         if self.config.mode == "redecode":
-            res = self._redecode(seg, upd, n_frames)
-        else:
-            res = self._decode(seg, upd, n_frames, refill)
+            res = self._drop_committed(seg, res)
         tokens = res.tokens
         if tokens and not seg.committed and self._looks_hallucinated(seg, tokens, res):
             if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
                 seg.use_prompt = False
-                self._start_decoder(seg, encoder_out, valid)
-                res = self._decode(seg, upd, n_frames, refill=True)
+                self._start_decoder(seg, pending.encoder_out, pending.valid)
+                res = decode_batch(self.backend, [self._job(seg, upd, n_frames, refill=True)])[0]
+                if self.config.mode == "redecode":
+                    res = self._drop_committed(seg, res)
                 tokens = res.tokens
             if tokens and self._looks_hallucinated(seg, tokens, res):
                 tokens = []
@@ -397,6 +453,8 @@ class StreamingSession:
         k = min(self.policy.stable_count(hyp), len(tokens))
         if not upd.final:
             k = self._word_boundary(tokens, k, res.next_token)
+            if self.config.policy == "alignatt":
+                k = self._hold_back_words(tokens, k, self.config.hold_words)
         if k:
             self._commit(seg, tokens[:k], res.attention, upd)
             self.policy.committed(k)
@@ -435,22 +493,34 @@ class StreamingSession:
         seg.sequence = start + committed
         seg.state = self.backend.new_state(encoder_out, valid)
 
-    def _decode(self, seg: Segment, upd: Update, n_frames: int, refill: bool):
+    def _job(self, seg: Segment, upd: Update, n_frames: int, refill: bool) -> DecodeJob:
         audio_s = len(upd.audio) / SAMPLE_RATE
+        if self.config.mode == "redecode":
+            # Decode the whole segment from the task prompt; what is already committed is dropped afterwards.
+            budget = int(self.config.max_tokens_per_s * audio_s) + 8
+            start = seg.sequence[: seg.n_start]
+            return DecodeJob(self.backend, seg.state, start, 0, n_frames, self.policy, upd.final, budget, True)
         budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
-        return decode_update(self.backend, seg.state, seg.sequence, len(seg.committed), n_frames, self.policy,
-                             upd.final, max(budget, 4), refill)
+        return DecodeJob(self.backend, seg.state, seg.sequence, len(seg.committed), n_frames, self.policy,
+                         upd.final, max(budget, 4), refill)
 
-    def _redecode(self, seg: Segment, upd: Update, n_frames: int):
-        # Decode the whole segment from the task prompt, then drop what is already committed by position.
-        audio_s = len(upd.audio) / SAMPLE_RATE
-        budget = int(self.config.max_tokens_per_s * audio_s) + 8
-        start = seg.sequence[: seg.n_start]
-        res = decode_update(self.backend, seg.state, start, 0, n_frames, self.policy, upd.final, budget, True)
+    def _drop_committed(self, seg: Segment, res: DecodeResult) -> DecodeResult:
+        # redecode: the hypothesis covers the whole segment; drop what is already committed, by position
         c = len(seg.committed)
         att = res.attention[c:] if res.attention is not None else None
-        seg.state.reset()  # the invariant below truncates to sequence[:-1]; nothing is reused anyway
-        return type(res)(res.tokens[c:], att, res.next_token, res.sum_logprob, 0, res.loop_cut)
+        seg.state.reset()  # the invariant truncates to sequence[:-1]; nothing is reused anyway
+        return DecodeResult(res.tokens[c:], att, res.next_token, res.sum_logprob, 0, res.loop_cut)
+
+    def _hold_back_words(self, tokens: list[int], k: int, n_words: int) -> int:
+        # The words AlignAtt stopped next to are the least certain: their source word may not be complete
+        # ("Kranken|haus" -> "cramp") even though the model has moved on. Keep the last `n_words` as partial.
+        for _ in range(n_words):
+            if k == 0:
+                break
+            k -= 1
+            while k > 0 and self.backend.token_bytes(tokens[k])[:1] != b" ":
+                k -= 1
+        return k
 
     def _word_boundary(self, tokens: list[int], k: int, next_token: int | None) -> int:
         # Commit whole words only: tokens[k] (or the token decoding stopped at) must start a new word,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .backend import Backend
 from .kv_cache import DecoderState
@@ -27,6 +28,88 @@ class DecodeResult:
     loop_cut: bool  # a repetition loop was cut off
 
 
+class DecodeJob:
+    """One stream's greedy continuation, one token at a time, so that several streams can share each step.
+
+    The caller feeds the decoder: `prefill()` runs the stream's own prefix on its own state, then each step's
+    logits and attention go to `accept()`, which returns the token to feed next or None when this stream is done.
+    `decode_update` drives one job alone; `decode_batch` drives several in one batched forward pass per step.
+    """
+
+    def __init__(self, backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
+                 policy: Policy, final: bool, max_new_tokens: int, refill: bool) -> None:
+        self.backend, self.state, self.policy, self.final = backend, state, policy, final
+        self.sequence, self.n_committed, self.n_frames, self.refill = sequence, n_committed, n_frames, refill
+        self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
+        self.max_new_tokens = max_new_tokens
+        self.budget = 0
+        self.out: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self.total, self.next_token, self.loop_cut, self.done = 0.0, None, False, False
+        self.n_stepped = 0  # tokens generated and fed back (their keys/values are cached)
+
+    @property
+    def n_valid(self) -> int:
+        """Encoder frames of this stream (padding of a batch excluded; a padded encoder window included)."""
+        st = self.state
+        return int(st.cross_valid[0].sum()) if st.cross_valid is not None else st.cross_k[0].shape[2]
+
+    def prefill(self) -> tuple[Tensor, Tensor]:
+        """Run the prefix on the job's own state: the whole sequence (refill) or only its last token."""
+        st = self.state
+        device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
+        self.out, self.rows = [], []  # a job may be re-run after a failed batch
+        self.total, self.next_token, self.loop_cut, self.done, self.n_stepped = 0.0, None, False, False, 0
+        self.policy.begin_update()
+        if not self.refill and st.offset >= len(self.sequence) - 1:
+            st.truncate(len(self.sequence) - 1)
+        if self.refill:
+            st.reset()
+            feed = self.sequence
+        else:
+            assert st.offset == len(self.sequence) - 1, "incremental cache must hold sequence[:-1]"
+            feed = self.sequence[-1:]
+        logits, att = self.backend.step_with_alignment(torch.tensor([feed], device=device), st)
+        self.budget = max(0, min(self.max_new_tokens, backend_ctx(self.backend) - st.offset - 1))
+        return logits[0, -1], (att[0, :, -1] if att is not None and att.numel() else None)
+
+    def accept(self, logits: Tensor, att: Tensor | None) -> int | None:
+        """The last position's logits (V,) and alignment attention (heads, S) -> the token to feed, or None: done."""
+        if self.done:
+            return None
+        if len(self.out) >= self.budget:
+            return self._stop()
+        lg = logits.float().clone()[None]  # (1, V)
+        self.backend.filter_logits(lg, self.n_committed + len(self.out))
+        tok = int(lg.argmax(-1))
+        row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
+        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, self.final):
+            self.next_token = tok
+            return self._stop()
+        self.total += float(lg.log_softmax(-1)[0, tok])
+        self.out.append(tok)
+        if row is not None:
+            self.rows.append(row)
+        # loops are looked for across the committed text too: a loop can span several updates
+        cut = repetition_cut(self.committed + self.out)
+        if cut is not None:
+            cut = max(0, cut - len(self.committed))
+            self.out, self.rows, self.loop_cut = self.out[:cut], self.rows[:cut], True
+            return self._stop()
+        if len(self.out) >= self.budget:
+            return self._stop()
+        self.n_stepped += 1
+        return tok
+
+    def _stop(self) -> None:
+        self.done = True
+        return None
+
+    def result(self) -> DecodeResult:
+        attention = np.stack(self.rows) if self.rows and len(self.rows) == len(self.out) else None
+        return DecodeResult(self.out, attention, self.next_token, self.total, self.n_stepped, self.loop_cut)
+
+
 def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
                   policy: Policy, final: bool, max_new_tokens: int, refill: bool) -> DecodeResult:
     """Greedy continuation of `sequence` (prompt + committed) against the audio installed in `state`.
@@ -34,59 +117,109 @@ def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_
     refill=True re-runs the whole sequence in one forward pass (exact mode, or a fresh state); otherwise
     only its last token is run on top of the cached prefix (incremental mode).
     """
+    job = DecodeJob(backend, state, sequence, n_committed, n_frames, policy, final, max_new_tokens, refill)
+    return decode_batch(backend, [job])[0]
+
+
+def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
+    """Drive several streams' jobs: each prefix alone, then every generation step batched across the streams.
+
+    Prefixes differ in length and in what is cached, so each runs on its own state (one forward pass each);
+    the many one-token steps after it are where batching pays. The active rows' caches are merged once,
+    left-padded to a common length (DecoderState.left_pad) with each row's encoder frames masked
+    (cross_valid); a row that finishes gets its cache back and leaves the batch. Rows are independent:
+    batched and unbatched decoding give the same tokens (up to float rounding).
+    """
     with torch.inference_mode():
-        device = state.cross_k[0].device if state.cross_k else torch.device("cpu")
-        if refill:
-            state.reset()
-            feed = sequence
-        else:
-            assert state.offset == len(sequence) - 1, "incremental cache must hold sequence[:-1]"
-            feed = sequence[-1:]
-        logits, att = backend.step_with_alignment(torch.tensor([feed], device=device), state)
-        committed = sequence[len(sequence) - n_committed :] if n_committed else []
-        out: list[int] = []
-        rows: list[np.ndarray] = []
-        total, stepped, next_token, loop_cut = 0.0, 0, None, False
-        budget = max(0, min(max_new_tokens, backend_ctx(backend) - state.offset - 1))
-        for _ in range(budget):
-            lg = logits[:, -1].float().clone()  # (1, V)
-            backend.filter_logits(lg, n_committed + len(out))
-            tok = int(lg.argmax(-1))
-            row = _alignment_row(att, n_frames)
-            if tok == backend.eot:
-                next_token = tok
-                break
-            if not final and policy.should_stop(row, n_frames):
-                next_token = tok
-                break
-            total += float(lg.log_softmax(-1)[0, tok])
-            out.append(tok)
-            if row is not None:
-                rows.append(row)
-            # loops are looked for across the committed text too: a loop can span several updates
-            cut = repetition_cut(committed + out)
-            if cut is not None:
-                cut = max(0, cut - len(committed))
-                out, rows, loop_cut = out[:cut], rows[:cut], True
-                break
-            if len(out) == budget:
-                break
-            logits, att = backend.step_with_alignment(torch.tensor([[tok]], device=device), state)
-            stepped += 1
-        attention = np.stack(rows) if rows and len(rows) == len(out) else None
-        return DecodeResult(out, attention, next_token, total, stepped, loop_cut)
+        active: list[tuple[DecodeJob, int]] = []
+        for job in jobs:
+            logits, att = job.prefill()
+            tok = job.accept(logits, att)
+            if tok is not None:
+                active.append((job, tok))
+        if len(active) == 1:
+            job, tok = active[0]
+            device = job.state.cross_k[0].device
+            while tok is not None:
+                logits, att = backend.step_with_alignment(torch.tensor([[tok]], device=device), job.state)
+                tok = job.accept(logits[0, -1], att[0, :, -1] if att is not None and att.numel() else None)
+        elif active:
+            _run_merged(backend, active)
+        return [job.result() for job in jobs]
+
+
+def _run_merged(backend: Backend, active: list[tuple[DecodeJob, int]]) -> None:
+    states = [job.state for job, _ in active]
+    batch = merge_states(states)
+    ctx = backend_ctx(backend)
+    for job, _ in active:  # the batch's cache is as long as its longest row: keep every row inside the context
+        job.budget = min(job.budget, len(job.out) + ctx - batch.offset - 1)
+    device = batch.cross_k[0].device
+    valid = [job.n_valid for job, _ in active]
+    toks = [tok for _, tok in active]
+    rows = list(range(len(active)))  # row of the batch -> index into `active`
+    while rows:
+        logits, att = backend.step_with_alignment(torch.tensor([[t] for t in toks], device=device), batch)
+        keep, next_toks = [], []
+        for b, i in enumerate(rows):
+            job = active[i][0]
+            a = att[b, :, -1, : valid[i]] if att is not None and att.numel() else None
+            tok = job.accept(logits[b, -1], a)
+            if tok is None:
+                split_row(batch, b, job.state)
+            else:
+                keep.append(b)
+                next_toks.append(tok)
+        if len(keep) < len(rows):
+            if keep:
+                batch.reorder(torch.tensor(keep, device=device))
+            rows = [rows[b] for b in keep]
+        toks = next_toks
+
+
+def merge_states(states: list[DecoderState]) -> DecoderState:
+    """One batch state from single-row states: self caches left-padded to the longest, encoder frames masked."""
+    n_layers = states[0].n_layers
+    t_max = max(st.offset for st in states)
+    s_max = max(st.cross_k[0].shape[2] for st in states)
+    ref = states[0].cross_k[0]
+    valid = torch.zeros(len(states), s_max, dtype=torch.bool, device=ref.device)
+    for i, st in enumerate(states):
+        n = st.cross_k[0].shape[2]
+        valid[i, :n] = st.cross_valid[0, :n] if st.cross_valid is not None else True
+
+    def pad_to(x: Tensor, n: int, left: bool) -> Tensor:  # (1, H, T, D) -> (1, H, n, D)
+        if x.shape[2] == n:
+            return x
+        z = x.new_zeros(x.shape[0], x.shape[1], n - x.shape[2], x.shape[3])
+        return torch.cat([z, x] if left else [x, z], dim=2)
+
+    out = DecoderState(n_layers=n_layers)
+    for layer in range(n_layers):
+        if t_max:
+            out.self_k[layer] = torch.cat([pad_to(st.self_k[layer], t_max, True) for st in states])
+            out.self_v[layer] = torch.cat([pad_to(st.self_v[layer], t_max, True) for st in states])
+    out.cross_k = [torch.cat([pad_to(st.cross_k[l], s_max, False) for st in states]) for l in range(n_layers)]
+    out.cross_v = [torch.cat([pad_to(st.cross_v[l], s_max, False) for st in states]) for l in range(n_layers)]
+    out.cross_valid = None if bool(valid.all()) else valid
+    out.offset = t_max
+    out.left_pad = torch.tensor([t_max - st.offset for st in states], dtype=torch.long, device=ref.device)
+    return out
+
+
+def split_row(batch: DecoderState, row: int, into: DecoderState) -> None:
+    """Copy one batch row's self cache (without its left padding) back into that stream's own state."""
+    pad = int(batch.left_pad[row]) if batch.left_pad is not None else 0
+    for layer in range(batch.n_layers):
+        k, v = batch.self_k[layer], batch.self_v[layer]
+        into.self_k[layer] = k[row : row + 1, :, pad:].clone()
+        into.self_v[layer] = v[row : row + 1, :, pad:].clone()
+    into.offset = batch.offset - pad
 
 
 def backend_ctx(backend: Backend) -> int:
     """The decoder's context length in tokens (448 for Whisper)."""
     return int(getattr(backend, "max_text_tokens", 448))
-
-
-def _alignment_row(att: torch.Tensor | None, n_frames: int) -> np.ndarray | None:
-    # att: (1, heads, T, S) -> the last query position's attention over the real frames, (heads, n_frames)
-    if att is None or att.numel() == 0:
-        return None
-    return att[0, :, -1, :n_frames].float().cpu().numpy()
 
 
 def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 12) -> int | None:

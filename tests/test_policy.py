@@ -58,3 +58,31 @@ def test_prompt_echo_and_source_language_drift():
     assert not is_prompt_echo([5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6])
     assert looks_like_source_language("Bitte schicken Sie mir den Bericht bis Freitag", "de")
     assert not looks_like_source_language("Please send me the report by Friday", "de")
+
+
+def test_alignatt_stops_when_attention_jumps_back_to_the_start():
+    """A token attending 2 s before the furthest frame of the update (starting over) ends the update, final or not."""
+    p = AlignAtt(frame_threshold=20, rewind_frames=100)
+    n = 400
+    row = lambda frame: np.eye(n)[frame][None].repeat(3, 0)  # noqa: E731 - (heads, frames) peaked at `frame`
+    p.begin_update()
+    assert not p.should_stop(row(150), n, final=True)
+    assert not p.should_stop(row(240), n, final=True)
+    assert not p.should_stop(row(180), n, final=True)  # a short jump back: word reordering
+    assert p.should_stop(row(20), n, final=True)
+    p.begin_update()
+    assert not p.should_stop(row(20), n, final=True)  # a new update starts with no frontier
+
+
+def test_alignatt_confirm_first_waits_for_two_agreeing_updates():
+    """With confirm_first a segment's first words are committed only once two updates agree on them."""
+    n = 100
+    att = np.zeros((3, 2, n))
+    att[:, :, 10] = 1.0
+    p = AlignAtt(confirm_first=True)
+    assert p.stable_count(hyp([1, 2, 3], att, n)) == 0
+    assert p.stable_count(hyp([1, 2, 4], att, n)) == 2
+    p.committed(2)
+    assert p.stable_count(hyp([4, 5, 6], att, n)) == 3  # later words are not held back
+    p.reset()
+    assert p.stable_count(hyp([7, 8], att[:2], n)) == 0

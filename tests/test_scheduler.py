@@ -85,7 +85,7 @@ async def test_failure_in_one_session_leaves_the_others_running(backend, three_s
         def boom(*args, **kwargs):
             raise RuntimeError("simulated model failure")
 
-        bad.session.apply = boom
+        bad.session.end_decode = boom
         bad_events, good_events = await asyncio.gather(run_stream(bad, three_streams[0][0]),
                                                        run_stream(good, three_streams[2][0]))
     errors = [e for e in bad_events if isinstance(e, Error)]

@@ -86,6 +86,48 @@ def test_streaming_is_close_to_offline(backend, whisper_bundle, german, german_e
     assert sacrebleu.sentence_chrf(text, [offline]).score >= 50.0, (text, offline)
 
 
+@pytest.mark.parametrize("policy", ["alignatt", "local-agreement"])
+def test_each_policy_translates_german_close_to_the_reference(backend, german, policy):
+    """AlignAtt and LocalAgreement, streamed at 0.5 s pieces, both translate German close to the references."""
+    audio, spans = german
+    session = StreamingSession(backend, SessionConfig(task="translate", language="de", policy=policy))
+    text = "".join(c.text for c in commits_of(stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 2)))
+    reference = " ".join(u.english for _, _, u in spans)
+    assert sacrebleu.sentence_chrf(text, [reference]).score >= MIN_CHRF, text
+
+
+def test_alignatt_commits_words_before_the_sentence_ends(backend, german):
+    """AlignAtt commits most words while their sentence is still being spoken, LocalAgreement later."""
+    audio, spans = german
+
+    def early_share(policy: str) -> float:
+        session = StreamingSession(backend, SessionConfig(task="translate", language="de", policy=policy))
+        events = stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10)
+        early = total = 0
+        for t, c in ((t, e) for t, e in events if isinstance(e, Commit)):
+            n = len(c.text.split())
+            total += n
+            early += n * any(s <= t < e for s, e, _ in spans)
+        return early / max(1, total)
+
+    alignatt, agreement = early_share("alignatt"), early_share("local-agreement")
+    assert alignatt >= 0.5 and alignatt > agreement, (alignatt, agreement)
+
+
+def test_unpadded_encoder_makes_alignatt_start_over(backend, german):
+    """Without the padded encoder AlignAtt re-translates from the segment start (repeats); with it, it does not."""
+    audio, spans = german
+    first = audio[: int(spans[0][1] * SAMPLE_RATE) + SAMPLE_RATE]
+
+    def repeats(pad_s: float) -> int:
+        session = StreamingSession(backend, SessionConfig(task="translate", language="de", pad_s=pad_s))
+        text = "".join(c.text for c in commits_of(stream(session, first, SAMPLE_RATE, SAMPLE_RATE // 10)))
+        return text.lower().count("good morning")
+
+    assert repeats(1.0) == 1
+    assert repeats(0.0) >= 2
+
+
 def test_odd_chunks_at_44k_and_48k(backend, german):
     """Odd-sized chunks of 44.1 kHz float and 48 kHz int16 stereo audio stream like 16 kHz input."""
     audio, spans = german
