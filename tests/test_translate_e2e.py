@@ -68,6 +68,10 @@ def outputs(whisper_bundle: WhisperBundle, encoded) -> dict[str, list[tuple[Utte
     return out
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", "", text.lower()).split()
+
+
 def _chrf(pairs: list[tuple[Utterance, DecodingResult]]) -> float:
     import sacrebleu
 
@@ -128,3 +132,30 @@ def test_german_is_transcribed_in_german(whisper_bundle: WhisperBundle, encoded)
     wer = jiwer.wer(refs, hyps)
     assert wer <= MAX_GERMAN_WER, f"WER {wer:.2f}: {hyps}"
     assert any(ch in " ".join(hyps) for ch in "äöüß")
+
+
+@pytest.mark.parametrize("lang,index", [("en", 0), ("de", 3)])
+def test_timestamps_bracket_the_speech(whisper_bundle: WhisperBundle, encoded, audio_dir: Path,
+                                       lang: str, index: int) -> None:
+    """With timestamps on, the answer is <|t|> text <|t|> segments: starting at 0, never going back, ending inside
+    the audio, with the same words as without timestamps."""
+    tok = whisper_bundle.tokenizer
+    task = "transcribe" if lang == "en" else "translate"
+    duration_s = len(speech(lang, index, audio_dir)[0]) / 16000
+    result = decode(whisper_bundle, encoded[(lang, index)], DecodingOptions(task=task, language=lang, timestamps=True))
+    plain = decode(whisper_bundle, encoded[(lang, index)], DecodingOptions(task=task, language=lang))
+    stamps = [tok.timestamp_s(t) for t in result.tokens if tok.is_timestamp(t)]
+    assert tok.is_timestamp(result.tokens[0]) and tok.is_timestamp(result.tokens[-1])
+    assert stamps[0] < 0.5 and stamps == sorted(stamps)
+    assert duration_s - 1.5 < stamps[-1] <= duration_s + 0.1
+    assert _words(result.text) == _words(plain.text)
+
+
+def test_beam_search_translates_as_well_as_greedy(whisper_bundle: WhisperBundle, encoded) -> None:
+    """Beam search (4 beams) over the real model translates German at least as well as the threshold."""
+    pairs = [(utt, decode(whisper_bundle, encoded[("de", i)], DecodingOptions(task="translate", language="de",
+                                                                                beam_size=4)))
+             for i, utt in enumerate(SENTENCES["de"])]
+    score = _chrf(pairs)
+    assert score >= MIN_TRANSLATION_CHRF, f"chrF {score:.1f}\n{_report(pairs)}"
+    assert all(r.finished for _, r in pairs)
