@@ -283,3 +283,12 @@ def test_loading_leaves_torch_initialisation_alone(checkpoint: Path) -> None:
     for module in (torch.nn.Linear(64, 64), torch.nn.Conv1d(4, 64, 3), torch.nn.Embedding(64, 64)):
         assert module.weight.std() > 0.01
     assert torch.equal(torch.nn.LayerNorm(8).weight, torch.ones(8))
+
+
+@pytest.mark.slow
+def test_a_missing_model_part_is_reported_as_truncated() -> None:
+    """Reading only the first of the two embedded model.bin parts (a part missing, like the truncated PyPI
+    Whisper small) raises ModelLoadError, not a struct or numpy error."""
+    _, parts = _embedded_files()
+    with open(parts[0], "rb") as f, pytest.raises(ModelLoadError, match="truncated"):
+        ct2_module.read_ct2([f])
