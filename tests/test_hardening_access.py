@@ -215,3 +215,32 @@ async def test_audio_faster_than_the_limit_is_read_more_slowly(backend):
             assert live.audio_s >= 1.0 + 2.0 * (elapsed - 0.6)  # throttled, not stalled
             sender.cancel()
             ws.transport.abort()  # a polite close would wait behind 25 s of unread audio
+
+
+def test_serve_flags_make_the_config(monkeypatch, tmp_path):
+    """serve's flags become limits, access and session defaults; the token may come from DRAGOMAN_TOKEN."""
+    from app.cli import build_parser
+    from app.commands.serve import server_config
+    from app.protocol import ConnectionProtocol
+    from engine.errors import ConfigError
+
+    monkeypatch.setenv("DRAGOMAN_TOKEN", TOKEN)
+    args = build_parser().parse_args(["serve", "--task", "transcribe", "--language", "fr", "--max-realtime", "2",
+                                      "--idle-timeout", "5", "--max-session-time", "60", "--max-connections", "3",
+                                      "--max-frame-kb", "64", "--allow-origin", "https://a.example"])
+    config = server_config(args)
+    assert config.access.token == TOKEN and config.access.allowed_origins == ("https://a.example",)
+    assert (config.server_limits.max_realtime, config.server_limits.idle_timeout_s) == (2.0, 5.0)
+    assert (config.server_limits.max_session_s, config.server_limits.max_connections) == (60.0, 3)
+    assert config.limits.max_audio_frame_bytes == 64 * 1024 and config.host == "127.0.0.1"
+    proto = ConnectionProtocol(config.limits, config.defaults)
+    omitted = proto.receive_text('{"type": "start"}')
+    assert (omitted.task, omitted.language) == ("transcribe", "fr")  # omitted fields take serve's defaults
+    proto.session_ended()
+    explicit = proto.receive_text('{"type": "start", "task": "translate", "language": null}')
+    assert (explicit.task, explicit.language) == ("translate", None)  # an explicit null still means "detect"
+    for bad in (["serve", "--token", "short"], ["serve", "--language", "german"],
+                ["serve", "--certfile", str(tmp_path / "missing.pem"), "--keyfile", str(tmp_path / "k.pem")],
+                ["serve", "--certfile", str(tmp_path)], ["serve", "--idle-timeout", "0"]):
+        with pytest.raises(ConfigError):
+            server_config(build_parser().parse_args(bad))
