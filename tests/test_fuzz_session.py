@@ -47,6 +47,7 @@ def test_any_audio_is_accepted_or_refused_cleanly(backend, chunks, finish_at):
     """Arbitrary dtypes, shapes, NaN/inf, rates (absurd, fractional, non-numeric) and feed-after-finish never crash."""
     session = StreamingSession(backend, SessionConfig(language="de"))
     finished = False
+    budget = 0.0
     for i, (samples, rate) in enumerate(chunks):
         if i == finish_at:
             session.finish()
@@ -58,7 +59,10 @@ def test_any_audio_is_accepted_or_refused_cleanly(backend, chunks, finish_at):
             x = np.asarray(samples)
             assert x.ndim in (1, 2) and MIN_SAMPLE_RATE <= int(rate) <= MAX_SAMPLE_RATE
             assert session.n_received >= before
-            assert session.n_received - before <= x.shape[0] * SAMPLE_RATE / int(rate) + 64  # resampler latency
+            # what comes out over the whole stream is bounded by what went in (a rate change flushes the previous
+            # resampler's tail, so the bound is cumulative, with slack for rounding at each chunk)
+            budget += x.shape[0] * SAMPLE_RATE / int(rate) + 64
+            assert session.n_received <= budget
         else:
             assert session.n_received == before
     session.finish()
