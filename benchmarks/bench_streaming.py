@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += [("local-agreement", "redecode", 1.0)]
         conc, conc_repeat = [1, 2, 4], 1
     else:
-        sets = [("de", "translate", 2), ("fr", "translate", 4), ("es", "translate", 4), ("en", "transcribe", 4)]
+        # repeats giving streams of at least a minute (de: 4 sentences, ~30 s; fr/es/en: 2 sentences, ~9-10 s)
+        sets = [("de", "translate", 2), ("fr", "translate", 7), ("es", "translate", 7), ("en", "transcribe", 7)]
         rows = [("alignatt", m, c) for m in ("exact", "incremental") for c in (0.5, 1.0, 2.0)]
         rows += [("local-agreement", "exact", c) for c in (0.5, 1.0, 2.0)] + [("local-agreement", "incremental", 1.0)]
         rows += [("local-agreement", "redecode", c) for c in (1.0, 2.0)]
