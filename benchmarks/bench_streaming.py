@@ -162,12 +162,14 @@ def score(run: Run, spans, quality_only: bool = False) -> dict:
 
 def offline_bound(bundle, backend, audio, spans, task: str, language: str) -> dict:
     """Whole-sentence offline decoding: the quality upper bound."""
-    from engine.decoding import DecodingOptions, decode
+    from engine.transcribe import TranscribeOptions, transcribe
 
+    # Each sentence alone, decoded the way `dragoman file` does (30 s padded window, temperature fallback):
+    # an unpadded window lets Whisper loop past the end of short sentences, which is no upper bound.
     words = []
+    options = TranscribeOptions(task=task, language=language, condition_on_previous_text=False)
     for s, e, _ in spans:
-        enc = backend.encode(audio[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)])
-        text = decode(bundle, enc, DecodingOptions(task=task, language=language)).text
+        text = transcribe(bundle, audio[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)], options).text
         words += [(w, e, e) for w in text.split()]
     return score(Run(words, [], 0.0, 1.0), spans, quality_only=True)
 
