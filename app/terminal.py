@@ -58,9 +58,11 @@ class LiveCaptions:
     # -- drawing -------------------------------------------------------------------------------------------
     def _width(self) -> int:
         try:
-            return os.get_terminal_size(self.stream.fileno()).columns
+            columns = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError, AttributeError):
-            return 100
+            columns = 0
+        # a pseudo-terminal nobody sized reports 0 columns: fall back rather than break after every word
+        return columns if columns >= 20 else 100
 
     def _redraw(self) -> None:
         width = self._width() - 1
