@@ -196,6 +196,7 @@ class StreamingSession:
         self.log = _Prefixed(log, {"session": self.id})
         self.policy: Policy = make_policy(config.policy, **self._policy_kwargs())
         self.language = config.language
+        self._language_known = config.language is not None  # detected once; a family may have nothing to detect
         self.stats = Stats()
         self._lock = threading.Lock()  # guards inbox, events and the finish flag (I/O thread vs worker)
         self._inbox: list[np.ndarray] = []
@@ -419,8 +420,9 @@ class StreamingSession:
         n_all = encoder_out.shape[1] if valid is None else int(valid[0].sum())
         # the policy judges attention against the end of the real audio, not of the padding
         n_frames = min(n_all, int(len(upd.audio) / SAMPLE_RATE / self.backend.frame_s))
-        if self.language is None and "translate" in self.backend.tasks:
+        if not self._language_known:
             self.language = self.backend.detect_language(encoder_out)
+            self._language_known = True
             self.log.debug("detected language %s", self.language)
         # A segment's last update always re-fills the prefix (one forward pass per segment, cheap): the tail
         # is decoded against exact keys/values even in incremental mode.
