@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kv_cache import DecoderState
+from .seq2seq import CachedDecoding
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, activation
 
 
@@ -111,8 +112,12 @@ class S2T2Decoder(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
 
-class S2T2(nn.Module):
-    """SpeechEncoderDecoder: wav2vec2 -> optional projection to the decoder width -> Speech2Text2 decoder."""
+class S2T2(CachedDecoding, nn.Module):
+    """SpeechEncoderDecoder: wav2vec2 -> optional projection to the decoder width -> Speech2Text2 decoder.
+
+    Alignment (step_with_alignment): S2T2 has no curated alignment heads (Whisper's `alignment_heads`); the last
+    layer's cross-attention averaged over its heads, (B, 1, T, S), is the sharpest generic signal of where in the
+    audio a token comes from."""
 
     family = "s2t2"
 
@@ -151,34 +156,9 @@ class S2T2(nn.Module):
             out = self.enc_to_dec_proj(out)
         return out, valid
 
-    def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState:
-        """A fresh decoder state whose cross-attention keys/values come from `encoder_out`."""
-        state = DecoderState(n_layers=len(self.decoder.layers))
-        self.set_audio(state, encoder_out, valid)
-        return state
-
-    def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None:
-        """Recompute only the cross-attention keys/values for a new encoder output; the token cache stays."""
-        keys, values = [], []
-        for layer in self.decoder.layers:
-            k, v = layer.encoder_attn.kv(encoder_out.to(self.dtype))
-            keys.append(k)
-            values.append(v)
-        state.set_cross(keys, values, valid)
-
     # -- decoder -------------------------------------------------------------------------------------------
-    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """Run `tokens` (B, T) after the cached prefix, extend the cache; logits (B, T, vocab)."""
-        return self._decode(tokens, state, want_alignment=False)[0]
-
-    def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """Like step(), also returning the last layer's cross-attention averaged over its heads, (B, 1, T, S).
-
-        S2T2 has no curated alignment heads (Whisper's `alignment_heads`); the last layer's head average is the
-        sharpest generic signal of where in the audio a token comes from."""
-        logits, attn = self._decode(tokens, state, want_alignment=True)
-        assert attn is not None
-        return logits, attn
+    def _cross_attentions(self) -> list[nn.Module]:
+        return [layer.encoder_attn for layer in self.decoder.layers]
 
     def positions(self, tokens: Tensor, state: DecoderState) -> Tensor:
         """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them:

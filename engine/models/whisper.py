@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kv_cache import DecoderState
+from .seq2seq import CachedDecoding
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class TextDecoder(nn.Module):
         self.proj.weight = self.token_embedding.weight
 
 
-class Whisper(nn.Module):
+class Whisper(CachedDecoding, nn.Module):
     family = "whisper"
 
     def __init__(self, cfg: WhisperConfig) -> None:
@@ -175,31 +176,9 @@ class Whisper(nn.Module):
         """mel (B, n_mels, frames) -> encoder output (B, frames // 2, d)."""
         return self.encoder(mel.to(self.device, self.dtype), valid)
 
-    def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState:
-        """A fresh decoder state whose cross-attention keys/values come from `encoder_out`."""
-        state = DecoderState(n_layers=len(self.decoder.blocks))
-        self.set_audio(state, encoder_out, valid)
-        return state
-
-    def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None:
-        """Recompute only the cross-attention keys/values for a new encoder output; the token cache stays."""
-        keys, values = [], []
-        for block in self.decoder.blocks:
-            k, v = block.cross_attn.kv(encoder_out)
-            keys.append(k)
-            values.append(v)
-        state.set_cross(keys, values, valid)
-
     # -- decoder -------------------------------------------------------------------------------------------
-    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """Run `tokens` (B, T) after the cached prefix, extend the cache; logits (B, T, vocab)."""
-        return self._decode(tokens, state, want_alignment=False)[0]
-
-    def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """Like step(), also returning the alignment heads' cross-attention, (B, n_heads, T, S)."""
-        logits, attn = self._decode(tokens, state, want_alignment=True)
-        assert attn is not None
-        return logits, attn
+    def _cross_attentions(self) -> list[nn.Module]:
+        return [block.cross_attn for block in self.decoder.blocks]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         assert state.cross_k is not None, "set_audio() before decoding"
