@@ -18,56 +18,31 @@ Access (token, Origin) is checked at the handshake (app/auth.py).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import email.utils
 import logging
-import posixpath
 import ssl
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 from websockets.http11 import Request, Response
-
-from engine.errors import AudioError, EngineError
-from engine.events import Commit, Error, Partial
 
 from . import protocol as p
 from .auth import AccessConfig, RedactingFilter, check_access
-from .limits import ServerLimits, TokenBucket
-from .webrtc import WebRTCAudioReceiver, WebRTCConfig
+from .connection import Connection
+from .limits import ServerLimits
+from .static import WEB_DIR, http_response, static_response
+from .webrtc import WebRTCConfig
 
 if TYPE_CHECKING:
-    from engine.scheduler import Engine, LiveSession
+    from engine.scheduler import Engine
     from engine.session import SessionConfig
 
 log = logging.getLogger(__name__)
 # websockets' own logger for our servers; its DEBUG request lines would carry ?token= and Authorization headers,
 # so a RedactingFilter sits on it while a server runs (see DragomanServer.start)
 ws_log = logging.getLogger(__name__ + ".websockets")
-
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-
-# Only these file types are served; anything else in web/ is a 404 rather than a guess.
-MIME_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",  # also required for ES modules and AudioWorklet modules
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".webmanifest": "application/manifest+json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-}
 
 
 @dataclass(frozen=True)
@@ -91,387 +66,6 @@ class ServerConfig:
     keyfile: Path | None = None
 
 
-# --- static files -------------------------------------------------------------------------------------------------
-
-def resolve_static(web_dir: Path, raw_path: str) -> Path | None:
-    """The file under `web_dir` a request path names, or None (missing, hidden, outside web_dir, unknown type)."""
-    path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
-    if "\x00" in path or "\\" in path or not path.startswith("/"):
-        return None
-    if path.endswith("/"):
-        path += "index.html"
-    # normpath collapses '..' lexically; any segment that still climbs or hides (".git", "..") is refused
-    parts = [s for s in path.split("/") if s]
-    if any(s.startswith(".") for s in parts) or posixpath.normpath(path) != "/" + "/".join(parts):
-        return None
-    root = web_dir.resolve()
-    candidate = root.joinpath(*parts).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file() or candidate.suffix not in MIME_TYPES:
-        return None
-    return candidate
-
-
-def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-cache"),  # the page is tiny; always revalidate so upgrades show at once
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),  # a page opened as /?token=... must not leak it to other sites
-        ("Connection", "close"),
-    ])
-    return Response(status, reason, headers, body)
-
-
-def static_response(web_dir: Path, raw_path: str) -> Response:
-    """An HTTP response for a GET of `raw_path` from `web_dir`: the file with its MIME type, or a 404."""
-    file = resolve_static(web_dir, raw_path)
-    if file is None:
-        return _response(404, "Not Found", b"404 not found\n", "text/plain; charset=utf-8")
-    return _response(200, "OK", file.read_bytes(), MIME_TYPES[file.suffix])
-
-
-# --- one connection -----------------------------------------------------------------------------------------------
-
-class _Connection:
-    """One WebSocket client: protocol state, its live session, its outgoing queue and its tasks."""
-
-    def __init__(self, server: DragomanServer, ws: ServerConnection) -> None:
-        self.server = server
-        self.config = server.config
-        self.ws = ws
-        self.proto = p.ConnectionProtocol(self.config.limits, self.config.defaults)
-        self.out: asyncio.Queue[str] = asyncio.Queue(maxsize=self.config.send_queue_messages)
-        self.limits = self.config.server_limits
-        self.messages = TokenBucket(self.limits.max_messages_per_s, self.limits.burst_messages)
-        self.audio: TokenBucket | None = None  # audio seconds; one bucket per session
-        self.delay_s = 0.0  # how long to stop reading after the current message (rate limit)
-        self.rate_noticed = False  # `rate_limited` is sent once per session
-        self.last_input = time.monotonic()  # last message or WebRTC audio: the idle clock
-        self.ending = False  # the server is ending this connection (timeout, shutdown): input is ignored
-        self.pump: asyncio.Task[None] | None = None
-        self.live: LiveSession | None = None
-        self.rtc: WebRTCAudioReceiver | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.prefix = f"[{ws.remote_address[0] if ws.remote_address else '?'}] "
-        self.dropped = 0  # partial/stats messages dropped under backpressure
-        self.cut_off = False  # the client was too slow: nothing more is queued, the connection is closing
-
-    # outgoing ----------------------------------------------------------------------------------------------------
-
-    def post(self, message: str) -> None:
-        """Queue a message for the client without waiting; never blocks the caller."""
-        kind = p.message_type(message)
-        droppable = kind in ("partial", "stats")
-        if droppable and self.out.qsize() >= self.out.maxsize // 2:
-            self.dropped += 1  # a later partial/stats supersedes this one; keep room for commits
-            return
-        if self.cut_off:
-            return
-        try:
-            self.out.put_nowait(message)
-        except asyncio.QueueFull:
-            log.warning("%sclient does not read its captions; closing", self.prefix)
-            self.cut_off = True
-            self._spawn(self.ws.close(1008, "slow_client: captions are not being read"))
-
-    async def _send_loop(self) -> None:
-        while True:
-            message = await self.out.get()
-            try:
-                await asyncio.wait_for(self.ws.send(message), self.config.send_timeout_s)
-            except TimeoutError:
-                log.warning("%sclient accepted nothing for %.0f s; closing", self.prefix, self.config.send_timeout_s)
-                self.ws.transport.abort()  # a polite close would wait on the same stuck socket
-                return
-            except ConnectionClosed:
-                return
-            finally:
-                self.out.task_done()
-
-    async def _drain(self, timeout_s: float) -> None:
-        """Wait (bounded) until everything queued so far has been handed to the socket."""
-        join = asyncio.ensure_future(self.out.join())
-        await asyncio.wait({join}, timeout=timeout_s)
-        join.cancel()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    def error(self, code: p.ErrorCode | str, message: str) -> None:
-        self.post(p.error_message(code, message))
-
-    # incoming ----------------------------------------------------------------------------------------------------
-
-    def _idle_left_s(self) -> float:
-        return self.last_input + self.limits.idle_timeout_s - time.monotonic()
-
-    async def run(self) -> None:
-        sender = asyncio.ensure_future(self._send_loop())
-        try:
-            while True:
-                left = self._idle_left_s()
-                try:
-                    if left <= 0:
-                        raise TimeoutError
-                    async with asyncio.timeout(left):
-                        message = await self.ws.recv()
-                except TimeoutError:
-                    if self._idle_left_s() > 0:
-                        continue  # WebRTC audio kept the connection alive meanwhile
-                    log.info("%snothing received for %.0f s; ending", self.prefix, self.limits.idle_timeout_s)
-                    await self.end_by_server(p.ErrorCode.TIMEOUT, f"nothing received for "
-                                             f"{self.limits.idle_timeout_s:.0f} s", 1008, "idle timeout")
-                    return  # closed (or cut off) by now
-                self.last_input = time.monotonic()
-                if self.ending or self.ws.state is not State.OPEN:
-                    # being flushed: nothing the client says changes that; closed: what is still buffered comes
-                    # from a client that has gone (closing abandons the session), so it is skipped, not decoded
-                    continue
-                try:
-                    if isinstance(message, str):
-                        await self._on_text(message)
-                    else:
-                        self._on_binary(message)
-                except p.ProtocolError as e:
-                    log.debug("%sprotocol error %s: %s", self.prefix, e.code.value, e.message)
-                    self.error(e.code, e.message)
-                    if e.fatal:
-                        await self.ws.close(1008, e.code.value)
-                await self._throttle()
-        except ConnectionClosed:
-            pass
-        finally:
-            # the socket is closed by now: whatever is still queued has nobody to go to
-            await self._teardown()
-            sender.cancel()
-
-    def _rate_notice(self, what: str) -> None:
-        if not self.rate_noticed:
-            self.rate_noticed = True
-            log.info("%srate limited: %s", self.prefix, what)
-            self.error(p.ErrorCode.RATE_LIMITED, f"{what}; the server reads this connection more slowly")
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake up at once if the connection closes (its handler must not linger)."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self.ws.wait_closed()
-        except TimeoutError:
-            pass
-
-    async def _throttle(self) -> None:
-        """After each message: pause reading while the client is over its rates or its session's backlog is full."""
-        delay = max(self.delay_s, self.messages.take(1, time.monotonic()))
-        self.delay_s = 0.0
-        if delay > 0:  # the bucket is in debt: its burst (seconds of audio) is spent, not just jitter
-            self._rate_notice(f"over {self.limits.max_messages_per_s:.0f} messages/s or "
-                              f"{self.limits.max_realtime:g}x real-time audio")
-            await self._pause(delay)
-        live = self.live
-        if live is not None and live.lag_s > self.limits.max_backlog_s:
-            self._rate_notice(f"over {self.limits.max_backlog_s:.0f} s of audio wait for the model")
-            while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s \
-                    and self.ws.state is State.OPEN:
-                await self._pause(0.05)
-        self.last_input = time.monotonic()  # our own pause is not the client's idleness
-
-    async def _on_text(self, text: str) -> None:
-        message = self.proto.receive_text(text)
-        if isinstance(message, p.Start):
-            self._start(message)
-        elif isinstance(message, p.Stop):
-            await self._stop()
-        elif isinstance(message, p.Offer):
-            await self._offer(message)
-        elif isinstance(message, p.Ice):
-            if self.rtc is None:
-                raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, "ICE candidate before an offer")
-            try:
-                await self.rtc.add_candidate(message)
-            except Exception as e:  # a malformed candidate line from aiortc's parser
-                raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"bad ICE candidate: {e}") from None
-
-    def _on_binary(self, data: bytes) -> None:
-        if self.proto.webrtc:
-            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, "this session takes audio over WebRTC, not binary frames")
-        audio = self.proto.receive_binary(data)
-        self._feed(audio.samples, audio.sample_rate)
-
-    def _feed_track(self, samples: np.ndarray, sample_rate: int) -> None:
-        """WebRTC audio: a peer cannot be slowed from here, so audio over its rate is refused (dropped)."""
-        self.last_input = time.monotonic()
-        if self.audio is not None and not self.audio.try_take(samples.size / sample_rate, time.monotonic()):
-            self._rate_notice(f"WebRTC audio over {self.limits.max_realtime:g}x real time is dropped")
-            return
-        self._feed(samples, sample_rate, counted=True)
-
-    def _feed(self, samples: np.ndarray, sample_rate: int, *, counted: bool = False) -> None:
-        if self.live is None:
-            return
-        if self.audio is not None and not counted:
-            self.delay_s = max(self.delay_s, self.audio.take(samples.size / sample_rate, time.monotonic()))
-        try:
-            # any rate: the session resamples to the model's rate with filter state kept across frames
-            self.live.feed_audio(samples, sample_rate)
-        except AudioError as e:
-            self.error(p.ErrorCode.BAD_AUDIO, str(e))
-        except EngineError as e:  # audio racing a stop: nothing to do but say so
-            log.debug("%saudio refused: %s", self.prefix, e)
-
-    # session lifecycle -------------------------------------------------------------------------------------------
-
-    def _start(self, start: p.Start) -> None:
-        from engine.scheduler import EngineBusy
-
-        languages = getattr(getattr(self.server.engine.backend, "tokenizer", None), "language_ids", None)
-        if start.language is not None and languages is not None and start.language not in languages:
-            # checked here: in the engine's worker it would only surface later as an `internal` failure
-            self.proto.session_ended()
-            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {start.language!r}; "
-                                                           "use a code such as de, fr, es, or null to detect")
-        template = self.config.session
-        if template is None:
-            from engine.session import SessionConfig
-
-            session_config = SessionConfig(task=start.task, language=start.language)
-        else:
-            session_config = dataclasses.replace(template, task=start.task, language=start.language)
-        try:
-            live = self.server.engine.open_session(session_config)
-        except EngineBusy as e:
-            self.proto.session_ended()
-            raise p.ProtocolError(p.ErrorCode.BUSY, f"the server is at its session limit, try again later ({e})")
-        except EngineError as e:
-            self.proto.session_ended()
-            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, str(e)) from None
-        self.live = live
-        self.audio = TokenBucket(self.limits.max_realtime, self.limits.burst_audio_s)
-        self.rate_noticed = False
-        self.prefix = f"[{live.id}] "
-        log.info("%ssession started: task=%s language=%s rate=%d %s", self.prefix, start.task,
-                 start.language or "auto", start.sample_rate, start.encoding)
-        self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers]))
-        self.pump = self._spawn(self._pump(live))
-        self._spawn(self._stats(live))
-        self._spawn(self._deadline(live))
-
-    async def _pump(self, live: LiveSession) -> None:
-        """Forward the session's events to the client; after the final flush, send `end`."""
-        try:
-            async for event in live.events():
-                if isinstance(event, Commit):
-                    self.post(p.commit_message(event.text, event.start_s, event.end_s))
-                elif isinstance(event, Partial):
-                    self.post(p.partial_message(event.text, event.start_s, event.end_s))
-                elif isinstance(event, Error):
-                    self.post(p.error_message(event.code, event.message))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # contained: this session ends, the server goes on
-            log.exception("%ssession failed", self.prefix)
-            self.error(p.ErrorCode.INTERNAL, f"the session failed: {e}")
-        if self.live is live:
-            self.post(p.stats_message(live.lag_s, live.rtf, live.audio_s))
-            self.post(p.end_message())
-            log.info("%ssession ended: %.1f s of audio, rtf %.2f", self.prefix, live.audio_s, live.rtf)
-            await self._close_session()
-
-    async def _deadline(self, live: LiveSession) -> None:
-        await asyncio.sleep(self.limits.max_session_s)
-        if self.live is live:
-            log.info("%ssession reached its %.0f s limit; ending", self.prefix, self.limits.max_session_s)
-            await self.end_by_server(p.ErrorCode.TIMEOUT, f"the session reached its time limit of "
-                                     f"{self.limits.max_session_s:.0f} s; start a new one", 1008, "session time limit")
-
-    async def end_by_server(self, code: p.ErrorCode, message: str, close_code: int, reason: str) -> None:
-        """End this connection on the server's initiative: say why, flush the session (final commits, `end`), close.
-
-        Used for idle and session time limits and for shutdown. Bounded by `shutdown_timeout_s`: a client that
-        does not read, or a flush that does not finish, is cut off after it.
-        """
-        if self.ending:
-            return
-        self.ending = True
-        deadline = time.monotonic() + self.limits.shutdown_timeout_s
-        live, pump = self.live, self.pump
-        self.error(code, message)
-        if live is not None and pump is not None:
-            if self.proto.server_stop():  # (after a client `stop` the flush is already under way)
-                if self.rtc is not None:
-                    await self.rtc.close()
-                self._spawn(self._finish(live))
-            await asyncio.wait({pump}, timeout=max(0.0, deadline - time.monotonic()))
-        await self._drain(max(0.0, deadline - time.monotonic()))
-        try:
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                await self.ws.close(close_code, reason)
-        except TimeoutError:
-            self.ws.transport.abort()
-
-    async def _stats(self, live: LiveSession) -> None:
-        while self.live is live:
-            await asyncio.sleep(self.config.stats_interval_s)
-            if self.live is live and live.audio_s > 0:
-                self.post(p.stats_message(live.lag_s, live.rtf, live.audio_s))
-
-    async def _stop(self) -> None:
-        live = self.live
-        if live is None:
-            return
-        if self.rtc is not None:
-            await self.rtc.close()  # no more audio after stop; what is buffered in the engine still gets decoded
-        # finish() flushes in the engine; the pump sends the final commits and `end` once events() ends
-        self._spawn(self._finish(live))
-
-    async def _finish(self, live: LiveSession) -> None:
-        try:
-            await live.finish()
-        except EngineError as e:
-            self.error(p.ErrorCode.INTERNAL, f"the session could not be finished: {e}")
-
-    async def _offer(self, offer: p.Offer) -> None:
-        live = self.live
-        assert live is not None  # the protocol allows offers only while streaming
-
-        def failed(message: str) -> None:
-            self.error(p.ErrorCode.WEBRTC_FAILED, message)
-
-        self.rtc = WebRTCAudioReceiver(self.config.webrtc, on_audio=self._feed_track, on_failure=failed,
-                                       log_prefix=self.prefix)
-        try:
-            answer = await self.rtc.accept(offer.sdp)
-        except Exception as e:
-            log.info("%sWebRTC offer refused: %s", self.prefix, e)
-            await self.rtc.close()
-            self.rtc = None
-            raise p.ProtocolError(p.ErrorCode.WEBRTC_FAILED, f"cannot answer the WebRTC offer: {e}") from None
-        self.post(p.answer_message(answer))
-
-    async def _close_session(self) -> None:
-        live, rtc = self.live, self.rtc
-        self.live, self.rtc = None, None
-        self.proto.session_ended()
-        if rtc is not None:
-            await rtc.close()
-        if live is not None:
-            live.close()
-
-    async def _teardown(self) -> None:
-        """The client went away (or the server stops): abandon the session without waiting for a flush."""
-        await self._close_session()
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-# --- the server ---------------------------------------------------------------------------------------------------
-
 def _peer(connection: ServerConnection) -> str:
     address = connection.remote_address
     return str(address[0]) if address else "?"
@@ -484,7 +78,7 @@ class DragomanServer:
     engine: Engine
     config: ServerConfig = field(default_factory=ServerConfig)
     _server: Server | None = field(default=None, init=False, repr=False)
-    _connections: set[_Connection] = field(default_factory=set, init=False, repr=False)
+    _connections: set[Connection] = field(default_factory=set, init=False, repr=False)
     _filter: RedactingFilter | None = field(default=None, init=False, repr=False)
 
     @property
@@ -517,19 +111,19 @@ class DragomanServer:
         if denial is not None:
             log.info("refused a WebSocket from %s: %d %s", _peer(connection), denial.status,
                      denial.reason.split(":")[0])
-            response = _response(denial.status, denial.reason.split(":")[0], (denial.reason + "\n").encode(),
+            response = http_response(denial.status, denial.reason.split(":")[0], (denial.reason + "\n").encode(),
                                  "text/plain; charset=utf-8")
             if denial.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="dragoman"'
             return response
         if len(self._connections) >= self.config.server_limits.max_connections:
             log.warning("refused a WebSocket from %s: %d connections open", _peer(connection), len(self._connections))
-            return _response(503, "Service Unavailable", b"too many connections, try again later\n",
+            return http_response(503, "Service Unavailable", b"too many connections, try again later\n",
                              "text/plain; charset=utf-8")
         return None  # go on with the WebSocket handshake
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(self, ws)
+        conn = Connection(self, ws)
         self._connections.add(conn)
         try:
             await conn.run()

@@ -8,10 +8,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.cli import add_model_options, language_arg
 from app.limits import ServerLimits
 from app.protocol import ProtocolLimits
+
+if TYPE_CHECKING:
+    from app.server import ServerConfig
 
 TOKEN_ENV = "DRAGOMAN_TOKEN"
 _LIMITS = ServerLimits()

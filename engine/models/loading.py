@@ -224,8 +224,6 @@ def load_embedded() -> WhisperBundle:
 # -- HF-format Whisper ----------------------------------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """model.safetensors, pytorch_model.bin (weights_only) or a sharded index of either."""
-    from safetensors.torch import load_file
-
     for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
                                ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         index = path / index_name
