@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.server import DragomanServer, ServerConfig
 from engine.scheduler import Engine, EngineConfig
-from tests.server_clients import Transcript, pcm16, stream_pcm, words
+from tests.server_clients import pcm16, stream_pcm, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.mic import (DeviceLost, DeviceNotFound, InputDevice, MicConfig, Microphone, NoInputDevice, PortAudioMissing,
-                     import_sounddevice, list_input_devices, resolve_device)
+                     import_sounddevice, resolve_device)
 from engine.audio import SAMPLE_RATE, resample
 from tests.pulse import pulse_available, pulse_server
 from tests.speech import speech, write_wav
