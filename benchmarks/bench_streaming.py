@@ -37,6 +37,7 @@ class Run:
     displays: list[list[str]]  # words on screen (committed + partial) after each event
     compute_s: float
     audio_s: float
+    windows: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (encoder window s, update s)
 
 
 def stream_once(backend, config, audio: np.ndarray) -> Run:
@@ -61,20 +62,26 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
                 partial = ev.text.split()
             displays.append(committed + partial)
 
+    windows: list[tuple[float, float]] = []
+
+    def process() -> float:  # session.process(), timing each update and noting its encoder window
+        t_all = time.perf_counter()
+        while (upd := session.next_update()) is not None:
+            t0 = time.perf_counter()
+            session.apply(upd, backend.encode(upd.encoder_audio), None)
+            windows.append((len(upd.encoder_audio) / SAMPLE_RATE, time.perf_counter() - t0))
+        return time.perf_counter() - t_all
+
     for i in range(0, len(audio), step):
         session.feed_audio(audio[i : i + step], SAMPLE_RATE)
-        t0 = time.perf_counter()
-        session.process()
-        dt = time.perf_counter() - t0
+        dt = process()
         compute += dt
         take(min(len(audio), i + step) / SAMPLE_RATE, dt)
     session.finish()
-    t0 = time.perf_counter()
-    session.process()
-    dt = time.perf_counter() - t0
+    dt = process()
     compute += dt
     take(len(audio) / SAMPLE_RATE, dt)
-    return Run(words, displays, compute, len(audio) / SAMPLE_RATE)
+    return Run(words, displays, compute, len(audio) / SAMPLE_RATE, windows)
 
 
 # -- scoring --------------------------------------------------------------------------------------------
@@ -206,6 +213,50 @@ async def concurrent(backend, config, audio: np.ndarray, n: int, batch: bool) ->
             "drain_s": drain_s, "rtf_sum": sum(rtfs), "lags": lags}
 
 
+# -- serving memory -------------------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def serving_child(n: int, threads: int) -> int:
+    """Inside a fresh process: the default model + n real-time German streams on one Engine; print RSS as JSON."""
+    import json
+
+    import torch
+
+    from engine.backend import make_backend
+    from engine.models.loading import load_model
+    from engine.session import SessionConfig
+    from tests.speech import long_stream
+
+    torch.set_num_threads(threads)
+    audio, _ = long_stream("de", Path(tempfile.gettempdir()) / "dragoman-bench-speech")  # cached by the parent
+    rss = {"start": _rss_mb()}
+    backend = make_backend(load_model())
+    rss["model"] = _rss_mb()
+    c = asyncio.run(concurrent(backend, SessionConfig(task="translate", language="de"), audio, n, True))
+    rss["after"] = _rss_mb()
+    rss["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss["max_lag"] = c["max_lag"]
+    print(json.dumps(rss))
+    return 0
+
+
+def serving_rss(n: int, threads: int) -> dict:
+    """Peak RSS of a serving-like process (model + n concurrent sessions via Engine), in a fresh interpreter so the
+    benchmark's own offline decodes and other rows do not count."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_streaming", "--serving-child", str(n),
+                          "--threads", str(threads)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # -- main ----------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     import torch
@@ -219,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="German only, fewer rows, N<=4 (a few minutes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results", help="where PNG plots go (git-ignored)")
+    ap.add_argument("--serving-child", type=int, default=0, help=argparse.SUPPRESS)  # see serving_rss
+    ap.add_argument("--only", choices=["rows", "pause-free", "concurrency", "rss"], action="append",
+                    help="run only these parts (default: all)")
     args = ap.parse_args(argv)
+    if args.serving_child:
+        return serving_child(args.serving_child, args.threads)
     torch.set_num_threads(args.threads)
     audio_dir = Path(tempfile.gettempdir()) / "dragoman-bench-speech"
     bundle = load_model()
@@ -239,37 +295,72 @@ def main(argv: list[str] | None = None) -> int:
         rows += [("local-agreement", "redecode", c) for c in (1.0, 2.0)]
         conc, conc_repeat = [1, 2, 4, 8], 2
 
+    parts = set(args.only or ["rows", "pause-free", "concurrency", "rss"])
+    header = ("| policy | mode | chunk s | BLEU | chrF | WER | StreamLAAL s | LAAL (comp.-aware) s | first word s "
+              "| final lag s | erasure | RTF |")
+
+    def row(label: str, r: dict) -> str:
+        return (f"| {label} | {r['bleu']:.1f} | {r['chrf']:.1f} | {r['wer']:.1f} | {r['laal']:.2f} | "
+                f"{r['laal_ca']:.2f} | {r['first_word']:.2f} | {r['final_lag']:.2f} | {r['erasure']:.2f} | "
+                f"{r['rtf']:.3f} |")
+
     results = []
-    for lang, task, repeat in sets:
+    for lang, task, repeat in sets if "rows" in parts else []:
         audio, spans = long_stream(lang, audio_dir, repeat=repeat)
         off = offline_bound(bundle, backend, audio, spans, task, lang)
         print(f"\n## {lang} {task}: {len(audio) / SAMPLE_RATE:.0f} s, {len(spans)} sentences; offline bound "
               f"BLEU {off['bleu']:.1f} chrF {off['chrf']:.1f} WER {off['wer']:.1f}", flush=True)
-        print("| policy | mode | chunk s | BLEU | chrF | WER | StreamLAAL s | LAAL (comp.-aware) s | first word s "
-              "| final lag s | erasure | RTF |")
+        print(header)
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for policy, mode, chunk in rows:
             cfg = SessionConfig(task=task, language=lang, policy=policy, mode=mode, chunk_s=chunk)
             r = score(stream_once(backend, cfg, audio), spans)
             results.append((lang, policy, mode, chunk, r, off))
-            print(f"| {policy} | {mode} | {chunk} | {r['bleu']:.1f} | {r['chrf']:.1f} | {r['wer']:.1f} | "
-                  f"{r['laal']:.2f} | {r['laal_ca']:.2f} | {r['first_word']:.2f} | {r['final_lag']:.2f} | "
-                  f"{r['erasure']:.2f} | {r['rtf']:.3f} |", flush=True)
+            print(row(f"{policy} | {mode} | {chunk}", r), flush=True)
 
-    audio, _ = long_stream("de", audio_dir, repeat=conc_repeat)
-    print(f"\n## concurrency (German, {len(audio) / SAMPLE_RATE:.0f} s paced in real time, default session config)")
-    print("| N | batched | max lag s | median lag s | drain after end s | sum of RTFs |")
-    print("|---|---|---|---|---|---|")
+    if "pause-free" in parts:
+        # Sentences read back to back without pauses: the VAD never closes a segment, so only buffer trimming
+        # (SessionConfig.trim_s) keeps the encoder window short; trim off is the previous behaviour (the window
+        # grows to max_segment_s = 24 s, then everything is force-committed).
+        print("\n## pause-free speech (no pauses between sentences): buffer trimming on (default) vs off")
+        print("| set | trim | BLEU | chrF | WER | StreamLAAL s | LAAL (comp.-aware) s | first word s | final lag s "
+              "| erasure | RTF | max window s | ms per update: first third / last third |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for lang, task, repeat in [("de", "translate", 2), ("en", "transcribe", 5)][: 1 if args.quick else 2]:
+            audio, spans = long_stream(lang, audio_dir, pause_s=0.0, repeat=repeat)
+            for trim in (SessionConfig.trim_s, 0.0):
+                run = stream_once(backend, SessionConfig(task=task, language=lang, trim_s=trim), audio)
+                r = score(run, spans)
+                third = max(1, len(run.windows) // 3)
+                ms = [1000 * float(np.mean([t for _, t in w])) for w in (run.windows[:third], run.windows[-third:])]
+                label = f"{lang} {task} {len(audio) / SAMPLE_RATE:.0f} s | {f'{trim:g} s' if trim else 'off'}"
+                print(row(label, r) + f" {max(w for w, _ in run.windows):.1f} | {ms[0]:.0f} / {ms[1]:.0f} |",
+                      flush=True)
+
     conc_results = []
-    for n in conc:
-        for batch in ((True, False) if n > 1 else (True,)):
-            c = asyncio.run(concurrent(backend, SessionConfig(task="translate", language="de"), audio, n, batch))
-            conc_results.append(c)
-            print(f"| {n} | {'yes' if batch else 'no'} | {c['max_lag']:.2f} | {c['p50_lag']:.2f} | "
-                  f"{c['drain_s']:.2f} | {c['rtf_sum']:.2f} |", flush=True)
+    if "concurrency" in parts:
+        audio, _ = long_stream("de", audio_dir, repeat=conc_repeat)
+        print(f"\n## concurrency (German, {len(audio) / SAMPLE_RATE:.0f} s paced in real time, default session config)")
+        print("| N | batched | max lag s | median lag s | drain after end s | sum of RTFs |")
+        print("|---|---|---|---|---|---|")
+        for n in conc:
+            for batch in ((True, False) if n > 1 else (True,)):
+                c = asyncio.run(concurrent(backend, SessionConfig(task="translate", language="de"), audio, n, batch))
+                conc_results.append(c)
+                print(f"| {n} | {'yes' if batch else 'no'} | {c['max_lag']:.2f} | {c['p50_lag']:.2f} | "
+                      f"{c['drain_s']:.2f} | {c['rtf_sum']:.2f} |", flush=True)
+    if "rss" in parts:
+        long_stream("de", audio_dir)  # synthesised here, so the child only reads cached WAVs
+        print("\n## serving memory: a fresh process with the default model and N real-time German streams (Engine)")
+        print("| N | RSS after import MB | after model load MB | peak MB | after the streams MB |")
+        print("|---|---|---|---|---|")
+        for n in (1, 4):
+            m = serving_rss(n, args.threads)
+            print(f"| {n} | {m['start']:.0f} | {m['model']:.0f} | {m['peak']:.0f} | {m['after']:.0f} |", flush=True)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS {rss_mb:.0f} MB")
-    plot(results, conc_results, Path(args.out))
+    print(f"\npeak RSS of this benchmark process (everything above) {rss_mb:.0f} MB")
+    if results or conc_results:
+        plot(results, conc_results, Path(args.out))
     return 0
 
 

@@ -38,6 +38,12 @@ from .vad import StreamVad, VadConfig
 
 log = logging.getLogger(__name__)
 
+# Trimming (SessionConfig.trim_s): a cut starts this long before the earliest frame the kept words attend to
+# (alignment heads point inside a word, not at its onset), and cuts shorter than _MIN_TRIM_S are not worth the
+# prefix re-fill.
+_TRIM_MARGIN_S = 0.3
+_MIN_TRIM_S = 1.0
+
 # "redecode" is the whisper_streaming-style baseline for benchmarks: every update re-runs the decoder on the
 # whole segment from the task prompt (no committed prefix, no cache reuse) and LocalAgreement compares
 # the full hypotheses.
@@ -75,6 +81,16 @@ class SessionConfig:
     # AlignAtt: words before the stop kept partial until the next update. 0: holding one back cost 0.18 s of
     # StreamLAAL and 3x the erasure for no quality gain (BLEU 36.1 vs 36.7), though it saves some split compounds.
     hold_words: int = 0
+    # Buffer trimming: once a segment's window is longer than `trim_s`, the audio of text already committed is
+    # dropped from its front and that text becomes the decoder's previous-text prompt (whisper_streaming trims its
+    # buffer the same way), so pause-free speech is committed steadily and the encoder, re-run over the window
+    # every update, stops growing with the segment. The cut goes before the latest committed sentence start
+    # (translation reorders words within a sentence, rarely across); without one, once the window passes
+    # 2 * trim_s, before the latest committed word. 0 disables (the window grows to a pause or max_segment_s).
+    trim_s: float = 8.0
+    # committed words kept after the cut, with their audio: forced answer tokens that anchor the window's start
+    # (a cut a little off the word boundary then neither drops nor repeats a word)
+    trim_keep_words: int = 1
     # a segment is closed (everything committed) before its audio reaches the model's 30 s window
     max_segment_s: float = 24.0
     # Digital silence appended to every encoder window (the real audio's end stays the policy's reference).
@@ -102,6 +118,10 @@ class SessionConfig:
             raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
         if not 2.0 <= self.max_segment_s <= 29.0:
             raise ConfigError("max_segment_s must leave room in Whisper's 30 s window (2..29 s)")
+        if self.trim_s and not 2.0 <= self.trim_s <= self.max_segment_s:
+            raise ConfigError("trim_s must be 0 (off) or between 2 s and max_segment_s")
+        if self.trim_keep_words < 1:
+            raise ConfigError("trim_keep_words must be at least 1")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
@@ -123,6 +143,10 @@ class Segment:
     state: DecoderState | None = None
     pending_bytes: bytes = b""  # committed bytes not yet forming whole UTF-8 characters
     committed_end_s: float = 0.0  # stream time the committed text reaches
+    # stream time each committed token's alignment heads point at (parallel to `committed`; None: unknown)
+    token_s: list[float | None] = field(default_factory=list)
+    refill: bool = False  # the cached prefix no longer matches `sequence` (after a trim): re-fill it once
+    n_trimmed: int = 0  # samples dropped from the front so far (trimming)
     use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
 
     @property
@@ -426,7 +450,8 @@ class StreamingSession:
             self.log.debug("detected language %s", self.language)
         # A segment's last update always re-fills the prefix (one forward pass per segment, cheap): the tail
         # is decoded against exact keys/values even in incremental mode.
-        refill = self.config.mode == "exact" or upd.final
+        refill = self.config.mode == "exact" or upd.final or seg.refill
+        seg.refill = False
         if seg.state is None:
             self._start_decoder(seg, encoder_out, valid)
             refill = True
@@ -466,6 +491,8 @@ class StreamingSession:
         self._set_partial(tokens[k:], seg, upd)
         if upd.final:
             self._end_segment(seg, upd)
+        elif self.config.trim_s:
+            self._trim(seg)  # after every event of this update: they are timed against the untrimmed window
 
     def _looks_hallucinated(self, seg: Segment, tokens: list[int], res) -> bool:
         cfg = self.config
@@ -488,12 +515,58 @@ class StreamingSession:
         return False
 
     def _start_decoder(self, seg: Segment, encoder_out: Tensor, valid: Tensor | None) -> None:
+        self._set_start(seg, seg.committed)
+        seg.state = self.backend.new_state(encoder_out, valid)
+
+    def _set_start(self, seg: Segment, committed: list[int]) -> None:
+        """sequence = start tokens (task, language, previous committed text as the prompt) + `committed`."""
         prompt = self._history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
         start = self.backend.start_tokens(self.config.task, self.language, prompt)
-        committed = seg.committed
         seg.prompt, seg.n_start = prompt, len(start)
         seg.sequence = start + committed
-        seg.state = self.backend.new_state(encoder_out, valid)
+
+    def _trim(self, seg: Segment) -> None:
+        """Drop committed audio from the window's front; its text moves into the prompt (see SessionConfig.trim_s)."""
+        cfg = self.config
+        window_s = seg.n_samples / SAMPLE_RATE
+        if window_s <= cfg.trim_s or seg.state is None:
+            return
+        j = self._trim_point(seg, sentence_only=window_s <= 2 * cfg.trim_s)
+        if j is None:
+            return
+        times = [t for t in seg.token_s[j:] if t is not None]
+        # where the kept words' audio starts: the earliest frame they attend to, less a margin for the onset
+        cut_s = min(times) - _TRIM_MARGIN_S - seg.start_s
+        n_cut = min(int(cut_s * SAMPLE_RATE), seg.n_decoded)
+        if n_cut < _MIN_TRIM_S * SAMPLE_RATE:
+            return
+        committed = seg.committed
+        moved, kept = committed[:j], committed[j:]
+        audio = seg.audio()[n_cut:]
+        seg.chunks, seg.n_samples = [audio], len(audio)
+        seg.n_decoded -= n_cut
+        seg.n_trimmed += n_cut
+        seg.start_s += n_cut / SAMPLE_RATE
+        seg.token_s = seg.token_s[j:]
+        self._history = (self._history + moved)[-max(self.config.prompt_tokens, 1) :]
+        self._set_start(seg, kept)
+        seg.refill = True  # the cache holds the old start tokens
+        self.log.debug("trimmed %.2f s (%d tokens to the prompt); window now %.2f s", n_cut / SAMPLE_RATE,
+                       len(moved), seg.n_samples / SAMPLE_RATE)
+
+    def _trim_point(self, seg: Segment, sentence_only: bool) -> int | None:
+        """Index into `committed` of the latest word start (a sentence start if `sentence_only`) that leaves at
+        least trim_keep_words committed words after it and has known alignment times; None: nowhere to cut."""
+        committed = seg.committed
+        starts = [i for i, t in enumerate(committed) if i > 0 and self.backend.token_bytes(t)[:1] == b" "]
+        if len(starts) < self.config.trim_keep_words:
+            return None
+        for i in reversed(starts[: len(starts) - self.config.trim_keep_words + 1]):
+            if any(t is None for t in seg.token_s[i:]):
+                return None
+            if not sentence_only or self.backend.token_bytes(committed[i - 1]).rstrip()[-1:] in (b".", b"?", b"!"):
+                return i
+        return None
 
     def _job(self, seg: Segment, upd: Update, n_frames: int, refill: bool) -> DecodeJob:
         audio_s = len(upd.audio) / SAMPLE_RATE
@@ -553,6 +626,7 @@ class StreamingSession:
         else:
             end = seg.start_s + len(upd.audio) / SAMPLE_RATE
         end = min(max(end, start), seg.start_s + len(upd.audio) / SAMPLE_RATE)
+        seg.token_s.extend(self._token_times(seg, len(new), attention, upd))
         seg.sequence.extend(new)
         seg.committed_end_s = end
         self._committed_until_s = max(self._committed_until_s, end)
@@ -566,6 +640,12 @@ class StreamingSession:
         if text:
             self._text_out += text
             self._emit(upd, Commit(text=text, start_s=round(start, 3), end_s=round(end, 3)))
+
+    def _token_times(self, seg: Segment, n: int, attention: np.ndarray | None, upd: Update) -> list[float | None]:
+        if upd.final or attention is None or len(attention) < n:
+            return [None] * n
+        n_frames = attention.shape[-1]
+        return [seg.start_s + attended_frame(attention[i], n_frames) * self.backend.frame_s for i in range(n)]
 
     def _set_partial(self, tokens: list[int], seg: Segment, upd: Update) -> None:
         text = (seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in tokens)).decode("utf-8", "ignore")
