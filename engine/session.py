@@ -6,6 +6,8 @@ The flow per stream:
              -> per segment, every `chunk_s` of new speech: encode the segment's audio, continue the decoder
                 from the committed tokens, let the policy pick what is stable, emit Commit / Partial
              -> a pause (or the window limit) closes a segment: its last update commits everything
+             -> without a pause, a window past `trim_s` loses the audio of its committed text from the front;
+                that text becomes the previous-text prompt (see _trim), so the window stays short
 A session that falls behind simply finds more audio at its next update: it never queues updates.
 
 What is cached and what is committed (see Segment): committed tokens stay in the decoder's self-attention
