@@ -57,11 +57,17 @@ async def test_concurrent_sessions_get_their_own_text(backend, three_streams, ba
             assert engine.batched_passes > 0
         assert engine.n_sessions == 0  # finished sessions free their slot
     refs = [u.english for _, u, _ in three_streams]
+    # Words only one reference has ("Berlin", "cinema", "coffee", ...): a stream's text must not contain another
+    # stream's. (chrF margins between the references alone are fragile: they share "Today we ... talk about".)
+    words = [{w.strip(".,'").lower() for w in r.split() if len(w.strip(".,'")) > 4} for r in refs]
+    only = [w - set().union(*(o for j, o in enumerate(words) if j != i)) for i, w in enumerate(words)]
     for i, events in enumerate(results):
         text = text_of(events)
-        own = sacrebleu.sentence_chrf(text, [refs[i]]).score
-        others = max(sacrebleu.sentence_chrf(text, [r]).score for j, r in enumerate(refs) if j != i)
-        assert own >= 40 and own > others + 10, (text, refs[i])
+        said = {w.strip(".,'!?").lower() for w in text.split()}
+        assert sacrebleu.sentence_chrf(text, [refs[i]]).score >= 35, (text, refs[i])
+        assert said & only[i], (text, refs[i])
+        for j, theirs in enumerate(only):
+            assert j == i or not said & theirs, (text, refs[j])
     assert all(lv.lag_s == 0 and lv.audio_s > 3 and 0 < lv.rtf < 5 for lv in lives)
 
 
