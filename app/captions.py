@@ -130,7 +130,14 @@ class CueBuilder:
 
     def add(self, commit: Commit) -> list[Cue]:
         done: list[Cue] = []
-        for word in self._split(commit):
+        words = self._split(commit)
+        if words and self._words and not commit.text[:1].isspace():
+            # Commits split wherever the policy stopped, not only between words: text that does not start with a
+            # space continues the previous word ("nice" + ", and" is "nice, and", never a cue starting with ",").
+            glued, words = words[0], words[1:]
+            last = self._words.pop()
+            words.insert(0, _Word(last.text + glued.text, last.start_s, glued.end_s))  # re-added: it may not fit
+        for word in words:
             done += self._add_word(word)
         return done
 

@@ -44,7 +44,11 @@ class LiveCaptions:
             self._redraw()
 
     def lag(self, lag_s: float) -> None:
+        """Update the lag indicator; on a TTY it is redrawn when its shown value changes (also during silence)."""
+        changed = self._lag_s is None or round(self._lag_s, 1) != round(lag_s, 1)
         self._lag_s = lag_s
+        if changed and self.tty and self.show_lag:
+            self._redraw()
 
     def close(self) -> None:
         """Write out what is left (the stream ended)."""

@@ -244,3 +244,16 @@ def test_captions_from_real_speech_via_file_pipeline(tmp_path: Path, audio_dir: 
     assert all(0 <= s < e <= spans[-1][1] + 1.5 for s, e, _ in cues)
     friday = next(s for s, _, t in cues if "friday" in t.lower())
     assert friday >= spans[1][0] - 0.5  # the second sentence's words are captioned in its own time span
+
+
+def test_a_commit_without_leading_space_continues_the_previous_word() -> None:
+    """A policy may stop mid-phrase ("very nice" + ", and we go"): the comma stays on its word, never opens a cue."""
+    from app.captions import build_cues
+
+    commits = [Commit(" Today the weather in Berlin is very nice", 0.0, 2.5),
+               Commit(", and we go to the park", 2.6, 4.0), Commit(".", 4.0, 4.1),
+               Commit(" Thank you", 5.5, 6.0), Commit(" for your help", 6.0, 6.6), Commit(".", 6.6, 6.7)]
+    cues = build_cues(commits)
+    words = " ".join(" ".join(c.lines) for c in cues).split()
+    assert words == "Today the weather in Berlin is very nice, and we go to the park. Thank you for your help.".split()
+    assert all(not line.startswith((",", ".")) for c in cues for line in c.lines)

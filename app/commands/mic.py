@@ -184,6 +184,7 @@ async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, 
                 live.feed_audio(block, mic.sample_rate)  # the session resamples, statefully, to the model's rate
                 seconds_fed += len(block) / mic.sample_rate
                 outputs.advance(_committed_until(live, seconds_fed))
+                outputs.display.lag(live.lag_s)  # keeps the indicator current between events (silence)
         except DeviceLost as e:
             lost = e  # still flush what was heard before raising
         finally:
