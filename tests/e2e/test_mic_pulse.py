@@ -143,7 +143,8 @@ def test_mic_translates_german_speech_into_webvtt_and_srt(tmp_path: Path, audio_
     records = [json.loads(line) for line in events.read_text().splitlines()]
     committed = "".join(r["text"] for r in records if r["type"] == "commit")
     assert committed.split() == " ".join(t for _, _, t in cues).split()
-    assert {"commit", "partial"} <= {r["type"] for r in records}
+    # AlignAtt commits up to where the audio was heard, so a short talk may show no tentative tail at all
+    assert "commit" in {r["type"] for r in records} <= {"commit", "partial"}
     assert "berlin" in mic.stdout.lower() and "\x1b[" not in mic.stdout  # plain caption lines when not a TTY
 
 
