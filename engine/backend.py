@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import N_SAMPLES, SAMPLE_RATE, SECONDS_PER_ENCODER_FRAME, log_mel_spectrogram
+from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, SECONDS_PER_ENCODER_FRAME, log_mel_spectrogram
 from .kv_cache import DecoderState
 from .models.loading import WhisperBundle
 
@@ -91,10 +91,12 @@ class WhisperBackend:
         return self.model.device
 
     def _mel(self, audio: np.ndarray) -> Tensor:
-        # Whisper normalises the log-mel against its max; pad a little so very short windows stay well-formed.
+        # The encoder halves the frame rate: keep an even frame count, and at least 2 frames (zero-pad audio
+        # shorter than 20 ms) so even a tiny window encodes to one frame instead of failing.
+        if len(audio) < 2 * HOP_LENGTH:
+            audio = np.pad(audio, (0, 2 * HOP_LENGTH - len(audio)))
         mel = log_mel_spectrogram(audio, self.model.config.n_mels)
-        frames = mel.shape[1] - mel.shape[1] % 2
-        return mel[:, : max(frames, 2)]
+        return mel[:, : mel.shape[1] - mel.shape[1] % 2]
 
     @torch.inference_mode()
     def encode(self, audio: np.ndarray) -> Tensor:
@@ -106,8 +108,10 @@ class WhisperBackend:
         n = max(m.shape[1] for m in mels)
         if all(m.shape[1] == n for m in mels):
             return self.model.encode(torch.stack(mels)), None
-        # Pad with the log-mel of silence ((log10(1e-10)+4)/4 clipped like the rest: use each row's floor)
-        batch = torch.stack([torch.nn.functional.pad(m, (0, n - m.shape[1]), value=float(m.min())) for m in mels])
+        # Pad with zeros: a row alone is zero-padded by conv1, so its last real frames see exactly the same
+        # input (any other value shifts the last frame, and through attention every frame); the attention mask
+        # hides the padded frames themselves.
+        batch = torch.stack([torch.nn.functional.pad(m, (0, n - m.shape[1])) for m in mels])
         valid = torch.zeros(len(mels), n // 2, dtype=torch.bool)
         for i, m in enumerate(mels):
             valid[i, : m.shape[1] // 2] = True
