@@ -22,21 +22,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 from torch import Tensor
 
 from .audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
 from .backend import Backend
-from .errors import AudioError, ConfigError, StreamStateError
+from .errors import ConfigError, StreamStateError
 from .events import Commit, Event, Partial
-from .kv_cache import DecoderState
-from .policy import Hypothesis, attended_frame, Policy, PolicyName, make_policy
+from .segment import PendingDecode, Segment, Stats, Update
+from .session_config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
+from .policy import Hypothesis, Policy, attended_frame, make_policy
 from .stream_decoding import DecodeJob, DecodeResult, decode_batch, is_prompt_echo, looks_like_source_language
 from .tokenizer import split_complete_utf8
-from .vad import StreamVad, VadConfig
+from .vad import StreamVad
 
 log = logging.getLogger(__name__)
 
@@ -45,165 +44,6 @@ log = logging.getLogger(__name__)
 # prefix re-fill.
 _TRIM_MARGIN_S = 0.3
 _MIN_TRIM_S = 1.0
-
-# "redecode" is the whisper_streaming-style baseline for benchmarks: every update re-runs the decoder on the
-# whole segment from the task prompt (no committed prefix, no cache reuse) and LocalAgreement compares
-# the full hypotheses.
-Mode = Literal["incremental", "exact", "redecode"]
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    task: Literal["translate", "transcribe"] = "translate"
-    language: str | None = None  # spoken language code; None: detected once from the first speech
-    # What to commit: AlignAtt (stop where the alignment heads reach the end of the audio) or agreement of
-    # consecutive hypotheses. Default AlignAtt: on de/fr/es/en TTS streams (6 sets, 2 shared cores) with the
-    # padded encoder it scored BLEU 36.7 / chrF 60.5 at StreamLAAL 1.33 s, against LocalAgreement-2's
-    # 35.1 / 59.9 at 2.75 s and the re-decode baseline's 35.5 / 61.4 at 3.03 s: same quality, less than half the
-    # latency, one decode per update instead of two hypotheses to agree, and far less erasure (0.1 vs 2.7).
-    policy: PolicyName = "alignatt"
-    # incremental: committed tokens stay cached across updates (the design's approximation, cheaper);
-    # exact: the committed prefix is re-run against the current audio each update (one forward pass).
-    # Default incremental: on the full benchmark (>= 1 min streams, de/fr/es/en, 1.0 s chunks, one run side by side)
-    # AlignAtt incremental scored mean BLEU 41.9 at StreamLAAL 1.42 s vs exact's 39.3 at 1.60 s (de 36.1 vs 37.5,
-    # fr 14.2 vs 10.3, es 40.8 vs 32.5, en 76.6 vs 77.0) at a lower RTF; on the earlier 6 tuning sets the two were
-    # equal within noise. AlignAtt commits only tokens whose attention lies in audio already heard, so their
-    # cached keys/values were computed against nearly the same evidence (LocalAgreement, which commits later,
-    # loses more from stale keys/values: use exact with it).
-    mode: Mode = "incremental"
-    # Seconds of new speech between decoder updates (smaller: lower latency, more compute: each update
-    # re-encodes the segment). 1.0 s: with AlignAtt 0.5 s cut StreamLAAL only from 1.33 to 1.13 s but lost
-    # ~5 BLEU (more commits from less context) and doubled RTF (0.28 vs 0.14).
-    chunk_s: float = 1.0
-    agreement_n: int = 2  # LocalAgreement-n
-    # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to. 20 (0.4 s): 10 lost
-    # ~4 BLEU (words committed before their audio was complete), 30 cost ~0.2 s of latency for no gain.
-    frame_threshold: int = 20
-    # AlignAtt: a segment's first words must also agree across two updates (see AlignAtt). Off: same BLEU (36.8 vs
-    # 36.7) but StreamLAAL 2.84 s instead of 1.33 s, since most VAD segments last only two or three updates.
-    confirm_first: bool = False
-    # AlignAtt: words before the stop kept partial until the next update. 0: holding one back cost 0.18 s of
-    # StreamLAAL and 3x the erasure for no quality gain (BLEU 36.1 vs 36.7), though it saves some split compounds.
-    hold_words: int = 0
-    # Buffer trimming: once a segment's window is longer than `trim_s`, the audio of text already committed is
-    # dropped from its front and that text becomes the decoder's previous-text prompt (whisper_streaming trims its
-    # buffer the same way), so pause-free speech is committed steadily and the encoder, re-run over the window
-    # every update, stops growing with the segment. The cut goes before the latest committed sentence start
-    # (translation reorders words within a sentence, rarely across); without one, once the window passes
-    # 2 * trim_s, before the latest committed word. 0 disables (the window grows to a pause or max_segment_s).
-    trim_s: float = 8.0
-    # committed words kept after the cut, with their audio: forced answer tokens that anchor the window's start
-    # (a cut a little off the word boundary then neither drops nor repeats a word)
-    trim_keep_words: int = 1
-    # a segment is closed (everything committed) before its audio reaches the model's 30 s window
-    max_segment_s: float = 24.0
-    # Digital silence appended to every encoder window (the real audio's end stays the policy's reference).
-    # Whisper was trained on speech followed by padding; on an unpadded window it does not see where the audio
-    # stops and, once it has translated everything, starts over from the beginning (AlignAtt then committed
-    # "Good morning. Today is ... Good morning. Today is ..."; BLEU 13). SimulStreaming pads to 30 s, which
-    # costs a full 30 s encoder pass per update; 1 s is enough: BLEU 36.7 vs 34.5 (0.5 s) and 35.0 (2 s).
-    pad_s: float = 1.0
-    vad: VadConfig = field(default_factory=VadConfig)  # speech detection / segmentation at pauses
-    use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
-    prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables
-    min_first_s: float = 1.0  # a segment's first update waits for this much audio (language detection, stability)
-    no_speech_threshold: float = 0.6  # with logprob_threshold: Whisper's rule for discarding a non-speech window
-    logprob_threshold: float = -1.0
-    max_tokens_per_s: float = 6.0  # bound on tokens per second of audio (speech is ~3/s): stops runaway decoding
-
-    def __post_init__(self) -> None:
-        if self.task not in ("translate", "transcribe"):
-            raise ConfigError(f"task must be 'translate' or 'transcribe', got {self.task!r}")
-        if self.policy not in ("local-agreement", "alignatt"):
-            raise ConfigError(f"policy must be 'local-agreement' or 'alignatt', got {self.policy!r}")
-        if self.mode not in ("incremental", "exact", "redecode"):
-            raise ConfigError(f"mode must be 'incremental', 'exact' or 'redecode', got {self.mode!r}")
-        if not 0.1 <= self.chunk_s <= 10.0:
-            raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
-        if not 2.0 <= self.max_segment_s <= 29.0:
-            raise ConfigError("max_segment_s must leave room in Whisper's 30 s window (2..29 s)")
-        if self.trim_s and not 2.0 <= self.trim_s <= self.max_segment_s:
-            raise ConfigError("trim_s must be 0 (off) or between 2 s and max_segment_s")
-        if self.trim_keep_words < 1:
-            raise ConfigError("trim_keep_words must be at least 1")
-        if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
-            raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
-
-
-@dataclass
-class Segment:
-    """One stretch of speech between pauses: its audio and what has been decided about it."""
-
-    start_s: float  # stream time of audio[0]
-    chunks: list[np.ndarray] = field(default_factory=list)  # the audio (pre-roll, speech, trailing pause)
-    n_samples: int = 0
-    closed: bool = False  # no more audio will be added
-    speech_s: float = 0.0  # VAD speech inside (short bursts are dropped)
-    n_decoded: int = 0  # samples the last update saw
-    # decoder: `sequence` = start tokens (prompt) + committed tokens; `state` caches sequence[:-1]
-    prompt: list[int] = field(default_factory=list)  # previous-text tokens inside the start tokens
-    sequence: list[int] = field(default_factory=list)
-    n_start: int = 0  # len(start tokens)
-    state: DecoderState | None = None
-    pending_bytes: bytes = b""  # committed bytes not yet forming whole UTF-8 characters
-    committed_end_s: float = 0.0  # stream time the committed text reaches
-    # stream time each committed token's alignment heads point at (parallel to `committed`; None: unknown)
-    token_s: list[float | None] = field(default_factory=list)
-    refill: bool = False  # the cached prefix no longer matches `sequence` (after a trim): re-fill it once
-    n_trimmed: int = 0  # samples dropped from the front so far (trimming)
-    use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
-
-    @property
-    def end_s(self) -> float:
-        return self.start_s + self.n_samples / SAMPLE_RATE
-
-    @property
-    def committed(self) -> list[int]:
-        return self.sequence[self.n_start :]
-
-    def audio(self) -> np.ndarray:
-        if len(self.chunks) > 1:
-            self.chunks = [np.concatenate(self.chunks)]
-        return self.chunks[0] if self.chunks else np.zeros(0, np.float32)
-
-    def append(self, samples: np.ndarray) -> None:
-        self.chunks.append(samples)
-        self.n_samples += len(samples)
-
-
-@dataclass(frozen=True)
-class Update:
-    """Model work one session asks for: encode `audio`, then decode (see StreamingSession.apply)."""
-
-    segment: Segment
-    audio: np.ndarray  # the segment's audio so far (what the update decides about)
-    final: bool
-    pad_samples: int = 0  # silence appended for the encoder only (SessionConfig.pad_s)
-
-    @property
-    def encoder_audio(self) -> np.ndarray:
-        """What the encoder sees: the audio, then `pad_samples` of digital silence."""
-        if not self.pad_samples:
-            return self.audio
-        return np.concatenate([self.audio, np.zeros(self.pad_samples, np.float32)])
-
-
-@dataclass(frozen=True)
-class PendingDecode:
-    """An update between begin_decode and end_decode: its decoder job and what end_decode needs."""
-
-    upd: Update
-    job: DecodeJob
-    n_frames: int  # encoder frames of real audio (padding excluded)
-    encoder_out: Tensor  # kept for a retry without the previous-text prompt
-    valid: Tensor | None
-
-
-@dataclass
-class Stats:
-    compute_s: float = 0.0  # wall time of model work spent on this session
-    n_updates: int = 0
-
 
 class _Prefixed(logging.LoggerAdapter):
     """Every log line of a session starts with its id."""
