@@ -6,7 +6,10 @@ engine and model are the real ones. Screenshots go to artifacts/e2e/ (gitignored
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,37 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
 KEY_WORDS = {"morning", "weather", "berlin", "park", "afternoon"}  # SENTENCES["de"][0].english
+
+
+def require_chromium() -> None:
+    """Debian Chromium must be there: scripts/setup.sh --test installs it; in CI its absence is a failure."""
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is not installed (scripts/setup.sh --test installs it)")
+        pytest.skip("Debian chromium is not installed")
+
+
+@contextlib.asynccontextmanager
+async def page_without_engine() -> AsyncIterator:
+    """A headless Chromium page on a model-less server (the static page only), without a fake microphone."""
+    from playwright.async_api import async_playwright
+
+    require_chromium()
+    server = DragomanServer(engine=None, config=ServerConfig(port=0))
+    await server.start()
+    try:
+        async with async_playwright() as pw:
+            # without --use-fake-ui-for-media-stream, headless Chromium denies getUserMedia
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = await browser.new_page()
+                await page.goto(server.url)
+                yield page
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
 
 
 def chromium_flags(wav: Path) -> list[str]:
@@ -55,8 +89,7 @@ async def server(backend):
 @pytest.mark.parametrize("transport, language", [("websocket", "auto"), ("webrtc", "de")])
 async def test_page_shows_english_captions_from_the_microphone(server, german_wav, tmp_path, transport, language):
     """Speaking German into the page gives English captions for both transports, and caption files download."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    require_chromium()
     from playwright.async_api import async_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -118,8 +151,7 @@ async def test_page_shows_english_captions_from_the_microphone(server, german_wa
 
 async def test_page_reconnects_and_keeps_its_captions(backend, german_wav, tmp_path):
     """When the server goes away mid-stream the captions stay on the page, and it reconnects when the server is back."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    require_chromium()
     from playwright.async_api import async_playwright
 
     async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
@@ -153,8 +185,7 @@ async def test_page_reconnects_and_keeps_its_captions(backend, german_wav, tmp_p
 
 async def test_page_reports_an_unreachable_server(tmp_path, german_wav):
     """With no server behind the page's socket, the page says it cannot reach the server and keeps retrying."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
+    require_chromium()
     from playwright.async_api import async_playwright
 
     # Serve the page, then take the server away: the WebSocket has nowhere to connect
@@ -176,30 +207,13 @@ async def test_page_reports_an_unreachable_server(tmp_path, german_wav):
             await ctx.close()
 
 
-async def test_page_reports_a_denied_microphone(tmp_path):
+async def test_page_reports_a_denied_microphone():
     """When the microphone permission is denied, the page explains how to allow it."""
-    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
-        pytest.skip("Debian chromium is not installed")
-    from playwright.async_api import async_playwright
-
-    server = DragomanServer(engine=None, config=ServerConfig(port=0))
-    await server.start()
-    try:
-        async with async_playwright() as pw:
-            # Without --use-fake-ui-for-media-stream, headless Chromium denies getUserMedia
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                               args=["--no-sandbox", "--disable-gpu"])
-            try:
-                page = await browser.new_page()
-                await page.goto(server.url)
-                await page.click("#start")
-                await page.wait_for_selector("body[data-state=error]", timeout=15000)
-                status = await page.inner_text("#status")
-                assert "microphone" in status.lower()
-            finally:
-                await browser.close()
-    finally:
-        await server.stop()
+    async with page_without_engine() as page:
+        await page.click("#start")
+        await page.wait_for_selector("body[data-state=error]", timeout=15000)
+        status = await page.inner_text("#status")
+        assert "microphone" in status.lower()
 
 
 WORKLET_PROBE = """async ({rate, freq}) => {
@@ -223,35 +237,19 @@ WORKLET_PROBE = """async ({rate, freq}) => {
 
 async def test_worklet_resamples_any_context_rate_to_16k():
     """The capture worklet turns 1 s at 8/22.05/44.1/48/96 kHz into ~16000 samples with the tone's pitch and level."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
-    from playwright.async_api import async_playwright
-
-    server = DragomanServer(engine=None, config=ServerConfig(port=0))
-    await server.start()
-    try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                               args=["--no-sandbox", "--disable-gpu"])
-            try:
-                page = await browser.new_page()
-                await page.goto(server.url)
-                for rate in (8000, 22050, 44100, 48000, 96000):
-                    for freq in (440.0, 3000.0):
-                        x = np.array(await page.evaluate(WORKLET_PROBE, {"rate": rate, "freq": freq})) / 32768
-                        assert abs(len(x) - 16000) <= 320, (rate, len(x))  # the last partial frame stays behind
-                        spectrum = np.abs(np.fft.rfft(x[1600:] * np.hanning(len(x) - 1600)))
-                        peak_hz = np.argmax(spectrum) * 16000 / (len(x) - 1600)
-                        assert abs(peak_hz - freq) < 5, (rate, freq, peak_hz)
-                        rms = np.sqrt(np.mean(x[1600:] ** 2))
-                        # a 0.5 sine has rms 0.354; upsampling a 8 kHz context by linear interpolation dulls
-                        # the top of its band (3 kHz: -3 dB), which speech recognition tolerates
-                        low = 0.3 if rate >= 16000 or freq < 1000 else 0.2
-                        assert low < rms < 0.4, (rate, freq, rms)
-                # above the new Nyquist: low-passed, not folded back as a loud alias
-                alias = np.array(await page.evaluate(WORKLET_PROBE, {"rate": 48000, "freq": 14000.0})) / 32768
-                assert np.sqrt(np.mean(alias[1600:] ** 2)) < 0.354 * 0.1  # at least 20 dB down
-            finally:
-                await browser.close()
-    finally:
-        await server.stop()
+    async with page_without_engine() as page:
+        for rate in (8000, 22050, 44100, 48000, 96000):
+            for freq in (440.0, 3000.0):
+                x = np.array(await page.evaluate(WORKLET_PROBE, {"rate": rate, "freq": freq})) / 32768
+                assert abs(len(x) - 16000) <= 320, (rate, len(x))  # the last partial frame stays behind
+                spectrum = np.abs(np.fft.rfft(x[1600:] * np.hanning(len(x) - 1600)))
+                peak_hz = np.argmax(spectrum) * 16000 / (len(x) - 1600)
+                assert abs(peak_hz - freq) < 5, (rate, freq, peak_hz)
+                rms = np.sqrt(np.mean(x[1600:] ** 2))
+                # a 0.5 sine has rms 0.354; upsampling a 8 kHz context by linear interpolation dulls
+                # the top of its band (3 kHz: -3 dB), which speech recognition tolerates
+                low = 0.3 if rate >= 16000 or freq < 1000 else 0.2
+                assert low < rms < 0.4, (rate, freq, rms)
+        # above the new Nyquist: low-passed, not folded back as a loud alias
+        alias = np.array(await page.evaluate(WORKLET_PROBE, {"rate": 48000, "freq": 14000.0})) / 32768
+        assert np.sqrt(np.mean(alias[1600:] ** 2)) < 0.354 * 0.1  # at least 20 dB down
