@@ -24,6 +24,9 @@ class ProgressBar:
         self._shown = True
 
     def close(self) -> None:
+        """End the bar at 100 % (the work is done even if the last update was throttled away)."""
         if self._shown:
+            self._last = 0.0
+            self.update(self.total)
             sys.stderr.write("\n")
             sys.stderr.flush()

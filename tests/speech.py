@@ -5,6 +5,7 @@ Nothing is committed: WAVs are written to a per-run directory and cached there b
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def synthesize(text: str, voice: str, out_dir: Path, speed_wpm: int = 150) -> Pa
                                  capture_output=True, text=True, timeout=60)
             if "unknown" in run.stderr:
                 raise RuntimeError(f"{voice} lacks phonemes for {text!r} (add MBROLA_PHONEME_FIXES): {run.stderr[:300]}")
-        os_replace(tmp, path)
+        os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
     audio = load_audio(path)
     # mbrola voices that lack a phoneme go silent: reject a synthesis that is mostly silence
     voiced = np.mean(np.abs(audio) > 0.01)
@@ -110,12 +111,6 @@ def _synthesize_via_pho(text: str, voice: str, speed_wpm: int, fixes: dict[str, 
     # without -e mbrola stops at an unknown diphone instead of silently replacing it
     subprocess.run(["mbrola", str(database), "-", str(out)], input="\n".join(lines) + "\n", check=True,
                    capture_output=True, text=True, timeout=60)
-
-
-def os_replace(src: Path, dst: Path) -> None:
-    import os
-
-    os.replace(src, dst)
 
 
 def speech(language: str, index: int, out_dir: Path, voice: str | None = None) -> tuple[np.ndarray, Utterance]:

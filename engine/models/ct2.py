@@ -39,6 +39,7 @@ class _ChainedReader:
     def __init__(self, files: list[BinaryIO]) -> None:
         self._files = files
         self._i = 0
+        self.consumed = 0  # bytes read so far (progress reporting)
 
     def read(self, n: int) -> bytes:
         out = bytearray()
@@ -49,11 +50,13 @@ class _ChainedReader:
                 continue
             out += chunk
             n -= len(chunk)
+        self.consumed += len(out)
         return bytes(out)
 
 
-def read_ct2(streams: Iterable[BinaryIO], progress: Callable[[int, int], None] | None = None) -> CT2Model:
-    """Parse a CTranslate2 model from one or more binary streams read back to back."""
+def read_ct2(streams: Iterable[BinaryIO], progress: Callable[[int], None] | None = None) -> CT2Model:
+    """Parse a CTranslate2 model from one or more binary streams read back to back; `progress(bytes_read)` is
+    called after each variable (the weights are most of the file, so bytes track the time it takes)."""
     r = _ChainedReader(list(streams))
 
     def exact(n: int) -> bytes:
@@ -76,7 +79,7 @@ def read_ct2(streams: Iterable[BinaryIO], progress: Callable[[int, int], None] |
     revision = u("I")
     n_vars = u("I")
     variables: dict[str, np.ndarray] = {}
-    for i in range(n_vars):
+    for _ in range(n_vars):
         name = string()
         rank = u("B")
         shape = tuple(u("I") for _ in range(rank))
@@ -91,7 +94,7 @@ def read_ct2(streams: Iterable[BinaryIO], progress: Callable[[int, int], None] |
             arr = np.frombuffer(raw, _DTYPES[dtype_id])
         variables[name] = arr.reshape(shape)
         if progress is not None:
-            progress(i + 1, n_vars)
+            progress(r.consumed)
     aliases: dict[str, str] = {}
     n_alias = u("I")
     for _ in range(n_alias):

@@ -196,11 +196,10 @@ def load_embedded() -> WhisperBundle:
 
         total = sum(p.stat().st_size for p in parts)
         print(f"Converting the embedded Whisper base model (first start only) into {target} ...", file=sys.stderr)
-        bar = ProgressBar("converting", 100, "%")
+        bar = ProgressBar("converting", total / 1e6, " MB")
         with open(parts[0], "rb") as f1, open(parts[1], "rb") as f2:
-            ct2 = read_ct2([f1, f2], progress=lambda i, n: bar.update(100 * i / n))
+            ct2 = read_ct2([f1, f2], progress=lambda done: bar.update(done / 1e6))
         bar.close()
-        del total
         cfg, sd = whisper_from_ct2(ct2, alignment_heads=heads)
         target.mkdir(parents=True, exist_ok=True)
         tmp = weights.with_suffix(".tmp")
