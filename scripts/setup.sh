@@ -38,7 +38,13 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" | $SUDO tee "$src" >/
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
-  python3.11 -m venv "$VENV" 2>/dev/null || python3 -m venv "$VENV"
+  PY=$(command -v python3.11 || command -v python3)
+  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    # Debian's own Python ships venv/ensurepip separately
+    rm -rf "$VENV"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    "$PY" -m venv "$VENV"
+  fi
 fi
 PIP=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
 # torch first: 2.13.0 is a CPU wheel on this machine's disk; a bare requirement would pull a CUDA build.
