@@ -178,16 +178,11 @@ class S2T2(CachedDecoding, nn.Module):
         return (torch.cumsum(real, dim=1) + base) * real + pad
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
-        assert state.cross_k is not None, "set_audio() before decoding"
+        self_mask, cross_mask = self._step_masks(tokens, state)
         dec = self.decoder
         n_new = tokens.shape[1]
-        if state.offset + n_new > self.config.max_target_positions:
-            raise ValueError(f"decoder context of {self.config.max_target_positions} tokens exceeded")
-        device = tokens.device
         x = dec.embed_tokens(tokens) * dec.embed_scale + dec.embed_positions[self.positions(tokens, state)]
         x = x.to(self.dtype)
-        self_mask = state.self_key_mask(n_new, device)
-        cross_mask = None if state.cross_valid is None else state.cross_valid[:, None, None, :].to(device)
         align: Tensor | None = None
         last = len(dec.layers) - 1
         for i, layer in enumerate(dec.layers):

@@ -16,6 +16,18 @@ class CachedDecoding:
     gives that layer's cross keys/values, (B, H, S, Dh) each) and `_decode(tokens, state, want_alignment)`."""
 
     dtype: torch.dtype
+    n_text_ctx: int  # decoder positions
+
+    def _step_masks(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor | None, Tensor | None]:
+        """Check the step fits the decoder's context; its self-attention (causal, left padding) and
+        cross-attention (real audio frames) boolean masks, None where nothing needs masking."""
+        assert state.cross_k is not None, "set_audio() before decoding"
+        n_new = tokens.shape[1]
+        if state.offset + n_new > self.n_text_ctx:
+            raise ValueError(f"decoder context of {self.n_text_ctx} tokens exceeded")
+        self_mask = state.self_key_mask(n_new, tokens.device)
+        valid = state.cross_valid
+        return self_mask, None if valid is None else valid[:, None, None, :].to(tokens.device)
 
     def _cross_attentions(self) -> Sequence[nn.Module]:
         raise NotImplementedError

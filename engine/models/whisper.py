@@ -181,17 +181,13 @@ class Whisper(CachedDecoding, nn.Module):
         return [block.cross_attn for block in self.decoder.blocks]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
-        assert state.cross_k is not None, "set_audio() before decoding"
+        self_mask, cross_mask = self._step_masks(tokens, state)
         dec = self.decoder
         n_new = tokens.shape[1]
-        if state.offset + n_new > self.config.n_text_ctx:
-            raise ValueError(f"decoder context of {self.config.n_text_ctx} tokens exceeded")
         device = tokens.device
         pos = state.positions(n_new, device).clamp(min=0)  # padded rows have negative positions: never used
         x = dec.token_embedding(tokens) + dec.positional_embedding[pos]
         x = x.to(self.dtype)
-        self_mask = state.self_key_mask(n_new, device)
-        cross_mask = None if state.cross_valid is None else state.cross_valid[:, None, None, :]
         align: list[Tensor] = []
         for i, block in enumerate(dec.blocks):
             h = block.attn_ln(x)
