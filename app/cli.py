@@ -6,7 +6,7 @@ import importlib
 import logging
 import sys
 
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 
 # Each module defines `add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`.
 COMMANDS = ("file", "stream", "serve", "mic")
@@ -40,6 +40,37 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def language_arg(value: str) -> str | None:
     return None if value in (None, "", "auto") else value
+
+
+# Streaming flags -> SessionConfig fields. Every flag defaults to None ("not given"), so the defaults live in one
+# place, SessionConfig (engine/session_config.py), for every entry point: stream, mic, serve and the protocol.
+SESSION_FLAGS = {"policy": "policy", "mode": "mode", "chunk": "chunk_s"}
+
+
+def add_session_options(p: argparse.ArgumentParser) -> None:
+    """--policy/--mode/--chunk, shared by the streaming commands (stream, mic, serve)."""
+    p.add_argument("--policy", default=None, choices=("alignatt", "local-agreement"),
+                   help="what to commit: AlignAtt (attention reaches the audio's end) or agreement of consecutive "
+                        "hypotheses (default: the engine's, see SessionConfig)")
+    p.add_argument("--mode", default=None, choices=("incremental", "exact"),
+                   help="reuse the committed prefix's decoder cache (incremental) or re-fill it (exact) "
+                        "(default: the engine's)")
+    p.add_argument("--chunk", type=float, default=None, metavar="SECONDS",
+                   help="seconds of new speech between decoder updates (default: the engine's)")
+
+
+def session_config(args: argparse.Namespace):  # -> engine.session_config.SessionConfig (torch loads lazily)
+    """The SessionConfig the flags describe: SessionConfig's defaults, overridden only by the flags given."""
+    from engine.session_config import SessionConfig
+
+    fields = {"task": args.task, "language": language_arg(args.language)}
+    for flag, name in SESSION_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            fields[name] = value
+    if fields.get("chunk_s", 1.0) <= 0:
+        raise ConfigError("--chunk must be a positive number of seconds")
+    return SessionConfig(**fields)
 
 
 def main(argv: list[str] | None = None) -> int:

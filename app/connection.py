@@ -24,10 +24,19 @@ from .webrtc import WebRTCAudioReceiver
 
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
+    from engine.session_config import SessionConfig
 
     from .server import DragomanServer
 
 log = logging.getLogger("app.server")  # one logger for the server's story, per-connection prefixes inside
+
+
+def start_session_config(template: SessionConfig | None, start: p.Start) -> SessionConfig:
+    """A `start`'s session: the server's template (`dragoman serve --policy/--mode/--chunk`), else SessionConfig's
+    defaults, with the task and language the client asked for."""
+    from engine.session_config import SessionConfig
+
+    return dataclasses.replace(template or SessionConfig(), task=start.task, language=start.language)
 
 
 class Connection:
@@ -230,13 +239,7 @@ class Connection:
             self.proto.session_ended()
             raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {start.language!r}; "
                                                            "use a code such as de, fr, es, or null to detect")
-        template = self.config.session
-        if template is None:
-            from engine.session import SessionConfig
-
-            session_config = SessionConfig(task=start.task, language=start.language)
-        else:
-            session_config = dataclasses.replace(template, task=start.task, language=start.language)
+        session_config = start_session_config(self.config.session, start)
         try:
             live = self.server.engine.open_session(session_config)
         except EngineBusy as e:

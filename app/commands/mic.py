@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from app.cli import add_model_options, language_arg
+from app.cli import add_model_options, add_session_options, session_config
 from app.captions import CaptionWriter
 from app.terminal import LiveCaptions
 from engine.errors import ConfigError
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the heavy imports (torch, PortAudio) wait until the command
     from app.mic import Microphone
     from engine.backend import Backend
     from engine.scheduler import LiveSession
+    from engine.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="input device: index or (part of) its name; default: the system's default input")
     p.add_argument("--model-device", dest="device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs")
+    add_session_options(p)
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
     p.add_argument("--vtt", default=None, metavar="FILE", help="write WebVTT captions to FILE as they become final")
     p.add_argument("--srt", default=None, metavar="FILE", help="write SRT captions to FILE as they become final")
@@ -66,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     for path, suffix in ((args.vtt, ".vtt"), (args.srt, ".srt")):
         if path and Path(path).suffix.lower() != suffix:
             raise ConfigError(f"{path}: the file for --{suffix[1:]} must end in {suffix}")
+    config = session_config(args)  # a bad flag fails before the microphone opens or the model loads
     # Resolve the device before loading the model: a wrong name should fail in a second, not after the load.
     mic = Microphone(MicConfig(device=args.input_device))
     outputs = Outputs.open(args.vtt, args.srt, args.events)
@@ -74,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         from engine.models.loading import load_model
 
         backend = make_backend(load_model(args.model, args.device))
-        return asyncio.run(_capture(args, mic, backend, outputs))
+        return asyncio.run(_capture(args, mic, backend, outputs, config))
     finally:
         mic.stop()
         outputs.close()
@@ -139,10 +142,10 @@ def make_display(stream: TextIO) -> LiveCaptions:
     return LiveCaptions(stream, show_lag=True)
 
 
-async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs) -> int:
+async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs,
+                   config: SessionConfig) -> int:
     from app.mic import DeviceLost
     from engine.scheduler import Engine, EngineConfig
-    from engine.session import SessionConfig
 
     loop = asyncio.get_running_loop()
     stopping = False
@@ -162,7 +165,7 @@ async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, 
     errors: list[str] = []
     lost: DeviceLost | None = None
     async with Engine(backend, EngineConfig()) as engine:
-        live = engine.open_session(SessionConfig(task=args.task, language=language_arg(args.language)))
+        live = engine.open_session(config)
         seconds_fed = 0.0
 
         async def consume() -> None:

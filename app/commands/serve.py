@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.cli import add_model_options, language_arg
+from app.cli import add_model_options, add_session_options, language_arg, session_config
 from app.limits import ServerLimits
 from app.protocol import ProtocolLimits
 
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
     # --task/--language are the defaults for sessions whose `start` omits them (the page always sends both)
     add_model_options(p)
+    add_session_options(p)  # the session template; task/language still come from each client's `start`
     p.add_argument("--max-sessions", type=int, default=4, help="simultaneous caption sessions (more get 'busy')")
     access = p.add_argument_group("access (see docs/protocol.md)")
     access.add_argument("--token", default=None,
@@ -121,7 +122,7 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
         limits=dataclasses.replace(ProtocolLimits(), max_audio_frame_bytes=args.max_frame_kb * 1024),
         defaults=dataclasses.replace(defaults, sample_rate=16000, encoding="pcm_s16le"),
         server_limits=limits, access=AccessConfig(token=token, allowed_origins=tuple(args.allow_origin)),
-        certfile=args.certfile, keyfile=args.keyfile,
+        certfile=args.certfile, keyfile=args.keyfile, session=session_config(args),
     )
 
 

@@ -14,7 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from app.cli import add_model_options, language_arg
+from app.cli import add_model_options, add_session_options, session_config
 from engine.errors import ConfigError
 from engine.events import Commit, Error, Event, Partial
 
@@ -25,11 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="feed a recording as a live stream and show live captions")
     p.add_argument("audio", help="path of the recording (WAV/FLAC/MP3/OGG, any rate)")
     add_model_options(p)
-    p.add_argument("--policy", default="local-agreement", choices=("local-agreement", "alignatt"),
-                   help="what to commit: agreement of consecutive hypotheses, or AlignAtt (attention)")
-    p.add_argument("--mode", default=None, choices=("incremental", "exact"),
-                   help="reuse the committed prefix's decoder cache (incremental) or re-fill it (exact)")
-    p.add_argument("--chunk", type=float, default=None, help="seconds of audio between decoder updates")
+    add_session_options(p)
     p.add_argument("--realtime", action="store_true", help="feed at wall-clock pace, like a live microphone")
     p.add_argument("--events", default=None, metavar="FILE.jsonl", help="write one JSON object per event")
     p.add_argument("--vtt", default=None, help="write WebVTT captions (cues appear as text is committed)")
@@ -69,17 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.audio import SAMPLE_RATE, load_audio
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from engine.session import SessionConfig
 
-    if args.chunk is not None and args.chunk <= 0:
-        raise ConfigError("--chunk must be a positive number of seconds")
+    config = session_config(args)  # before the audio and the model: a bad flag fails fast
     audio = load_audio(args.audio)  # before the model: a bad file fails fast
-    fields = {"task": args.task, "language": language_arg(args.language), "policy": args.policy}
-    if args.mode:
-        fields["mode"] = args.mode
-    if args.chunk:
-        fields["chunk_s"] = args.chunk
-    config = SessionConfig(**fields)
     backend = make_backend(load_model(args.model, args.device))
     if config.language is not None and hasattr(backend, "tokenizer") and \
             config.language not in getattr(backend.tokenizer, "language_ids", {config.language: 0}):

@@ -1,0 +1,68 @@
+"""Every streaming entry point (stream, mic, serve, the protocol's `start`) takes its defaults from SessionConfig."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from app.cli import build_parser, session_config
+from app.connection import start_session_config
+from app.protocol import ProtocolLimits, parse_start
+from engine.session_config import SessionConfig
+
+# each command with no flags beyond what it needs to parse at all
+BARE = {"stream": ["stream", "talk.wav"], "mic": ["mic"], "serve": ["serve"]}
+
+
+def _built(command: str, extra: list[str] = ()) -> SessionConfig:
+    args = build_parser().parse_args(BARE[command] + list(extra))
+    if command == "serve":
+        from app.commands.serve import server_config
+
+        return server_config(args).session
+    return session_config(args)
+
+
+def _apart_from_task_language(config: SessionConfig) -> SessionConfig:
+    return dataclasses.replace(config, task=SessionConfig.task, language=SessionConfig.language)
+
+
+@pytest.mark.parametrize("command", sorted(BARE))
+def test_command_without_flags_builds_the_default_session(command):
+    """A command given no streaming flags builds exactly SessionConfig() (apart from task and language)."""
+    assert _apart_from_task_language(_built(command)) == SessionConfig()
+
+
+def test_protocol_start_without_template_builds_the_default_session():
+    """A client's bare `start` on a server without a template gets SessionConfig()'s defaults."""
+    start = parse_start({"type": "start", "task": "transcribe", "language": "de"}, ProtocolLimits())
+    config = start_session_config(None, start)
+    assert (config.task, config.language) == ("transcribe", "de")
+    assert _apart_from_task_language(config) == SessionConfig()
+
+
+@pytest.mark.parametrize("command", sorted(BARE))
+def test_flags_override_only_their_fields(command):
+    """--policy/--mode/--chunk change their own fields and leave every other default alone."""
+    other = "local-agreement" if SessionConfig().policy == "alignatt" else "alignatt"
+    mode = "exact" if SessionConfig().mode == "incremental" else "incremental"
+    config = _built(command, ["--policy", other, "--mode", mode, "--chunk", "2.5"])
+    assert (config.policy, config.mode, config.chunk_s) == (other, mode, 2.5)
+    expected = dataclasses.replace(SessionConfig(), policy=other, mode=mode, chunk_s=2.5)
+    assert _apart_from_task_language(config) == expected
+
+
+def test_serve_template_reaches_each_start():
+    """`serve --policy X` makes X the policy of every client session, with the client's task and language."""
+    from app.commands.serve import server_config
+
+    args = build_parser().parse_args(["serve", "--policy", "local-agreement"])
+    template = server_config(args).session
+    config = start_session_config(template, parse_start({"type": "start", "language": "fr"}, ProtocolLimits()))
+    assert (config.policy, config.language) == ("local-agreement", "fr")
+
+
+def test_task_and_language_flags_reach_the_session():
+    """--task/--language still set the session's task and language."""
+    config = _built("stream", ["--task", "transcribe", "--language", "de"])
+    assert (config.task, config.language) == ("transcribe", "de")
