@@ -57,6 +57,9 @@ class Backend(Protocol):
 
     def detect_language(self, encoder_out: Tensor) -> str | None: ...
 
+    def language_probs(self, encoder_out: Tensor) -> dict[str, float] | None:
+        """Probability of each spoken language given the audio (None: one language per checkpoint)."""
+
     def no_speech_prob(self, state: DecoderState) -> float | None:
         """Probability that the audio installed in `state` holds no speech (None: the family cannot tell).
 
@@ -155,6 +158,12 @@ class WhisperBackend:
         from .decoding import detect_language
 
         return detect_language(self.bundle, encoder_out)[0]
+
+    @torch.inference_mode()
+    def language_probs(self, encoder_out: Tensor) -> dict[str, float] | None:
+        from .decoding import detect_language
+
+        return detect_language(self.bundle, encoder_out)[1]
 
 
     @torch.inference_mode()

@@ -34,8 +34,12 @@ class Policy(Protocol):
     def begin_update(self) -> None:
         """A decoder update starts generating (should_stop may keep state within one update)."""
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False) -> bool:
-        """Called per generated token during decoding: True ends this update's hypothesis before that token."""
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+                    content: bool = True) -> bool:
+        """Called per generated token during decoding: True ends this update's hypothesis before that token.
+
+        content=False: the token has no letters or digits (punctuation); its attention says little about
+        where in the audio the text is."""
 
     def stable_count(self, hyp: Hypothesis) -> int:
         """How many leading tokens of `hyp` may be committed now."""
@@ -60,7 +64,8 @@ class LocalAgreement:
     def begin_update(self) -> None:
         pass
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False) -> bool:
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+                    content: bool = True) -> bool:
         return False
 
     def stable_count(self, hyp: Hypothesis) -> int:
@@ -94,9 +99,9 @@ class AlignAtt:
     frame_threshold: int = 20  # 0.4 s at Whisper's 20 ms frames
     confirm_first: bool = False
     # A token attending this many frames before the furthest frame of the update so far starts over: the model
-    # has run out of audio and re-translates from the beginning ("... cinema. Today we will talk about ..."),
-    # also in a segment's last update, where the end-of-audio rule is off. Word reordering in translation
-    # jumps back far less than 2 s.
+    # has run out of audio and re-translates from the beginning ("... cinema. Today we will talk about ...").
+    # Only in updates that are not a segment's last (there a wrong stop would lose speech). Word reordering in
+    # translation jumps back far less than 2 s.
     rewind_frames: int = 100
     name: str = "alignatt"
     wants_attention: bool = True
@@ -107,14 +112,19 @@ class AlignAtt:
     def begin_update(self) -> None:
         self.frontier = -1
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False) -> bool:
-        if attention_row is None:
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+                    content: bool = True) -> bool:
+        # A segment's last update is never cut by attention: a stop there loses the rest of what was said, and
+        # the heads do park on sink frames (a punctuation mark on the window's start, "a.m" on the appended
+        # silence). Restarts are caught on the text instead (the session's duplicate guard). Punctuation is
+        # skipped for the same reason.
+        if attention_row is None or not content or final:
             return False
         frame = attended_frame(attention_row)
         if self.frontier >= 0 and frame < self.frontier - self.rewind_frames:
             return True
         self.frontier = max(self.frontier, frame)
-        return not final and frame >= n_frames - self.frame_threshold
+        return frame >= n_frames - self.frame_threshold
 
     def stable_count(self, hyp: Hypothesis) -> int:
         if hyp.final or hyp.attention is None:

@@ -30,6 +30,7 @@ from .audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_floa
 from .backend import Backend
 from .errors import ConfigError, StreamStateError
 from .events import Commit, Event, Partial
+from .language_id import LanguageId
 from .segment import PendingDecode, Segment, Stats, Update
 from .session_config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
 from .policy import Hypothesis, Policy, attended_frame, make_policy
@@ -44,6 +45,14 @@ log = logging.getLogger(__name__)
 # prefix re-fill.
 _TRIM_MARGIN_S = 0.3
 _MIN_TRIM_S = 1.0
+# Duplicate guard (see _repeated_prefix): how many committed words are searched for a repeat
+_REPEAT_TAIL_WORDS = 40
+
+
+def _norm_words(text: str) -> list[str]:
+    """Words reduced to lower-case letters and digits (punctuation and spacing ignored); empty ones dropped."""
+    out = ("".join(c for c in w.lower() if c.isalnum()) for w in text.split())
+    return [w for w in out if w]
 
 class _Prefixed(logging.LoggerAdapter):
     """Every log line of a session starts with its id."""
@@ -64,7 +73,8 @@ class StreamingSession:
         self.log = _Prefixed(log, {"session": self.id})
         self.policy: Policy = make_policy(config.policy, **self._policy_kwargs())
         self.language = config.language
-        self._language_known = config.language is not None  # detected once; a family may have nothing to detect
+        # None: the language is given (or the family has nothing to detect); else detection's state
+        self.language_id: LanguageId | None = LanguageId() if config.language is None else None
         self.stats = Stats()
         self._lock = threading.Lock()  # guards inbox, events and the finish flag (I/O thread vs worker)
         self._inbox: list[np.ndarray] = []
@@ -288,20 +298,33 @@ class StreamingSession:
         n_all = encoder_out.shape[1] if valid is None else int(valid[0].sum())
         # the policy judges attention against the end of the real audio, not of the padding
         n_frames = min(n_all, int(len(upd.audio) / SAMPLE_RATE / self.backend.frame_s))
-        if not self._language_known:
-            self.language = self.backend.detect_language(encoder_out)
-            self._language_known = True
-            self.log.debug("detected language %s", self.language)
+        changed = self._identify_language(upd, encoder_out)
         # A segment's last update always re-fills the prefix (one forward pass per segment, cheap): the tail
         # is decoded against exact keys/values even in incremental mode.
         refill = self.config.mode == "exact" or upd.final or seg.refill
         seg.refill = False
-        if seg.state is None:
+        if seg.state is None or changed:
             self._start_decoder(seg, encoder_out, valid)
             refill = True
         else:
             self.backend.set_audio(seg.state, encoder_out, valid)
         return PendingDecode(upd, self._job(seg, upd, n_frames, refill), n_frames, encoder_out, valid)
+
+    def _identify_language(self, upd: Update, encoder_out: Tensor) -> bool:
+        """Update the language guess from this update's audio (see LanguageId); True: the decoder's language token
+        changes."""
+        lid = self.language_id
+        if lid is None or (lid.decided and not upd.final):
+            return False
+        probs = self.backend.language_probs(encoder_out)
+        if probs is None:  # one language per checkpoint
+            self.language_id = None
+            return False
+        language, decided_now = lid.observe(probs, len(upd.audio) / SAMPLE_RATE, upd.final)
+        if decided_now:
+            self.log.info("language %s (p=%.2f over %.1f s)", language, probs[language], len(upd.audio) / SAMPLE_RATE)
+        changed, self.language = language != self.language, language
+        return changed
 
     def end_decode(self, pending: "PendingDecode", res: DecodeResult) -> None:
         """Second half of apply(): guards, policy, commits and partials for one decoded update."""
@@ -322,12 +345,15 @@ class StreamingSession:
                 tokens = []
         hyp = Hypothesis(tuple(tokens), res.attention, n_frames, upd.final)
         k = min(self.policy.stable_count(hyp), len(tokens))
+        if not upd.final and self.language_id is not None and not self.language_id.decided:
+            k = 0  # the language is still a guess: show it, commit nothing (see LanguageId)
         if not upd.final:
             k = self._word_boundary(tokens, k, res.next_token)
             if self.config.policy == "alignatt":
                 k = self._hold_back_words(tokens, k, self.config.hold_words)
         if k:
-            self._commit(seg, tokens[:k], res.attention, upd)
+            hidden = self._repeated_prefix(seg, tokens[:k], res.attention)
+            self._commit(seg, tokens[:k], res.attention, upd, hidden=hidden)
             self.policy.committed(k)
         # cache invariant for the next update: sequence[:-1] (the committed prefix, minus its last token)
         if seg.state is not None and self.config.mode != "redecode":
@@ -421,7 +447,7 @@ class StreamingSession:
             return DecodeJob(self.backend, seg.state, start, 0, n_frames, self.policy, upd.final, budget, True)
         budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
         return DecodeJob(self.backend, seg.state, seg.sequence, len(seg.committed), n_frames, self.policy,
-                         upd.final, max(budget, 4), refill)
+                         upd.final, max(budget, 4), refill, beam_size=self.config.final_beam if upd.final else 1)
 
     def _drop_committed(self, seg: Segment, res: DecodeResult) -> DecodeResult:
         # redecode: the hypothesis covers the whole segment; drop what is already committed, by position
@@ -454,8 +480,50 @@ class StreamingSession:
             k -= 1
         return 0
 
-    def _commit(self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update) -> None:
-        data = seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in new)
+    def _repeated_prefix(self, seg: Segment, new: list[int], attention: np.ndarray | None) -> int:
+        """How many leading tokens of `new` say again what is already committed: the decoder restarted the
+        sentence ("the temperature rise" -> ", the temperature rise, on the weekend") or repeated the last
+        sentence. They stay in the decoder's sequence (it continues from them) but are not shown again.
+
+        A run of at least two words counts as repeated when it matches committed text word for word (letters and
+        digits only, so "5. 2%" equals "5.2%") and either repeats the very end of the committed text or is read
+        from audio that is already committed (its alignment heads point before the committed end). Sentences
+        that merely start alike ("The temperature rises. The temperature falls") and a speaker who really says
+        something twice (new audio) match neither."""
+        tail = "".join(_norm_words(self._text_out)[-_REPEAT_TAIL_WORDS:])
+        if not tail:
+            return 0
+        words = self._words(new)  # (first token, normalised word)
+        for j in range(len(words), 1, -1):
+            head = "".join(w for _, w in words[:j])
+            if len(head) < 6 or head not in tail:
+                continue
+            cut = words[j][0] if j < len(words) else len(new)
+            old_audio = False
+            if attention is not None and len(attention) >= cut and seg.committed:
+                frame = float(np.median([attended_frame(attention[i], attention.shape[-1]) for i in range(cut)]))
+                old_audio = seg.start_s + frame * self.backend.frame_s < seg.committed_end_s - _TRIM_MARGIN_S
+            if tail.endswith(head) or old_audio:
+                self.log.debug("repeated words not shown again: %r", head)
+                return cut
+        return 0
+
+    def _words(self, tokens: list[int]) -> list[tuple[int, str]]:
+        """The words of `tokens`: (index of the token the word starts at, letters and digits in lower case).
+        Punctuation-only pieces belong to the word before them."""
+        out: list[tuple[int, str]] = []
+        for i, t in enumerate(tokens):
+            piece = self.backend.token_bytes(t).decode("utf-8", "ignore")
+            norm = "".join(c for c in piece.lower() if c.isalnum())
+            if out and (not norm or not piece[:1].isspace()):
+                out[-1] = (out[-1][0], out[-1][1] + norm)
+            elif norm or not out:
+                out.append((i, norm))
+        return [w for w in out if w[1]]
+
+    def _commit(self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update,
+                hidden: int = 0) -> None:
+        data = seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in new[hidden:])
         if upd.final:
             done, seg.pending_bytes = data, b""
         else:

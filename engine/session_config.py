@@ -39,6 +39,9 @@ class SessionConfig:
     # ~5 BLEU (more commits from less context) and doubled RTF (0.28 vs 0.14).
     chunk_s: float = 1.0
     agreement_n: int = 2  # LocalAgreement-n
+    # Beam width of a segment's last update (everything left is committed then, so nothing is held back and
+    # the wider search costs one decode per segment); 1: greedy like every other update.
+    final_beam: int = 1
     # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to. 20 (0.4 s): 10 lost
     # ~4 BLEU (words committed before their audio was complete), 30 cost ~0.2 s of latency for no gain.
     frame_threshold: int = 20
@@ -83,6 +86,8 @@ class SessionConfig:
             raise ConfigError(f"mode must be 'incremental', 'exact' or 'redecode', got {self.mode!r}")
         if not 0.1 <= self.chunk_s <= 10.0:
             raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
+        if not 1 <= self.final_beam <= 16:
+            raise ConfigError(f"final_beam must be between 1 and 16, got {self.final_beam}")
         if not 2.0 <= self.max_segment_s <= 29.0:
             raise ConfigError("max_segment_s must leave room in Whisper's 30 s window (2..29 s)")
         if self.trim_s and not 2.0 <= self.trim_s <= self.max_segment_s:

@@ -37,8 +37,9 @@ class DecodeJob:
     """
 
     def __init__(self, backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
-                 policy: Policy, final: bool, max_new_tokens: int, refill: bool) -> None:
+                 policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1) -> None:
         self.backend, self.state, self.policy, self.final = backend, state, policy, final
+        self.beam_size = beam_size  # > 1: beam search (only for a segment's last update: nothing is held back)
         self.sequence, self.n_committed, self.n_frames, self.refill = sequence, n_committed, n_frames, refill
         self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
         self.max_new_tokens = max_new_tokens
@@ -83,7 +84,8 @@ class DecodeJob:
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
-        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, self.final):
+        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, self.final,
+                                                              content=self._is_content(tok)):
             self.next_token = tok
             return self._stop()
         self.total += float(lg.log_softmax(-1)[0, tok])
@@ -100,6 +102,10 @@ class DecodeJob:
             return self._stop()
         self.n_stepped += 1
         return tok
+
+    def _is_content(self, tok: int) -> bool:
+        return any(c.isalnum() for c in self.backend.token_bytes(tok).decode("utf-8", "ignore")) \
+            or self.backend.token_bytes(tok)[:1] >= b"\x80"  # part of a multi-byte character
 
     def _stop(self) -> None:
         self.done = True
@@ -134,6 +140,9 @@ def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
         active: list[tuple[DecodeJob, int]] = []
         for job in jobs:
             logits, att = job.prefill()
+            if job.beam_size > 1:
+                beam_search(backend, job, logits)
+                continue
             tok = job.accept(logits, att)
             if tok is not None:
                 active.append((job, tok))
@@ -146,6 +155,58 @@ def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
         elif active:
             _run_merged(backend, active)
         return [job.result() for job in jobs]
+
+
+def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
+    """Beam search for a segment's last update, after job.prefill() gave the first logits (V,).
+
+    Everything it finds is committed, so no policy stops it and no attention is kept; the beams run on a copy
+    of the state (the job's own state keeps the prefix only, as the guards expect). Ranking as Whisper and
+    faster-whisper do: finished hypotheses by sum of log-probabilities over length, patience 1."""
+    beam, eot = job.beam_size, backend.eot
+    st = job.state.clone()
+    st.repeat(beam)
+    device = st.cross_k[0].device
+    logits = logits.float()[None].repeat(beam, 1)
+    sum_lp = torch.zeros(beam, device=device)
+    sum_lp[1:] = float("-inf")  # all beams start identical: expand only the first
+    seqs: list[list[int]] = [[] for _ in range(beam)]
+    finished: list[tuple[list[int], float]] = []
+    for _ in range(job.budget):
+        lg = logits.float().clone()
+        backend.filter_logits(lg, job.n_committed + len(seqs[0]))
+        cand = (sum_lp[:, None] + lg.log_softmax(-1)).view(-1)
+        top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
+        rows, toks, lps = [], [], []
+        for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
+            if score == float("-inf"):
+                break
+            row, tok = divmod(idx, lg.shape[1])
+            if tok == eot:
+                if len(finished) < beam:
+                    finished.append((seqs[row], score))
+                continue
+            rows.append(row)
+            toks.append(tok)
+            lps.append(score)
+            if len(rows) == beam:
+                break
+        if len(finished) >= beam or not rows:
+            break
+        st.reorder(torch.tensor(rows, device=device))
+        seqs = [seqs[r] + [t] for r, t in zip(rows, toks)]
+        sum_lp = torch.tensor(lps, device=device)
+        logits = backend.step(torch.tensor([[t] for t in toks], device=device), st)[:, -1]
+    if finished:
+        best, score = max(finished, key=lambda c: c[1] / (len(c[0]) + 1))
+        job.next_token = eot
+    else:  # the budget ran out: the best live beam
+        i = int(sum_lp.argmax())
+        best, score = seqs[i], float(sum_lp[i])
+    cut = repetition_cut(job.committed + best)
+    if cut is not None:
+        best, job.loop_cut = best[: max(0, cut - len(job.committed))], True
+    job.out, job.rows, job.total, job.done = list(best), [], score, True
 
 
 def _run_merged(backend: Backend, active: list[tuple[DecodeJob, int]]) -> None:
@@ -222,17 +283,23 @@ def backend_ctx(backend: Backend) -> int:
     return int(getattr(backend, "max_text_tokens", 448))
 
 
-def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 12) -> int | None:
-    """Where to cut a hypothesis ending in a loop (an n-gram repeated `min_repeats` times in a row): keep one copy."""
+def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40) -> int | None:
+    """Where to cut a hypothesis ending in a loop (an n-gram repeated `min_repeats` times in a row): keep one copy.
+    A run of _LONG_NGRAM tokens or more needs only two copies: nobody says a whole clause twice in a row, but
+    Whisper does ("How long has it been since ... How long has it been since ...")."""
     n_tok = len(tokens)
     for n in range(1, max_ngram + 1):
-        reps = min_repeats + 1 if n == 1 else min_repeats  # a single token may legitimately repeat twice ("no, no")
+        # a single token may legitimately repeat twice ("no, no"); a long run never does
+        reps = min_repeats + 1 if n == 1 else 2 if n >= _LONG_NGRAM else min_repeats
         if n_tok < n * reps:
-            break
+            continue
         tail = tokens[n_tok - n :]
         if all(tokens[n_tok - (r + 1) * n : n_tok - r * n] == tail for r in range(reps)):
             return n_tok - (reps - 1) * n
     return None
+
+
+_LONG_NGRAM = 8
 
 
 def is_prompt_echo(tokens: list[int], prompt: list[int], min_len: int = 4) -> bool:

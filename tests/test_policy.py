@@ -61,17 +61,30 @@ def test_prompt_echo_and_source_language_drift():
 
 
 def test_alignatt_stops_when_attention_jumps_back_to_the_start():
-    """A token attending 2 s before the furthest frame of the update (starting over) ends the update, final or not."""
+    """A token attending 2 s before the furthest frame of the update (starting over) ends a non-final update."""
     p = AlignAtt(frame_threshold=20, rewind_frames=100)
     n = 400
     row = lambda frame: np.eye(n)[frame][None].repeat(3, 0)  # noqa: E731 - (heads, frames) peaked at `frame`
     p.begin_update()
-    assert not p.should_stop(row(150), n, final=True)
-    assert not p.should_stop(row(240), n, final=True)
-    assert not p.should_stop(row(180), n, final=True)  # a short jump back: word reordering
-    assert p.should_stop(row(20), n, final=True)
+    assert not p.should_stop(row(150), n)
+    assert not p.should_stop(row(240), n)
+    assert not p.should_stop(row(180), n)  # a short jump back: word reordering
+    assert not p.should_stop(row(20), n, content=False)  # punctuation parked on a sink frame
+    assert p.should_stop(row(20), n)
     p.begin_update()
-    assert not p.should_stop(row(20), n, final=True)  # a new update starts with no frontier
+    assert not p.should_stop(row(20), n)  # a new update starts with no frontier
+
+
+def test_alignatt_never_cuts_a_segments_last_update():
+    """In a segment's last update attention stops nothing: a stop there would lose the rest of the speech
+    (heads parked on the appended silence cut "8 a.m, but we should be there earlier" after "a.")."""
+    p = AlignAtt(frame_threshold=20, rewind_frames=100)
+    n = 400
+    row = lambda frame: np.eye(n + 50)[frame][None].repeat(3, 0)  # noqa: E731
+    p.begin_update()
+    assert not p.should_stop(row(240), n, final=True)
+    assert not p.should_stop(row(20), n, final=True)  # jump back
+    assert not p.should_stop(row(430), n, final=True)  # into the padding
 
 
 def test_alignatt_confirm_first_waits_for_two_agreeing_updates():

@@ -119,5 +119,8 @@ class S2T2Backend:
     def detect_language(self, encoder_out: Tensor) -> str | None:
         return None  # one source language per checkpoint: nothing to detect
 
+    def language_probs(self, encoder_out: Tensor) -> dict[str, float] | None:
+        return None
+
     def no_speech_prob(self, state: DecoderState) -> float | None:
         return None  # S2T2 was not trained with a no-speech token; the session's VAD has to decide
