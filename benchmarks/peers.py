@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_streaming import Run
+from benchmarks.scoring import Run
 from engine.audio import SAMPLE_RATE
 
 THREADS = 2
