@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,6 +43,12 @@ class TranscribeOptions:
     compression_ratio_threshold: float = 2.4  # above: a repetition loop
     logprob_threshold: float = -1.0  # below: unsure
     no_speech_threshold: float = 0.6  # with an unsure decode above this: the window is silence
+    # How a window shorter than 30 s is filled. "zero": the window's log-mel is padded with 0.0 (faster-whisper's
+    # way); "silence": 30 s of digital silence is appended to the audio before the log-mel (openai's), which fills
+    # the window with the normalisation floor (about -0.7) instead. Default "zero": on 40 German dev sentences
+    # (benchmarks/bench_offline.py) it matched faster-whisper word for word far more often and scored higher
+    # (see benchmarks/README.md, "Offline decoding vs faster-whisper").
+    mel_padding: Literal["zero", "silence"] = "zero"
 
 
 @torch.inference_mode()
@@ -53,7 +60,9 @@ def transcribe(
 ) -> Transcript:
     """Transcribe or translate `audio` (16 kHz float32 mono) window by window."""
     ts_begin = bundle.tokenizer.special.timestamp_begin
-    mel = log_mel_spectrogram(audio, bundle.model.config.n_mels, pad_samples=N_SAMPLES)
+    zero_pad = options.mel_padding == "zero"
+    # "zero": one hop of padding so the last content frame exists, as faster-whisper does
+    mel = log_mel_spectrogram(audio, bundle.model.config.n_mels, pad_samples=HOP_LENGTH if zero_pad else N_SAMPLES)
     content_frames = len(audio) // HOP_LENGTH
     language = options.language
     prompt: list[int] = []
@@ -62,7 +71,9 @@ def transcribe(
     while seek < content_frames:
         window_frames = min(N_FRAMES, content_frames - seek)
         offset_s = seek * HOP_LENGTH / SAMPLE_RATE
-        encoder_out = bundle.model.encode(mel[None, :, seek : seek + N_FRAMES])
+        window = mel[:, seek : seek + (window_frames if zero_pad else N_FRAMES)]
+        window = torch.nn.functional.pad(window, (0, N_FRAMES - window.shape[1]))  # (n_mels, N_FRAMES)
+        encoder_out = bundle.model.encode(window[None])
         if language is None:
             language = detect_language(bundle, encoder_out)[0]
         base = DecodingOptions(task=options.task, language=language, beam_size=options.beam_size, timestamps=True,
@@ -85,7 +96,11 @@ def transcribe(
 
 def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, base: DecodingOptions,
                           options: TranscribeOptions) -> DecodingResult:
-    result: DecodingResult | None = None
+    """Decode at the first temperature whose result neither loops nor is unsure. When every temperature fails,
+    the most confident result that does not loop wins (faster-whisper's rule), not the last one: the last is a
+    sample at temperature 1.0, and a translation that is merely unsure (avg logprob < -1 is common for
+    translate) would otherwise be replaced by noise."""
+    tried: list[DecodingResult] = []
     for t in options.temperatures:
         opts = replace(base, temperature=t, beam_size=base.beam_size if t == 0 else 1,
                        prompt=base.prompt if t < 0.5 else ())
@@ -96,8 +111,10 @@ def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, base
             return result  # silence: no point retrying
         if not looping and not unsure:
             return result
-    assert result is not None
-    return result
+        tried.append(result)
+    assert tried, "options.temperatures is empty"
+    not_looping = [r for r in tried if r.compression_ratio <= options.compression_ratio_threshold]
+    return max(not_looping or tried, key=lambda r: r.avg_logprob)
 
 
 def _split_segments(bundle: WhisperBundle, tokens: list[int], offset_s: float, window_frames: int,
