@@ -320,9 +320,14 @@ class StreamingSession:
         if probs is None:  # one language per checkpoint
             self.language_id = None
             return False
-        language, decided_now = lid.observe(probs, len(upd.audio) / SAMPLE_RATE, upd.final)
+        def confirm() -> dict[str, float]:  # the segment in a full-length window, as the model was trained
+            n = int(self.backend.max_window_s * SAMPLE_RATE)
+            audio = upd.audio[-n:]
+            return self.backend.language_probs(self.backend.encode(np.pad(audio, (0, n - len(audio)))))
+
+        language, decided_now = lid.observe(probs, len(upd.audio) / SAMPLE_RATE, upd.final, confirm)
         if decided_now:
-            self.log.info("language %s (p=%.2f over %.1f s)", language, probs[language], len(upd.audio) / SAMPLE_RATE)
+            self.log.info("language %s (after %.1f s of a segment)", language, len(upd.audio) / SAMPLE_RATE)
         changed, self.language = language != self.language, language
         return changed
 
@@ -349,6 +354,8 @@ class StreamingSession:
             k = 0  # the language is still a guess: show it, commit nothing (see LanguageId)
         if not upd.final:
             k = self._word_boundary(tokens, k, res.next_token)
+            if self.config.commit_unit != "word":
+                k = self._unit_boundary(tokens, k)
             if self.config.policy == "alignatt":
                 k = self._hold_back_words(tokens, k, self.config.hold_words)
         if k:
@@ -466,6 +473,15 @@ class StreamingSession:
             while k > 0 and self.backend.token_bytes(tokens[k])[:1] != b" ":
                 k -= 1
         return k
+
+    def _unit_boundary(self, tokens: list[int], k: int) -> int:
+        """The longest prefix of tokens[:k] that ends a clause (after , ; : or a sentence end) or, for
+        commit_unit="sentence", a sentence: translation reorders words within a clause."""
+        ends = (b".", b"?", b"!") if self.config.commit_unit == "sentence" else (b".", b"?", b"!", b",", b";", b":")
+        for i in range(k, 0, -1):
+            if self.backend.token_bytes(tokens[i - 1]).rstrip()[-1:] in ends:
+                return i
+        return 0
 
     def _word_boundary(self, tokens: list[int], k: int, next_token: int | None) -> int:
         # Commit whole words only: tokens[k] (or the token decoding stopped at) must start a new word,

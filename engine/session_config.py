@@ -42,6 +42,8 @@ class SessionConfig:
     # Beam width of a segment's last update (everything left is committed then, so nothing is held back and
     # the wider search costs one decode per segment); 1: greedy like every other update.
     final_beam: int = 1
+    # What a commit before a segment's end may stop at: any word, a clause end (, ; : . ? !) or a sentence end.
+    commit_unit: Literal["word", "clause", "sentence"] = "word"
     # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to. 20 (0.4 s): 10 lost
     # ~4 BLEU (words committed before their audio was complete), 30 cost ~0.2 s of latency for no gain.
     frame_threshold: int = 20
@@ -86,6 +88,8 @@ class SessionConfig:
             raise ConfigError(f"mode must be 'incremental', 'exact' or 'redecode', got {self.mode!r}")
         if not 0.1 <= self.chunk_s <= 10.0:
             raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
+        if self.commit_unit not in ("word", "clause", "sentence"):
+            raise ConfigError(f"commit_unit must be 'word', 'clause' or 'sentence', got {self.commit_unit!r}")
         if not 1 <= self.final_beam <= 16:
             raise ConfigError(f"final_beam must be between 1 and 16, got {self.final_beam}")
         if not 2.0 <= self.max_segment_s <= 29.0:
