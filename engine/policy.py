@@ -98,6 +98,9 @@ class AlignAtt:
 
     frame_threshold: int = 20  # 0.4 s at Whisper's 20 ms frames
     confirm_first: bool = False
+    # every commit, not only a segment's first, must also agree with the previous update's hypothesis
+    # (LocalAgreement-2 bounded by AlignAtt)
+    agree: bool = False
     # A token attending this many frames before the furthest frame of the update so far starts over: the model
     # has run out of audio and re-translates from the beginning ("... cinema. Today we will talk about ...").
     # Only in updates that are not a segment's last (there a wrong stop would lose speech). Word reordering in
@@ -134,14 +137,16 @@ class AlignAtt:
             if attended_frame(row) >= hyp.n_frames - self.frame_threshold:
                 k = i
                 break
-        if self.confirm_first and not self.started:
-            prev, self.previous = self.previous, hyp.tokens[:k]
+        if self.agree or (self.confirm_first and not self.started):
+            prev, self.previous = self.previous, hyp.tokens
             k = 0 if prev is None else min(k, _common_prefix([prev, hyp.tokens[:k]]))
         return k
 
     def committed(self, n_tokens: int) -> None:
         if n_tokens:
-            self.started, self.previous = True, None
+            self.started = True
+            # with `agree` the last hypothesis stays, relative to the new committed prefix
+            self.previous = self.previous[n_tokens:] if self.agree and self.previous is not None else None
 
     def reset(self) -> None:
         self.started, self.previous = False, None

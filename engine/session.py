@@ -96,7 +96,8 @@ class StreamingSession:
     def _policy_kwargs(self) -> dict:
         if self.config.policy == "local-agreement":
             return {"n": self.config.agreement_n}
-        return {"frame_threshold": self.config.frame_threshold, "confirm_first": self.config.confirm_first}
+        return {"frame_threshold": self.config.frame_threshold, "confirm_first": self.config.confirm_first,
+                "agree": self.config.agree}
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:

@@ -40,9 +40,15 @@ class SessionConfig:
     chunk_s: float = 1.0
     agreement_n: int = 2  # LocalAgreement-n
     # Beam width of a segment's last update (everything left is committed then, so nothing is held back and
-    # the wider search costs one decode per segment); 1: greedy like every other update.
-    final_beam: int = 1
+    # the wider search costs one decode per segment); 1: greedy like every other update. 5 (faster-whisper's
+    # width): German own-set stream 1, BLEU 21.9 vs 20.6 greedy at the same latency; the full benchmark run
+    # in benchmarks/README.md has both rows.
+    final_beam: int = 5
     # What a commit before a segment's end may stop at: any word, a clause end (, ; : . ? !) or a sentence end.
+    # "word" (default) keeps StreamLAAL near 2.3 s; "sentence" translates whole sentences (German puts the verb
+    # last) for about +6 BLEU at about +4 s (German dev set: 19.2 vs 12.0 BLEU at 5.6 vs 2.6 s; own stream 1:
+    # 27.7 vs 21.9 at 6.6 vs 2.4 s); "clause" lost on both counts (dev 15.8 BLEU at 5.0 s). See
+    # benchmarks/README.md for the full run.
     commit_unit: Literal["word", "clause", "sentence"] = "word"
     # AlignAtt: frames (20 ms each for Whisper) at the audio's end a token may not attend to. 20 (0.4 s): 10 lost
     # ~4 BLEU (words committed before their audio was complete), 30 cost ~0.2 s of latency for no gain.
@@ -50,6 +56,9 @@ class SessionConfig:
     # AlignAtt: a segment's first words must also agree across two updates (see AlignAtt). Off: same BLEU (36.8 vs
     # 36.7) but StreamLAAL 2.84 s instead of 1.33 s, since most VAD segments last only two or three updates.
     confirm_first: bool = False
+    # AlignAtt: every commit must also agree with the previous update's hypothesis (LocalAgreement-2 on top).
+    # Off: on the German own-set stream 1 it lost on both counts (BLEU 19.6 vs 21.9, StreamLAAL 4.2 vs 2.4 s).
+    agree: bool = False
     # AlignAtt: words before the stop kept partial until the next update. 0: holding one back cost 0.18 s of
     # StreamLAAL and 3x the erasure for no quality gain (BLEU 36.1 vs 36.7), though it saves some split compounds.
     hold_words: int = 0
