@@ -12,11 +12,12 @@ recordings for fr/es (`--sets real`). Systems, all on the same audio and the sam
   whisper_streaming  LocalAgreement-2 over faster-whisper, beam 5 (WhisperLiveKit 0.2.26's local-agreement code)
   simulstreaming     AlignAtt (WhisperLiveKit 0.2.26's SimulStreaming backend)
   offline-fw         faster-whisper, each sentence alone, beam 5: the quality bound
-  offline-dragoman   `dragoman file`'s decoder, each sentence alone, its defaults
+  offline-dragoman   `dragoman file`'s decoder, each sentence alone, its defaults (beam 5)
 Streaming runs are computation-unaware simulations (audio fed in pieces, each update timed): StreamLAAL CU uses
 the stream time at which each word was committed, CA a replayed real-time clock (an update starts no earlier
 than its audio arrived and the previous update ended). Peer runs take minutes (about 2 CPU-seconds per audio
 second), so their results are cached under --out/runs keyed by audio and peer version; --fresh reruns them.
+--reuse does the same for Dragoman rows of one commit and config (timing fields then come from that run).
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class Context:
     bundle: object
     out: Path
     fresh: bool
+    reuse: bool = False  # Dragoman runs of the same commit and config are read from the cache
 
 
 def _clips(stream) -> list[np.ndarray]:
@@ -116,10 +118,21 @@ def _peer_version() -> str:
     return f"wlk{version('whisperlivekit')}-fw{version('faster-whisper')}"
 
 
-def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run]) -> Run:
-    """A peer's run from the cache when the same audio was run by the same peer version before."""
+def _code_version() -> str:
+    """The commit Dragoman's runs come from; a tree with uncommitted engine changes is never cached."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True, text=True).stdout
+    return "" if dirty.strip() or not head.strip() else head.strip()
+
+
+def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run], version: str | None = None) -> Run:
+    """A run from the cache when the same audio was run by the same system version before (peers: their
+    package versions; Dragoman with --reuse: the same commit and config)."""
     key = hashlib.sha1(stream.audio.tobytes()).hexdigest()[:12]
-    path = ctx.out / "runs" / f"{system}-{stream.name}-{key}-{_peer_version()}.json"
+    path = ctx.out / "runs" / f"{system}-{stream.name}-{key}-{version or _peer_version()}.json"
     if path.exists() and not ctx.fresh:
         d = json.loads(path.read_text())
         return Run([tuple(w) for w in d["words"]], [], d["compute_s"], d["audio_s"], n_erased=d["n_erased"])
@@ -137,12 +150,17 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
 
     if system == "dragoman":
         cfg = SessionConfig(task=stream.task, language=stream.lang, **(variant or {}))
-        return stream_once(ctx.backend, cfg, stream.audio)
+        version = _code_version() if ctx.reuse else ""
+        if not version:
+            return stream_once(ctx.backend, cfg, stream.audio)
+        tag = hashlib.sha1(json.dumps(variant or {}, sort_keys=True).encode()).hexdigest()[:8]
+        return _cached(ctx, f"dragoman-{tag}", stream, lambda: stream_once(ctx.backend, cfg, stream.audio), version)
     if system == "offline-dragoman":
         from engine.transcribe import TranscribeOptions, transcribe
 
         t0 = time.perf_counter()
-        opts = TranscribeOptions(task=stream.task, language=stream.lang, condition_on_previous_text=False)
+        # `dragoman file`'s defaults: beam 5
+        opts = TranscribeOptions(task=stream.task, language=stream.lang, beam_size=5, condition_on_previous_text=False)
         texts = [transcribe(ctx.bundle, c, opts).text for c in _clips(stream)]
         return offline_run(texts, spans, time.perf_counter() - t0, stream.duration_s)
     from benchmarks import peers
@@ -185,12 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="an extra Dragoman row with SessionConfig overrides, e.g. la='{\"policy\": \"local-agreement\"}'")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fresh", action="store_true", help="rerun the peers instead of reading their cached runs")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read Dragoman runs of the same commit and config from the cache (clean engine/ only)")
     ap.add_argument("--out", default="benchmarks/results", help="plots, cached peer runs, results.json (git-ignored)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     bundle = load_model()
-    ctx = Context(make_backend(bundle), bundle, out, args.fresh)
+    ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse)
     systems: list[tuple[str, str, dict | None]] = [(s, s, None) for s in args.systems.split(",") if s]
     for v in args.variant:
         name, _, js = v.partition("=")
