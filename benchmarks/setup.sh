@@ -14,4 +14,6 @@ if ! dpkg -s tuxpaint-stamps-default >/dev/null 2>&1; then
 fi
 VENV="${DRAGOMAN_VENV:-.venv}"
 "$VENV/bin/python" -m pip -q --disable-pip-version-check install -e ".[test,bench]"
+# the peers themselves, without their declared dependencies (why: benchmarks/requirements-peers.txt)
+"$VENV/bin/python" -m pip -q --disable-pip-version-check install --no-deps -r benchmarks/requirements-peers.txt
 echo "bench setup done: $VENV"
