@@ -44,11 +44,11 @@ def language_arg(value: str) -> str | None:
 
 # Streaming flags -> SessionConfig fields. Every flag defaults to None ("not given"), so the defaults live in one
 # place, SessionConfig (engine/session_config.py), for every entry point: stream, mic, serve and the protocol.
-SESSION_FLAGS = {"policy": "policy", "mode": "mode", "chunk": "chunk_s"}
+SESSION_FLAGS = {"policy": "policy", "mode": "mode", "chunk": "chunk_s", "commit": "commit_unit"}
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
-    """--policy/--mode/--chunk, shared by the streaming commands (stream, mic, serve)."""
+    """--policy/--mode/--chunk/--commit, shared by the streaming commands (stream, mic, serve)."""
     p.add_argument("--policy", default=None, choices=("alignatt", "local-agreement"),
                    help="what to commit: AlignAtt (attention reaches the audio's end) or agreement of consecutive "
                         "hypotheses (default: the engine's, see SessionConfig)")
@@ -57,6 +57,9 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
                         "(default: the engine's)")
     p.add_argument("--chunk", type=float, default=None, metavar="SECONDS",
                    help="seconds of new speech between decoder updates (default: the engine's)")
+    p.add_argument("--commit", default=None, choices=("word", "clause", "sentence"),
+                   help="what a commit may end at before a pause: any word (lowest latency), a clause or a whole "
+                        "sentence (best translation, a few seconds later) (default: the engine's)")
 
 
 def session_config(args: argparse.Namespace):  # -> engine.session_config.SessionConfig (torch loads lazily)
