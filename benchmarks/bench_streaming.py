@@ -119,11 +119,13 @@ def _peer_version() -> str:
 
 
 def _code_version() -> str:
-    """The commit Dragoman's runs come from; a tree with uncommitted engine changes is never cached."""
+    """The engine code Dragoman's runs come from (the committed engine/ tree: commits elsewhere keep the key);
+    a tree with uncommitted engine changes is never cached."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD:engine"], cwd=root, capture_output=True,
+                          text=True).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True, text=True).stdout
     return "" if dirty.strip() or not head.strip() else head.strip()
 
