@@ -191,6 +191,15 @@ def _streams(lang: str, set_name: str, cache: Path):
     return corpus.build_streams(lang, set_name, cache)
 
 
+def _truncate(stream, max_s: float):
+    """The stream's first `max_s` seconds, with the sentences that end inside them (cost runs)."""
+    import dataclasses
+
+    keep = [t for t in stream.sentences if t[1] <= max_s - 1.0]
+    end = int((keep[-1][1] + 1.0) * SAMPLE_RATE) if keep else int(max_s * SAMPLE_RATE)
+    return dataclasses.replace(stream, name=f"{stream.name}-{max_s:g}s", audio=stream.audio[:end], sentences=keep)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -204,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="an extra Dragoman row with SessionConfig overrides, e.g. la='{\"policy\": \"local-agreement\"}'")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-s", type=float, default=0.0,
+                    help="only each stream's first seconds (a cost run: RTF side by side on a quiet machine)")
     ap.add_argument("--fresh", action="store_true", help="rerun the peers instead of reading their cached runs")
     ap.add_argument("--reuse", action="store_true",
                     help="read Dragoman runs of the same commit and config from the cache (clean engine/ only)")
@@ -223,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict]] = {}
     for lang in args.langs.split(","):
         streams = [s for set_name in sets for s in _streams(lang, set_name, audio_cache)]
+        if args.max_s:
+            streams = [_truncate(s, args.max_s) for s in streams]
         if not streams:
             continue
         n_sent = sum(len(s.sentences) for s in streams)
