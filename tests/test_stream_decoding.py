@@ -74,3 +74,34 @@ def test_merge_then_split_restores_each_cache(backend, clips):
         before = [k.clone() for k in j.state.self_k]
         split_row(batch, row, j.state)
         assert all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(before, j.state.self_k))
+
+
+def test_beam_last_update_scores_at_least_greedy_and_batches_beside_greedy_jobs(backend, clips):
+    """A segment's last update with beam 5 ends at end-of-text with a hypothesis about as probable as greedy's
+    (beam ranks and reports the length-normalised score including end-of-text, greedy's total leaves it out),
+    keeps the job's own state at the prefix, and runs in one decode_batch call beside greedy jobs without
+    changing them."""
+    from engine.stream_decoding import beam_search  # noqa: F401 (the path decode_batch takes for beam jobs)
+
+    greedy = _jobs(backend, clips, [[], [], []], "alignatt", pad_s=1.0)
+    beam = _jobs(backend, clips, [[], [], []], "alignatt", pad_s=1.0)
+    for g, b in zip(greedy, beam):
+        g.final = b.final = True
+        b.beam_size = 5
+    res_g = decode_batch(backend, greedy)
+    mixed = decode_batch(backend, [beam[0], greedy[1], beam[2]])
+    for rg, rb, job in zip(res_g[::2], mixed[::2], beam[::2]):
+        assert rb.tokens and rb.next_token == backend.eot
+        assert rb.sum_logprob / (len(rb.tokens) + 1) >= rg.sum_logprob / len(rg.tokens) - 0.1
+        assert job.state.batch_size == 1 and job.state.offset == len(job.sequence)
+    assert mixed[1].tokens == res_g[1].tokens  # the greedy job beside them is unaffected
+
+
+def test_a_long_run_repeated_twice_is_a_loop():
+    """Two copies of an 8+ token run in a row are cut to one (Whisper's whole-sentence loops); short runs need 3."""
+    from engine.stream_decoding import repetition_cut
+
+    sentence = list(range(100, 110))
+    assert repetition_cut([1, 2] + sentence + sentence) == 2 + len(sentence)
+    assert repetition_cut([1, 2, 7, 8, 7, 8]) is None  # "no, no" style short repeats twice are speech
+    assert repetition_cut([1, 7, 8, 7, 8, 7, 8]) == 3
