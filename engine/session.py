@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 # prefix re-fill.
 _TRIM_MARGIN_S = 0.3
 _MIN_TRIM_S = 1.0
-# Duplicate guard (see _repeated_prefix): how many committed words are searched for a repeat
+# Duplicate guard (see _repeated_prefix): how many committed words are searched for a repeat, and how long a run
+# opening a segment must be to count as a re-translation of the previous sentence
 _REPEAT_TAIL_WORDS = 40
+_REPEAT_WORDS = 4
 
 
 def _norm_words(text: str) -> list[str]:
@@ -360,7 +362,9 @@ class StreamingSession:
             if self.config.policy == "alignatt":
                 k = self._hold_back_words(tokens, k, self.config.hold_words)
         if k:
-            hidden = self._repeated_prefix(seg, tokens[:k], res.attention)
+            hidden = (0, self._repeated_prefix(seg, tokens[:k], res.attention))
+            if upd.final and hidden[1] < k:
+                hidden = self._repeated_sentence(tokens[:k], hidden)
             self._commit(seg, tokens[:k], res.attention, upd, hidden=hidden)
             self.policy.committed(k)
         # cache invariant for the next update: sequence[:-1] (the committed prefix, minus its last token)
@@ -503,10 +507,11 @@ class StreamingSession:
         sentence. They stay in the decoder's sequence (it continues from them) but are not shown again.
 
         A run of at least two words counts as repeated when it matches committed text word for word (letters and
-        digits only, so "5. 2%" equals "5.2%") and either repeats the very end of the committed text or is read
-        from audio that is already committed (its alignment heads point before the committed end). Sentences
-        that merely start alike ("The temperature rises. The temperature falls") and a speaker who really says
-        something twice (new audio) match neither."""
+        digits only, so "5. 2%" equals "5.2%") and either repeats the very end of the committed text, is read
+        from audio that is already committed (its alignment heads point before the committed end), or opens a
+        segment with at least `_REPEAT_WORDS` words of it. Sentences that merely start alike ("The temperature
+        rises. The temperature falls") and a speaker who really says something twice within a segment (new
+        audio) match none of these."""
         tail = "".join(_norm_words(self._text_out)[-_REPEAT_TAIL_WORDS:])
         if not tail:
             return 0
@@ -520,10 +525,38 @@ class StreamingSession:
             if attention is not None and len(attention) >= cut and seg.committed:
                 frame = float(np.median([attended_frame(attention[i], attention.shape[-1]) for i in range(cut)]))
                 old_audio = seg.start_s + frame * self.backend.frame_s < seg.committed_end_s - _TRIM_MARGIN_S
-            if tail.endswith(head) or old_audio:
+            # a segment that opens by repeating a whole phrase of what was just committed re-translates the
+            # previous sentence (its audio is not in this segment; the prompt carried it over)
+            seg_start = (not seg.committed or attention is None) and j >= _REPEAT_WORDS
+            if tail.endswith(head) or old_audio or seg_start:
                 self.log.debug("repeated words not shown again: %r", head)
                 return cut
         return 0
+
+    def _repeated_sentence(self, new: list[int], hidden: tuple[int, int]) -> tuple[int, int]:
+        """In a segment's last update (beam search, no attention to check), a sentence inside `new` that opens
+        with `_REPEAT_WORDS` words said just before it ("... up to 5.2 percent. The price for electricity is
+        always up to 5.2 percent.") translates that sentence again: it is hidden to its end, as _repeated_prefix
+        hides a repeat at the start."""
+        if hidden[1]:
+            return hidden
+        words = self._words(new)
+        tail = "".join(_norm_words(self._text_out)[-_REPEAT_TAIL_WORDS:])
+        for i in range(1, len(words) - _REPEAT_WORDS + 1):
+            before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
+            if before not in (b".", b"?", b"!"):
+                continue
+            context = tail + "".join(w for _, w in words[:i])
+            if "".join(w for _, w in words[i : i + _REPEAT_WORDS]) in context:
+                # the whole restarted sentence goes: its opening repeats, the rest is a second translation
+                end = len(new)
+                for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
+                    if self.backend.token_bytes(new[t]).rstrip()[-1:] in (b".", b"?", b"!"):
+                        end = t + 1
+                        break
+                self.log.debug("repeated sentence not shown again")
+                return words[i][0], end
+        return hidden
 
     def _words(self, tokens: list[int]) -> list[tuple[int, str]]:
         """The words of `tokens`: (index of the token the word starts at, letters and digits in lower case).
@@ -539,8 +572,11 @@ class StreamingSession:
         return [w for w in out if w[1]]
 
     def _commit(self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update,
-                hidden: int = 0) -> None:
-        data = seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in new[hidden:])
+                hidden: tuple[int, int] = (0, 0)) -> None:
+        """Commit `new` (all of it enters the decoder's sequence); the tokens in new[hidden[0]:hidden[1]] are not
+        shown (a repeat, see _repeated_prefix)."""
+        shown = new[: hidden[0]] + new[hidden[1] :]
+        data = seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in shown)
         if upd.final:
             done, seg.pending_bytes = data, b""
         else:
