@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="an extra Dragoman row with SessionConfig overrides, e.g. la='{\"policy\": \"local-agreement\"}'")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quantize", default="auto", choices=("auto", "none", "decoder"),
+                    help="Dragoman's decoder weights (auto: int8 on the CPU, the shipped default)")
     ap.add_argument("--max-s", type=float, default=0.0,
                     help="only each stream's first seconds (a cost run: RTF side by side on a quiet machine)")
     ap.add_argument("--fresh", action="store_true", help="rerun the peers instead of reading their cached runs")
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    bundle = load_model()
+    bundle = load_model(quantize=args.quantize)
     ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse)
     systems: list[tuple[str, str, dict | None]] = [(s, s, None) for s in args.systems.split(",") if s]
     for v in args.variant:

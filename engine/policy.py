@@ -25,6 +25,7 @@ class Hypothesis:
     attention: np.ndarray | None
     n_frames: int  # encoder frames of audio the hypothesis was decoded from
     final: bool  # no more audio will come for this segment: everything may be committed
+    logprobs: tuple[float, ...] = ()  # per token, when the decoder gave them
 
 
 class Policy(Protocol):
@@ -106,6 +107,9 @@ class AlignAtt:
     # Only in updates that are not a segment's last (there a wrong stop would lose speech). Word reordering in
     # translation jumps back far less than 2 s.
     rewind_frames: int = 100
+    # a token decoded with a lower probability (and everything after it) is not stable yet
+    min_prob: float = 0.0
+    agree_unsure: bool = False  # ...unless the previous update decoded the same token there
     name: str = "alignatt"
     wants_attention: bool = True
     previous: tuple[int, ...] | None = None  # last hypothesis while nothing of the segment is committed
@@ -137,6 +141,13 @@ class AlignAtt:
             if attended_frame(row) >= hyp.n_frames - self.frame_threshold:
                 k = i
                 break
+        if self.min_prob > 0.0 and self.agree_unsure:
+            # an unsure token still counts as stable when the previous update decoded it too
+            prev, self.previous = self.previous, hyp.tokens
+            n_agreed = _common_prefix([prev, hyp.tokens]) if prev is not None else 0
+            k = min(k, confident_prefix(hyp, self.min_prob, n_agreed))
+        else:
+            k = min(k, confident_prefix(hyp, self.min_prob))
         if self.agree or (self.confirm_first and not self.started):
             prev, self.previous = self.previous, hyp.tokens
             k = 0 if prev is None else min(k, _common_prefix([prev, hyp.tokens[:k]]))
@@ -146,7 +157,8 @@ class AlignAtt:
         if n_tokens:
             self.started = True
             # with `agree` the last hypothesis stays, relative to the new committed prefix
-            self.previous = self.previous[n_tokens:] if self.agree and self.previous is not None else None
+            keep = self.agree or (self.agree_unsure and self.min_prob > 0.0)
+            self.previous = self.previous[n_tokens:] if keep and self.previous is not None else None
 
     def reset(self) -> None:
         self.started, self.previous = False, None
@@ -171,6 +183,18 @@ def attended_frame(attention: np.ndarray, n_frames: int | None = None) -> int:
     if att.ndim == 1:
         return int(np.argmax(att))
     return int(np.median(np.argmax(att, axis=-1)))
+
+
+def confident_prefix(hyp: Hypothesis, min_prob: float, n_agreed: int = 0) -> int:
+    """How many leading tokens of `hyp` were each decoded with probability >= min_prob or lie in its first
+    `n_agreed` tokens (all of them without logprobs)."""
+    if min_prob <= 0.0 or not hyp.logprobs:
+        return len(hyp.tokens)
+    floor = float(np.log(min_prob))
+    for i, lp in enumerate(hyp.logprobs):
+        if lp < floor and i >= n_agreed:
+            return i
+    return len(hyp.tokens)
 
 
 def _common_prefix(seqs: list[tuple[int, ...]]) -> int:

@@ -99,7 +99,7 @@ class StreamingSession:
         if self.config.policy == "local-agreement":
             return {"n": self.config.agreement_n}
         return {"frame_threshold": self.config.frame_threshold, "confirm_first": self.config.confirm_first,
-                "agree": self.config.agree}
+                "agree": self.config.agree, "min_prob": self.config.min_prob, "agree_unsure": self.config.agree_unsure}
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -351,7 +351,8 @@ class StreamingSession:
                 tokens = res.tokens
             if tokens and self._looks_hallucinated(seg, tokens, res):
                 tokens = []
-        hyp = Hypothesis(tuple(tokens), res.attention, n_frames, upd.final)
+        lps = res.logprobs[: len(tokens)] if len(res.logprobs) >= len(tokens) else ()
+        hyp = Hypothesis(tuple(tokens), res.attention, n_frames, upd.final, lps)
         k = min(self.policy.stable_count(hyp), len(tokens))
         if not upd.final and self.language_id is not None and not self.language_id.decided:
             k = 0  # the language is still a guess: show it, commit nothing (see LanguageId)
@@ -466,7 +467,7 @@ class StreamingSession:
         c = len(seg.committed)
         att = res.attention[c:] if res.attention is not None else None
         seg.state.reset()  # the invariant truncates to sequence[:-1]; nothing is reused anyway
-        return DecodeResult(res.tokens[c:], att, res.next_token, res.sum_logprob, 0, res.loop_cut)
+        return DecodeResult(res.tokens[c:], att, res.next_token, res.sum_logprob, 0, res.loop_cut, res.logprobs[c:])
 
     def _hold_back_words(self, tokens: list[int], k: int, n_words: int) -> int:
         # The words AlignAtt stopped next to are the least certain: their source word may not be complete

@@ -59,6 +59,10 @@ class SessionConfig:
     # AlignAtt: every commit must also agree with the previous update's hypothesis (LocalAgreement-2 on top).
     # Off: on the German own-set stream 1 it lost on both counts (BLEU 19.6 vs 21.9, StreamLAAL 4.2 vs 2.4 s).
     agree: bool = False
+    # AlignAtt: a word is committed only if each of its tokens had at least this probability when decoded;
+    # the first unsure token and everything after it stay partial until a later update is sure of them.
+    min_prob: float = 0.0
+    agree_unsure: bool = False  # an unsure token counts as sure when the previous update decoded it too
     # AlignAtt: words before the stop kept partial until the next update. 0: holding one back cost 0.18 s of
     # StreamLAAL and 3x the erasure for no quality gain (BLEU 36.1 vs 36.7), though it saves some split compounds.
     hold_words: int = 0

@@ -26,6 +26,7 @@ class DecodeResult:
     sum_logprob: float
     n_stepped: int  # generated tokens whose keys/values are now in the cache
     loop_cut: bool  # a repetition loop was cut off
+    logprobs: tuple[float, ...] = ()  # per token (greedy updates; empty after beam search)
 
 
 class DecodeJob:
@@ -45,6 +46,7 @@ class DecodeJob:
         self.max_new_tokens = max_new_tokens
         self.budget = 0
         self.out: list[int] = []
+        self.lps: list[float] = []  # log-probability of each token in `out`
         self.rows: list[np.ndarray] = []
         self.total, self.next_token, self.loop_cut, self.done = 0.0, None, False, False
         self.n_stepped = 0  # tokens generated and fed back (their keys/values are cached)
@@ -59,7 +61,7 @@ class DecodeJob:
         """Run the prefix on the job's own state: the whole sequence (refill) or only its last token."""
         st = self.state
         device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
-        self.out, self.rows = [], []  # a job may be re-run after a failed batch
+        self.out, self.rows, self.lps = [], [], []  # a job may be re-run after a failed batch
         self.total, self.next_token, self.loop_cut, self.done, self.n_stepped = 0.0, None, False, False, 0
         self.policy.begin_update()
         if not self.refill and st.offset >= len(self.sequence) - 1:
@@ -88,15 +90,17 @@ class DecodeJob:
                                                               content=self._is_content(tok)):
             self.next_token = tok
             return self._stop()
-        self.total += float(lg.log_softmax(-1)[0, tok])
+        lp = float(lg.log_softmax(-1)[0, tok])
+        self.total += lp
         self.out.append(tok)
+        self.lps.append(lp)
         if row is not None:
             self.rows.append(row)
         # loops are looked for across the committed text too: a loop can span several updates
         cut = repetition_cut(self.committed + self.out)
         if cut is not None:
             cut = max(0, cut - len(self.committed))
-            self.out, self.rows, self.loop_cut = self.out[:cut], self.rows[:cut], True
+            self.out, self.rows, self.lps, self.loop_cut = self.out[:cut], self.rows[:cut], self.lps[:cut], True
             return self._stop()
         if len(self.out) >= self.budget:
             return self._stop()
@@ -113,7 +117,8 @@ class DecodeJob:
 
     def result(self) -> DecodeResult:
         attention = np.stack(self.rows) if self.rows and len(self.rows) == len(self.out) else None
-        return DecodeResult(self.out, attention, self.next_token, self.total, self.n_stepped, self.loop_cut)
+        lps = tuple(self.lps) if len(self.lps) == len(self.out) else ()
+        return DecodeResult(self.out, attention, self.next_token, self.total, self.n_stepped, self.loop_cut, lps)
 
 
 def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,

@@ -99,3 +99,35 @@ def test_alignatt_confirm_first_waits_for_two_agreeing_updates():
     assert p.stable_count(hyp([4, 5, 6], att, n)) == 3  # later words are not held back
     p.reset()
     assert p.stable_count(hyp([7, 8], att[:2], n)) == 0
+
+
+def _early_attention(n_tokens: int, n: int = 100) -> np.ndarray:
+    att = np.zeros((n_tokens, 4, n))
+    att[:, :, 5] = 1.0  # every token looks at early audio: AlignAtt alone would commit all of them
+    return att
+
+
+def test_alignatt_keeps_unsure_tokens_partial():
+    """With min_prob, the first token decoded below that probability and everything after it stay partial."""
+    p = AlignAtt(min_prob=0.3)
+    lps = tuple(np.log([0.9, 0.8, 0.1, 0.95]))
+    h = Hypothesis((1, 2, 3, 4), _early_attention(4), 100, False, lps)
+    assert p.stable_count(h) == 2
+    assert AlignAtt().stable_count(h) == 4  # without the rule: attention decides alone
+
+
+def test_alignatt_unsure_tokens_commit_once_an_update_agrees():
+    """agree_unsure: an unsure token becomes stable when the previous update decoded the same token there."""
+    p = AlignAtt(min_prob=0.5, agree_unsure=True)
+    low = tuple(np.log([0.9, 0.2, 0.9]))
+    assert p.stable_count(Hypothesis((1, 2, 3), _early_attention(3), 100, False, low)) == 1
+    p.committed(1)
+    # relative to the committed prefix the previous hypothesis is (2, 3): token 2 agrees now
+    assert p.stable_count(Hypothesis((2, 3, 4), _early_attention(3), 100, False, tuple(np.log([0.2, 0.9, 0.1])))) == 2
+
+
+def test_final_hypothesis_ignores_confidence():
+    """A segment's last update commits everything, sure or not: nothing said may be held back forever."""
+    p = AlignAtt(min_prob=0.9)
+    h = Hypothesis((1, 2), None, 100, True, tuple(np.log([0.1, 0.1])))
+    assert p.stable_count(h) == 2
