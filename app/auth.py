@@ -1,7 +1,9 @@
-"""Who may open a WebSocket: a bearer token (optional) and an Origin allowlist (same origin by default). Sans-I/O.
+"""Who may use the server: a token (optional) and an Origin allowlist (same origin by default). Sans-I/O.
 
-Checked at the HTTP handshake (app/server.py's process_request), before any session exists: a refused client
-gets 401 or 403 and never reaches the protocol. The static page is not protected: it holds no data, and the
+Checked on every WebSocket handshake and every API request (app/server.py), before any session or upload exists:
+a refused client gets 401 or 403 and never reaches the protocol. The token is accepted the way each family of
+clients sends it: `Authorization: Bearer T` (OpenAI's clients, scripts), `Authorization: Token T` (Deepgram's
+SDK) or `?token=T` (browsers, which cannot set headers on a WebSocket). The static page is not protected: it holds no data, and the
 browser needs it to learn the token from its own URL (`/?token=...`, forwarded by web/app.js).
 
 Secrets never reach logs: `AccessConfig.__repr__` hides the token, and `RedactingFilter` scrubs tokens and
@@ -14,10 +16,16 @@ import logging
 import re
 import urllib.parse
 from dataclasses import dataclass
-
-from websockets.datastructures import Headers
+from typing import Protocol
 
 ANY_ORIGIN = "*"
+TOKEN_SCHEMES = ("bearer", "token")  # Authorization schemes that carry the server token
+
+
+class Headers(Protocol):
+    """Case-insensitive header lookup (Starlette's and websockets' Headers both are)."""
+
+    def get(self, key: str, default: None = None) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,11 @@ class Denial:
 
 
 def request_token(headers: Headers, raw_path: str) -> str | None:
-    """The bearer token a handshake carries: the Authorization header first, else the `token` query parameter."""
+    """The token a request carries: the Authorization header (Bearer or Token) first, else `?token=`."""
     auth = headers.get("Authorization")
     if auth is not None:
         scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        if scheme.lower() in TOKEN_SCHEMES and value.strip():
             return value.strip()
     values = urllib.parse.parse_qs(urllib.parse.urlsplit(raw_path).query).get("token")
     return values[0] if values else None
@@ -90,7 +98,7 @@ def check_access(access: AccessConfig, headers: Headers, raw_path: str, secure: 
     if not origin_allowed(headers.get("Origin"), headers.get("Host"), secure, access.allowed_origins):
         return Denial(403, "Forbidden: this page's origin may not use this server (see --allow-origin)")
     if access.token is not None and not token_matches(access.token, request_token(headers, raw_path)):
-        return Denial(401, "Unauthorized: a valid token is required (Authorization: Bearer, or ?token=)")
+        return Denial(401, "Unauthorized: a valid token is required (Authorization: Bearer or Token, or ?token=)")
     return None
 
 

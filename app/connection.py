@@ -1,6 +1,10 @@
 """One WebSocket connection: its session on the shared engine, its bounded send queue, its limits.
 
-Nothing here awaits a client while holding shared state; see app/server.py for the rules this follows.
+Nothing here awaits a client while holding shared state; see app/server.py for the rules this follows. Nothing here
+knows the web framework either: the socket is an `app.sockets.MessageSocket`. `Connection` speaks Dragoman's own
+protocol (docs/protocol.md); the OpenAI Realtime and Deepgram sockets (app/compat_realtime.py, app/compat_deepgram.py)
+subclass it and override only the hooks marked "wire format", so limits, backpressure, timeouts and shutdown are
+the same code for every protocol.
 """
 from __future__ import annotations
 
@@ -11,22 +15,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
-
 from engine.errors import AudioError, EngineError
 from engine.events import Commit, Error, Partial
 
 from . import protocol as p
 from .limits import TokenBucket
+from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
     from engine.session_config import SessionConfig
 
-    from .server import DragomanServer
+    from .server import DragomanHub
 
 log = logging.getLogger("app.server")  # one logger for the server's story, per-connection prefixes inside
 
@@ -42,7 +43,7 @@ def start_session_config(template: SessionConfig | None, start: p.Start) -> Sess
 class Connection:
     """One WebSocket client: protocol state, its live session, its outgoing queue and its tasks."""
 
-    def __init__(self, server: DragomanServer, ws: ServerConnection) -> None:
+    def __init__(self, server: DragomanHub, ws: MessageSocket) -> None:
         self.server = server
         self.config = server.config
         self.ws = ws
@@ -59,7 +60,7 @@ class Connection:
         self.live: LiveSession | None = None
         self.rtc: WebRTCAudioReceiver | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.prefix = f"[{ws.remote_address[0] if ws.remote_address else '?'}] "
+        self.prefix = f"[{ws.peer}] "
         self.dropped = 0  # partial/stats messages dropped under backpressure
         self.cut_off = False  # the client was too slow: nothing more is queued, the connection is closing
 
@@ -67,9 +68,7 @@ class Connection:
 
     def post(self, message: str) -> None:
         """Queue a message for the client without waiting; never blocks the caller."""
-        kind = p.message_type(message)
-        droppable = kind in ("partial", "stats")
-        if droppable and self.out.qsize() >= self.out.maxsize // 2:
+        if self._droppable(message) and self.out.qsize() >= self.out.maxsize // 2:
             self.dropped += 1  # a later partial/stats supersedes this one; keep room for commits
             return
         if self.cut_off:
@@ -79,7 +78,8 @@ class Connection:
         except asyncio.QueueFull:
             log.warning("%sclient does not read its captions; closing", self.prefix)
             self.cut_off = True
-            self._spawn(self.ws.close(1008, "slow_client: captions are not being read"))
+            self.server.metrics.error("slow_client")
+            self._spawn(self._close_socket(1008, "slow_client: captions are not being read"))
 
     async def _send_loop(self) -> None:
         while True:
@@ -88,9 +88,9 @@ class Connection:
                 await asyncio.wait_for(self.ws.send(message), self.config.send_timeout_s)
             except TimeoutError:
                 log.warning("%sclient accepted nothing for %.0f s; closing", self.prefix, self.config.send_timeout_s)
-                self.ws.transport.abort()  # a polite close would wait on the same stuck socket
+                self.ws.abort()  # a polite close would wait on the same stuck socket
                 return
-            except ConnectionClosed:
+            except SocketClosed:
                 return
             finally:
                 self.out.task_done()
@@ -107,8 +107,48 @@ class Connection:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    async def _close_socket(self, code: int, reason: str) -> None:
+        """A polite close, bounded: a client that does not read cannot hold it (then the connection is cut)."""
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self.ws.abort()
+
     def error(self, code: p.ErrorCode | str, message: str) -> None:
-        self.post(p.error_message(code, message))
+        self.server.metrics.error(code.value if isinstance(code, p.ErrorCode) else code)
+        self.post(self._error_message(code, message))
+
+    # wire format: what subclasses speaking another protocol override --------------------------------------------
+
+    def _droppable(self, message: str) -> bool:
+        """Messages a later one supersedes: dropped first under backpressure."""
+        return p.message_type(message) in ("partial", "stats")
+
+    def _error_message(self, code: p.ErrorCode | str, message: str) -> str:
+        return p.error_message(code, message)
+
+    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[str]:
+        """The messages one engine event becomes."""
+        if isinstance(event, Commit):
+            return [p.commit_message(event.text, event.start_s, event.end_s)]
+        if isinstance(event, Partial):
+            return [p.partial_message(event.text, event.start_s, event.end_s)]
+        return [p.error_message(event.code, event.message)]
+
+    def _announce(self, live: LiveSession) -> None:
+        """The session is open."""
+        self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers]))
+
+    async def _session_over(self, live: LiveSession) -> None:
+        """The session's last event has been forwarded: say so, free it."""
+        self.post(p.stats_message(live.lag_s, live.rtf, live.audio_s))
+        self.post(p.end_message())
+        await self._close_session()
+
+    def _server_stop(self) -> bool:
+        """The server ends the session: True if a flush must be started (False: one is already under way)."""
+        return self.proto.server_stop()
 
     # incoming ----------------------------------------------------------------------------------------------------
 
@@ -133,7 +173,7 @@ class Connection:
                                              f"{self.limits.idle_timeout_s:.0f} s", 1008, "idle timeout")
                     return  # closed (or cut off) by now
                 self.last_input = time.monotonic()
-                if self.ending or self.ws.state is not State.OPEN:
+                if self.ending or not self.ws.open:
                     # being flushed: nothing the client says changes that; closed: what is still buffered comes
                     # from a client that has gone (closing abandons the session), so it is skipped, not decoded
                     continue
@@ -146,9 +186,9 @@ class Connection:
                     log.debug("%sprotocol error %s: %s", self.prefix, e.code.value, e.message)
                     self.error(e.code, e.message)
                     if e.fatal:
-                        await self.ws.close(1008, e.code.value)
+                        await self._close_socket(1008, e.code.value)
                 await self._throttle()
-        except ConnectionClosed:
+        except SocketClosed:
             pass
         finally:
             # the socket is closed by now: whatever is still queued has nobody to go to
@@ -181,7 +221,7 @@ class Connection:
         if live is not None and live.lag_s > self.limits.max_backlog_s:
             self._rate_notice(f"over {self.limits.max_backlog_s:.0f} s of audio wait for the model")
             while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s \
-                    and self.ws.state is State.OPEN:
+                    and self.ws.open:
                 await self._pause(0.05)
         self.last_input = time.monotonic()  # our own pause is not the client's idleness
 
@@ -223,6 +263,7 @@ class Connection:
         try:
             # any rate: the session resamples to the model's rate with filter state kept across frames
             self.live.feed_audio(samples, sample_rate)
+            self.server.metrics.audio_in(samples.size / sample_rate)
         except AudioError as e:
             self.error(p.ErrorCode.BAD_AUDIO, str(e))
         except EngineError as e:  # audio racing a stop: nothing to do but say so
@@ -254,7 +295,8 @@ class Connection:
         self.prefix = f"[{live.id}] "
         log.info("%ssession started: task=%s language=%s rate=%d %s", self.prefix, start.task,
                  start.language or "auto", start.sample_rate, start.encoding)
-        self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers]))
+        self.server.metrics.session_opened()
+        self._announce(live)
         self.pump = self._spawn(self._pump(live))
         self._spawn(self._stats(live))
         self._spawn(self._deadline(live))
@@ -264,21 +306,20 @@ class Connection:
         try:
             async for event in live.events():
                 if isinstance(event, Commit):
-                    self.post(p.commit_message(event.text, event.start_s, event.end_s))
-                elif isinstance(event, Partial):
-                    self.post(p.partial_message(event.text, event.start_s, event.end_s))
+                    self.server.metrics.commit(max(0.0, live.audio_s - event.end_s))
                 elif isinstance(event, Error):
-                    self.post(p.error_message(event.code, event.message))
+                    self.server.metrics.error(event.code)
+                for message in self._render(event, live):
+                    self.post(message)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # contained: this session ends, the server goes on
             log.exception("%ssession failed", self.prefix)
             self.error(p.ErrorCode.INTERNAL, f"the session failed: {e}")
         if self.live is live:
-            self.post(p.stats_message(live.lag_s, live.rtf, live.audio_s))
-            self.post(p.end_message())
             log.info("%ssession ended: %.1f s of audio, rtf %.2f", self.prefix, live.audio_s, live.rtf)
-            await self._close_session()
+            self.server.metrics.session_rtf(live.rtf)
+            await self._session_over(live)
 
     async def _deadline(self, live: LiveSession) -> None:
         await asyncio.sleep(self.limits.max_session_s)
@@ -300,7 +341,7 @@ class Connection:
         live, pump = self.live, self.pump
         self.error(code, message)
         if live is not None and pump is not None:
-            if self.proto.server_stop():  # (after a client `stop` the flush is already under way)
+            if self._server_stop():  # (after a client `stop` the flush is already under way)
                 if self.rtc is not None:
                     await self.rtc.close()
                 self._spawn(self._finish(live))
@@ -310,7 +351,7 @@ class Connection:
             async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
                 await self.ws.close(close_code, reason)
         except TimeoutError:
-            self.ws.transport.abort()
+            self.ws.abort()
 
     async def _stats(self, live: LiveSession) -> None:
         while self.live is live:
@@ -359,6 +400,7 @@ class Connection:
             await rtc.close()
         if live is not None:
             live.close()
+            self.server.metrics.session_closed()
 
     async def _teardown(self) -> None:
         """The client went away (or the server stops): abandon the session without waiting for a flush."""

@@ -1,37 +1,56 @@
-"""One `websockets` server on one port: the page from web/ over plain HTTP, and the caption protocol at /ws.
+"""The server: one ASGI application (Starlette) on one port, served by uvicorn.
 
-Each WebSocket connection drives its own LiveSession on the shared Engine. The protocol rules live in
-app/protocol.py (sans-I/O); this module is the thin asyncio adapter around them. What keeps one client from
-delaying another:
-- nothing here awaits a client while holding shared state: engine events go into a bounded per-connection queue
-  that a per-connection sender task drains;
+It carries
+- the page from web/ (GET), Dragoman's own caption protocol at /ws (docs/protocol.md) with WebRTC signalling on it;
+- the APIs existing clients speak (docs/api.md): OpenAI's audio endpoints (app/api_openai.py) and Realtime
+  transcription socket (app/compat_realtime.py), Deepgram's live socket (app/compat_deepgram.py);
+- operations: /healthz for load balancers, /metrics for Prometheus.
+
+`create_app(engine, config)` returns the ASGI app, to run under any ASGI server or mount elsewhere (Ray Serve);
+`DragomanServer` runs it under uvicorn for `dragoman serve` and the tests.
+
+Each WebSocket drives its sessions on the shared Engine through a framework-free connection (app/connection.py)
+over `AsgiSocket`, the thin adapter here. What keeps one client from delaying another:
+- nothing awaits a client while holding shared state: engine events go into a bounded per-connection queue that a
+  per-connection sender task drains;
 - under backpressure partials and stats are dropped first (the next one supersedes them), commits never are;
   a client whose queue still overflows, or that does not accept a message within `send_timeout_s`, is closed
   with `slow_client`;
-- model work happens in the engine's worker thread; `feed_audio` never blocks.
-What keeps one client from taking more than its share (issue 7, limits in app/limits.py): message size is capped
-by websockets before anything is buffered; messages and audio seconds per wall second go through token buckets,
-and a client over its rate, or whose uncommitted audio exceeds `max_backlog_s`, is simply read more slowly (TCP
-backpressure; nothing is dropped); idle connections and sessions past their time limit are flushed and closed.
-Access (token, Origin) is checked at the handshake (app/auth.py).
+- model work happens in the engine's worker thread (live sessions) or the file worker (uploads); the event loop
+  never runs the model.
+What keeps one client from taking more than its share (issue 7, limits in app/limits.py): message size is capped by
+uvicorn before anything is buffered (`ws_max_size`, close 1009), and uvicorn stops reading a socket until the app
+took its last message, so TCP pushes back; messages and audio seconds per wall second go through token buckets;
+a client over its rate, or whose uncommitted audio exceeds `max_backlog_s`, is simply read more slowly; idle
+connections and sessions past their time limit are flushed and closed. Uploads are capped in bytes and audio
+seconds, and file jobs queue in a bounded line (429 beyond). Access (token, Origin) is checked before a WebSocket
+is accepted or a request body is read (app/auth.py).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
-import urllib.parse
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from . import protocol as p
-from .auth import AccessConfig, RedactingFilter, check_access
+from .auth import AccessConfig, Denial, RedactingFilter, check_access
 from .connection import Connection
 from .limits import ServerLimits
+from .metrics import CONTENT_TYPE, Metrics
+from .sockets import SocketClosed
 from .static import WEB_DIR, http_response, static_response
 from .webrtc import WebRTCConfig
 
@@ -40,9 +59,19 @@ if TYPE_CHECKING:
     from engine.session import SessionConfig
 
 log = logging.getLogger(__name__)
-# websockets' own logger for our servers; its DEBUG request lines would carry ?token= and Authorization headers,
-# so a RedactingFilter sits on it while a server runs (see DragomanServer.start)
-ws_log = logging.getLogger(__name__ + ".websockets")
+# uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
+UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
+http_log = logging.getLogger(__name__ + ".http")
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """Uploads to the OpenAI-compatible file endpoints (app/api_openai.py)."""
+
+    max_upload_bytes: int = 100 * 2**20  # the request body; beyond: 413 before the rest is read
+    max_audio_s: float = 3 * 3600.0  # decoded audio; beyond: 413 (memory: 16 kHz float32 is 230 MB per hour)
+    # file jobs decoding or waiting (one decodes at a time, beside the live engine); beyond: 429, try later
+    max_jobs: int = 4
 
 
 @dataclass(frozen=True)
@@ -64,22 +93,301 @@ class ServerConfig:
     access: AccessConfig = AccessConfig()
     certfile: Path | None = None  # TLS certificate chain (PEM); with keyfile, serves https:// and wss://
     keyfile: Path | None = None
+    files: FileLimits = FileLimits()
+    model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
 
 
-def _peer(connection: ServerConnection) -> str:
-    address = connection.remote_address
-    return str(address[0]) if address else "?"
+# --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
+
+class AsgiSocket:
+    """`app.sockets.MessageSocket` over an accepted ASGI WebSocket.
+
+    A hard cut needs the transport, which ASGI does not expose: uvicorn (as run by DragomanServer) hands it over
+    through the `dragoman.abort` scope extension. Under another server a cut is a close the app stops waiting for.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._receive, self._send = receive, send
+        client = scope.get("client")
+        self.peer = str(client[0]) if client else "?"
+        self._abort = scope.get("extensions", {}).get("dragoman.abort", {}).get("abort")
+        self._closing = False  # a close frame was sent or received, or the connection was cut
+        self._gone = asyncio.Event()  # the server (uvicorn) reported the disconnect, or we cut it
+        self.close_code: int | None = None
+
+    @property
+    def open(self) -> bool:
+        return not self._closing and not self._gone.is_set()
+
+    async def recv(self) -> str | bytes:
+        if self._gone.is_set():
+            raise SocketClosed(self.close_code)
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.close_code = message.get("code", 1005)
+            self._closing = True
+            self._gone.set()
+            raise SocketClosed(self.close_code)
+        text = message.get("text")
+        return text if text is not None else (message.get("bytes") or b"")
+
+    async def send(self, message: str | bytes) -> None:
+        if not self.open:
+            raise SocketClosed(self.close_code)
+        event = {"type": "websocket.send", "text": message} if isinstance(message, str) else \
+            {"type": "websocket.send", "bytes": message}
+        try:
+            await self._send(event)
+        except (OSError, RuntimeError) as e:  # uvicorn's ClientDisconnected is an OSError
+            self._closing = True
+            self._gone.set()
+            raise SocketClosed(self.close_code) from e
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        except (OSError, RuntimeError):
+            self._gone.set()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._gone.set()
+        if self._abort is not None:
+            self._abort()
+
+    async def wait_closed(self) -> None:
+        await self._gone.wait()
+
+
+def _uvicorn_protocol() -> type:
+    """uvicorn's WebSocket protocol, handing the transport's abort to the app (see AsgiSocket)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class DragomanWebSocketProtocol(WebSocketsSansIOProtocol):
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            scope = getattr(self, "scope", None)
+            if scope is not None:  # (None when the handshake was refused before a scope existed)
+                scope["extensions"]["dragoman.abort"] = {"abort": self.transport.abort}
+
+    return DragomanWebSocketProtocol
+
+
+# --- the application ----------------------------------------------------------------------------------------------
+
+def raw_target(scope: Scope) -> str:
+    """The request's path and query as sent (percent-encoding intact), for access checks and static files."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string") or b""
+    return raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+
+
+class DragomanHub:
+    """The state every endpoint shares: the engine, the configuration, open connections, metrics, file jobs."""
+
+    def __init__(self, engine: Engine | None, config: ServerConfig) -> None:
+        from .api_openai import FileJobs
+
+        self.engine = engine
+        self.config = config
+        self.connections: set[Connection] = set()
+        self.metrics = Metrics()
+        self.files = FileJobs(config.files.max_jobs)
+        self.closing = False  # shutting down: no new connections or jobs
+        self.secure = config.certfile is not None  # set by whoever terminates TLS (same origin checks)
+        m = self.metrics
+        m.gauge("dragoman_connections_open", "WebSocket connections open (all APIs)", lambda: len(self.connections))
+        m.gauge("dragoman_send_queue_messages", "Messages waiting in the send queues of all connections",
+                lambda: sum(c.out.qsize() for c in list(self.connections)))
+        m.gauge("dragoman_backlog_seconds", "Audio received but not yet committed, all live sessions",
+                lambda: sum(c.live.lag_s for c in list(self.connections) if c.live is not None))
+        m.gauge("dragoman_file_jobs", "File transcriptions decoding or waiting", lambda: self.files.active)
+        m.gauge("dragoman_capacity_left", "Live session slots free", lambda: self.capacity_left)
+
+    @property
+    def capacity_left(self) -> int:
+        if self.engine is None:
+            return 0
+        return max(0, self.engine.config.max_sessions - self.engine.n_sessions)
+
+    @property
+    def model_name(self) -> str:
+        backend = getattr(self.engine, "backend", None)
+        return str(getattr(backend, "name", None) or self.config.model_id)
+
+    def check(self, scope: Scope) -> Denial | None:
+        """Origin and token for any request (WebSocket or HTTP)."""
+        return check_access(self.config.access, Headers(scope=scope), raw_target(scope),
+                            self.secure or scope.get("scheme") in ("https", "wss"))
+
+    async def end_connections(self, timeout_s: float) -> None:
+        """Graceful stop of every open connection: `shutting_down`, final commits, `end`, close 1001."""
+        conns = list(self.connections)
+        log.info("shutting down: ending %d connection(s)", len(conns))
+        if conns:
+            ends = [asyncio.ensure_future(c.end_by_server(p.ErrorCode.SHUTTING_DOWN, "the server is shutting down",
+                                                          1001, "server shutting down")) for c in conns]
+            await asyncio.wait(ends, timeout=timeout_s)
+        for c in list(self.connections):
+            c.ws.abort()  # over the deadline
+        self.files.cancel_all()
+
+
+ConnectionFactory = Callable[[DragomanHub, AsgiSocket, Scope], Connection]
+
+
+async def deny(scope: Scope, send: Send, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+    """Refuse a WebSocket handshake with an HTTP status (the ASGI denial-response extension, else a plain 403)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        all_headers = {"content-type": "text/plain; charset=utf-8", "referrer-policy": "no-referrer",
+                       **(headers or {})}
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in all_headers.items()]})
+        await send({"type": "websocket.http.response.body", "body": (body + "\n").encode()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class SocketEndpoint:
+    """An ASGI WebSocket endpoint: access checks and the connection cap at the handshake, then one Connection."""
+
+    def __init__(self, hub: DragomanHub, factory: ConnectionFactory) -> None:
+        self.hub, self.factory = hub, factory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hub = self.hub
+        if (await receive())["type"] != "websocket.connect":
+            return
+        peer = (scope.get("client") or ("?",))[0]
+        http_log.debug("WebSocket %s from %s; headers: %s", raw_target(scope), peer,
+                       ", ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in scope["headers"]))
+        denial = hub.check(scope)
+        if denial is not None:
+            reason = denial.reason.split(":")[0]
+            log.info("refused a WebSocket from %s: %d %s", peer, denial.status, reason)
+            hub.metrics.error("unauthorized" if denial.status == 401 else "forbidden")
+            extra = {"www-authenticate": 'Bearer realm="dragoman"'} if denial.status == 401 else None
+            await deny(scope, send, denial.status, denial.reason, extra)
+            return
+        if hub.closing or len(hub.connections) >= self.hub.config.server_limits.max_connections:
+            log.warning("refused a WebSocket from %s: %d connections open", peer, len(hub.connections))
+            await deny(scope, send, 503, "too many connections, try again later")
+            return
+        if hub.engine is None:
+            await deny(scope, send, 503, "no model is loaded")
+            return
+        await send({"type": "websocket.accept"})
+        sock = AsgiSocket(scope, receive, send)
+        conn = self.factory(hub, sock, scope)
+        hub.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            hub.connections.discard(conn)
+            if sock.open:
+                await sock.close(1000, "")
+
+
+def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
+               hub: DragomanHub | None = None) -> Starlette:
+    """The whole server as an ASGI application. The engine must be started (`async with Engine(...)`) by the caller,
+    or is started by the app's lifespan when the ASGI server runs one."""
+    from . import api_openai
+
+    hub = hub or DragomanHub(engine, config)
+
+    async def page(request: Request) -> Response:
+        return static_response(config.web_dir, raw_target(request.scope))
+
+    async def upgrade_required(request: Request) -> Response:
+        return http_response(426, b"this is a WebSocket endpoint\n", "text/plain; charset=utf-8",
+                             {"Upgrade": "websocket"})
+
+    async def healthz(request: Request) -> Response:
+        """Readiness for load balancers: 200 with capacity left, else 503 (full, shutting down, no model)."""
+        loaded = hub.engine is not None
+        ready = loaded and not hub.closing and hub.capacity_left > 0
+        body = {"status": "ok" if ready else ("shutting_down" if hub.closing else "busy" if loaded else "loading"),
+                "model": hub.model_name if loaded else None, "model_loaded": loaded,
+                "sessions": hub.engine.n_sessions if loaded else 0,
+                "max_sessions": hub.engine.config.max_sessions if loaded else 0,
+                "capacity_left": hub.capacity_left, "connections": len(hub.connections),
+                "file_jobs": hub.files.active}
+        return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+    async def live(request: Request) -> Response:
+        """Liveness: the process answers (restart it only when this fails)."""
+        return JSONResponse({"status": "alive"}, headers={"Cache-Control": "no-store"})
+
+    async def metrics(request: Request) -> Response:
+        denial = hub.check(request.scope)
+        if denial is not None:
+            return http_response(denial.status, (denial.reason + "\n").encode(), "text/plain; charset=utf-8")
+        return Response(hub.metrics.render(), media_type=CONTENT_TYPE)
+
+    def native(h: DragomanHub, sock: AsgiSocket, scope: Scope) -> Connection:
+        return Connection(h, sock)
+
+    routes = [
+        WebSocketRoute(config.ws_path, SocketEndpoint(hub, native)),
+        Route(config.ws_path, upgrade_required),
+        Route("/healthz", healthz),
+        Route("/healthz/live", live),
+        Route("/metrics", metrics),
+        *api_openai.routes(hub),
+        Route("/{path:path}", page, methods=["GET", "HEAD"]),
+    ]
+
+    started: list[Engine] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if hub.engine is not None and getattr(hub.engine, "_thread", None) is None:
+            await hub.engine.start()  # mounted elsewhere: the app owns the engine's lifetime
+            started.append(hub.engine)
+        yield
+        hub.closing = True
+        await hub.end_connections(config.server_limits.shutdown_timeout_s)
+        for e in started:
+            await e.stop()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.dragoman = hub
+    return app
+
+
+# --- running it under uvicorn -------------------------------------------------------------------------------------
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=512)
+    sock.setblocking(False)
+    return sock
 
 
 @dataclass
 class DragomanServer:
     """`async with DragomanServer(engine, config) as server:` serves until the block ends."""
 
-    engine: Engine
+    engine: Engine | None
     config: ServerConfig = field(default_factory=ServerConfig)
-    _server: Server | None = field(default=None, init=False, repr=False)
-    _connections: set[Connection] = field(default_factory=set, init=False, repr=False)
+    hub: DragomanHub = field(init=False, repr=False)
+    app: Starlette = field(init=False, repr=False)
+    _uvicorn: Any = field(default=None, init=False, repr=False)
+    _socket: socket.socket | None = field(default=None, init=False, repr=False)
+    _main: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _filter: RedactingFilter | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.hub = DragomanHub(self.engine, self.config)
+        self.app = create_app(self.engine, self.config, hub=self.hub)
+
+    @property
+    def _connections(self) -> set[Connection]:
+        return self.hub.connections
 
     @property
     def tls(self) -> bool:
@@ -87,8 +395,8 @@ class DragomanServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "start() the server first"
-        return self._server.sockets[0].getsockname()[1]
+        assert self._socket is not None, "start() the server first"
+        return self._socket.getsockname()[1]
 
     @property
     def url(self) -> str:
@@ -102,89 +410,90 @@ class DragomanServer:
 
     @property
     def n_connections(self) -> int:
-        return len(self._connections)
+        return len(self.hub.connections)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if urllib.parse.urlsplit(request.path).path != self.config.ws_path:
-            return static_response(self.config.web_dir, request.path)
-        denial = check_access(self.config.access, request.headers, request.path, self.tls)
-        if denial is not None:
-            log.info("refused a WebSocket from %s: %d %s", _peer(connection), denial.status,
-                     denial.reason.split(":")[0])
-            response = http_response(denial.status, denial.reason.split(":")[0], (denial.reason + "\n").encode(),
-                                 "text/plain; charset=utf-8")
-            if denial.status == 401:
-                response.headers["WWW-Authenticate"] = 'Bearer realm="dragoman"'
-            return response
-        if len(self._connections) >= self.config.server_limits.max_connections:
-            log.warning("refused a WebSocket from %s: %d connections open", _peer(connection), len(self._connections))
-            return http_response(503, "Service Unavailable", b"too many connections, try again later\n",
-                             "text/plain; charset=utf-8")
-        return None  # go on with the WebSocket handshake
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(self, ws)
-        self._connections.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self._connections.discard(conn)
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        if self.config.certfile is None:
-            return None
+    def _ssl_context(self, *_: object) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.config.certfile, self.config.keyfile)
+        context.load_cert_chain(self.config.certfile, self.config.keyfile)  # type: ignore[arg-type]
         return context
 
     async def start(self) -> None:
+        import uvicorn
+
         token = self.config.access.token
         self._filter = RedactingFilter((token,) if token else ())
-        ws_log.addFilter(self._filter)
-        self._server = await serve(
-            self._handle, self.config.host, self.config.port,
-            process_request=self._process_request,
-            ssl=self._ssl_context(),
-            logger=ws_log,
-            # websockets enforces the size before our parser sees the message: a 50 MB frame is never buffered
-            max_size=max(self.config.limits.max_text_bytes, self.config.limits.max_audio_frame_bytes),
-            max_queue=self.config.server_limits.receive_queue,
+        for name in (*UVICORN_LOGGERS, http_log.name):
+            logging.getLogger(name).addFilter(self._filter)
+        limits = self.config.limits
+        uv_config = uvicorn.Config(
+            self.app, log_config=None, lifespan="off", ws=_uvicorn_protocol(),
+            # uvicorn enforces the size before our parser sees the message: a 50 MB frame is never buffered (1009)
+            ws_max_size=max(limits.max_text_bytes, limits.max_audio_frame_bytes),
+            ws_per_message_deflate=False,  # compressed audio frames would cost CPU for nothing; bombs stay out
+            ssl_context_factory=self._ssl_context if self.tls else None,
+            ssl_certfile=self.config.certfile, ssl_keyfile=self.config.keyfile,
+            timeout_graceful_shutdown=5, server_header=False,
+            timeout_keep_alive=5, limit_concurrency=self.config.server_limits.max_connections + 64,
         )
+        uv_config.load()
+        server = uvicorn.Server(uv_config)
+        server.lifespan = uv_config.lifespan_class(uv_config)
+        self._socket = _bind(self.config.host, self.config.port)
+        try:
+            await server.startup(sockets=[self._socket])
+        except BaseException:
+            self._socket.close()
+            raise
+        self._uvicorn = server
+        self._main = asyncio.ensure_future(server.main_loop())
         log.info("serving %s (WebSocket %s)", self.url, self.ws_url)
+
+    def _stop_listening(self) -> None:
+        for s in self._uvicorn.servers:
+            s.close()  # open connections go on
+
+    async def _stop_uvicorn(self, grace_s: float) -> None:
+        server, self._uvicorn = self._uvicorn, None
+        server.config.timeout_graceful_shutdown = grace_s
+        server.should_exit = True
+        if self._main is not None:
+            await self._main
+            self._main = None
+        await server.shutdown()
+        if self._socket is not None:
+            self._socket.close()
+        self._remove_filter()
 
     async def shutdown(self, timeout_s: float | None = None) -> None:
         """Graceful stop: accept nobody new; every open session gets its final commits and `end`; then close.
 
         Connections still open after `timeout_s` (default ServerLimits.shutdown_timeout_s) are cut.
         """
-        if self._server is None:
+        if self._uvicorn is None:
             return
         timeout_s = self.config.server_limits.shutdown_timeout_s if timeout_s is None else timeout_s
-        self._server.close(close_connections=False)  # stop listening; open connections go on
-        conns = list(self._connections)
-        log.info("shutting down: ending %d connection(s)", len(conns))
-        if conns:
-            ends = [asyncio.ensure_future(c.end_by_server(p.ErrorCode.SHUTTING_DOWN, "the server is shutting down",
-                                                          1001, "server shutting down")) for c in conns]
-            await asyncio.wait(ends, timeout=timeout_s)
-        for c in list(self._connections):
-            c.ws.transport.abort()  # over the deadline
-        await self._server.wait_closed()
-        self._server = None
-        self._remove_filter()
+        self.hub.closing = True
+        self._stop_listening()
+        await self.hub.end_connections(timeout_s)
+        await self._stop_uvicorn(grace_s=2)
 
     async def stop(self) -> None:
         """Abrupt stop: open connections are closed (1001) without flushing their sessions. See shutdown()."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        self._remove_filter()
+        if self._uvicorn is None:
+            return
+        self.hub.closing = True
+        self._stop_listening()
+        closes = [asyncio.ensure_future(c._close_socket(1001, "server stopping")) for c in list(self.hub.connections)]
+        if closes:
+            await asyncio.wait(closes, timeout=2)
+        self.hub.files.cancel_all()
+        await self._stop_uvicorn(grace_s=2)
 
     def _remove_filter(self) -> None:
         if self._filter is not None:
-            ws_log.removeFilter(self._filter)
+            for name in (*UVICORN_LOGGERS, http_log.name):
+                logging.getLogger(name).removeFilter(self._filter)
             self._filter = None
 
     async def __aenter__(self) -> DragomanServer:
@@ -193,3 +502,4 @@ class DragomanServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+

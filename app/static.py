@@ -1,13 +1,11 @@
 """The page's static files over plain HTTP: only files under web/, only known types, nothing hidden."""
 from __future__ import annotations
 
-import email.utils
 import posixpath
 import urllib.parse
 from pathlib import Path
 
-from websockets.datastructures import Headers
-from websockets.http11 import Response
+from starlette.responses import Response
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -44,22 +42,23 @@ def resolve_static(web_dir: Path, raw_path: str) -> Path | None:
     return candidate
 
 
-def http_response(status: int, reason: str, body: bytes, content_type: str) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-cache"),  # the page is tiny; always revalidate so upgrades show at once
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),  # a page opened as /?token=... must not leak it to other sites
-        ("Connection", "close"),
-    ])
-    return Response(status, reason, headers, body)
+# every plain response carries these: the page is tiny, so always revalidate (upgrades show at once); no sniffing;
+# and a page opened as /?token=... must not leak the token to other sites through the Referer header
+COMMON_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def http_response(status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type=None,
+                    headers={"Content-Type": content_type, **COMMON_HEADERS, **(headers or {})})
 
 
 def static_response(web_dir: Path, raw_path: str) -> Response:
     """An HTTP response for a GET of `raw_path` from `web_dir`: the file with its MIME type, or a 404."""
     file = resolve_static(web_dir, raw_path)
     if file is None:
-        return http_response(404, "Not Found", b"404 not found\n", "text/plain; charset=utf-8")
-    return http_response(200, "OK", file.read_bytes(), MIME_TYPES[file.suffix])
+        return http_response(404, b"404 not found\n", "text/plain; charset=utf-8")
+    return http_response(200, file.read_bytes(), MIME_TYPES[file.suffix])

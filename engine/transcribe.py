@@ -39,6 +39,7 @@ class TranscribeOptions:
     language: str | None = None  # None: detected on the first window, then kept
     beam_size: int = 1
     condition_on_previous_text: bool = True  # previous window's text as the prompt (consistency across windows)
+    initial_prompt: tuple[int, ...] = ()  # text tokens before the first window (spellings, names, style)
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback when output loops or is unsure
     compression_ratio_threshold: float = 2.4  # above: a repetition loop
     logprob_threshold: float = -1.0  # below: unsure
@@ -65,7 +66,7 @@ def transcribe(
     mel = log_mel_spectrogram(audio, bundle.model.config.n_mels, pad_samples=HOP_LENGTH if zero_pad else N_SAMPLES)
     content_frames = len(audio) // HOP_LENGTH
     language = options.language
-    prompt: list[int] = []
+    prompt: list[int] = list(options.initial_prompt[-223:])
     segments: list[Segment] = []
     seek = 0
     while seek < content_frames:
