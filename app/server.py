@@ -47,6 +47,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import protocol as p
 from .auth import AccessConfig, Denial, RedactingFilter, check_access
+from .compat import HandshakeRefused
 from .connection import Connection
 from .limits import ServerLimits
 from .metrics import CONTENT_TYPE, Metrics
@@ -279,9 +280,14 @@ class SocketEndpoint:
         if hub.engine is None:
             await deny(scope, send, 503, "no model is loaded")
             return
-        await send({"type": "websocket.accept"})
         sock = AsgiSocket(scope, receive, send)
-        conn = self.factory(hub, sock, scope)
+        try:
+            conn = self.factory(hub, sock, scope)  # a compatible API's query parameters are checked here
+        except HandshakeRefused as e:
+            log.info("refused a WebSocket from %s: %d %s", peer, e.status, e.message)
+            await deny(scope, send, e.status, e.message)
+            return
+        await send({"type": "websocket.accept"})
         hub.connections.add(conn)
         try:
             await conn.run()
@@ -295,7 +301,7 @@ def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
                hub: DragomanHub | None = None) -> Starlette:
     """The whole server as an ASGI application. The engine must be started (`async with Engine(...)`) by the caller,
     or is started by the app's lifespan when the ASGI server runs one."""
-    from . import api_openai
+    from . import api_openai, compat_deepgram
 
     hub = hub or DragomanHub(engine, config)
 
@@ -333,7 +339,9 @@ def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
 
     routes = [
         WebSocketRoute(config.ws_path, SocketEndpoint(hub, native)),
+        WebSocketRoute("/v1/listen", SocketEndpoint(hub, compat_deepgram.ListenConnection.from_scope)),
         Route(config.ws_path, upgrade_required),
+        Route("/v1/listen", upgrade_required),
         Route("/healthz", healthz),
         Route("/healthz/live", live),
         Route("/metrics", metrics),
