@@ -301,7 +301,7 @@ def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
                hub: DragomanHub | None = None) -> Starlette:
     """The whole server as an ASGI application. The engine must be started (`async with Engine(...)`) by the caller,
     or is started by the app's lifespan when the ASGI server runs one."""
-    from . import api_openai, compat_deepgram
+    from . import api_openai, compat_deepgram, compat_realtime
 
     hub = hub or DragomanHub(engine, config)
 
@@ -339,8 +339,10 @@ def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
 
     routes = [
         WebSocketRoute(config.ws_path, SocketEndpoint(hub, native)),
+        WebSocketRoute("/v1/realtime", SocketEndpoint(hub, compat_realtime.RealtimeConnection.from_scope)),
         WebSocketRoute("/v1/listen", SocketEndpoint(hub, compat_deepgram.ListenConnection.from_scope)),
         Route(config.ws_path, upgrade_required),
+        Route("/v1/realtime", upgrade_required),
         Route("/v1/listen", upgrade_required),
         Route("/healthz", healthz),
         Route("/healthz/live", live),
