@@ -31,10 +31,10 @@ class ServerLimits:
     max_backlog_s: float = 60.0
     idle_timeout_s: float = 60.0  # a connection that sends nothing (no message, no WebRTC audio) this long is ended
     max_session_s: float = 4 * 3600.0  # one session's wall time; then it is flushed and ended (the page reconnects)
-    max_connections: int = 64  # open WebSockets, sessions or not; beyond: HTTP 503 at the handshake
-    # websockets' receive buffer in frames (each up to ProtocolLimits.max_audio_frame_bytes): with the 256 KiB
-    # frame limit a connection buffers at most 1 MiB before TCP backpressure reaches the client.
-    receive_queue: int = 4
+    # open WebSockets, sessions or not; beyond: HTTP 503 at the handshake. (The receive buffer needs no limit of its
+    # own: uvicorn stops reading a socket after each message until the app has taken it, so a connection holds at
+    # most one message of ProtocolLimits.max_audio_frame_bytes before TCP backpressure reaches the client.)
+    max_connections: int = 64
     shutdown_timeout_s: float = 30.0  # on SIGTERM, how long open sessions get to flush before they are cut
 
     def __post_init__(self) -> None:
@@ -45,8 +45,8 @@ class ServerLimits:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if self.max_realtime < 1.0:
             raise ConfigError(f"max_realtime must be at least 1 (real time), got {self.max_realtime}")
-        if self.max_connections < 1 or self.receive_queue < 1:
-            raise ConfigError("max_connections and receive_queue must be at least 1")
+        if self.max_connections < 1:
+            raise ConfigError("max_connections must be at least 1")
 
 
 @dataclass

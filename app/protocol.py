@@ -63,8 +63,8 @@ class ProtocolLimits:
     """Size and value limits the parser enforces. Defaults suit a browser client; issue 7 tunes them."""
 
     max_text_bytes: int = 64 * 1024  # one JSON message; an SDP offer with many candidates is ~5-10 KB
-    # one binary frame: 1.4 s of 48 kHz float32 or 8 s of 16 kHz int16, far above the 20 ms the page sends. It also
-    # sizes websockets' receive buffer (ServerLimits.receive_queue frames of this size per connection).
+    # one binary frame: 1.4 s of 48 kHz float32 or 8 s of 16 kHz int16, far above the 20 ms the page sends. It is
+    # also uvicorn's `ws_max_size` (any WebSocket message, all APIs) and so bounds each connection's receive buffer.
     max_audio_frame_bytes: int = 256 * 1024
     min_sample_rate: int = 8000  # below this speech is unintelligible to the model
     max_sample_rate: int = 192000  # the highest rate a sound card offers
