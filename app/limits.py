@@ -85,3 +85,17 @@ class TokenBucket:
             return False
         self.level -= amount
         return True
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """Uploads to the OpenAI-compatible file endpoints (app/api_openai.py)."""
+
+    max_upload_bytes: int = 100 * 2**20  # the request body; beyond: 413 before the rest is read
+    max_audio_s: float = 3 * 3600.0  # decoded audio; beyond: 413 (memory: 16 kHz float32 is 230 MB per hour)
+    # file jobs decoding or waiting (one decodes at a time, beside the live engine); beyond: 429, try later
+    max_jobs: int = 4
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1 or not self.max_audio_s > 0 or self.max_jobs < 1:
+            raise ConfigError("file limits must be positive (max_upload_bytes, max_audio_s, max_jobs)")

@@ -49,7 +49,7 @@ from . import protocol as p
 from .auth import AccessConfig, Denial, RedactingFilter, check_access
 from .compat import HandshakeRefused
 from .connection import Connection
-from .limits import ServerLimits
+from .limits import FileLimits, ServerLimits
 from .metrics import CONTENT_TYPE, Metrics
 from .sockets import SocketClosed
 from .static import WEB_DIR, http_response, static_response
@@ -63,16 +63,6 @@ log = logging.getLogger(__name__)
 # uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
 UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
 http_log = logging.getLogger(__name__ + ".http")
-
-
-@dataclass(frozen=True)
-class FileLimits:
-    """Uploads to the OpenAI-compatible file endpoints (app/api_openai.py)."""
-
-    max_upload_bytes: int = 100 * 2**20  # the request body; beyond: 413 before the rest is read
-    max_audio_s: float = 3 * 3600.0  # decoded audio; beyond: 413 (memory: 16 kHz float32 is 230 MB per hour)
-    # file jobs decoding or waiting (one decodes at a time, beside the live engine); beyond: 429, try later
-    max_jobs: int = 4
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import webvtt
 from openai import AsyncOpenAI
 
 from app.auth import AccessConfig
-from app.server import DragomanServer, FileLimits, ServerConfig
+from app.limits import FileLimits
+from app.server import DragomanServer, ServerConfig
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import words
 from tests.speech import SENTENCES, speech, write_wav
@@ -96,6 +97,22 @@ async def test_streaming_deltas_concatenate_to_the_final_text(server, english_wa
     assert done is not None and len(deltas) >= 2, deltas
     assert "".join(deltas).strip() == done
     assert len(words(done) & EN_WORDS) >= 4, done
+
+
+@pytest.mark.slow
+async def test_a_full_file_queue_answers_429_and_others_still_decode(backend, english_wav):
+    """With one file job allowed, a second request while the first decodes is the client's RateLimitError."""
+    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, DragomanServer(engine, ServerConfig(
+            port=0, access=AccessConfig(token=TOKEN), files=FileLimits(max_jobs=1))) as srv:
+        c = client(srv)
+        data = english_wav.read_bytes()
+        first = asyncio.ensure_future(c.audio.transcriptions.create(model="whisper-1", file=("a.wav", data)))
+        async with asyncio.timeout(30):
+            while srv.hub.files.active == 0:
+                await asyncio.sleep(0.01)
+        with pytest.raises(openai.RateLimitError):
+            await c.audio.transcriptions.create(model="whisper-1", file=("b.wav", data))
+        assert len(words((await first).text) & EN_WORDS) >= 4
 
 
 async def test_wrong_key_is_the_clients_authentication_error(server, english_wav):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.cli import add_model_options, add_session_options, language_arg, session_config
-from app.limits import ServerLimits
+from app.limits import FileLimits, ServerLimits
 from app.protocol import ProtocolLimits
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 TOKEN_ENV = "DRAGOMAN_TOKEN"
 _LIMITS = ServerLimits()
+_FILES = FileLimits()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="end a connection that sends nothing for this long (default %(default)s)")
     limits.add_argument("--max-session-time", type=float, default=_LIMITS.max_session_s, metavar="SECONDS",
                         help="end (flush) a session after this long; the page reconnects (default %(default)s)")
+    limits.add_argument("--max-upload-mb", type=float, default=_FILES.max_upload_bytes / 2**20, metavar="MB",
+                        help="largest upload to /v1/audio/transcriptions|translations (default %(default)g)")
+    limits.add_argument("--max-file-jobs", type=int, default=_FILES.max_jobs,
+                        help="file transcriptions decoding or waiting; more get HTTP 429 (default %(default)s)")
     limits.add_argument("--shutdown-timeout", type=float, default=_LIMITS.shutdown_timeout_s, metavar="SECONDS",
                         help="on SIGTERM/Ctrl-C, how long open sessions get to flush (default %(default)s)")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
@@ -108,6 +113,8 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
             raise ConfigError(f"TLS file not found: {path}")
     if args.max_frame_kb < 1:
         raise ConfigError("--max-frame-kb must be at least 1")
+    if not args.max_upload_mb > 0 or args.max_file_jobs < 1:
+        raise ConfigError("--max-upload-mb must be positive and --max-file-jobs at least 1")
     try:
         # the same rules as a client's `start`, so a bad --language fails here rather than in every session
         defaults = parse_start({"type": "start", "task": args.task, "language": language_arg(args.language)},
@@ -123,6 +130,7 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
         defaults=dataclasses.replace(defaults, sample_rate=16000, encoding="pcm_s16le"),
         server_limits=limits, access=AccessConfig(token=token, allowed_origins=tuple(args.allow_origin)),
         certfile=args.certfile, keyfile=args.keyfile, session=session_config(args),
+        files=FileLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_jobs=args.max_file_jobs),
     )
 
 
@@ -142,6 +150,9 @@ async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfi
             print(f"dragoman: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
             return 2
         print(f"Dragoman is live at {server.url}  (Ctrl-C to stop)", flush=True)
+        api, ws = server.url.rstrip("/"), server.ws_url.rsplit("/", 1)[0]
+        print(f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
+              f"{ws}/v1/listen; see docs/api.md", file=sys.stderr, flush=True)
         if config.access.token:
             # the token itself is never printed or logged: whoever started the server knows it
             print("dragoman: a token is required: open the address with ?token=<your token> appended",
