@@ -10,8 +10,9 @@ commits covering every sentence it spoke (each sentence ends in a pause, which c
 English references is printed for the same speakers in a quiet run (no garbage) and under load, to show the garbage
 costs no quality.
 Garbage clients loop over the hostile behaviours of issue 7 (malformed JSON, unknown types, bad fields, audio before
-start, start twice, odd/NaN frames, tiny-frame floods, multi-MB frames, mid-stream disconnects, never reading)
-until the speakers are done. Exit status 1 if any speaker's transcript is incomplete. Loopback only; bounded time.
+start, start twice, odd/NaN frames, tiny-frame floods, multi-MB frames, mid-stream disconnects, never reading) and
+junk for the compatible APIs of issue 11 (Realtime and Deepgram sockets, uploads that are not audio) until the
+speakers are done. Exit status 1 if any speaker's transcript is incomplete. Loopback only; bounded time.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -122,7 +123,61 @@ def _behaviours(rng: random.Random) -> dict:
         "never reads": _never_reads,
         "random bytes": lambda url: _exchange(url, [rng.randbytes(rng.randint(1, 4000)) for _ in range(20)],
                                               start=rng.random() < 0.5),
+        # the compatible APIs (docs/api.md) on the same port
+        "realtime junk": lambda url: _api_junk(url.replace("/ws", "/v1/realtime"), [
+            "{nope", '{"type": "response.create"}', '{"type": "input_audio_buffer.append", "audio": "***"}',
+            '{"type": "input_audio_buffer.commit"}', '{"type": "session.update", "session": {"type": "realtime"}}',
+            '{"type": "input_audio_buffer.append", "audio": "' + "A" * 400_000 + '"}']),
+        "listen junk": lambda url: _api_junk(url.replace("/ws", "/v1/listen") + "?encoding=linear16&sample_rate=16000",
+                                             ["{nope", '{"type": "Dance"}', rng.randbytes(3001), b"\x00",
+                                              bytes(5 * 2**20), '{"type": "CloseStream"}']),
+        "listen bad params": lambda url: _api_junk(url.replace("/ws", "/v1/listen") + "?encoding=opus", []),
+        "upload junk": lambda url: _upload_junk(url, rng.randbytes(rng.randint(1, 50_000))),
     }
+
+
+async def _api_junk(url: str, sends: list) -> list[str]:
+    """A Realtime or Deepgram client sending junk: what came back, by error code (or close code)."""
+    codes: list[str] = []
+    try:
+        async with connect(url, max_size=2**20, close_timeout=1) as ws:
+            for item in sends:
+                await ws.send(item)
+            try:
+                async with asyncio.timeout(0.5):
+                    async for raw in ws:
+                        msg = json.loads(raw)
+                        if msg["type"] in ("error", "Error"):
+                            codes.append("api " + str(msg.get("error", {}).get("code") or msg.get("variant")))
+            except TimeoutError:
+                pass
+    except ConnectionClosed as e:
+        codes.append(f"close {e.rcvd.code if e.rcvd else 1006}")
+    except InvalidStatus as e:
+        codes.append(f"http {e.response.status_code}")
+    return codes
+
+
+async def _upload_junk(ws_url: str, payload: bytes) -> list[str]:
+    """POST random bytes as a file to /v1/audio/transcriptions: the status code."""
+    import urllib.error
+    import urllib.request
+
+    url = "http" + ws_url[len("ws"):].rsplit("/", 1)[0] + "/v1/audio/transcriptions"
+    boundary = "junk"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.wav"\r\n\r\n'.encode()
+            + payload + f"\r\n--{boundary}--\r\n".encode())
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def post() -> int:
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    return [f"http {await asyncio.to_thread(post)}"]
 
 
 async def _disconnect(url: str) -> list[str]:
