@@ -222,6 +222,7 @@ class RealtimeConnection(TurnConnection):
         self.turn_items: dict[str, str] = {}  # engine session id -> item id
         self.turn_texts: dict[str, list[str]] = {}
         self.flush_pending = False
+        self.next_turn_item: str | None = None  # committed while its audio waited for a flush to end
         self.beta = False  # the client speaks the older transcription_session.* events
         self.post(self._event("session.created", session=self._session_object()))
 
@@ -290,7 +291,8 @@ class RealtimeConnection(TurnConnection):
 
     def on_turn_started(self) -> None:
         assert self.live is not None
-        self.turn_items[str(self.live.id)] = self._open_item()
+        item, self.next_turn_item = self.next_turn_item, None
+        self.turn_items[str(self.live.id)] = item or self._open_item()
 
     def on_turn_over(self, live: LiveSession) -> None:
         key = str(live.id)
@@ -309,7 +311,8 @@ class RealtimeConnection(TurnConnection):
         self.post(self._event("input_audio_buffer.committed", item_id=item, previous_item_id=self.previous_item))
         self.previous_item, self.item_id = item, None
         if not self.flush():
-            self.flush_pending = True  # a flush is under way: this turn (held audio) is flushed once it starts
+            # a flush is under way and this turn's audio waits for it: it is flushed, as `item`, once it starts
+            self.flush_pending, self.next_turn_item = True, item
         log.debug("%sturn committed (%s)", self.prefix, reason)
         return True
 
@@ -398,8 +401,11 @@ class RealtimeConnection(TurnConnection):
         if live is not None and self.flushing is not live:
             self.turn_items.pop(str(live.id), None)
             self.turn_texts.pop(str(live.id), None)
-            self._spawn(self._close_session())  # abandoned: nothing more is decoded
+            self.live = None  # abandoned at once (the next append opens a new turn): nothing more is decoded
+            live.close()
+            self.server.metrics.session_closed()
         self.held, self.held_s, self.item_id, self.rest = [], 0.0, None, b""
+        self.flush_pending, self.next_turn_item = False, None
         if self.gate is not None:
             self.gate = EnergyGate(self.gate.config, self.gate.rate)
         self.post(self._event("input_audio_buffer.cleared"))

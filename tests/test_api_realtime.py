@@ -119,6 +119,36 @@ async def test_manual_commit_with_the_older_transcription_session_events(server,
     assert len(words(events[-1].transcript) & {"sister", "works", "hospital", "doctor", "helps", "people"}) >= 3
 
 
+@pytest.mark.slow
+async def test_clear_drops_the_uncommitted_turn(server, audio_dir):
+    """Audio appended then cleared is never transcribed; the next committed turn holds only what followed."""
+    a, _ = speech("en", 0, audio_dir)
+    b, _ = speech("en", 1, audio_dir)
+    async with client(server).realtime.connect(model="whisper-1") as conn:
+        await conn.recv()  # session.created
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "turn_detection": None, "transcription": {"language": "en"}}}})
+        for chunk in b64_chunks(a)[: len(a) // 1600 // 2]:
+            await conn.input_audio_buffer.append(audio=chunk)
+        await asyncio.sleep(1.0)  # let the engine decode some of it
+        await conn.input_audio_buffer.clear()
+        for chunk in b64_chunks(b):
+            await conn.input_audio_buffer.append(audio=chunk)
+            await asyncio.sleep(0.02)
+        await conn.input_audio_buffer.commit()
+        events = await collect_until(conn, lambda ev: ev[-1].type ==
+                                     "conversation.item.input_audio_transcription.completed")
+    types = [e.type for e in events]
+    assert "input_audio_buffer.cleared" in types and types.count(
+        "conversation.item.input_audio_transcription.completed") == 1
+    transcript = events[-1].transcript
+    assert len(words(transcript) & EN1_WORDS) >= 3 and not words(transcript) & {"london", "coffee", "price"}, \
+        transcript
+    cleared_at = types.index("input_audio_buffer.cleared")
+    late = [e for e in events[cleared_at:] if e.type.endswith("transcription.delta")]
+    assert all(e.item_id == events[-1].item_id for e in late)
+
+
 async def test_bad_events_get_error_events_and_the_session_goes_on(server):
     """Garbage JSON, unknown events, bad base64, a wrong rate, an empty commit: `error` events; the socket lives."""
     url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=x"
