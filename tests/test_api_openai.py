@@ -13,6 +13,7 @@ import pytest
 import srt
 import webvtt
 from openai import AsyncOpenAI
+from websockets.asyncio.client import connect
 
 from app.auth import AccessConfig
 from app.limits import FileLimits
@@ -113,6 +114,19 @@ async def test_a_full_file_queue_answers_429_and_others_still_decode(backend, en
         with pytest.raises(openai.RateLimitError):
             await c.audio.transcriptions.create(model="whisper-1", file=("b.wav", data))
         assert len(words((await first).text) & EN_WORDS) >= 4
+
+
+async def test_streaming_without_a_free_session_slot_is_503(backend, english_wav):
+    """stream=true needs a live session slot: with none free the answer is 503 before any event (a 5xx error)."""
+    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, DragomanServer(engine, ServerConfig(
+            port=0, access=AccessConfig(token=TOKEN))) as srv:
+        async with connect(srv.ws_url + "?token=" + TOKEN) as ws:
+            await ws.send('{"type": "start", "language": "en"}')
+            assert json.loads(await ws.recv())["type"] == "ready"
+            with pytest.raises(openai.InternalServerError) as refused:
+                with open(english_wav, "rb") as f:
+                    await client(srv).audio.transcriptions.create(model="whisper-1", file=f, stream=True)
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "server_busy"
 
 
 async def test_wrong_key_is_the_clients_authentication_error(server, english_wav):
