@@ -385,7 +385,7 @@ def render(req: FileRequest, language: str | None, pieces: list[Piece]) -> Respo
         return JSONResponse({"text": text, "usage": usage})
     body: dict[str, Any] = {
         "task": "translate" if req.task == "translate" else "transcribe",
-        "language": "en" if req.task == "translate" and language is None else language,
+        "language": "en" if req.task == "translate" else language,  # a translation's language is its output's
         "duration": round(req.duration_s, 3), "text": text,
         "segments": [{"id": i, "seek": int(p.start_s * 100), "start": round(p.start_s, 3), "end": round(p.end_s, 3),
                       "text": p.text, "tokens": [], "temperature": req.temperature, "avg_logprob": None,

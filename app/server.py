@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -101,7 +102,7 @@ class AsgiSocket:
         self._receive, self._send = receive, send
         client = scope.get("client")
         self.peer = str(client[0]) if client else "?"
-        self._abort = scope.get("extensions", {}).get("dragoman.abort", {}).get("abort")
+        self._abort = (scope.get("extensions") or {}).get("dragoman.abort", {}).get("abort")
         self._closing = False  # a close frame was sent or received, or the connection was cut
         self._gone = asyncio.Event()  # the server (uvicorn) reported the disconnect, or we cut it
         self.close_code: int | None = None
@@ -232,7 +233,7 @@ ConnectionFactory = Callable[[DragomanHub, AsgiSocket, Scope], Connection]
 
 async def deny(scope: Scope, send: Send, status: int, body: str, headers: dict[str, str] | None = None) -> None:
     """Refuse a WebSocket handshake with an HTTP status (the ASGI denial-response extension, else a plain 403)."""
-    if "websocket.http.response" in scope.get("extensions", {}):
+    if "websocket.http.response" in (scope.get("extensions") or {}):
         all_headers = {"content-type": "text/plain; charset=utf-8", "referrer-policy": "no-referrer",
                        **(headers or {})}
         await send({"type": "websocket.http.response.start", "status": status,
@@ -287,12 +288,20 @@ class SocketEndpoint:
                 await sock.close(1000, "")
 
 
-def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
+def create_app(engine: Engine | None = None, config: ServerConfig | None = None, *,
                hub: DragomanHub | None = None) -> Starlette:
-    """The whole server as an ASGI application. The engine must be started (`async with Engine(...)`) by the caller,
-    or is started by the app's lifespan when the ASGI server runs one."""
+    """The whole server as an ASGI application.
+
+    The engine is started by the caller (`async with Engine(...)`), or else by the app's lifespan when its ASGI server
+    runs one. Without an engine (`uvicorn --factory app.server:create_app`), the lifespan loads the model named by
+    DRAGOMAN_MODEL (default: the embedded one) into an Engine of DRAGOMAN_MAX_SESSIONS sessions (default 4), and the
+    token comes from DRAGOMAN_TOKEN.
+    """
     from . import api_openai, compat_deepgram, compat_realtime
 
+    if config is None:
+        config = ServerConfig(access=AccessConfig(token=os.environ.get("DRAGOMAN_TOKEN") or None))
+    load_own_engine = engine is None and hub is None
     hub = hub or DragomanHub(engine, config)
 
     async def page(request: Request) -> Response:
@@ -345,6 +354,8 @@ def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if load_own_engine:
+            hub.engine = await asyncio.to_thread(_engine_from_environment)
         if hub.engine is not None and getattr(hub.engine, "_thread", None) is None:
             await hub.engine.start()  # mounted elsewhere: the app owns the engine's lifetime
             started.append(hub.engine)
@@ -357,6 +368,15 @@ def create_app(engine: Engine | None, config: ServerConfig = ServerConfig(), *,
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dragoman = hub
     return app
+
+
+def _engine_from_environment() -> Engine:
+    from engine.backend import make_backend
+    from engine.models.loading import load_model
+    from engine.scheduler import Engine, EngineConfig
+
+    backend = make_backend(load_model(os.environ.get("DRAGOMAN_MODEL") or None))
+    return Engine(backend, EngineConfig(max_sessions=int(os.environ.get("DRAGOMAN_MAX_SESSIONS", "4"))))
 
 
 # --- running it under uvicorn -------------------------------------------------------------------------------------

@@ -112,3 +112,17 @@ def test_create_app_runs_under_another_asgi_host(backend):
             ws.send_text('{"type": "start", "language": "de"}')
             assert ws.receive_json()["type"] == "ready"
     assert engine._thread is None  # stopped with the app
+
+
+@pytest.mark.slow
+def test_create_app_factory_loads_its_own_engine(monkeypatch):
+    """`uvicorn --factory app.server:create_app`: no arguments; the model, session count and token come from the
+    environment, the model loads in the lifespan."""
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv("DRAGOMAN_MAX_SESSIONS", "3")
+    monkeypatch.setenv("DRAGOMAN_TOKEN", TOKEN)
+    with TestClient(create_app()) as http:
+        assert http.get("/healthz").json()["max_sessions"] == 3
+        assert http.get("/v1/models").status_code == 401
+        assert http.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
