@@ -6,6 +6,7 @@ import json
 import sys
 
 from app.cli import add_model_options, language_arg
+from app.translation import add_mt_options
 from engine.errors import ConfigError
 
 
@@ -18,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print segments with start/end times as JSON")
     p.add_argument("--vtt", default=None, help="also write WebVTT captions to this file")
     p.add_argument("--srt", default=None, help="also write SRT captions to this file")
+    add_mt_options(p)
     return p
 
 
@@ -33,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     language = language_arg(args.language)
     duration = len(audio) / 16000
     bar = ProgressBar("decoding", duration, "s", enabled=sys.stderr.isatty() and duration > 30)
+    if args.target or args.mt_model:  # captions in other languages: speech, then MT (app/translation.py)
+        from app.translation import run_file_targets
+
+        return run_file_targets(args, bundle, audio, language, bar)
     if bundle.family == "whisper":
         from engine.transcribe import TranscribeOptions, transcribe
 

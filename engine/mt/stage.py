@@ -1,0 +1,175 @@
+"""The streaming MT stage: one source stream (a speech session's events) feeding any number of target languages.
+
+Source events go in as the session emits them; target events come out: TargetCommit (append-only translated
+units) and TargetPartial (the translation of what is not yet a whole unit; replaces the previous one). One
+SourceSegmenter cuts the source into units for every target alike, so each target's captions cover the same
+sentences; every target has its own Translator (several targets may share one loaded multilingual model).
+
+Everything here runs synchronously on the caller's thread (the scheduler's worker for live sessions, the command
+itself for `stream`): a translation is a short CPU job between two speech updates.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..events import Commit, Error, Event, Partial
+from .policy import MTPolicyConfig, SourceSegmenter, SourceUnit
+from .translate import Translator
+
+log = logging.getLogger(__name__)
+
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my"})  # written without spaces between sentences
+
+
+@dataclass(frozen=True)
+class TargetCommit:
+    """Append-only translated text for one target: all of a target's commits concatenated form its captions."""
+
+    target: str
+    text: str  # with a leading space after the first commit (as speech commits), so concatenation reads well
+    source_text: str  # the source unit it translates
+    start_s: float  # stream time of the unit's first source word
+    end_s: float  # stream time of its last source word
+    committed_s: float  # stream time (audio received) when the translation was committed
+
+    @property
+    def latency_s(self) -> float:
+        """From the end of the source speech to the target commit."""
+        return max(0.0, self.committed_s - self.end_s)
+
+
+@dataclass(frozen=True)
+class TargetPartial:
+    """The translation of the uncommitted source tail for one target ("" clears it)."""
+
+    target: str
+    text: str
+    source_text: str
+
+
+TargetEvent = TargetCommit | TargetPartial
+
+
+@dataclass
+class TargetRoute:
+    """How one target is produced from the speech model's text."""
+
+    target: str  # language code the captions are in
+    translator: Translator | None  # None: the speech model's text already is in the target language
+    source: str | None  # language the translator reads; None: the spoken language (set_spoken_language)
+    committed: list[str] = field(default_factory=list)
+    last_partial: str = ""
+
+
+class MTStage:
+    def __init__(self, routes: list[TargetRoute], config: MTPolicyConfig = MTPolicyConfig(),
+                 session_id: str | None = None) -> None:
+        if not routes:
+            raise ValueError("MTStage needs at least one target")
+        self.routes = {r.target: r for r in routes}
+        self.config = config
+        self.segmenter = SourceSegmenter(config)
+        self.spoken_language: str | None = None
+        self.units: list[SourceUnit] = []
+        self._partial_source = ""
+        self._partial_at_s = -1e9
+        self.log = logging.LoggerAdapter(log, {}) if session_id is None else _prefixed(session_id)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.routes)
+
+    def set_spoken_language(self, language: str | None) -> None:
+        """The language the speech model decided on (auto-detection); used by routes reading the spoken text."""
+        self.spoken_language = language
+
+    # -- feeding -------------------------------------------------------------------------------------------
+    def feed(self, event: Event, now_s: float) -> list[TargetEvent]:
+        """One source event at stream time `now_s` -> the target events it causes."""
+        out: list[TargetEvent] = []
+        if isinstance(event, Commit):
+            for unit in self.segmenter.commit(event.text, event.start_s, event.end_s, now_s):
+                out += self._translate_unit(unit)
+        elif isinstance(event, Partial):
+            self.segmenter.partial(event.text)
+        elif isinstance(event, Error):
+            return out
+        out += self.tick(now_s, _partials=False)
+        out += self._partials(now_s)
+        return out
+
+    def tick(self, now_s: float, _partials: bool = True) -> list[TargetEvent]:
+        """The clock moved (audio arrived without events): a pause may complete a unit."""
+        out: list[TargetEvent] = []
+        for unit in self.segmenter.tick(now_s):
+            out += self._translate_unit(unit)
+        if _partials and out:
+            out += self._partials(now_s, force=True)
+        return out
+
+    def finish(self, now_s: float) -> list[TargetEvent]:
+        """The source stream ended (after the speech session's last events): translate what is left."""
+        out: list[TargetEvent] = []
+        for unit in self.segmenter.finish(now_s):
+            out += self._translate_unit(unit)
+        for route in self.routes.values():
+            if route.last_partial:
+                route.last_partial = ""
+                out.append(TargetPartial(route.target, "", ""))
+        return out
+
+    def text(self, target: str) -> str:
+        """Everything committed for `target` so far."""
+        return "".join(self.routes[target].committed).strip()
+
+    # -- translating ---------------------------------------------------------------------------------------
+    def _source_for(self, route: TargetRoute) -> str | None:
+        return route.source or self.spoken_language
+
+    def _translate(self, route: TargetRoute, text: str, final: bool) -> str:
+        if route.translator is None:
+            return text
+        beams = None if final else 1  # partials: greedy, they are replaced a moment later anyway
+        return route.translator.translate(text, self._source_for(route), route.target, num_beams=beams).text
+
+    def _translate_unit(self, unit: SourceUnit) -> list[TargetEvent]:
+        self.units.append(unit)
+        out: list[TargetEvent] = []
+        for route in self.routes.values():
+            text = self._translate(route, unit.text, final=True).strip()
+            if not text:
+                continue
+            if route.committed and route.target not in NO_SPACE_LANGUAGES:
+                text = " " + text
+            route.committed.append(text)
+            event = TargetCommit(route.target, text, unit.text, unit.start_s, unit.end_s, unit.ready_s)
+            self.log.debug("%s commit after %.2f s (%s): %r", route.target, event.latency_s, unit.reason, text)
+            out.append(event)
+        self._partial_source = None  # the tail changed: the next partial is due
+        return out
+
+    def _partials(self, now_s: float, force: bool = False) -> list[TargetEvent]:
+        if not self.config.partials:
+            return []
+        tail = self.segmenter.tail
+        if tail == self._partial_source:
+            return []
+        if tail and not force and now_s - self._partial_at_s < self.config.partial_every_s:
+            return []
+        self._partial_source, self._partial_at_s = tail, now_s
+        out: list[TargetEvent] = []
+        for route in self.routes.values():
+            text = self._translate(route, tail, final=False).strip() if tail else ""
+            if text != route.last_partial:
+                route.last_partial = text
+                out.append(TargetPartial(route.target, text, tail))
+        return out
+
+
+def _prefixed(session_id: str) -> logging.LoggerAdapter:
+    class Prefixed(logging.LoggerAdapter):
+        def process(self, msg, kwargs):
+            return f"[{session_id}] {msg}", kwargs
+
+    return Prefixed(log, {})

@@ -1,0 +1,71 @@
+"""The cascade end to end on synthesised English speech with the embedded Whisper base and a tiny random MarianMT
+checkpoint: `dragoman file --target de --mt-model DIR` prints, per sentence of its own transcript, exactly what
+transformers translates from that transcript; the live stage does the same through a streaming session."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.cli import main
+from tests.mt_reference import build_marian
+from tests.speech import long_stream, write_wav
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")]
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mt") / "opus-mt-en-de-tiny"
+    ref, tok = build_marian(path)
+    return ref, tok, path
+
+
+@pytest.fixture(scope="module")
+def english_wav(audio_dir: Path) -> Path:
+    audio, _ = long_stream("en", audio_dir, pause_s=0.6)
+    return write_wav(audio_dir / "en_stream.wav", audio)
+
+
+def _reference(ref, tok, text: str) -> str:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = ref.generate(**tok([text], return_tensors="pt"))  # the checkpoint's generation config (beam 4)
+    return tok.decode(out[0], skip_special_tokens=True)
+
+
+def test_file_target_equals_reference_translation_of_own_transcript(marian, english_wav, capsys) -> None:
+    """Each JSON segment's text is transformers' translation of that segment's source sentence, the sentences
+    together are Dragoman's own transcript, and the top-level text joins the segment translations."""
+    ref, tok, path = marian
+    rc = main(["file", str(english_wav), "--language", "en", "--target", "de", "--mt-model", str(path), "--json",
+               "--beam", "1"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"] == "de" and out["task"] == "transcribe"
+    segments = out["segments"]
+    assert len(segments) >= 4  # four spoken sentences, each its own unit
+    assert " ".join(s["source_text"] for s in segments).split() == out["source_text"].split()
+    assert "meeting" in out["source_text"].lower()
+    for s in segments:
+        assert s["text"] == _reference(ref, tok, s["source_text"]).strip(), s["source_text"]
+        assert s["end"] >= s["start"]
+    assert out["text"] == " ".join(s["text"] for s in segments if s["text"])
+
+
+def test_mt_model_without_target_is_an_error(marian, english_wav, capsys) -> None:
+    """--mt-model alone says that --target is missing (exit status 2)."""
+    _, _, path = marian
+    assert main(["file", str(english_wav), "--mt-model", str(path)]) == 2
+    assert "--target" in capsys.readouterr().err
+
+
+def test_offline_hub_id_fails_at_once(monkeypatch, english_wav, capsys) -> None:
+    """An MT hub id that is not cached fails with a message naming the offline alternatives."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["file", str(english_wav), "--target", "de", "--mt-model", "Helsinki-NLP/opus-mt-en-de"]) == 2
+    err = capsys.readouterr().err
+    assert "opus-mt-en-de" in err and "directory" in err
