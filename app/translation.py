@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.errors import ConfigError
@@ -118,3 +119,78 @@ def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | No
             if path:
                 write_captions(commits, path)
     return 0
+
+
+class LiveTranslation:
+    """The MT stage behind a live command (stream, mic): source events in, target events out, with the
+    speech session's language for models that read whatever is spoken, and the latency of every target commit."""
+
+    def __init__(self, stage, language_of: Callable[[], str | None] = lambda: None) -> None:
+        self.stage = stage
+        self.language_of = language_of
+        self.latencies: dict[str, list[float]] = {t: [] for t in stage.targets}
+
+    @property
+    def primary(self) -> str:
+        return self.stage.targets[0]
+
+    def feed(self, event, t_audio: float) -> list:
+        self.stage.set_spoken_language(self.language_of())
+        return self._seen(self.stage.feed(event, t_audio))
+
+    def finish(self, t_audio: float) -> list:
+        self.stage.set_spoken_language(self.language_of())
+        return self._seen(self.stage.finish(t_audio))
+
+    def _seen(self, events: list) -> list:
+        from engine.mt.stage import TargetCommit
+
+        for e in events:
+            if isinstance(e, TargetCommit):
+                self.latencies[e.target].append(e.latency_s)
+        return events
+
+    def summary(self) -> str:
+        """One line per target: units committed and latency from the end of source speech to the target commit."""
+        import numpy as np
+
+        lines = []
+        for target, lat in self.latencies.items():
+            if lat:
+                p50, p90 = np.percentile(lat, [50, 90])
+                lines.append(f"{target}: {len(lat)} units, latency from source speech to target commit "
+                             f"p50 {p50:.1f} s, p90 {p90:.1f} s")
+            else:
+                lines.append(f"{target}: nothing committed")
+        return "\n".join(lines)
+
+
+def live_translation(args: argparse.Namespace, config, backend):
+    """(SessionConfig with the speech task the targets need, LiveTranslation or None) for a live command."""
+    from dataclasses import replace
+
+    from engine.mt.cascade import routes_for, speech_task
+    from engine.mt.policy import MTPolicyConfig
+    from engine.mt.stage import MTStage
+
+    tasks = tuple(getattr(backend, "tasks", ("transcribe", "translate")))
+    targets, plans = mt_setup(args, config.language, tasks)
+    if not targets:
+        return config, None
+    if getattr(backend, "family", "whisper") != "whisper":
+        raise ConfigError("--target needs a Whisper speech model (it transcribes any language)")
+    config = replace(config, task=speech_task(plans))
+    stage = MTStage(routes_for(plans), MTPolicyConfig(unit=getattr(args, "mt_unit", "sentence")))
+    return config, LiveTranslation(stage)
+
+
+def target_record(event, t_audio: float) -> dict:
+    """A target event as one JSON object of an event log."""
+    from engine.mt.stage import TargetCommit
+
+    record = {"type": "target_commit" if isinstance(event, TargetCommit) else "target_partial",
+              "target": event.target, "text": event.text, "source_text": event.source_text}
+    if isinstance(event, TargetCommit):
+        record.update(start_s=event.start_s, end_s=event.end_s, latency_s=round(event.latency_s, 3))
+    record["t_audio"] = round(t_audio, 3)
+    return record

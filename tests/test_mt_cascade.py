@@ -69,3 +69,23 @@ def test_offline_hub_id_fails_at_once(monkeypatch, english_wav, capsys) -> None:
     assert main(["file", str(english_wav), "--target", "de", "--mt-model", "Helsinki-NLP/opus-mt-en-de"]) == 2
     err = capsys.readouterr().err
     assert "opus-mt-en-de" in err and "directory" in err
+
+
+def test_stream_target_commits_translate_every_sentence_once(marian, english_wav, tmp_path, capsys) -> None:
+    """`dragoman stream --target de` commits, per source unit of its own live transcript, transformers'
+    translation of that unit; the units cover the live transcript exactly once; latency is reported."""
+    ref, tok, path = marian
+    events = tmp_path / "ev.jsonl"
+    rc = main(["stream", str(english_wav), "--language", "en", "--target", "de", "--mt-model", str(path),
+               "--events", str(events)])
+    assert rc == 0
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    source = "".join(r["text"] for r in records if r["type"] == "commit")
+    commits = [r for r in records if r["type"] == "target_commit"]
+    assert len(commits) >= 4
+    assert " ".join(c["source_text"] for c in commits).split() == source.split()
+    for c in commits:
+        assert c["text"].strip() == _reference(ref, tok, c["source_text"]).strip()
+        assert c["latency_s"] >= 0
+    assert any(r["type"] == "target_partial" for r in records)
+    assert "latency from source speech to target commit" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from typing import TextIO
 import numpy as np
 
 from app.cli import add_model_options, add_session_options, session_config
+from app.translation import add_mt_options
 from engine.errors import ConfigError
 from engine.events import Commit, Error, Event, Partial
 
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--events", default=None, metavar="FILE.jsonl", help="write one JSON object per event")
     p.add_argument("--vtt", default=None, help="write WebVTT captions (cues appear as text is committed)")
     p.add_argument("--srt", default=None, help="write SRT captions (cues appear as text is committed)")
+    add_mt_options(p)
     return p
 
 
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
             config.language not in getattr(backend.tokenizer, "language_ids", {config.language: 0}):
         raise ConfigError(f"unknown language {config.language!r}; use a code such as de, fr, es or 'auto'")
     from app.captions import CaptionWriter
+    from app.translation import live_translation
+
+    config, mt = live_translation(args, config, backend)  # captions in other languages (None without --target)
 
     log = EventLog(args.events)
     files = [CaptionWriter(path) for path in (args.vtt, args.srt) if path]
@@ -82,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     def show(event: Event, t_audio: float) -> None:
         nonlocal errors
         log.write(event, t_audio)
-        if isinstance(event, Commit):
+        if mt is not None and not isinstance(event, Error):
+            for target_event in mt.feed(event, t_audio):
+                show_target(target_event, t_audio)
+        elif isinstance(event, Commit):
             captions.commit(event.text)
             for f in files:
                 f.add(event)
@@ -91,23 +99,49 @@ def run(args: argparse.Namespace) -> int:
         elif isinstance(event, Error):
             errors += 1
 
+    def show_target(event, t_audio: float) -> None:
+        """The first target's captions on screen and in the caption files; every target in the event log."""
+        from app.translation import target_record
+        from engine.mt.stage import TargetCommit
+
+        if log.file is not None:
+            log.file.write(json.dumps(target_record(event, t_audio), ensure_ascii=False) + "\n")
+        if event.target != mt.primary:
+            return
+        if isinstance(event, TargetCommit):
+            captions.commit(event.text)
+            for f in files:
+                f.add(Commit(text=event.text, start_s=event.start_s, end_s=event.end_s))
+        else:
+            captions.partial(event.text)
+
     try:
         if args.realtime:
-            asyncio.run(_realtime(backend, config, audio, show))
+            asyncio.run(_realtime(backend, config, audio, show, mt))
         else:
-            _fast(backend, config, audio, show, SAMPLE_RATE)
+            _fast(backend, config, audio, show, SAMPLE_RATE, mt)
+        if mt is not None:
+            end_s = len(audio) / SAMPLE_RATE
+            for target_event in mt.finish(end_s):
+                show_target(target_event, end_s)
     finally:
         captions.close()
         log.close()
         for f in files:
             f.close()
+    if mt is not None:
+        import sys
+
+        print(mt.summary(), file=sys.stderr)
     return 1 if errors else 0
 
 
-def _fast(backend, config, audio: np.ndarray, show, sample_rate: int) -> None:
+def _fast(backend, config, audio: np.ndarray, show, sample_rate: int, mt=None) -> None:
     from engine.session import StreamingSession
 
     session = StreamingSession(backend, config)
+    if mt is not None:  # the MT stage reads the language the session detects
+        mt.language_of = lambda: session.language
     step = int(FEED_S * sample_rate)
     for i in range(0, len(audio), step):
         session.feed_audio(audio[i : i + step], sample_rate)
@@ -120,12 +154,14 @@ def _fast(backend, config, audio: np.ndarray, show, sample_rate: int) -> None:
         show(event, session.audio_s)
 
 
-async def _realtime(backend, config, audio: np.ndarray, show) -> None:
+async def _realtime(backend, config, audio: np.ndarray, show, mt=None) -> None:
     from engine.audio import SAMPLE_RATE
     from engine.scheduler import Engine
 
     async with Engine(backend) as engine:
         live = engine.open_session(config)
+        if mt is not None:
+            mt.language_of = lambda: live.session.language
 
         async def consume() -> None:
             async for event in live.events():
