@@ -20,6 +20,7 @@ from engine.events import Commit, Error, Partial
 
 from . import protocol as p
 from .limits import TokenBucket
+from .mt_server import is_target_event, open_stage, render_target, translated_events
 from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
@@ -58,6 +59,7 @@ class Connection:
         self.ending = False  # the server is ending this connection (timeout, shutdown): input is ignored
         self.pump: asyncio.Task[None] | None = None
         self.live: LiveSession | None = None
+        self.stage = None  # the session's MT stage (engine.mt.stage.MTStage) when `start` asked for a target
         self.rtc: WebRTCAudioReceiver | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.prefix = f"[{ws.peer}] "
@@ -123,13 +125,15 @@ class Connection:
 
     def _droppable(self, message: str) -> bool:
         """Messages a later one supersedes: dropped first under backpressure."""
-        return p.message_type(message) in ("partial", "stats")
+        return p.message_type(message) in ("partial", "stats", "target_partial")
 
     def _error_message(self, code: p.ErrorCode | str, message: str) -> str:
         return p.error_message(code, message)
 
     def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[str]:
         """The messages one engine event becomes."""
+        if is_target_event(event):  # captions in another language (app/mt_server.py)
+            return [render_target(event)]
         if isinstance(event, Commit):
             return [p.commit_message(event.text, event.start_s, event.end_s)]
         if isinstance(event, Partial):
@@ -280,6 +284,11 @@ class Connection:
             self.proto.session_ended()
             raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {start.language!r}; "
                                                            "use a code such as de, fr, es, or null to detect")
+        try:
+            self.stage, start = open_stage(self.server, start)  # `target`: the MT stage and the task it needs
+        except p.ProtocolError:
+            self.proto.session_ended()
+            raise
         session_config = start_session_config(self.config.session, start)
         try:
             live = self.server.engine.open_session(session_config)
@@ -304,7 +313,8 @@ class Connection:
     async def _pump(self, live: LiveSession) -> None:
         """Forward the session's events to the client; after the final flush, send `end`."""
         try:
-            async for event in live.events():
+            events = live.events() if self.stage is None else translated_events(live, self.stage)
+            async for event in events:
                 if isinstance(event, Commit):
                     self.server.metrics.commit(max(0.0, live.audio_s - event.end_s))
                 elif isinstance(event, Error):

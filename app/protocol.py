@@ -25,6 +25,9 @@ ENCODINGS: dict[str, np.dtype] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.
 
 # Whisper-style language codes ("de", "yue", "haw"); "auto" and null both mean "detect".
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+# caption targets (`start.target`): ISO codes, or NLLB-200 codes such as "ast_Latn"
+_TARGET_RE = re.compile(r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$")
+MAX_TARGETS = 4  # target languages one session may ask for
 
 
 class ErrorCode(str, enum.Enum):
@@ -82,6 +85,7 @@ class Start:
     language: str | None = None  # source language code; None = detect
     sample_rate: int = 16000  # rate of the binary PCM frames (unused for WebRTC)
     encoding: Encoding = "pcm_s16le"  # sample format of the binary PCM frames
+    targets: tuple[str, ...] = ()  # caption languages through the MT stage (`target`); () = the speech model's text
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,25 @@ def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = S
     encoding = _get(obj, "encoding", str, "pcm_s16le")
     if encoding not in ENCODINGS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
-    return Start(task=task, language=language, sample_rate=rate, encoding=encoding)
+    return Start(task=task, language=language, sample_rate=rate, encoding=encoding, targets=_targets(obj))
+
+
+def _targets(obj: dict[str, Any]) -> tuple[str, ...]:
+    """`target`: a code, a list of codes (several caption languages for one speaker), or null/absent."""
+    value = _get(obj, "target", (str, list), None, nullable=True)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if len(items) > MAX_TARGETS or not all(isinstance(t, str) for t in items):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"target must be a language code or a list of at most "
+                                                   f"{MAX_TARGETS} codes")
+    out = []
+    for t in items:
+        t = t.strip()
+        if not _TARGET_RE.match(t):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"target must be a language code such as 'de', got {t[:20]!r}")
+        out.append(t)
+    return tuple(dict.fromkeys(out))
 
 
 def parse_offer(obj: dict[str, Any], limits: ProtocolLimits) -> Offer:
@@ -318,6 +340,16 @@ def partial_message(text: str, start_s: float | None = None, end_s: float | None
 
 def commit_message(text: str, start_s: float, end_s: float) -> str:
     return _dump({"type": "commit", "text": text, "start_s": _seconds(start_s), "end_s": _seconds(end_s)})
+
+
+def target_partial_message(target: str, text: str, source_text: str) -> str:
+    return _dump({"type": "target_partial", "target": target, "text": text, "source_text": source_text})
+
+
+def target_commit_message(target: str, text: str, source_text: str, start_s: float, end_s: float,
+                          latency_s: float) -> str:
+    return _dump({"type": "target_commit", "target": target, "text": text, "source_text": source_text,
+                  "start_s": _seconds(start_s), "end_s": _seconds(end_s), "latency_s": _seconds(latency_s)})
 
 
 def stats_message(lag_s: float, rtf: float, audio_s: float) -> str:

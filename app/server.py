@@ -87,6 +87,7 @@ class ServerConfig:
     keyfile: Path | None = None
     files: FileLimits = FileLimits()
     model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
+    translation: Any = None  # app.mt_server.ServerTranslation: MT models and the targets `start.target` may ask for
 
 
 # --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
@@ -327,6 +328,13 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
         """Liveness: the process answers (restart it only when this fails)."""
         return JSONResponse({"status": "alive"}, headers={"Cache-Control": "no-store"})
 
+    async def targets(request: Request) -> Response:
+        """The caption languages `start.target` may ask for (the page's "Captions in" selector)."""
+        tr = config.translation
+        return JSONResponse({"targets": list(tr.targets) if tr else [],
+                             "models": [m.name for m in tr.models] if tr else []},
+                            headers={"Cache-Control": "no-store"})
+
     async def metrics(request: Request) -> Response:
         denial = hub.check(request.scope)
         if denial is not None:
@@ -346,6 +354,7 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
         Route("/healthz", healthz),
         Route("/healthz/live", live),
         Route("/metrics", metrics),
+        Route("/v1/targets", targets),
         *api_openai.routes(hub),
         Route("/{path:path}", page, methods=["GET", "HEAD"]),
     ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.cli import add_model_options, add_session_options, language_arg, session_config
+from app.translation import add_mt_options
 from app.limits import FileLimits, ServerLimits
 from app.protocol import ProtocolLimits
 
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # --task/--language are the defaults for sessions whose `start` omits them (the page always sends both)
     add_model_options(p)
     add_session_options(p)  # the session template; task/language still come from each client's `start`
+    add_mt_options(p)  # the caption languages offered to `start.target` and the page (docs/mt.md)
     p.add_argument("--max-sessions", type=int, default=4, help="simultaneous caption sessions (more get 'busy')")
     access = p.add_argument_group("access (see docs/protocol.md)")
     access.add_argument("--token", default=None,
@@ -90,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
     languages = getattr(getattr(backend, "tokenizer", None), "language_ids", None)
     if config.defaults.language is not None and languages is not None and config.defaults.language not in languages:
         raise ConfigError(f"--language {config.defaults.language!r} is not a language this model knows")
+    if getattr(args, "target", None) or getattr(args, "mt_model", None):
+        import dataclasses
+
+        from app.mt_server import ServerTranslation
+
+        config = dataclasses.replace(config, translation=ServerTranslation.from_args(args))
+        print(f"dragoman: captions also in {', '.join(config.translation.targets)}", file=sys.stderr, flush=True)
     return asyncio.run(_serve(backend, args, config))
 
 

@@ -1,0 +1,95 @@
+"""Captions in other languages over the WebSocket protocol: the MT models a server offers (`dragoman serve
+--target de,es --mt-model ...`), a session's MT stage opened from `start.target`, and its events interleaved with
+the speech events. Translations run in a worker thread, never on the event loop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from app import protocol as p
+from engine.errors import ConfigError
+
+log = logging.getLogger("app.server")
+
+
+@dataclass
+class ServerTranslation:
+    """What `serve` loaded: the targets it offers and the MT models (one Translator each, shared by sessions)."""
+
+    targets: tuple[str, ...]
+    models: list = field(default_factory=list)  # engine.mt.loading.MTBundle
+    unit: str = "sentence"
+    translators: dict = field(default_factory=dict)  # model name -> Translator
+
+    @classmethod
+    def from_args(cls, args) -> "ServerTranslation | None":
+        """None without --target; ConfigError when a target cannot be reached from English or with --language."""
+        from app.cli import language_arg
+        from app.translation import mt_setup
+
+        spoken = language_arg(getattr(args, "language", None))
+        targets, plans = mt_setup(args, spoken, ("transcribe", "translate"))  # loads the models; checks each target
+        if not targets:
+            return None
+        models = list({id(pl.mt): pl.mt for pl in plans if pl.mt is not None}.values())
+        loaded = {m.name: m for m in models}
+        for name in args.mt_model or []:  # every model given, even one no offered target needs yet
+            loaded.setdefault(name, None)
+        return cls(tuple(targets), [m for m in loaded.values() if m is not None], getattr(args, "mt_unit", "sentence"))
+
+    def open(self, start: p.Start):
+        """(MTStage, the Start with the speech task the targets need) for a session; ProtocolError otherwise."""
+        from engine.mt.cascade import plan_all, routes_for, speech_task
+        from engine.mt.policy import MTPolicyConfig
+        from engine.mt.stage import MTStage
+
+        missing = [t for t in start.targets if t not in self.targets]
+        if missing:
+            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"this server does not caption in {', '.join(missing)} "
+                                  f"(it offers {', '.join(self.targets) or 'no other languages'})")
+        try:
+            plans = plan_all(list(start.targets), start.language, self.models)
+            task = speech_task(plans)
+        except ConfigError as e:
+            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, str(e)) from None
+        stage = MTStage(routes_for(plans, self.translators), MTPolicyConfig(unit=self.unit))  # type: ignore[arg-type]
+        return stage, replace(start, task=task)
+
+
+def open_stage(hub, start: p.Start):
+    """(MTStage or None, Start) for a `start`: None and the Start unchanged when it asks for no target."""
+    if not start.targets:
+        return None, start
+    translation: ServerTranslation | None = getattr(hub.config, "translation", None)
+    if translation is None:
+        raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, "this server has no MT model: start it with "
+                              "--target LANG --mt-model DIR to caption in other languages")
+    return translation.open(start)
+
+
+async def translated_events(live, stage) -> AsyncIterator:
+    """The session's events, each followed by the target events it causes; the stage's last ones at the end."""
+    async for event in live.events():
+        yield event
+        stage.set_spoken_language(live.session.language)
+        for target_event in await asyncio.to_thread(stage.feed, event, live.audio_s):
+            yield target_event
+    for target_event in await asyncio.to_thread(stage.finish, live.audio_s):
+        yield target_event
+
+
+def render_target(event) -> str:
+    from engine.mt.stage import TargetCommit
+
+    if isinstance(event, TargetCommit):
+        return p.target_commit_message(event.target, event.text, event.source_text, event.start_s, event.end_s,
+                                       event.latency_s)
+    return p.target_partial_message(event.target, event.text, event.source_text)
+
+
+def is_target_event(event) -> bool:
+    from engine.mt.stage import TargetCommit, TargetPartial
+
+    return isinstance(event, (TargetCommit, TargetPartial))

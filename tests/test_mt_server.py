@@ -1,0 +1,108 @@
+"""Captions in another language over the WebSocket protocol: `start.target` parsing, the offered targets, and a
+real server streaming synthesised English speech with a tiny MarianMT checkpoint, whose `target_commit`s are
+exactly what transformers translates from the session's own source units."""
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+import warnings
+
+import pytest
+import torch
+from websockets.asyncio.client import connect
+
+from app import protocol as p
+from app.mt_server import ServerTranslation
+from app.server import DragomanServer, ServerConfig
+from engine.mt.loading import load_mt
+from engine.scheduler import Engine, EngineConfig
+from tests.mt_reference import build_marian
+from tests.server_clients import pcm16
+from tests.speech import long_stream
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+
+
+def test_start_target_is_parsed_and_validated() -> None:
+    """`target` takes a code or a list of codes; anything else is a bad_message; absent means no MT."""
+    assert p.parse_text(json.dumps({"type": "start"})).targets == ()
+    assert p.parse_text(json.dumps({"type": "start", "target": "de"})).targets == ("de",)
+    assert p.parse_text(json.dumps({"type": "start", "target": ["de", "es", "de"]})).targets == ("de", "es")
+    assert p.parse_text(json.dumps({"type": "start", "target": "ast_Latn"})).targets == ("ast_Latn",)
+    for bad in (5, ["de", 3], "de-DE; x", ["a", "b", "c", "d", "e"]):
+        with pytest.raises(p.ProtocolError) as e:
+            p.parse_text(json.dumps({"type": "start", "target": bad}))
+        assert e.value.code == p.ErrorCode.BAD_MESSAGE
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mt") / "opus-mt-en-de-tiny"
+    ref, tok = build_marian(path)
+    return ref, tok, load_mt(str(path))
+
+
+@pytest.fixture
+async def server(backend, marian):
+    translation = ServerTranslation(("de",), [marian[2]])
+    async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
+        async with DragomanServer(engine, ServerConfig(port=0, translation=translation)) as srv:
+            yield srv
+
+
+async def _session(ws_url: str, start: dict, samples, realtime: float = 4.0) -> list[dict]:
+    messages: list[dict] = []
+    async with connect(ws_url, max_size=2**20) as ws:
+        await ws.send(json.dumps({"type": "start", **start}))
+
+        async def receive() -> None:
+            async for raw in ws:
+                messages.append(json.loads(raw))
+                if messages[-1]["type"] in ("end",) or (messages[-1]["type"] == "error" and len(messages) == 1):
+                    return
+
+        receiver = asyncio.ensure_future(receive())
+        n = 320
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i in range(0, len(samples), n):
+            if receiver.done():
+                break
+            await ws.send(pcm16(samples[i : i + n]))
+            await asyncio.sleep(max(0.0, t0 + (i + n) / 16000 / realtime - loop.time()))
+        if not receiver.done():
+            await ws.send(json.dumps({"type": "stop"}))
+        await asyncio.wait_for(receiver, 180)
+    return messages
+
+
+@pytest.mark.slow
+async def test_ws_session_with_target_commits_reference_translations(server, marian, audio_dir) -> None:
+    """English speech with target de: source commits as usual, and target commits that translate each source
+    unit exactly once, equal to transformers' translation of it; all before `end`."""
+    ref, tok, _ = marian
+    audio, _ = long_stream("en", audio_dir, pause_s=0.6)
+    messages = await _session(server.ws_url, {"language": "en", "target": "de"}, audio)
+    types = [m["type"] for m in messages]
+    assert types[0] == "ready" and types[-1] == "end" and "error" not in types
+    source = "".join(m["text"] for m in messages if m["type"] == "commit")
+    commits = [m for m in messages if m["type"] == "target_commit"]
+    assert len(commits) >= 4 and all(c["target"] == "de" for c in commits)
+    assert " ".join(c["source_text"] for c in commits).split() == source.split()
+    for c in commits:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = tok.decode(ref.generate(**tok([c["source_text"]], return_tensors="pt"))[0],
+                                  skip_special_tokens=True)
+        assert c["text"].strip() == expected.strip()
+        assert c["latency_s"] >= 0 and c["start_s"] <= c["end_s"]
+
+
+async def test_unoffered_target_is_refused_and_targets_are_listed(server, audio_dir) -> None:
+    """A target the server does not offer gets bad_message naming the offered ones; GET /v1/targets lists them."""
+    messages = await _session(server.ws_url, {"language": "en", "target": "fr"}, [0.0] * 320)
+    assert messages[0]["type"] == "error" and messages[0]["code"] == "bad_message"
+    assert "offers de" in messages[0]["message"]
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(server.url.rstrip("/") + "/v1/targets").read())
+    assert json.loads(body)["targets"] == ["de"]
