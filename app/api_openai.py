@@ -8,7 +8,7 @@ vtt, verbose_json), `timestamp_granularities[]`, `temperature`, `stream`. Errors
 Two decoders serve a file:
 - without `stream`, the offline decoder of `dragoman file` (engine/transcribe.py: ≤ 30 s windows, beam 5,
   temperature fallback) runs in one file worker thread beside the live engine; at most `FileLimits.max_jobs`
-  requests decode or wait (429 beyond), one decodes at a time;
+  requests decode (the upload, then the speech) or wait (429 beyond), one runs the model at a time;
 - with `stream=true`, the file is fed to a live session on the shared Engine as fast as the model takes it, and each
   commit is sent as a `transcript.text.delta` server-sent event the moment it is made; `transcript.text.done`
   carries the whole text. It takes a live session slot (503 when none is free).
@@ -95,8 +95,10 @@ class FileJobs:
         return cancel
 
     def release(self, cancel: threading.Event) -> None:
-        self.active -= 1
-        self._cancels.discard(cancel)
+        """Give the slot back (idempotent)."""
+        if cancel in self._cancels:
+            self.active -= 1
+            self._cancels.discard(cancel)
 
     async def run(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
@@ -120,6 +122,7 @@ class FileRequest:
     temperature: float
     words: bool  # timestamp_granularities[] includes "word"
     stream: bool
+    job: threading.Event  # this request's slot in the file worker's line (its cancel flag); release when done
 
     @property
     def duration_s(self) -> float:
@@ -222,11 +225,17 @@ async def parse_request(request: Request, hub: DragomanHub, task: str) -> FileRe
             raise ApiError(400, "timestamp_granularities needs response_format=verbose_json",
                            param="timestamp_granularities")
         stream = _parse_bool(_form_value(form, "stream"), "stream")
-        audio = await _decode_upload(upload, limits.max_audio_s)
+        # the body is in (reading it costs no CPU); decoding it does: from here on the request holds a job slot
+        job = hub.files.admit()
+        try:
+            audio = await _decode_upload(upload, limits.max_audio_s)
+        except BaseException:
+            hub.files.release(job)
+            raise
     finally:
         await form.close()
     return FileRequest(task=task, audio=audio, language=language, prompt=prompt, response_format=response_format,
-                       temperature=temperature, words="word" in granularities, stream=stream)
+                       temperature=temperature, words="word" in granularities, stream=stream, job=job)
 
 
 async def _decode_upload(upload: UploadFile, max_audio_s: float) -> np.ndarray:
@@ -332,14 +341,11 @@ def _uses_offline(hub: DragomanHub) -> bool:
 async def decode_file(hub: DragomanHub, req: FileRequest) -> tuple[str | None, list[Piece]]:
     if not _uses_offline(hub):  # families without the offline decoder: the live path, collected
         return req.language, [piece async for piece in _live_pieces(hub, req, _open_live(hub, req))]
-    cancel = hub.files.admit()
     t0 = time.perf_counter()
     try:
-        language, pieces = await hub.files.run(lambda: _offline(hub, req, cancel))
+        language, pieces = await hub.files.run(lambda: _offline(hub, req, req.job))
     except JobCancelled:
         raise ApiError(503, "the server is shutting down", type="server_error", code="shutting_down") from None
-    finally:
-        hub.files.release(cancel)
     if req.duration_s > 0:
         hub.metrics.file_rtf.observe((time.perf_counter() - t0) / req.duration_s)
     return language, pieces
@@ -441,13 +447,17 @@ def routes(hub: DragomanHub) -> list[Route]:
     def audio(task: str) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             req = await parse_request(request, hub, task)
-            hub.metrics.audio_in(req.duration_s)
-            if req.stream:
-                live = _open_live(hub, req)  # before the 200 of the event stream: a busy server answers 503
-                return StreamingResponse(_stream(hub, req, live), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-            language, pieces = await decode_file(hub, req)
-            return render(req, language, pieces)
+            try:
+                hub.metrics.audio_in(req.duration_s)
+                if req.stream:
+                    hub.files.release(req.job)  # decoded: the live engine does the rest, in its own session slot
+                    live = _open_live(hub, req)  # before the 200 of the event stream: a busy server answers 503
+                    return StreamingResponse(_stream(hub, req, live), media_type="text/event-stream",
+                                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                language, pieces = await decode_file(hub, req)
+                return render(req, language, pieces)
+            finally:
+                hub.files.release(req.job)
 
         return endpoint
 
