@@ -14,7 +14,9 @@ const ui = {
   task: $("task"), language: $("language"), transport: $("transport"), start: $("start"), stop: $("stop"),
   status: $("status"), lag: $("lag"), level: $("level"), captions: $("captions"), partial: $("partial"),
   placeholder: $("placeholder"), vtt: $("download-vtt"), srt: $("download-srt"), clear: $("clear"),
+  target: $("target"), targetLabel: $("target-label"), source: $("source"),
 };
+const SOURCE_CHARS = 400; // how much of the source text the panel beside translated captions keeps
 
 const state = {
   running: false, // the user pressed Start and not Stop
@@ -33,6 +35,8 @@ const state = {
   retryTimer: null,
   stopTimer: null,
   lastError: null,
+  sourceText: "", // with a caption language: the speech model's committed text (its last SOURCE_CHARS)
+  sourcePartial: "",
 };
 window.dragoman = state; // for debugging and the end-to-end tests
 
@@ -47,7 +51,7 @@ function syncControls() {
   const busy = state.running || state.stopping;
   ui.start.disabled = busy;
   ui.stop.disabled = !state.running;
-  for (const el of [ui.task, ui.language, ui.transport]) el.disabled = busy;
+  for (const el of [ui.task, ui.language, ui.transport, ui.target]) el.disabled = busy;
   const any = state.commits.length > 0;
   ui.vtt.disabled = ui.srt.disabled = !any;
   ui.clear.disabled = !any || busy;
@@ -82,6 +86,49 @@ function addCommit(msg) {
   ui.partial.textContent = ""; // the commit supersedes the tail; the next partial follows
   if (follow) ui.captions.scrollTop = ui.captions.scrollHeight;
   syncControls();
+}
+
+// --- captions in another language (docs/mt.md) ------------------------------------------------------------------
+
+async function loadTargets() {
+  // Only the languages this server's MT models can caption in; none: the selector stays hidden
+  try {
+    const res = await fetch("/v1/targets", { cache: "no-store" });
+    if (!res.ok) return;
+    const { targets } = await res.json();
+    for (const code of targets || []) {
+      const opt = document.createElement("option");
+      opt.value = code;
+      let name = code;
+      try { name = new Intl.DisplayNames([navigator.language || "en"], { type: "language" }).of(code.split("_")[0]); } catch {}
+      opt.textContent = name === code ? code : `${name} (${code})`;
+      ui.target.append(opt);
+    }
+    ui.targetLabel.hidden = !(targets && targets.length);
+  } catch { /* an older server: no selector */ }
+}
+
+function translating() {
+  return Boolean(ui.target.value);
+}
+
+function showSource(msg, committed) {
+  // The source text beside the translation: committed text, then the tentative tail in grey
+  if (committed) {
+    state.sourceText = (state.sourceText + (msg.text || "")).slice(-SOURCE_CHARS);
+    state.sourcePartial = "";
+  } else {
+    state.sourcePartial = msg.text || "";
+  }
+  ui.source.hidden = false;
+  ui.source.textContent = "";
+  const done = document.createElement("span");
+  done.textContent = state.sourceText.trimStart();
+  const tail = document.createElement("span");
+  tail.className = "partial";
+  tail.textContent = state.sourcePartial;
+  ui.source.append(done, tail);
+  ui.source.scrollTop = ui.source.scrollHeight;
 }
 
 function showLag(lag) {
@@ -225,6 +272,7 @@ function connect() {
       type: "start", protocol: PROTOCOL_VERSION, task: ui.task.value,
       language: ui.language.value === "auto" ? null : ui.language.value,
       sample_rate: TARGET_RATE, encoding: "pcm_s16le",
+      ...(translating() ? { target: ui.target.value } : {}),
     });
   };
   ws.onmessage = (e) => {
@@ -267,10 +315,18 @@ async function onMessage(msg) {
       }
       break;
     case "partial":
-      renderPartial(msg.text || "");
+      if (translating()) showSource(msg, false);
+      else renderPartial(msg.text || "");
       break;
     case "commit":
-      addCommit(msg);
+      if (translating()) showSource(msg, true);
+      else addCommit(msg);
+      break;
+    case "target_partial":
+      if (msg.target === ui.target.value) renderPartial(msg.text || "");
+      break;
+    case "target_commit":
+      if (msg.target === ui.target.value) addCommit(msg);
       break;
     case "stats":
       showLag(msg.lag_s);
@@ -371,7 +427,11 @@ ui.clear.addEventListener("click", () => {
   for (const el of [...ui.captions.querySelectorAll(".commit")]) el.remove();
   ui.partial.textContent = "";
   ui.placeholder.hidden = false;
+  state.sourceText = state.sourcePartial = "";
+  ui.source.textContent = "";
+  ui.source.hidden = true;
   syncControls();
 });
 window.addEventListener("pagehide", () => stop(true));
 syncControls();
+loadTargets();
