@@ -151,7 +151,12 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
     from engine.session import SessionConfig
 
     if system == "dragoman":
-        cfg = SessionConfig(task=stream.task, language=stream.lang, **(variant or {}))
+        over = dict(variant or {})
+        if isinstance(over.get("vad"), dict):
+            from engine.vad import VadConfig
+
+            over["vad"] = VadConfig(**over["vad"])
+        cfg = SessionConfig(task=stream.task, language=stream.lang, **over)
         version = _code_version() if ctx.reuse else ""
         if not version:
             return stream_once(ctx.backend, cfg, stream.audio)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .backend import Backend
 from .kv_cache import DecoderState
-from .policy import Policy
+from .policy import Policy, attended_frame
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,11 @@ class DecodeJob:
             cut = max(0, cut - len(self.committed))
             self.out, self.rows, self.lps, self.loop_cut = self.out[:cut], self.rows[:cut], self.lps[:cut], True
             return self._stop()
+        if self.rows and len(self.rows) == len(self.out):
+            cut = reread_cut(self.out, [attended_frame(r) for r in self.rows], self._is_content)
+            if cut is not None:
+                self.out, self.rows, self.lps, self.loop_cut = self.out[:cut], self.rows[:cut], self.lps[:cut], True
+                return self._stop()
         if len(self.out) >= self.budget:
             return self._stop()
         self.n_stepped += 1
@@ -305,6 +310,23 @@ def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40)
 
 
 _LONG_NGRAM = 8
+# A repeated phrase counts as a re-reading when its copy looks no further than this many encoder frames past the
+# first one's furthest frame (a speaker repeating himself is heard later: 0.3 s and more)
+_REREAD_FRAMES = 10
+
+
+def reread_cut(tokens: list[int], frames: list[int], is_content, max_ngram: int = 20) -> int | None:
+    """Where to cut a hypothesis that ends by reading the same audio twice ("Good evening. Good evening." from
+    one second of speech): the last n tokens equal the n before them and their attention did not move on."""
+    n_tok = len(tokens)
+    for n in range(2, min(max_ngram, n_tok // 2) + 1):
+        if tokens[n_tok - n :] != tokens[n_tok - 2 * n : n_tok - n]:
+            continue
+        if not any(is_content(t) for t in tokens[n_tok - n :]):
+            continue
+        if max(frames[n_tok - n :]) <= max(frames[n_tok - 2 * n : n_tok - n]) + _REREAD_FRAMES:
+            return n_tok - n
+    return None
 
 
 def is_prompt_echo(tokens: list[int], prompt: list[int], min_len: int = 4) -> bool:

@@ -105,3 +105,15 @@ def test_a_long_run_repeated_twice_is_a_loop():
     assert repetition_cut([1, 2] + sentence + sentence) == 2 + len(sentence)
     assert repetition_cut([1, 2, 7, 8, 7, 8]) is None  # "no, no" style short repeats twice are speech
     assert repetition_cut([1, 7, 8, 7, 8, 7, 8]) == 3
+
+
+def test_reread_cut_drops_a_phrase_read_twice_from_the_same_audio():
+    """'Good evening. Good evening.' whose copy attends the same frames is cut after the first copy; the same
+    words heard again later (a speaker repeating himself) are kept."""
+    from engine.stream_decoding import reread_cut
+
+    content = lambda t: t != 0  # noqa: E731 (token 0 stands for punctuation)
+    toks = [5, 6, 0, 5, 6, 0]
+    assert reread_cut(toks, [14, 21, 21, 14, 22, 24], content) == 3
+    assert reread_cut(toks, [14, 21, 21, 40, 48, 50], content) is None
+    assert reread_cut([0, 0], [1, 1], content) is None  # punctuation only
