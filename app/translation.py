@@ -194,3 +194,13 @@ def target_record(event, t_audio: float) -> dict:
         record.update(start_s=event.start_s, end_s=event.end_s, latency_s=round(event.latency_s, 3))
     record["t_audio"] = round(t_audio, 3)
     return record
+
+
+def as_caption_event(event):
+    """A target event as the Commit/Partial that caption writers and the terminal display take."""
+    from engine.events import Commit, Partial
+    from engine.mt.stage import TargetCommit
+
+    if isinstance(event, TargetCommit):
+        return Commit(text=event.text, start_s=event.start_s, end_s=event.end_s)
+    return Partial(text=event.text)

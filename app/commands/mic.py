@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from app.cli import add_model_options, add_session_options, session_config
+from app.translation import add_mt_options
 from app.captions import CaptionWriter
 from app.terminal import LiveCaptions
 from engine.errors import ConfigError
@@ -45,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model-device", dest="device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs")
     add_session_options(p)
+    add_mt_options(p)  # captions in other languages (docs/mt.md)
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
     p.add_argument("--vtt", default=None, metavar="FILE", help="write WebVTT captions to FILE as they become final")
     p.add_argument("--srt", default=None, metavar="FILE", help="write SRT captions to FILE as they become final")
@@ -76,8 +78,14 @@ def _run(args: argparse.Namespace) -> int:
         from engine.backend import make_backend
         from engine.models.loading import load_model
 
+        from app.translation import live_translation
+
         backend = make_backend(load_model(args.model, args.device))
-        return asyncio.run(_capture(args, mic, backend, outputs, config))
+        config, mt = live_translation(args, config, backend)  # None without --target
+        rc = asyncio.run(_capture(args, mic, backend, outputs, config, mt))
+        if mt is not None:
+            print(mt.summary(), file=sys.stderr)
+        return rc
     finally:
         mic.stop()
         outputs.close()
@@ -143,7 +151,7 @@ def make_display(stream: TextIO) -> LiveCaptions:
 
 
 async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs,
-                   config: SessionConfig) -> int:
+                   config: SessionConfig, mt=None) -> int:
     from app.mic import DeviceLost
     from engine.scheduler import Engine, EngineConfig
 
@@ -167,13 +175,26 @@ async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, 
     async with Engine(backend, EngineConfig()) as engine:
         live = engine.open_session(config)
         seconds_fed = 0.0
+        if mt is not None:
+            mt.language_of = lambda: live.session.language
+
+        def show_targets(events: list) -> None:
+            """With --target: the first target's captions on screen and in the files (app/translation.py)."""
+            from app.translation import as_caption_event
+
+            for te in events:
+                if te.target == mt.primary:
+                    outputs.event(as_caption_event(te), seconds_fed, getattr(live, "lag_s", None))
 
         async def consume() -> None:
             async for ev in live.events():
                 if isinstance(ev, Error):
                     errors.append(f"{ev.code}: {ev.message}")
                     print(f"dragoman: engine error: {ev.message}", file=sys.stderr, flush=True)
-                outputs.event(ev, seconds_fed, getattr(live, "lag_s", None))
+                if mt is None or isinstance(ev, Error):
+                    outputs.event(ev, seconds_fed, getattr(live, "lag_s", None))
+                else:  # translated off the event loop: the microphone keeps flowing
+                    show_targets(await asyncio.to_thread(mt.feed, ev, seconds_fed))
 
         consumer = asyncio.create_task(consume())
         mic.start()
@@ -194,6 +215,8 @@ async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, 
             mic.stop()
             await live.finish()
             await consumer
+            if mt is not None:
+                show_targets(await asyncio.to_thread(mt.finish, seconds_fed))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
     if mic.blocks_dropped or mic.input_overflows:
