@@ -21,7 +21,8 @@ GERMAN = [
     "Sie liest jeden Abend ein Buch.", "Die Kinder spielen im Garten.", "Wo ist der Zug nach Berlin?",
     "Vielen Dank für deine Hilfe.", "Die Sitzung beginnt um neun Uhr.",
 ]
-MAX_LENGTH = 20  # generation length of the tiny checkpoints: long enough for eos to matter, short to run
+MAX_LENGTH = 24  # generation length of the tiny checkpoints (not 20: HF drops its own default from the saved
+# generation_config.json, and Dragoman then uses its longer default)
 
 
 def train_spm(sentences: list[str], vocab_size: int) -> bytes:
@@ -113,6 +114,38 @@ def build_m2m100(path: Path, seed: int = 0):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return _reload(M2M100ForConditionalGeneration, path), M2M100Tokenizer.from_pretrained(path)
+
+
+def build_nllb(path: Path, seed: int = 0):
+    """NLLB-200-like: an M2M100 network with the NLLB fast tokenizer (tokenizer.json, converted from a SentencePiece
+    model trained here; language tokens such as deu_Latn are added tokens), no vocab.json."""
+    from transformers import GenerationConfig, M2M100Config, M2M100ForConditionalGeneration, NllbTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    spm_file = path / "sentencepiece.bpe.model"
+    spm_file.write_bytes(train_spm(ENGLISH + GERMAN, 90))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tok = NllbTokenizerFast(vocab_file=str(spm_file), src_lang="eng_Latn", tgt_lang="deu_Latn")
+    spm_file.unlink()  # as on the hub, the fast tokenizer alone describes the vocabulary
+    n_text = tok.convert_tokens_to_ids("ace_Arab")  # the language tokens follow the pieces
+    torch.manual_seed(seed)
+    cfg = M2M100Config(vocab_size=len(tok), d_model=32, encoder_layers=2, decoder_layers=2,
+                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48,
+                       max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                       decoder_start_token_id=2, scale_embedding=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = M2M100ForConditionalGeneration(cfg)
+    _randomise(model, seed)
+    model.generation_config = GenerationConfig(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1,
+                                               bos_token_id=0, max_length=MAX_LENGTH, num_beams=2)
+    _calibrate_eos(model, [tok(s).input_ids for s in ENGLISH[:4]], eos=2,
+                   start=[2, tok.convert_tokens_to_ids("deu_Latn")], n_text=n_text)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "sentencepiece.bpe.model").unlink(missing_ok=True)
+    return _reload(M2M100ForConditionalGeneration, path), tok
 
 
 def _reload(cls, path: Path):

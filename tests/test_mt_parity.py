@@ -12,16 +12,18 @@ import torch
 from engine.mt.loading import load_mt
 from engine.mt.search import MTSearchOptions, search
 from engine.mt.translate import Translator
-from tests.mt_reference import ENGLISH, MAX_LENGTH, build_m2m100, build_marian
+from tests.mt_reference import ENGLISH, MAX_LENGTH, build_m2m100, build_marian, build_nllb
+
+BUILDERS = {"marian": build_marian, "m2m100": build_m2m100, "nllb": build_nllb}
 
 SENTENCES = ENGLISH[:6] + ["Hello, unknown words: xyz Qq!", "a"]
 
 
-@pytest.fixture(scope="module", params=["marian", "m2m100"])
+@pytest.fixture(scope="module", params=list(BUILDERS))
 def pair(request, tmp_path_factory):
     """(reference model, reference tokenizer, our bundle, family) for one family."""
     path = tmp_path_factory.mktemp("mt") / request.param
-    ref, tok = (build_marian if request.param == "marian" else build_m2m100)(path)
+    ref, tok = BUILDERS[request.param](path)
     return ref, tok, load_mt(str(path), device="cpu"), request.param
 
 
@@ -29,6 +31,8 @@ def _ref_generate(ref, tok, family: str, ids: list[int], num_beams: int) -> list
     kwargs = {"max_length": MAX_LENGTH, "num_beams": num_beams, "do_sample": False}
     if family == "m2m100":
         kwargs["forced_bos_token_id"] = tok.get_lang_id("de")
+    elif family == "nllb":
+        kwargs["forced_bos_token_id"] = tok.convert_tokens_to_ids("deu_Latn")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ref.generate(torch.tensor([ids]), **kwargs)[0].tolist()
@@ -42,7 +46,8 @@ def test_source_ids_match_reference_tokenizer(pair) -> None:
 
 
 def test_languages_come_from_the_checkpoint(pair) -> None:
-    """Marian reads its pair from tokenizer_config.json; M2M100 knows its 100 languages."""
+    """Marian reads its pair from tokenizer_config.json; M2M100 and NLLB know their languages (NLLB as ISO codes
+    too: de is deu_Latn)."""
     _, _, bundle, family = pair
     assert bundle.can_translate("en", "de")
     if family == "marian":
@@ -109,7 +114,7 @@ def test_translator_text_equals_reference_decode(pair) -> None:
     translator = Translator(bundle)
     for text in SENTENCES[:4]:
         expected = _ref_generate(ref, tok, family, tok(text).input_ids, bundle.generation.num_beams)
-        if family == "m2m100":
+        if family != "marian":
             expected = expected[2:]  # the forced language token: not text
         assert translator.translate(text, "en", "de").text == tok.decode(expected, skip_special_tokens=True)
 

@@ -104,8 +104,10 @@ class MarianTokenizer:
             if m:
                 src, tgt = src or m.group(1), tgt or m.group(2)
         self.source_languages = (src,) if src and src.islower() and len(src) <= 3 else None
-        if self.lang_tokens:
-            self.target_languages: tuple[str, ...] | None = tuple(sorted(self.lang_tokens))
+        if self.lang_tokens:  # >>deu<< serves --target de as well
+            iso1 = {v: k for k, v in ISO3.items()}
+            codes = set(self.lang_tokens) | {iso1[c] for c in self.lang_tokens if c in iso1}
+            self.target_languages: tuple[str, ...] | None = tuple(sorted(codes))
         else:
             self.target_languages = (tgt,) if tgt and tgt.islower() and len(tgt) <= 3 else None
 
