@@ -9,9 +9,9 @@ Two decoders serve a file:
 - without `stream`, the offline decoder of `dragoman file` (engine/transcribe.py: ≤ 30 s windows, beam 5,
   temperature fallback) runs in one file worker thread beside the live engine; at most `FileLimits.max_jobs`
   requests decode (the upload, then the speech) or wait (429 beyond), one runs the model at a time;
-- with `stream=true`, the file is fed to a live session on the shared Engine as fast as the model takes it, and each
-  commit is sent as a `transcript.text.delta` server-sent event the moment it is made; `transcript.text.done`
-  carries the whole text. It takes a live session slot (503 when none is free).
+- with `stream=true`, the file is fed to a live session on the shared Engine at `max_realtime` (4) x real time, as a
+  fast live client would, and each commit is sent as a `transcript.text.delta` server-sent event the moment it is
+  made; `transcript.text.done` carries the whole text. It takes a live session slot (503 when none is free).
 """
 from __future__ import annotations
 
@@ -314,21 +314,32 @@ def _open_live(hub: DragomanHub, req: FileRequest) -> LiveSession:
     return live
 
 
+async def _feed_paced(live: LiveSession, audio: np.ndarray, speed: float) -> None:
+    """Feed a recording as a fast live client would: `speed` x real time in 0.5 s pieces, then finish. (All at once,
+    the first update would see a whole segment and commit it in one piece: nothing to stream.)"""
+    step = SAMPLE_RATE // 2
+    t0 = time.monotonic()
+    for i in range(0, len(audio), step):
+        if live.closed:
+            return
+        live.feed_audio(audio[i : i + step], SAMPLE_RATE)
+        await asyncio.sleep(max(0.0, t0 + (i + step) / SAMPLE_RATE / speed - time.monotonic()))
+    await live.finish()
+
+
 async def _live_pieces(hub: DragomanHub, req: FileRequest, live: LiveSession) -> AsyncIterator[Piece]:
-    """Feed the recording to a live session at the model's pace; yield each commit as it is made."""
+    """Feed the recording to a live session at `max_realtime` x real time; yield each commit as it is made."""
+    feeder = asyncio.ensure_future(_feed_paced(live, req.audio, hub.config.server_limits.max_realtime))
     try:
-        step = SAMPLE_RATE * 10  # the session buffers what it is given; 10 s pieces keep each call short
-        for i in range(0, len(req.audio), step):
-            live.feed_audio(req.audio[i : i + step], SAMPLE_RATE)
-        finish = asyncio.ensure_future(live.finish())
         async for event in live.events():
             if isinstance(event, Commit) and event.text:
                 yield Piece(event.text, event.start_s, event.end_s)
             elif isinstance(event, Error):
                 raise ApiError(500, f"decoding failed: {event.message}", type="server_error", code=event.code)
-        await finish
+        await feeder
         hub.metrics.session_rtf(live.rtf)
     finally:
+        feeder.cancel()
         live.close()
         hub.metrics.session_closed()
 
