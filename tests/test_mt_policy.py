@@ -143,3 +143,17 @@ def test_cascade_prefers_direct_pairs_and_pivots_through_english() -> None:
     assert parse_targets("de, es,de") == ["de", "es"]
     with pytest.raises(ConfigError):
         parse_targets("de;rm -rf")
+
+
+def test_a_language_the_model_cannot_read_skips_that_target_without_failing() -> None:
+    """When the MT model refuses the spoken language, the stream goes on: that target gets no text, others do."""
+
+    class Refusing(FakeTranslator):
+        def translate(self, text, source, target, num_beams=None, prefix=()):
+            raise ConfigError(f"this M2M100 model does not know the source language {source!r}")
+
+    stage = MTStage([TargetRoute("de", Refusing(), "xx"), TargetRoute("es", FakeTranslator(), "en")],
+                    MTPolicyConfig(partials=False))
+    events = _run(stage, _commits("Hello there. Good bye.", []))
+    assert {e.target for e in events if isinstance(e, TargetCommit)} == {"es"}
+    assert stage.text("de") == ""

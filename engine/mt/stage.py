@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from ..events import Commit, Error, Event, Partial
 from .policy import MTPolicyConfig, SourceSegmenter, SourceUnit
 from .translate import Translator
@@ -74,6 +75,7 @@ class MTStage:
         self.units: list[SourceUnit] = []
         self._partial_source = ""
         self._partial_at_s = -1e9
+        self._failed: set[str] = set()  # targets whose translation failed (logged once)
         self.log = logging.LoggerAdapter(log, {}) if session_id is None else _prefixed(session_id)
 
     @property
@@ -130,8 +132,17 @@ class MTStage:
     def _translate(self, route: TargetRoute, text: str, final: bool) -> str:
         if route.translator is None:
             return text
+        source = self._source_for(route)
+        if source is None and not final and route.translator.bundle.family != "marian":
+            return ""  # a multilingual model waits for the speech model's language decision (partials only)
         beams = None if final else 1  # partials: greedy, they are replaced a moment later anyway
-        return route.translator.translate(text, self._source_for(route), route.target, num_beams=beams).text
+        try:
+            return route.translator.translate(text, source, route.target, num_beams=beams).text
+        except ConfigError as e:  # e.g. Whisper detected a language the MT model does not read
+            if route.target not in self._failed:
+                self._failed.add(route.target)
+                self.log.error("captions in %s: %s", route.target, e)
+            return ""
 
     def _translate_unit(self, unit: SourceUnit) -> list[TargetEvent]:
         self.units.append(unit)
