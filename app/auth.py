@@ -47,13 +47,26 @@ class Denial:
     reason: str  # for the HTTP status line and body; never contains what the client sent
 
 
+def subprotocol_token(headers: Headers) -> tuple[str, str] | None:
+    """`Sec-WebSocket-Protocol: token, T` (or `bearer, T`): how Deepgram's browser SDK authenticates, since a browser
+    cannot set headers on a WebSocket. The scheme (to accept as the subprotocol) and the token."""
+    offered = [v.strip() for v in (headers.get("Sec-WebSocket-Protocol") or "").split(",")]
+    if len(offered) >= 2 and offered[0].lower() in TOKEN_SCHEMES and offered[1]:
+        return offered[0], offered[1]
+    return None
+
+
 def request_token(headers: Headers, raw_path: str) -> str | None:
-    """The token a request carries: the Authorization header (Bearer or Token) first, else `?token=`."""
+    """The token a request carries: the Authorization header (Bearer or Token) first, then the WebSocket subprotocol
+    pair (`token, T`), else `?token=`."""
     auth = headers.get("Authorization")
     if auth is not None:
         scheme, _, value = auth.strip().partition(" ")
         if scheme.lower() in TOKEN_SCHEMES and value.strip():
             return value.strip()
+    offered = subprotocol_token(headers)
+    if offered is not None:
+        return offered[1]
     values = urllib.parse.parse_qs(urllib.parse.urlsplit(raw_path).query).get("token")
     return values[0] if values else None
 

@@ -47,7 +47,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from . import protocol as p
-from .auth import AccessConfig, Denial, RedactingFilter, check_access
+from .auth import AccessConfig, Denial, RedactingFilter, check_access, subprotocol_token
 from .compat import HandshakeRefused
 from .connection import Connection
 from .limits import FileLimits, ServerLimits
@@ -279,7 +279,8 @@ class SocketEndpoint:
             log.info("refused a WebSocket from %s: %d %s", peer, e.status, e.message)
             await deny(scope, send, e.status, e.message)
             return
-        await send({"type": "websocket.accept"})
+        offered = subprotocol_token(Headers(scope=scope))  # a browser that authenticated with `token, T`
+        await send({"type": "websocket.accept", **({"subprotocol": offered[0]} if offered else {})})
         hub.connections.add(conn)
         try:
             await conn.run()

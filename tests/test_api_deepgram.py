@@ -138,6 +138,19 @@ async def test_wrong_key_and_bad_parameters_are_refused_at_the_handshake(server)
         assert refused.value.response.status_code == 400, query
 
 
+async def test_browser_style_subprotocol_token(server):
+    """Browsers authenticate as Deepgram's JS SDK does, with the subprotocols `token, KEY`; the server accepts `token`."""
+    url = f"ws://127.0.0.1:{server.port}/v1/listen?encoding=linear16&sample_rate=16000"
+    async with connect(url, subprotocols=["token", TOKEN]) as ws:
+        assert ws.subprotocol == "token"
+        await ws.send('{"type": "CloseStream"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "Metadata"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, subprotocols=["token", "not-the-token"]):
+            pass
+    assert refused.value.response.status_code == 401
+
+
 async def test_bad_messages_get_errors_and_the_stream_survives(server):
     """Garbage JSON, unknown types and a non-WAV stream without an encoding get Error messages; others go on."""
     headers = {"Authorization": f"Token {TOKEN}"}

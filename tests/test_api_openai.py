@@ -129,6 +129,21 @@ async def test_streaming_without_a_free_session_slot_is_503(backend, english_wav
         assert refused.value.status_code == 503 and refused.value.body["code"] == "server_busy"
 
 
+@pytest.mark.slow
+async def test_a_client_leaving_a_stream_frees_its_session(server, english_wav):
+    """A client that stops reading the event stream and closes it ends the live session (its slot comes free)."""
+    with open(english_wav, "rb") as f:
+        stream = await client(server).audio.transcriptions.create(model="whisper-1", file=f, stream=True)
+        async for event in stream:
+            assert event.type == "transcript.text.delta"
+            break
+        assert server.engine.n_sessions == 1
+        await stream.close()
+    async with asyncio.timeout(10):
+        while server.engine.n_sessions:
+            await asyncio.sleep(0.05)
+
+
 async def test_wrong_key_is_the_clients_authentication_error(server, english_wav):
     """A wrong API key gets 401, which the client raises as openai.AuthenticationError, on every endpoint."""
     with open(english_wav, "rb") as f:
