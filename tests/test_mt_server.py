@@ -43,9 +43,19 @@ def marian(tmp_path_factory):
     return ref, tok, load_mt(str(path))
 
 
+@pytest.fixture(scope="module")
+def marian_es(tmp_path_factory):
+    """A second pair, en -> es (another seed: different outputs), for several targets at once."""
+    path = tmp_path_factory.mktemp("mt") / "opus-mt-en-es-tiny"
+    build_marian(path, seed=3)
+    cfg = path / "tokenizer_config.json"
+    cfg.write_text(cfg.read_text().replace('"target_lang": "de"', '"target_lang": "es"'))
+    return load_mt(str(path))
+
+
 @pytest.fixture
-async def server(backend, marian):
-    translation = ServerTranslation(("de",), [marian[2]])
+async def server(backend, marian, marian_es):
+    translation = ServerTranslation(("de", "es"), [marian[2], marian_es])
     async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
         async with DragomanServer(engine, ServerConfig(port=0, translation=translation)) as srv:
             yield srv
@@ -103,6 +113,23 @@ async def test_unoffered_target_is_refused_and_targets_are_listed(server, audio_
     """A target the server does not offer gets bad_message naming the offered ones; GET /v1/targets lists them."""
     messages = await _session(server.ws_url, {"language": "en", "target": "fr"}, [0.0] * 320)
     assert messages[0]["type"] == "error" and messages[0]["code"] == "bad_message"
-    assert "offers de" in messages[0]["message"]
+    assert "offers de, es" in messages[0]["message"]
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(server.url.rstrip("/") + "/v1/targets").read())
-    assert json.loads(body)["targets"] == ["de"]
+    assert json.loads(body)["targets"] == ["de", "es"]
+
+
+@pytest.mark.slow
+async def test_one_speaker_captioned_in_two_languages(server, marian_es, audio_dir) -> None:
+    """`target: ["de", "es"]`: both targets translate the same source units, each with its own model."""
+    audio, _ = long_stream("en", audio_dir, pause_s=0.6)
+    messages = await _session(server.ws_url, {"language": "en", "target": ["de", "es"]}, audio)
+    assert [m["type"] for m in messages][-1] == "end" and "error" not in [m["type"] for m in messages]
+    by = {t: [m for m in messages if m["type"] == "target_commit" and m["target"] == t] for t in ("de", "es")}
+    assert len(by["de"]) >= 4
+    assert [m["source_text"] for m in by["de"]] == [m["source_text"] for m in by["es"]]
+    from engine.mt.translate import Translator
+
+    es = Translator(marian_es)
+    assert [m["text"].strip() for m in by["es"]] == [es.translate(m["source_text"], "en", "es").text
+                                                     for m in by["es"]]
+    assert [m["text"] for m in by["es"]] != [m["text"] for m in by["de"]]
