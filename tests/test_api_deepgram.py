@@ -112,6 +112,18 @@ async def test_finalize_flushes_and_the_stream_goes_on(server, audio_dir):
     assert starts == sorted(starts) and starts[-1] >= len(a) / 16000 - 0.5  # connection time across the flush
 
 
+@pytest.mark.slow
+async def test_task_translate_extension_gives_english(server, audio_dir):
+    """The Dragoman query parameter task=translate (sent through the SDK's extra query parameters) turns German
+    speech into English finals."""
+    audio, _ = speech("de", 3, audio_dir)
+    audio = np.concatenate([audio, np.zeros(8000, np.float32)])
+    received = await stream_with_sdk(server, audio, language="de",
+                                     request_options={"additional_query_parameters": {"task": "translate"}})
+    text = finals_text(received)
+    assert len(words(text) & {"sister", "works", "hospital", "doctor", "helps", "people"}) >= 3, text
+
+
 async def test_close_stream_ends_with_metadata(server):
     """CloseStream with nothing said: Metadata, then a normal close."""
     async with deepgram(server).listen.v1.connect(model="nova-2", encoding="linear16", sample_rate=8000) as socket:
