@@ -38,9 +38,11 @@ class DecodeJob:
     """
 
     def __init__(self, backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
-                 policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1) -> None:
+                 policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
+                 committed_frame: int = -1) -> None:
         self.backend, self.state, self.policy, self.final = backend, state, policy, final
         self.beam_size = beam_size  # > 1: beam search (only for a segment's last update: nothing is held back)
+        self.committed_frame = committed_frame  # encoder frame the committed text reaches (-1: unknown / none)
         self.sequence, self.n_committed, self.n_frames, self.refill = sequence, n_committed, n_frames, refill
         self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
         self.max_new_tokens = max_new_tokens
@@ -216,7 +218,63 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     cut = repetition_cut(job.committed + best)
     if cut is not None:
         best, job.loop_cut = best[: max(0, cut - len(job.committed))], True
-    job.out, job.rows, job.total, job.done = list(best), [], score, True
+    rows = _alignment_rows(backend, job, best)
+    if rows:
+        frames = [attended_frame(r) for r in rows]
+        span = restart_span(best, frames, backend.token_bytes, job._is_content, job.committed_frame)
+        if span is not None:
+            a, b = span
+            best, rows, job.loop_cut = best[:a] + best[b:], rows[:a] + rows[b:], True
+    job.out, job.rows, job.total, job.done = list(best), rows, score, True
+
+
+def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list[np.ndarray]:
+    """The alignment heads' attention behind each of `tokens` (as greedy decoding records it: the step that
+    produced the token), from one forward pass over them on a copy of the job's prefix cache."""
+    if not tokens or not job.sequence:
+        return []
+    probe = job.state.clone()
+    probe.truncate(len(job.sequence) - 1)
+    device = probe.cross_k[0].device
+    feed = torch.tensor([job.sequence[-1:] + tokens[:-1]], device=device)
+    _, att = backend.step_with_alignment(feed, probe)
+    if att is None or not att.numel():
+        return []
+    return [att[0, :, i, : job.n_valid].float().cpu().numpy() for i in range(len(tokens))]
+
+
+# A sentence that starts this many frames (1 s) before the furthest frame already translated in the same
+# hypothesis starts over: sentences are not reordered, and Whisper, done with the audio, begins it again.
+_RESTART_FRAMES = 50
+
+
+def restart_span(tokens: list[int], frames: list[int], token_bytes, is_content,
+                 frontier: int = -1) -> tuple[int, int] | None:
+    """Tokens [a, b) of a segment's last hypothesis that read again audio the sentences before them (or the
+    committed text, which reaches frame `frontier`) already covered ("Good morning and welcome ... Chicago. Good
+    evening and welcome ... Chicago."), or None."""
+    i = 0
+    while i < len(tokens):
+        # a new word after a sentence end ("5.2" is one word: its "2" does not start a sentence)
+        starts_sentence = not i or (token_bytes(tokens[i - 1]).rstrip()[-1:] in (b".", b"?", b"!")
+                                    and token_bytes(tokens[i])[:1] == b" ")
+        if starts_sentence and frontier >= 0:
+            head = [frames[j] for j in range(i, min(len(tokens), i + 6)) if is_content(tokens[j])][:3]
+            if head and float(np.median(head)) < frontier - _RESTART_FRAMES:
+                # the restarted part runs while it stays inside audio already covered
+                end = len(tokens)
+                for j in range(i, len(tokens)):
+                    if is_content(tokens[j]) and frames[j] > frontier + _REREAD_FRAMES:
+                        end = j
+                        while end > i and token_bytes(tokens[end - 1]).rstrip()[-1:] not in (b".", b"?", b"!"):
+                            end -= 1
+                        end = end if end > i else j  # no sentence end in between: keep what is new
+                        break
+                return i, end
+        if is_content(tokens[i]):
+            frontier = max(frontier, frames[i])
+        i += 1
+    return None
 
 
 def _run_merged(backend: Backend, active: list[tuple[DecodeJob, int]]) -> None:
