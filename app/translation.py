@@ -21,6 +21,9 @@ def add_mt_options(p: argparse.ArgumentParser) -> None:
                         "for several (each target uses the first that can reach it)")
     p.add_argument("--mt-unit", default="sentence", choices=("sentence", "clause"),
                    help="what one translation covers in live captions (default %(default)s)")
+    p.add_argument("--mt-quantize", default="auto", choices=("auto", "none"),
+                   help="auto: int8 MT decoder on a CPU (about 5x faster steps); none: fp32, exactly as "
+                        "transformers (default %(default)s)")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def mt_setup(args: argparse.Namespace, spoken: str | None, speech_tasks: tuple[s
             raise ConfigError("--mt-model needs --target LANG (the language to caption in)")
         return [], []
     device = "cpu" if getattr(args, "device", "auto") == "auto" else args.device
-    models = load_mt_models(args.mt_model, device)
+    models = load_mt_models(args.mt_model, device, getattr(args, "mt_quantize", "auto"))
     return targets, plan_all(targets, spoken, models, speech_tasks)
 
 

@@ -42,7 +42,7 @@ def test_file_target_equals_reference_translation_of_own_transcript(marian, engl
     together are Dragoman's own transcript, and the top-level text joins the segment translations."""
     ref, tok, path = marian
     rc = main(["file", str(english_wav), "--language", "en", "--target", "de", "--mt-model", str(path), "--json",
-               "--beam", "1"])
+               "--beam", "1", "--mt-quantize", "none"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["target"] == "de" and out["task"] == "transcribe"
@@ -77,7 +77,7 @@ def test_stream_target_commits_translate_every_sentence_once(marian, english_wav
     ref, tok, path = marian
     events = tmp_path / "ev.jsonl"
     rc = main(["stream", str(english_wav), "--language", "en", "--target", "de", "--mt-model", str(path),
-               "--events", str(events)])
+               "--events", str(events), "--mt-quantize", "none"])
     assert rc == 0
     records = [json.loads(line) for line in events.read_text().splitlines()]
     source = "".join(r["text"] for r in records if r["type"] == "commit")

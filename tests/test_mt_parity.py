@@ -24,7 +24,7 @@ def pair(request, tmp_path_factory):
     """(reference model, reference tokenizer, our bundle, family) for one family."""
     path = tmp_path_factory.mktemp("mt") / request.param
     ref, tok = BUILDERS[request.param](path)
-    return ref, tok, load_mt(str(path), device="cpu"), request.param
+    return ref, tok, load_mt(str(path), device="cpu", quantize="none"), request.param
 
 
 def _ref_generate(ref, tok, family: str, ids: list[int], num_beams: int) -> list[int]:

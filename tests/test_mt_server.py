@@ -40,7 +40,7 @@ def test_start_target_is_parsed_and_validated() -> None:
 def marian(tmp_path_factory):
     path = tmp_path_factory.mktemp("mt") / "opus-mt-en-de-tiny"
     ref, tok = build_marian(path)
-    return ref, tok, load_mt(str(path))
+    return ref, tok, load_mt(str(path), quantize="none")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def marian_es(tmp_path_factory):
     build_marian(path, seed=3)
     cfg = path / "tokenizer_config.json"
     cfg.write_text(cfg.read_text().replace('"target_lang": "de"', '"target_lang": "es"'))
-    return load_mt(str(path))
+    return load_mt(str(path), quantize="none")
 
 
 @pytest.fixture

@@ -91,8 +91,8 @@ def parse_targets(value: str | list[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def load_mt_models(names: list[str] | None, device: str = "cpu") -> list[MTBundle]:
-    return [load_mt(n, device) for n in names or []]
+def load_mt_models(names: list[str] | None, device: str = "cpu", quantize: str = "auto") -> list[MTBundle]:
+    return [load_mt(n, device, quantize) for n in names or []]  # type: ignore[arg-type]
 
 
 def plan_all(targets: list[str], spoken: str | None, mt_models: list[MTBundle],

@@ -56,6 +56,7 @@ class MTBundle:
     name: str
     generation: MTGeneration
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    quantized: bool = False  # the decoder's Linear layers run in int8 (CPU)
 
     @property
     def family(self) -> str:
@@ -76,8 +77,12 @@ class MTBundle:
         return src_ok and tgt_ok
 
 
-def load_mt(name: str, device: str = "cpu") -> MTBundle:
-    """An MT model by directory or hub id (e.g. Helsinki-NLP/opus-mt-en-de, facebook/nllb-200-distilled-600M)."""
+def load_mt(name: str, device: str = "cpu", quantize: Literal["auto", "none", "decoder"] = "auto") -> MTBundle:
+    """An MT model by directory or hub id (e.g. Helsinki-NLP/opus-mt-en-de, facebook/nllb-200-distilled-600M).
+
+    quantize: "auto" (default) runs the decoder's Linear layers in int8 on a CPU, as for Whisper — about 5x faster
+    decoder steps for opus-mt (24 -> 5 ms on one thread), which is most of a translation's time; "none" keeps fp32
+    (token-identical to transformers); on a GPU the model runs in fp16 either way."""
     from ..models.loading import _looks_like_path, resolve_device
 
     dev = resolve_device(device)
@@ -88,9 +93,15 @@ def load_mt(name: str, device: str = "cpu") -> MTBundle:
         raise ModelLoadError(f"MT model directory not found: {name}")
     else:
         bundle = load_mt_directory(download_mt(name), name)
+    if quantize not in ("auto", "none", "decoder"):
+        raise ModelLoadError(f"unknown MT quantization {quantize!r}: use auto, none or decoder")
     if dev.type == "cuda":
         bundle.model.to(device=dev, dtype=torch.float16)
         bundle.device = dev
+    elif quantize != "none":
+        from ..models.loading import quantize_decoder
+
+        bundle.quantized = quantize_decoder(bundle.model)
     return bundle
 
 

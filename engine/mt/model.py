@@ -147,13 +147,14 @@ class MTModel(CachedDecoding, nn.Module):
     def n_text_ctx(self) -> int:
         return self.config.max_position_embeddings
 
+    # read from the encoder's embedding: the decoder's Linear layers may be int8 (quantize_decoder)
     @property
     def device(self) -> torch.device:
-        return self.decoder.lm_head.weight.device
+        return self.encoder.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.lm_head.weight.dtype
+        return self.encoder.embed_tokens.weight.dtype
 
     # -- positions -----------------------------------------------------------------------------------------
     def _positions(self, tokens: Tensor, offset: int, left_pad: Tensor | None = None) -> Tensor:
