@@ -19,8 +19,9 @@ def add_mt_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mt-model", action="append", default=None, metavar="NAME|DIR|HUB_ID",
                    help="MT checkpoint (opus-mt / Marian, M2M100, NLLB-200): a directory or a hub id; repeat "
                         "for several (each target uses the first that can reach it)")
-    p.add_argument("--mt-unit", default="sentence", choices=("sentence", "clause"),
-                   help="what one translation covers in live captions (default %(default)s)")
+    p.add_argument("--mt-unit", default="sentence", choices=("sentence", "clause", "agreement"),
+                   help="what one translation covers in live captions: whole sentences, clauses, or sentences "
+                        "whose agreed first words are committed early (default %(default)s; docs/mt.md)")
     p.add_argument("--mt-quantize", default="auto", choices=("auto", "none"),
                    help="auto: int8 MT decoder on a CPU (about 5x faster steps); none: fp32, exactly as "
                         "transformers (default %(default)s)")

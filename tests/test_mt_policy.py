@@ -157,3 +157,57 @@ def test_a_language_the_model_cannot_read_skips_that_target_without_failing() ->
     events = _run(stage, _commits("Hello there. Good bye.", []))
     assert {e.target for e in events if isinstance(e, TargetCommit)} == {"es"}
     assert stage.text("de") == ""
+
+
+class WordTokenizer:
+    """Words as tokens (ids into a growing table); every token starts a word."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+
+    def ids(self, words: list[str]) -> tuple[int, ...]:
+        out = []
+        for w in words:
+            if w not in self.words:
+                self.words.append(w)
+            out.append(self.words.index(w))
+        return tuple(out)
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self.words[i] for i in ids)
+
+    def is_word_start(self, token: int) -> bool:
+        return True
+
+
+class WordTranslator:
+    """A translation that is the upper-cased source, word for word, honouring a forced prefix of tokens: what a
+    monotonic model would do, so local agreement has something to agree on."""
+
+    def __init__(self) -> None:
+        self.bundle = type("B", (), {"family": "marian", "tokenizer": WordTokenizer()})()
+        self.prefixes: list[tuple[int, ...]] = []
+
+    def translate(self, text, source, target, num_beams=None, prefix=()):
+        tok = self.bundle.tokenizer
+        ids = tok.ids(text.upper().split())
+        self.prefixes.append(tuple(prefix))
+        ids = tuple(prefix) + ids[len(prefix):]
+        return Translation(tok.decode(list(ids)), ids, True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=200), max_size=12))
+def test_agreement_commits_early_words_once_and_finishes_every_sentence(cuts: list[int]) -> None:
+    """unit="agreement": words two consecutive translations agree on are committed before the sentence ends, the
+    sentence's final translation continues them (forced prefix), and the target is every word exactly once."""
+    tr = WordTranslator()
+    stage = MTStage([TargetRoute("de", tr, "en")], MTPolicyConfig(unit="agreement", partial_every_s=0))
+    commits = _commits(TEXT, cuts)
+    events = _run(stage, commits)
+    got = [e for e in events if isinstance(e, TargetCommit)]
+    assert "".join(e.text for e in got).split() == TEXT.upper().split()
+    assert " ".join(e.source_text for e in got if e.source_text).split() == TEXT.split()
+    if len(commits) >= 6:  # enough pieces inside the long sentences for two translations to agree early
+        assert any(not e.source_text for e in got)
+        assert any(p for p in tr.prefixes)

@@ -23,22 +23,25 @@ from typing import Literal
 
 from ..errors import ConfigError
 
-Unit = Literal["sentence", "clause"]
+Unit = Literal["sentence", "clause", "agreement"]
 SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s|$)")
 CLAUSE_END = re.compile(r"[,;:，；：]+[\"'”’»)\]]*(?=\s|$)")
 
 
 @dataclass(frozen=True)
 class MTPolicyConfig:
-    unit: Unit = "sentence"  # what one translation covers; "clause" is sooner and a little worse
+    # what one translation covers: "sentence"; "clause" (sooner, a little worse); "agreement": sentences, but
+    # within one the target words that two consecutive translations of the growing source agree on are committed
+    # early (local agreement), and the sentence's final translation is forced to continue them (stage.py)
+    unit: Unit = "sentence"
     min_clause_words: int = 4  # a clause shorter than this waits for more (", and" is no unit)
     pause_s: float = 2.0  # stream seconds without new source text after which an unfinished unit is translated
     partial_every_s: float = 0.5  # at most one partial translation per this much stream time (0: every change)
     partials: bool = True  # translate the uncommitted tail for display (costs one greedy decode per update)
 
     def __post_init__(self) -> None:
-        if self.unit not in ("sentence", "clause"):
-            raise ConfigError(f"MT unit must be 'sentence' or 'clause', got {self.unit!r}")
+        if self.unit not in ("sentence", "clause", "agreement"):
+            raise ConfigError(f"MT unit must be 'sentence', 'clause' or 'agreement', got {self.unit!r}")
         if self.pause_s <= 0 or self.min_clause_words < 1 or self.partial_every_s < 0:
             raise ConfigError("pause_s must be > 0, min_clause_words >= 1 and partial_every_s >= 0")
 
@@ -70,6 +73,13 @@ class SourceSegmenter:
     def pending(self) -> str:
         """Committed source text waiting for the end of its unit."""
         return self._pending.strip()
+
+    @property
+    def spans(self) -> tuple[float, float]:
+        """Stream times (start_s, end_s) of the pending text (0, 0 when nothing is pending)."""
+        if not self._spans:
+            return 0.0, 0.0
+        return self._spans[0][1], self._spans[-1][2]
 
     @property
     def tail(self) -> str:

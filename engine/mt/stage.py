@@ -61,6 +61,9 @@ class TargetRoute:
     source: str | None  # language the translator reads; None: the spoken language (set_spoken_language)
     committed: list[str] = field(default_factory=list)
     last_partial: str = ""
+    # unit="agreement": target tokens already committed for the unit in progress, and the previous hypothesis
+    agreed: tuple[int, ...] = ()
+    previous: tuple[int, ...] | None = None
 
 
 class MTStage:
@@ -93,6 +96,8 @@ class MTStage:
         if isinstance(event, Commit):
             for unit in self.segmenter.commit(event.text, event.start_s, event.end_s, now_s):
                 out += self._translate_unit(unit)
+            if self.config.unit == "agreement" and self.segmenter.pending:
+                out += self._agree(now_s)
         elif isinstance(event, Partial):
             self.segmenter.partial(event.text)
         elif isinstance(event, Error):
@@ -148,17 +153,76 @@ class MTStage:
         self.units.append(unit)
         out: list[TargetEvent] = []
         for route in self.routes.values():
-            text = self._translate(route, unit.text, final=True).strip()
-            if not text:
-                continue
-            if route.committed and route.target not in NO_SPACE_LANGUAGES:
-                text = " " + text
-            route.committed.append(text)
-            event = TargetCommit(route.target, text, unit.text, unit.start_s, unit.end_s, unit.ready_s)
-            self.log.debug("%s commit after %.2f s (%s): %r", route.target, event.latency_s, unit.reason, text)
-            out.append(event)
+            if route.agreed:  # unit="agreement": the final translation continues what is already committed
+                text = self._continue(route, unit.text, final=True)
+            else:
+                text = self._translate(route, unit.text, final=True)
+            route.agreed, route.previous = (), None
+            event = self._commit(route, text, unit.text, unit.start_s, unit.end_s, unit.ready_s)
+            if event is not None:
+                self.log.debug("%s commit after %.2f s (%s): %r", route.target, event.latency_s, unit.reason,
+                               event.text)
+                out.append(event)
         self._partial_source = None  # the tail changed: the next partial is due
         return out
+
+    def _commit(self, route: TargetRoute, text: str, source: str, start_s: float, end_s: float,
+                now_s: float) -> TargetCommit | None:
+        text = text.strip()
+        if not text:
+            return None
+        if route.committed and route.target not in NO_SPACE_LANGUAGES:
+            text = " " + text
+        route.committed.append(text)
+        return TargetCommit(route.target, text, source, start_s, end_s, now_s)
+
+    # -- unit="agreement" ----------------------------------------------------------------------------------
+    def _agree(self, now_s: float) -> list[TargetEvent]:
+        """Translate the unfinished unit greedily, continuing its committed words; commit the further words on
+        which this translation and the previous one (of a shorter source) agree, up to a word boundary."""
+        pending, spans = self.segmenter.pending, self.segmenter.spans
+        out: list[TargetEvent] = []
+        for route in self.routes.values():
+            tr = route.translator
+            if tr is None or (self._source_for(route) is None and tr.bundle.family != "marian"):
+                continue
+            try:
+                hyp = tr.translate(pending, self._source_for(route), route.target, num_beams=1,
+                                   prefix=route.agreed).tokens
+            except ConfigError:
+                continue
+            previous, route.previous = route.previous, hyp
+            if previous is None:
+                continue
+            n = len(route.agreed)
+            while n < min(len(hyp), len(previous)) and hyp[n] == previous[n]:
+                n += 1
+            # the agreed words must be complete: end where the hypothesis starts a new word
+            while n > len(route.agreed) and not (n < len(hyp) and tr.bundle.tokenizer.is_word_start(hyp[n])):
+                n -= 1
+            if n == len(route.agreed):
+                continue
+            before = tr.bundle.tokenizer.decode(list(route.agreed))
+            after = tr.bundle.tokenizer.decode(list(hyp[:n]))
+            route.agreed = tuple(hyp[:n])
+            text = after[len(before):] if after.startswith(before) else tr.bundle.tokenizer.decode(list(hyp[n - 1:n]))
+            event = self._commit(route, text, "", spans[0], spans[1], now_s)
+            if event is not None:
+                out.append(event)
+        return out
+
+    def _continue(self, route: TargetRoute, text: str, final: bool) -> str:
+        """The unit's translation forced to begin with the route's agreed tokens: only the rest is returned."""
+        tr = route.translator
+        assert tr is not None
+        try:
+            result = tr.translate(text, self._source_for(route), route.target, num_beams=None if final else 1,
+                                  prefix=route.agreed)
+        except ConfigError:
+            return ""
+        tok = tr.bundle.tokenizer
+        before, after = tok.decode(list(route.agreed)), tok.decode(list(result.tokens))
+        return after[len(before):] if after.startswith(before) else tok.decode(list(result.tokens[len(route.agreed):]))
 
     def _partials(self, now_s: float, force: bool = False) -> list[TargetEvent]:
         if not self.config.partials:
@@ -171,7 +235,12 @@ class MTStage:
         self._partial_source, self._partial_at_s = tail, now_s
         out: list[TargetEvent] = []
         for route in self.routes.values():
-            text = self._translate(route, tail, final=False).strip() if tail else ""
+            if not tail:
+                text = ""
+            elif route.agreed:  # unit="agreement": the words after those already committed
+                text = self._continue(route, tail, final=False).strip()
+            else:
+                text = self._translate(route, tail, final=False).strip()
             if text != route.last_partial:
                 route.last_partial = text
                 out.append(TargetPartial(route.target, text, tail))
