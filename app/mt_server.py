@@ -33,11 +33,9 @@ class ServerTranslation:
         targets, plans = mt_setup(args, spoken, ("transcribe", "translate"))  # loads the models; checks each target
         if not targets:
             return None
+        # the models some offered target uses; a session's plan (its spoken language) chooses among them
         models = list({id(pl.mt): pl.mt for pl in plans if pl.mt is not None}.values())
-        loaded = {m.name: m for m in models}
-        for name in args.mt_model or []:  # every model given, even one no offered target needs yet
-            loaded.setdefault(name, None)
-        return cls(tuple(targets), [m for m in loaded.values() if m is not None], getattr(args, "mt_unit", "sentence"))
+        return cls(tuple(targets), models, getattr(args, "mt_unit", "sentence"))
 
     def open(self, start: p.Start):
         """(MTStage, the Start with the speech task the targets need) for a session; ProtocolError otherwise."""

@@ -44,7 +44,8 @@ def mt_setup(args: argparse.Namespace, spoken: str | None, speech_tasks: tuple[s
         if getattr(args, "mt_model", None):
             raise ConfigError("--mt-model needs --target LANG (the language to caption in)")
         return [], []
-    device = "cpu" if getattr(args, "device", "auto") == "auto" else args.device
+    # the speech model's --device (mic: --model-device): a GPU runs both models; "auto" picks it when present
+    device = getattr(args, "device", "auto") or "auto"
     models = load_mt_models(args.mt_model, device, getattr(args, "mt_quantize", "auto"))
     return targets, plan_all(targets, spoken, models, speech_tasks)
 
