@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,7 +48,10 @@ def mt_setup(args: argparse.Namespace, spoken: str | None, speech_tasks: tuple[s
     # the speech model's --device (mic: --model-device): a GPU runs both models; "auto" picks it when present
     device = getattr(args, "device", "auto") or "auto"
     models = load_mt_models(args.mt_model, device, getattr(args, "mt_quantize", "auto"))
-    return targets, plan_all(targets, spoken, models, speech_tasks)
+    plans = plan_all(targets, spoken, models, speech_tasks)
+    for plan in plans:  # the chosen route (direct or pivot), as the log says it
+        print(f"dragoman: captions in {plan.describe()}", file=sys.stderr, flush=True)
+    return targets, plans
 
 
 def translate_segments(segments, plan, spoken: str | None, translators: dict) -> list[TranslatedSegment]:

@@ -12,7 +12,7 @@ import torch
 
 from app.cli import main
 from tests.mt_reference import build_marian
-from tests.speech import long_stream, write_wav
+from tests.speech import long_stream, speech, write_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")]
 
@@ -54,6 +54,23 @@ def test_file_target_equals_reference_translation_of_own_transcript(marian, engl
         assert s["text"] == _reference(ref, tok, s["source_text"]).strip(), s["source_text"]
         assert s["end"] >= s["start"]
     assert out["text"] == " ".join(s["text"] for s in segments if s["text"])
+
+
+def test_file_pivots_through_english_when_no_direct_pair(marian, audio_dir, capsys) -> None:
+    """French speech with only an en -> de model: Whisper translates into English, the MT model translates that;
+    the chosen route is said on stderr."""
+    ref, tok, path = marian
+    audio, _ = speech("fr", 0, audio_dir)
+    wav = write_wav(audio_dir / "fr0.wav", audio)
+    assert main(["file", str(wav), "--language", "fr", "--target", "de", "--mt-model", str(path), "--json",
+                 "--beam", "1", "--mt-quantize", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "pivot through English" in captured.err
+    out = json.loads(captured.out)
+    assert out["task"] == "translate" and out["language"] == "fr"
+    assert {"music", "cinema"} & set(out["source_text"].lower().replace(".", " ").split())  # English, not French
+    for s in out["segments"]:
+        assert s["text"] == _reference(ref, tok, s["source_text"]).strip()
 
 
 def test_mt_model_without_target_is_an_error(marian, english_wav, capsys) -> None:
