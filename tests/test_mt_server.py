@@ -133,3 +133,22 @@ async def test_one_speaker_captioned_in_two_languages(server, marian_es, audio_d
     assert [m["text"].strip() for m in by["es"]] == [es.translate(m["source_text"], "en", "es").text
                                                      for m in by["es"]]
     assert [m["text"] for m in by["es"]] != [m["text"] for m in by["de"]]
+
+
+def test_serve_flags_build_the_offered_targets(marian, tmp_path) -> None:
+    """`serve --target de --mt-model DIR` offers de with that model; a target no model reaches fails at start-up."""
+    from app.cli import build_parser
+    from engine.errors import ConfigError
+
+    path = tmp_path / "opus-mt-en-de-tiny"
+    build_marian(path)
+    args = build_parser().parse_args(["serve", "--target", "de", "--mt-model", str(path), "--mt-quantize", "none"])
+    translation = ServerTranslation.from_args(args)
+    assert translation.targets == ("de",) and [m.name for m in translation.models] == [str(path)]
+    stage, start = translation.open(p.Start(language=None, targets=("de",)))
+    assert start.task == "translate" and stage.targets == ("de",)  # unknown speaker: pivot through English
+    stage, start = translation.open(p.Start(language="en", targets=("de",)))
+    assert start.task == "transcribe"
+    assert ServerTranslation.from_args(build_parser().parse_args(["serve"])) is None
+    with pytest.raises(ConfigError, match="no way to caption in 'ja'"):
+        ServerTranslation.from_args(build_parser().parse_args(["serve", "--target", "ja", "--mt-model", str(path)]))
