@@ -75,7 +75,7 @@ class MTStage:
         self.config = config
         self.segmenter = SourceSegmenter(config)
         self.spoken_language: str | None = None
-        self.units: list[SourceUnit] = []
+        self.n_units = 0  # units translated (a count, not a list: a live stream may run for hours)
         self._partial_source = ""
         self._partial_at_s = -1e9
         self._failed: set[str] = set()  # targets whose translation failed (logged once)
@@ -150,7 +150,7 @@ class MTStage:
             return ""
 
     def _translate_unit(self, unit: SourceUnit) -> list[TargetEvent]:
-        self.units.append(unit)
+        self.n_units += 1
         out: list[TargetEvent] = []
         for route in self.routes.values():
             if route.agreed:  # unit="agreement": the final translation continues what is already committed
