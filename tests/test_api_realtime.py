@@ -23,7 +23,8 @@ from tests.speech import speech
 
 TOKEN = "realtime-test-token-3c9f"
 EN_WORDS = {"morning", "everyone", "weather", "london", "price", "coffee"}  # SENTENCES["en"][0]
-EN1_WORDS = {"meeting", "meetings", "starts", "clock", "bring", "notes", "laptop"}  # SENTENCES["en"][1]
+# SENTENCES["en"][1]; Whisper base often hears "the meetings are set at 9 o'clock", so more of its words count
+EN1_WORDS = {"meeting", "meetings", "starts", "nine", "o'clock", "please", "bring", "your", "notes", "laptop"}
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ async def test_server_vad_turns_with_the_openai_realtime_client(server, audio_di
     assert [c.item_id for c in completed] == [c.item_id for c in committed]
     assert committed[1].previous_item_id == committed[0].item_id
     assert len(words(completed[0].transcript) & EN_WORDS) >= 4, completed[0].transcript
-    assert len(words(completed[1].transcript) & EN1_WORDS) >= 3, completed[1].transcript
+    assert len(words(completed[1].transcript) & EN1_WORDS) >= 4, completed[1].transcript
     for c in completed:
         deltas = [e.delta for e in events if e.type == "conversation.item.input_audio_transcription.delta"
                   and e.item_id == c.item_id]
@@ -142,7 +143,7 @@ async def test_clear_drops_the_uncommitted_turn(server, audio_dir):
     assert "input_audio_buffer.cleared" in types and types.count(
         "conversation.item.input_audio_transcription.completed") == 1
     transcript = events[-1].transcript
-    assert len(words(transcript) & EN1_WORDS) >= 3 and not words(transcript) & {"london", "coffee", "price"}, \
+    assert len(words(transcript) & EN1_WORDS) >= 4 and not words(transcript) & {"london", "coffee", "price"}, \
         transcript
     cleared_at = types.index("input_audio_buffer.cleared")
     late = [e for e in events[cleared_at:] if e.type.endswith("transcription.delta")]
