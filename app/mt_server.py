@@ -68,14 +68,50 @@ def open_stage(hub, start: p.Start):
 
 
 async def translated_events(live, stage) -> AsyncIterator:
-    """The session's events, each followed by the target events it causes; the stage's last ones at the end."""
-    async for event in live.events():
-        yield event
-        stage.set_spoken_language(live.session.language)
-        for target_event in await asyncio.to_thread(stage.feed, event, live.audio_s):
-            yield target_event
-    for target_event in await asyncio.to_thread(stage.finish, live.audio_s):
-        yield target_event
+    """The session's events as they come, and the target events they cause as soon as they are translated.
+
+    The source events are forwarded at once, while the stage translates in a worker thread: a slow MT model
+    delays the target captions, never the source ones. Each event is fed to the stage with the stream time and the
+    language of the moment it arrived; the stage's last events follow the session's last one."""
+    merged: asyncio.Queue = asyncio.Queue()
+    todo: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def source() -> None:
+        async for event in live.events():
+            merged.put_nowait(event)
+            todo.put_nowait((event, live.audio_s, live.session.language))
+        todo.put_nowait(done)
+
+    async def translate() -> None:
+        audio_s = 0.0
+        while (item := await todo.get()) is not done:
+            event, audio_s, language = item
+            stage.set_spoken_language(language)
+            for target_event in await asyncio.to_thread(stage.feed, event, audio_s):
+                merged.put_nowait(target_event)
+        for target_event in await asyncio.to_thread(stage.finish, max(audio_s, live.audio_s)):
+            merged.put_nowait(target_event)
+
+    async def run() -> None:
+        try:
+            await asyncio.gather(source(), translate())
+        except BaseException as e:  # surfaces in the consumer (the connection's pump contains it)
+            merged.put_nowait(e)
+            raise
+        finally:
+            merged.put_nowait(done)
+
+    task = asyncio.ensure_future(run())
+    try:
+        while (item := await merged.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def render_target(event) -> str:
