@@ -459,13 +459,12 @@ class StreamingSession:
             start = seg.sequence[: seg.n_start]
             return DecodeJob(self.backend, seg.state, start, 0, n_frames, self.policy, upd.final, budget, True)
         budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
-        # where the committed text ends in the audio, once it ends a sentence (a new sentence that reads audio
-        # before it starts over; see restart_span)
-        ends = seg.committed and self.backend.token_bytes(seg.committed[-1]).rstrip()[-1:] in (b".", b"?", b"!")
-        committed_frame = int((seg.committed_end_s - seg.start_s) / self.backend.frame_s) if ends else -1
+        # where in this window each committed token was read (the last update drops text read twice: reread_spans)
+        prior = [(t, int((s - seg.start_s) / self.backend.frame_s))
+                 for t, s in zip(seg.committed, seg.token_s) if s is not None and s >= seg.start_s]
         return DecodeJob(self.backend, seg.state, seg.sequence, len(seg.committed), n_frames, self.policy,
                          upd.final, max(budget, 4), refill, beam_size=self.config.final_beam if upd.final else 1,
-                         committed_frame=committed_frame)
+                         prior=prior)
 
     def _drop_committed(self, seg: Segment, res: DecodeResult) -> DecodeResult:
         # redecode: the hypothesis covers the whole segment; drop what is already committed, by position

@@ -63,9 +63,9 @@ class SessionConfig:
     # first unsure token and everything after it stay partial until a later update (or the segment's last,
     # beam-searched one) is sure of them. AlignAtt alone commits whatever the model guesses from the audio heard
     # so far ("Seady officials" for "City officials" from one second), and a committed guess steers everything
-    # after it. 0.3, with the VAD's 0.35 s pause, chosen on the own sets (40 sentences each, de and en) and
-    # checked on own + dev (80 per language): German BLEU 13.2 -> 20.6 at StreamLAAL 2.1 -> 3.7 s, English WER
-    # 19.2 -> 12.5 % at 1.1 -> 1.6 s; 0.2 and 0.4 and chunk 0.5 s lay on or below that curve (benchmarks/README.md).
+    # after it. 0.3: chosen on the own sets (40 sentences each, de and en) among 0.1-0.7, and checked on own + dev
+    # (80 sentences per language, benchmarks/README.md): German BLEU 13.2 -> 20.7 at StreamLAAL 2.1 -> 4.3 s,
+    # French 18.0 -> 20.8 at 1.9 -> 2.9 s, Spanish 17.0 -> 22.3 at 2.1 -> 3.4 s; 0.2 is ~1 s faster for ~2 BLEU.
     min_prob: float = 0.3
     # an unsure token counts as sure when the previous update decoded it too. Off: it lowered BLEU more than
     # latency (German own set: 18.3 at 3.3 s vs 23.0 at 4.3 s with min_prob 0.3 alone)
@@ -91,7 +91,7 @@ class SessionConfig:
     # "Good morning. Today is ... Good morning. Today is ..."; BLEU 13). SimulStreaming pads to 30 s, which
     # costs a full 30 s encoder pass per update; 1 s is enough: BLEU 36.7 vs 34.5 (0.5 s) and 35.0 (2 s).
     pad_s: float = 1.0
-    # speech detection / segmentation at pauses; a segment closes after 0.35 s of silence (see VadConfig)
+    # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
     prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables

@@ -39,10 +39,10 @@ class DecodeJob:
 
     def __init__(self, backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
                  policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
-                 committed_frame: int = -1) -> None:
+                 prior: list[tuple[int, int]] = ()) -> None:
         self.backend, self.state, self.policy, self.final = backend, state, policy, final
         self.beam_size = beam_size  # > 1: beam search (only for a segment's last update: nothing is held back)
-        self.committed_frame = committed_frame  # encoder frame the committed text reaches (-1: unknown / none)
+        self.prior = list(prior)  # (token, encoder frame) of committed tokens whose alignment is known
         self.sequence, self.n_committed, self.n_frames, self.refill = sequence, n_committed, n_frames, refill
         self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
         self.max_new_tokens = max_new_tokens
@@ -221,10 +221,10 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     rows = _alignment_rows(backend, job, best)
     if rows:
         frames = [attended_frame(r) for r in rows]
-        span = restart_span(best, frames, backend.token_bytes, job._is_content, job.committed_frame)
-        if span is not None:
-            a, b = span
-            best, rows, job.loop_cut = best[:a] + best[b:], rows[:a] + rows[b:], True
+        while (cut := reread_cut(best, frames, job._is_content)) is not None:
+            best, rows, frames, job.loop_cut = best[:cut], rows[:cut], frames[:cut], True
+        for a, b in reversed(reread_spans(best, frames, backend.token_bytes, job._is_content, job.prior)):
+            best, rows, frames, job.loop_cut = best[:a] + best[b:], rows[:a] + rows[b:], frames[:a] + frames[b:], True
     job.out, job.rows, job.total, job.done = list(best), rows, score, True
 
 
@@ -243,38 +243,31 @@ def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list
     return [att[0, :, i, : job.n_valid].float().cpu().numpy() for i in range(len(tokens))]
 
 
-# A sentence that starts this many frames (1 s) before the furthest frame already translated in the same
-# hypothesis starts over: sentences are not reordered, and Whisper, done with the audio, begins it again.
-_RESTART_FRAMES = 50
-
-
-def restart_span(tokens: list[int], frames: list[int], token_bytes, is_content,
-                 frontier: int = -1) -> tuple[int, int] | None:
-    """Tokens [a, b) of a segment's last hypothesis that read again audio the sentences before them (or the
-    committed text, which reaches frame `frontier`) already covered ("Good morning and welcome ... Chicago. Good
-    evening and welcome ... Chicago."), or None."""
-    i = 0
-    while i < len(tokens):
-        # a new word after a sentence end ("5.2" is one word: its "2" does not start a sentence)
-        starts_sentence = not i or (token_bytes(tokens[i - 1]).rstrip()[-1:] in (b".", b"?", b"!")
-                                    and token_bytes(tokens[i])[:1] == b" ")
-        if starts_sentence and frontier >= 0:
-            head = [frames[j] for j in range(i, min(len(tokens), i + 6)) if is_content(tokens[j])][:3]
-            if head and float(np.median(head)) < frontier - _RESTART_FRAMES:
-                # the restarted part runs while it stays inside audio already covered
-                end = len(tokens)
-                for j in range(i, len(tokens)):
-                    if is_content(tokens[j]) and frames[j] > frontier + _REREAD_FRAMES:
-                        end = j
-                        while end > i and token_bytes(tokens[end - 1]).rstrip()[-1:] not in (b".", b"?", b"!"):
-                            end -= 1
-                        end = end if end > i else j  # no sentence end in between: keep what is new
-                        break
-                return i, end
-        if is_content(tokens[i]):
-            frontier = max(frontier, frames[i])
-        i += 1
-    return None
+def reread_spans(tokens: list[int], frames: list[int], token_bytes, is_content,
+                 prior: list[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
+    their words are the same tokens at the same frames (within _REREAD_FRAMES) as earlier ones, in the hypothesis
+    or in `prior` ((token, frame) of the committed text). "Good morning and welcome ... Chicago." committed, then
+    "Good evening and welcome ... Chicago." from the same audio. A speaker who really says it again is heard at
+    other frames; heads parked on padding or sinks only miss a word or two."""
+    seen: dict[int, list[int]] = {}
+    for t, f in prior:
+        seen.setdefault(t, []).append(f)
+    spans: list[tuple[int, int]] = []
+    a = 0
+    while a < len(tokens):
+        b = a + 1
+        while b < len(tokens) and not (token_bytes(tokens[b - 1]).rstrip()[-1:] in (b".", b"?", b"!")
+                                       and token_bytes(tokens[b])[:1] == b" "):
+            b += 1  # a new word after a sentence end starts the next sentence ("5.2" stays one word)
+        content = [(tokens[i], frames[i]) for i in range(a, b) if is_content(tokens[i])]
+        same = sum(any(abs(f - g) <= _REREAD_FRAMES for g in seen.get(t, ())) for t, f in content)
+        if len(content) >= 2 and same >= max(2, 0.6 * len(content)):
+            spans.append((a, b))
+        for t, f in content:
+            seen.setdefault(t, []).append(f)
+        a = b
+    return spans
 
 
 def _run_merged(backend: Backend, active: list[tuple[DecodeJob, int]]) -> None:
@@ -368,8 +361,8 @@ def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40)
 
 
 _LONG_NGRAM = 8
-# A repeated phrase counts as a re-reading when its copy looks no further than this many encoder frames past the
-# first one's furthest frame (a speaker repeating himself is heard later: 0.3 s and more)
+# A repeated phrase counts as a re-reading when its copy looks (median frame of its words) no further than this
+# many encoder frames past the first one (a speaker repeating himself is heard later: 0.3 s and more)
 _REREAD_FRAMES = 10
 
 
@@ -380,9 +373,12 @@ def reread_cut(tokens: list[int], frames: list[int], is_content, max_ngram: int 
     for n in range(2, min(max_ngram, n_tok // 2) + 1):
         if tokens[n_tok - n :] != tokens[n_tok - 2 * n : n_tok - n]:
             continue
-        if not any(is_content(t) for t in tokens[n_tok - n :]):
+        first = [f for t, f in zip(tokens[n_tok - 2 * n : n_tok - n], frames[n_tok - 2 * n : n_tok - n]) if is_content(t)]
+        second = [f for t, f in zip(tokens[n_tok - n :], frames[n_tok - n :]) if is_content(t)]
+        if not second:
             continue
-        if max(frames[n_tok - n :]) <= max(frames[n_tok - 2 * n : n_tok - n]) + _REREAD_FRAMES:
+        # medians: a head parked on the padding or a sink frame does not make a copy look new
+        if float(np.median(second)) <= float(np.median(first)) + _REREAD_FRAMES:
             return n_tok - n
     return None
 

@@ -23,11 +23,11 @@ WINDOW_S = WINDOW / SAMPLE_RATE
 class VadConfig:
     threshold: float = 0.5  # speech probability that opens a segment
     neg_threshold: float = 0.35  # below this a window counts as silence (hysteresis, as silero's own iterator)
-    # this much silence inside a segment closes it (its last update then commits it with beam search). 0.35 s:
-    # people pause 0.3-1.2 s between sentences; with confidence-gated commits (SessionConfig.min_prob) the
-    # German own set scored 23.8 BLEU at 3.6 s vs 23.0 at 4.3 s with 0.5 s, English WER 12.5 vs 13.5 %; 0.25 s
-    # split sentences at commas (20.3 BLEU)
-    min_silence_s: float = 0.35
+    # this much silence inside a segment closes it (its last update then commits it with beam search). 0.5 s:
+    # 0.35 s scored a little better on the German and English own sets (23.8 vs 23.0 BLEU, 12.5 vs 13.5 % WER)
+    # but split pause-free speech at espeak's sentence-end pauses into one-second segments, where Whisper
+    # repeats itself (tests/test_session.py: 18 inserted or lost words of 150 instead of 1)
+    min_silence_s: float = 0.5
     min_speech_s: float = 0.25  # shorter bursts (clicks, coughs) are discarded instead of decoded
     pad_s: float = 0.2  # audio kept before speech starts and after it ends (word onsets / tails)
 

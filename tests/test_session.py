@@ -97,11 +97,13 @@ def test_each_policy_translates_german_close_to_the_reference(backend, german, p
 
 
 def test_alignatt_commits_words_before_the_sentence_ends(backend, german):
-    """AlignAtt commits most words while their sentence is still being spoken, LocalAgreement later."""
+    """AlignAtt's attention rule alone (no confidence rule) commits most words while their sentence is still being
+    spoken, LocalAgreement later."""
     audio, spans = german
 
     def early_share(policy: str) -> float:
-        session = StreamingSession(backend, SessionConfig(task="translate", language="de", policy=policy))
+        session = StreamingSession(backend, SessionConfig(task="translate", language="de", policy=policy,
+                                                          min_prob=0.0))
         events = stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10)
         early = total = 0
         for t, c in ((t, e) for t, e in events if isinstance(e, Commit)):
@@ -118,13 +120,14 @@ def test_unpadded_encoder_makes_alignatt_start_over(backend, german):
     """Without the padded encoder AlignAtt re-translates from the segment start (repeats); with it, it does not.
 
     Shown in exact mode, where every update re-reads the whole segment (incremental mode keeps the committed
-    tokens' keys/values, which hides much of the effect on this sentence but not the cause)."""
+    tokens' keys/values, which hides much of the effect on this sentence but not the cause), and with the
+    attention rule alone (min_prob 0: unsure words are committed too, as before the confidence rule)."""
     audio, spans = german
     first = audio[: int(spans[0][1] * SAMPLE_RATE) + SAMPLE_RATE]
 
     def repeats(pad_s: float) -> int:
         session = StreamingSession(backend, SessionConfig(task="translate", language="de", pad_s=pad_s,
-                                                          mode="exact"))
+                                                          mode="exact", min_prob=0.0))
         text = "".join(c.text for c in commits_of(stream(session, first, SAMPLE_RATE, SAMPLE_RATE // 10)))
         return text.lower().count("good morning")
 

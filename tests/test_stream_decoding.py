@@ -117,3 +117,16 @@ def test_reread_cut_drops_a_phrase_read_twice_from_the_same_audio():
     assert reread_cut(toks, [14, 21, 21, 14, 22, 24], content) == 3
     assert reread_cut(toks, [14, 21, 21, 40, 48, 50], content) is None
     assert reread_cut([0, 0], [1, 1], content) is None  # punctuation only
+
+
+def test_reread_spans_find_a_sentence_read_again_from_the_same_audio():
+    """A sentence whose words are the committed tokens at the same frames is a re-read; the same words at later
+    frames (said again) and a sentence sharing one word are not; '5.2' does not split a sentence."""
+    from engine.stream_decoding import reread_spans
+
+    text = {1: b" Good", 2: b" morning", 3: b".", 4: b" Today", 5: b" we", 6: b" 5", 7: b"2"}
+    tb, content = text.__getitem__, (lambda t: t != 3)
+    prior = [(1, 12), (2, 21)]
+    assert reread_spans([1, 2, 3, 4, 5, 3], [17, 22, 30, 60, 66, 70], tb, content, prior) == [(0, 3)]
+    assert reread_spans([1, 2, 3, 4, 5, 3], [80, 90, 95, 100, 110, 115], tb, content, prior) == []
+    assert reread_spans([4, 6, 3, 7, 3], [10, 20, 25, 30, 35], tb, content) == []
