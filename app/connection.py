@@ -21,6 +21,7 @@ from engine.events import Commit, Error, Partial
 from . import protocol as p
 from .limits import TokenBucket
 from .mt_server import is_target_event, open_stage, render_target, translated_events
+from .rooms import room_message
 from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from engine.scheduler import LiveSession
     from engine.session_config import SessionConfig
 
+    from .rooms import Room
     from .server import DragomanHub
 
 log = logging.getLogger("app.server")  # one logger for the server's story, per-connection prefixes inside
@@ -38,7 +40,8 @@ def start_session_config(template: SessionConfig | None, start: p.Start) -> Sess
     defaults, with the task and language the client asked for."""
     from engine.session_config import SessionConfig
 
-    return dataclasses.replace(template or SessionConfig(), task=start.task, language=start.language)
+    extra = {"vocabulary": start.vocabulary} if start.vocabulary else {}
+    return dataclasses.replace(template or SessionConfig(), task=start.task, language=start.language, **extra)
 
 
 class Connection:
@@ -65,6 +68,7 @@ class Connection:
         self.prefix = f"[{ws.peer}] "
         self.dropped = 0  # partial/stats messages dropped under backpressure
         self.cut_off = False  # the client was too slow: nothing more is queued, the connection is closing
+        self.room: Room | None = None  # the session's audience (`start.room`), app/rooms.py
 
     # outgoing ----------------------------------------------------------------------------------------------------
 
@@ -306,6 +310,11 @@ class Connection:
                  start.language or "auto", start.sample_rate, start.encoding)
         self.server.metrics.session_opened()
         self._announce(live)
+        rooms = getattr(self.server, "rooms", None)
+        if start.room and rooms is not None:
+            self.room = rooms.open()
+            log.info("%sroom %s opened", self.prefix, self.room.id)
+            self.post(room_message(self.room.id, self.room.viewer_token, rooms.limits.max_viewers))
         self.pump = self._spawn(self._pump(live))
         self._spawn(self._stats(live))
         self._spawn(self._deadline(live))
@@ -321,6 +330,8 @@ class Connection:
                     self.server.metrics.error(event.code)
                 for message in self._render(event, live):
                     self.post(message)
+                    if self.room is not None:
+                        self.room.publish(message)  # never waits: a slow viewer is dropped, not waited for
         except asyncio.CancelledError:
             raise
         except Exception as e:  # contained: this session ends, the server goes on
@@ -402,9 +413,16 @@ class Connection:
             raise p.ProtocolError(p.ErrorCode.WEBRTC_FAILED, f"cannot answer the WebRTC offer: {e}") from None
         self.post(p.answer_message(answer))
 
+    def _end_room(self, reason: str) -> None:
+        room, self.room = self.room, None
+        if room is not None:
+            self.server.rooms.close(room, reason)
+            log.info("%sroom %s ended (%s)", self.prefix, room.id, reason)
+
     async def _close_session(self) -> None:
         live, rtc = self.live, self.rtc
         self.live, self.rtc = None, None
+        self._end_room("the speaker's session ended" if self.ws.open else "the speaker disconnected")
         self.proto.session_ended()
         if rtc is not None:
             await rtc.close()

@@ -28,6 +28,7 @@ _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
 # caption targets (`start.target`): ISO codes, or NLLB-200 codes such as "ast_Latn"
 _TARGET_RE = re.compile(r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$")
 MAX_TARGETS = 4  # target languages one session may ask for
+MAX_VOCABULARY_CHARS = 300  # `start.vocabulary`; the model sees at most ~64 tokens of it anyway
 
 
 class ErrorCode(str, enum.Enum):
@@ -49,6 +50,8 @@ class ErrorCode(str, enum.Enum):
     RATE_LIMITED = "rate_limited"  # audio/messages arrive faster than allowed: the server reads more slowly
     TIMEOUT = "timeout"  # idle too long, or the session reached its time limit: flushed, `end`, then closed
     SHUTTING_DOWN = "shutting_down"  # the server is stopping: the session is flushed, `end`, then closed
+    # added in issue 14 (rooms); additive
+    READ_ONLY = "read_only"  # a viewer socket sent something: viewers only receive captions
 
 
 class ProtocolError(Exception):
@@ -86,6 +89,8 @@ class Start:
     sample_rate: int = 16000  # rate of the binary PCM frames (unused for WebRTC)
     encoding: Encoding = "pcm_s16le"  # sample format of the binary PCM frames
     targets: tuple[str, ...] = ()  # caption languages through the MT stage (`target`); () = the speech model's text
+    room: bool = False  # share the captions with viewers (docs/protocol.md, "Rooms"); the server answers `room`
+    vocabulary: str = ""  # names and terms given to the model as its prompt (`start.vocabulary`)
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,14 @@ def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = S
     encoding = _get(obj, "encoding", str, "pcm_s16le")
     if encoding not in ENCODINGS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
-    return Start(task=task, language=language, sample_rate=rate, encoding=encoding, targets=_targets(obj))
+    room = _get(obj, "room", bool, False)
+    vocabulary = _get(obj, "vocabulary", str, "", nullable=True) or ""
+    vocabulary = " ".join(vocabulary.split())  # newlines and runs of spaces from a text field: one line
+    if len(vocabulary) > MAX_VOCABULARY_CHARS:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"vocabulary is limited to {MAX_VOCABULARY_CHARS} characters "
+                                                   f"(names and terms, comma-separated), got {len(vocabulary)}")
+    return Start(task=task, language=language, sample_rate=rate, encoding=encoding, targets=_targets(obj),
+                 room=room, vocabulary=vocabulary)
 
 
 def _targets(obj: dict[str, Any]) -> tuple[str, ...]:

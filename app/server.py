@@ -47,11 +47,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from . import protocol as p
-from .auth import AccessConfig, Denial, RedactingFilter, check_access, subprotocol_token
+from .auth import AccessConfig, Denial, RedactingFilter, check_access, request_token, subprotocol_token
 from .compat import HandshakeRefused
 from .connection import Connection
 from .limits import FileLimits, ServerLimits
 from .metrics import CONTENT_TYPE, Metrics
+from .rooms import RoomLimits, RoomRegistry, serve_viewer
 from .sockets import SocketClosed
 from .static import WEB_DIR, http_response, static_response
 from .webrtc import WebRTCConfig
@@ -88,6 +89,7 @@ class ServerConfig:
     files: FileLimits = FileLimits()
     model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
     translation: Any = None  # app.mt_server.ServerTranslation: MT models and the targets `start.target` may ask for
+    rooms: RoomLimits = RoomLimits()  # audiences of shared sessions (`start.room`, app/rooms.py)
 
 
 # --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
@@ -187,6 +189,7 @@ class DragomanHub:
         self.engine = engine
         self.config = config
         self.connections: set[Connection] = set()
+        self.rooms = RoomRegistry(config.rooms)
         self.metrics = Metrics()
         self.files = FileJobs(config.files.max_jobs)
         self.closing = False  # shutting down: no new connections or jobs
@@ -198,6 +201,7 @@ class DragomanHub:
         m.gauge("dragoman_backlog_seconds", "Audio received but not yet committed, all live sessions",
                 lambda: sum(c.live.lag_s for c in list(self.connections) if c.live is not None))
         m.gauge("dragoman_file_jobs", "File transcriptions decoding or waiting", lambda: self.files.active)
+        m.gauge("dragoman_viewers", "Viewers connected to rooms", lambda: self.rooms.n_viewers)
         m.gauge("dragoman_capacity_left", "Live session slots free", lambda: self.capacity_left)
 
     @property
@@ -227,6 +231,47 @@ class DragomanHub:
         for c in list(self.connections):
             c.ws.abort()  # over the deadline
         self.files.cancel_all()
+
+
+async def watch_endpoint(hub: DragomanHub, scope: Scope, receive: Receive, send: Send) -> None:
+    """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (app/rooms.py).
+
+    The viewer token replaces the server token here (viewers are given the link, not the speaker's token); it opens
+    this one room and nothing else. The Origin rule is the same as for /ws.
+    """
+    if (await receive())["type"] != "websocket.connect":
+        return
+    peer = (scope.get("client") or ("?",))[0]
+    headers = Headers(scope=scope)
+    denial = check_access(AccessConfig(allowed_origins=hub.config.access.allowed_origins), headers, raw_target(scope),
+                          hub.secure or scope.get("scheme") in ("https", "wss"))
+    room = hub.rooms.get(scope["path_params"]["room"])
+    if denial is None and (room is None or not room.check(request_token(headers, raw_target(scope)))):
+        # unknown room and wrong token look the same: a guessed room id learns nothing
+        denial = Denial(401, "Unauthorized: no such room, or a wrong viewer token (the link may have expired)")
+    if denial is not None:
+        log.info("refused a viewer from %s: %d", peer, denial.status)
+        hub.metrics.error("unauthorized" if denial.status == 401 else "forbidden")
+        await deny(scope, send, denial.status, denial.reason)
+        return
+    assert room is not None
+    if hub.closing or len(room.viewers) >= room.limits.max_viewers:
+        log.warning("refused a viewer from %s: room %s has %d viewers", peer, room.id, len(room.viewers))
+        await deny(scope, send, 503, f"this room is full ({room.limits.max_viewers} viewers)")
+        return
+    sock = AsgiSocket(scope, receive, send)
+    await send({"type": "websocket.accept"})
+    await serve_viewer(room, sock)
+
+
+class WatchEndpoint:
+    """`watch_endpoint` as an ASGI app (Starlette wraps plain functions and partials as WebSocket handlers)."""
+
+    def __init__(self, hub: DragomanHub) -> None:
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await watch_endpoint(self.hub, scope, receive, send)
 
 
 ConnectionFactory = Callable[[DragomanHub, AsgiSocket, Scope], Connection]
@@ -342,16 +387,22 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
             return http_response(denial.status, (denial.reason + "\n").encode(), "text/plain; charset=utf-8")
         return Response(hub.metrics.render(), media_type=CONTENT_TYPE)
 
+    async def watch_page(request: Request) -> Response:
+        """/watch/ROOM: the audience page (it reads the room and token from its own address)."""
+        return static_response(config.web_dir, "/watch.html")
+
     def native(h: DragomanHub, sock: AsgiSocket, scope: Scope) -> Connection:
         return Connection(h, sock)
 
     routes = [
         WebSocketRoute(config.ws_path, SocketEndpoint(hub, native)),
+        WebSocketRoute("/ws/watch/{room}", WatchEndpoint(hub)),
         WebSocketRoute("/v1/realtime", SocketEndpoint(hub, compat_realtime.RealtimeConnection.from_scope)),
         WebSocketRoute("/v1/listen", SocketEndpoint(hub, compat_deepgram.ListenConnection.from_scope)),
         Route(config.ws_path, upgrade_required),
         Route("/v1/realtime", upgrade_required),
         Route("/v1/listen", upgrade_required),
+        Route("/watch/{room}", watch_page, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/healthz/live", live),
         Route("/metrics", metrics),
