@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # prefix re-fill.
 _TRIM_MARGIN_S = 0.3
 _MIN_TRIM_S = 1.0
+VOCABULARY_TOKENS = 64  # SessionConfig.vocabulary's share of the prompt (Whisper keeps the last 112 prompt tokens)
 # Duplicate guard (see _repeated_prefix): how many committed words are searched for a repeat, and how long a run
 # opening a segment must be to count as a re-translation of the previous sentence
 _REPEAT_TAIL_WORDS = 40
@@ -90,6 +91,8 @@ class StreamingSession:
         self._preroll: deque[np.ndarray] = deque()
         self._segments: deque[Segment] = deque()  # front: being decoded; back: may still be growing
         self._history: list[int] = []  # committed tokens of earlier segments (prompt source)
+        words = " ".join(config.vocabulary.split())  # names/terms before the history in every prompt
+        self._vocabulary = backend.text_tokens(" " + words)[:VOCABULARY_TOKENS] if words else []
         self._partial = ""
         self._text_out = ""  # everything committed (for spacing across segments)
         self._committed_until_s = 0.0
@@ -404,7 +407,9 @@ class StreamingSession:
     def _set_start(self, seg: Segment, committed: list[int]) -> None:
         """sequence = start tokens (task, language, previous committed text as the prompt) + `committed`."""
         prompt = self._history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
-        start = self.backend.start_tokens(self.config.task, self.language, prompt)
+        # the vocabulary leads the prompt; seg.prompt stays the history alone (echo checks compare against it)
+        vocabulary = self._vocabulary if seg.use_prompt else []  # (the retry without a prompt drops it too)
+        start = self.backend.start_tokens(self.config.task, self.language, vocabulary + prompt)
         seg.prompt, seg.n_start = prompt, len(start)
         seg.sequence = start + committed
 

@@ -95,6 +95,9 @@ class SessionConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
     prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables
+    # names and terms the speaker will use ("Dragoman, Kubernetes, Nguyen"): their tokens (at most
+    # VOCABULARY_TOKENS) go first in the <|startofprev|> prompt, before the previous text; "" = none (unchanged)
+    vocabulary: str = ""
     min_first_s: float = 1.0  # a segment's first update waits for this much audio (language detection, stability)
     no_speech_threshold: float = 0.6  # with logprob_threshold: Whisper's rule for discarding a non-speech window
     logprob_threshold: float = -1.0

@@ -1,0 +1,38 @@
+"""Vocabulary (`start.vocabulary`, SessionConfig.vocabulary): the names and terms lead the decoder's prompt, before
+the previous text; without one the prompt is unchanged."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from app import protocol as p
+from engine.session import VOCABULARY_TOKENS, StreamingSession
+from engine.session_config import SessionConfig
+
+
+def test_start_vocabulary_is_parsed_and_bounded() -> None:
+    """Whitespace collapses to one line; too long a vocabulary is a bad_message; absent or null is empty."""
+    start = p.parse_text('{"type": "start", "vocabulary": "Dragoman,\\n  Kubernetes"}')
+    assert isinstance(start, p.Start) and start.vocabulary == "Dragoman, Kubernetes"
+    assert p.parse_text('{"type": "start", "vocabulary": null}').vocabulary == ""  # type: ignore[union-attr]
+    with pytest.raises(p.ProtocolError) as e:
+        p.parse_text('{"type": "start", "vocabulary": "%s"}' % ("x" * (p.MAX_VOCABULARY_CHARS + 1)))
+    assert e.value.code is p.ErrorCode.BAD_MESSAGE
+
+
+@pytest.mark.slow
+def test_vocabulary_tokens_lead_the_prompt(backend) -> None:
+    """sequence = <|startofprev|> vocabulary history <|startoftranscript|>...; no vocabulary: history only."""
+    vocab = backend.text_tokens(" Dragoman, Kubernetes")
+    history = backend.text_tokens(" Good morning.")
+    for words, expected in (("Dragoman,  Kubernetes", vocab), ("", [])):
+        session = StreamingSession(backend, SessionConfig(language="de", vocabulary=words))
+        session._history = list(history)
+        seg = SimpleNamespace(use_prompt=True, prompt=None, n_start=0, sequence=None)
+        session._set_start(seg, [])  # type: ignore[arg-type]
+        sot_prev = backend.tokenizer.special.sot_prev
+        assert seg.sequence[: 1 + len(expected) + len(history)] == [sot_prev, *expected, *history]
+        assert seg.prompt == history  # echo checks still compare against the previous text only
+    long = StreamingSession(backend, SessionConfig(vocabulary="word " * 200))
+    assert len(long._vocabulary) == VOCABULARY_TOKENS
