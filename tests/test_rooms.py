@@ -31,6 +31,7 @@ class FakeLive:
     """A LiveSession stand-in: a partial and then a commit `w<i>` for every WORD_S of audio fed."""
 
     _ids = 0
+    words: tuple[str, ...] = ()  # the words to commit, cycling; () = w0, w1, ...
 
     def __init__(self, config: Any) -> None:
         FakeLive._ids += 1
@@ -47,8 +48,9 @@ class FakeLive:
         self.audio_s += samples.size / sample_rate
         while (self.n_words + 1) * WORD_S <= self.audio_s + 1e-9:
             t = self.n_words * WORD_S
-            self.queue.put_nowait(Partial(f" w{self.n_words}", t, t + WORD_S))
-            self.queue.put_nowait(Commit(f" w{self.n_words}", t, t + WORD_S))
+            word = self.words[self.n_words % len(self.words)] if self.words else f"w{self.n_words}"
+            self.queue.put_nowait(Partial(f" {word}", t, t + WORD_S))
+            self.queue.put_nowait(Commit(f" {word}", t, t + WORD_S))
             self.n_words += 1
 
     async def events(self):
@@ -65,6 +67,7 @@ class FakeLive:
 @dataclass
 class FakeEngine:
     backend: Any = None
+    words: tuple[str, ...] = ()  # FakeLive.words for its sessions
     sessions: list[FakeLive] = field(default_factory=list)
 
     @dataclass
@@ -77,6 +80,7 @@ class FakeEngine:
 
     def open_session(self, config: Any) -> FakeLive:
         live = FakeLive(config)
+        live.words = self.words
         self.sessions.append(live)
         return live
 

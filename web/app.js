@@ -15,6 +15,8 @@ const ui = {
   status: $("status"), lag: $("lag"), level: $("level"), captions: $("captions"), partial: $("partial"),
   placeholder: $("placeholder"), vtt: $("download-vtt"), srt: $("download-srt"), clear: $("clear"),
   target: $("target"), targetLabel: $("target-label"), source: $("source"),
+  vocabulary: $("vocabulary"), share: $("share"), shareBox: $("share-box"), shareLink: $("share-link"),
+  shareCopy: $("share-copy"), shareProjection: $("share-projection"),
 };
 const SOURCE_CHARS = 400; // how much of the source text the panel beside translated captions keeps
 
@@ -51,7 +53,7 @@ function syncControls() {
   const busy = state.running || state.stopping;
   ui.start.disabled = busy;
   ui.stop.disabled = !state.running;
-  for (const el of [ui.task, ui.language, ui.transport, ui.target]) el.disabled = busy;
+  for (const el of [ui.task, ui.language, ui.transport, ui.target, ui.vocabulary, ui.share]) el.disabled = busy;
   const any = state.commits.length > 0;
   ui.vtt.disabled = ui.srt.disabled = !any;
   ui.clear.disabled = !any || busy;
@@ -273,6 +275,8 @@ function connect() {
       language: ui.language.value === "auto" ? null : ui.language.value,
       sample_rate: TARGET_RATE, encoding: "pcm_s16le",
       ...(translating() ? { target: ui.target.value } : {}),
+      ...(ui.vocabulary.value.trim() ? { vocabulary: ui.vocabulary.value.trim() } : {}),
+      ...(ui.share.checked ? { room: true } : {}),
     });
   };
   ws.onmessage = (e) => {
@@ -290,14 +294,58 @@ function connect() {
     // Unexpected: keep the captions, retry with backoff
     const delay = Math.min(MAX_RETRY_DELAY_S, 0.5 * 2 ** state.retries);
     state.retries += 1;
-    const why = opened
-      ? `Connection to the server lost${e.reason ? ` (${e.reason})` : ""}.`
-      : `Cannot reach the Dragoman server at ${location.host}. Is "dragoman serve" still running?`;
+    if (!opened) return diagnose(delay);
+    const why = `Connection to the server lost${e.reason ? ` (${e.reason})` : ""}.`;
     setStatus(`${why} Retrying in ${delay.toFixed(delay < 1 ? 1 : 0)} s… (captions so far are kept)`, "reconnecting");
     showLag(null);
     state.retryTimer = setTimeout(() => { state.retryTimer = null; if (state.running) connect(); }, delay * 1000);
   };
 }
+
+// The browser hides why a WebSocket handshake failed: ask the server over HTTP (wrong token, busy, or gone).
+async function diagnose(delay) {
+  const token = new URLSearchParams(location.search).get("token");
+  let verdict = "down";
+  try {
+    const res = await fetch(`/metrics${token ? `?token=${encodeURIComponent(token)}` : ""}`, { cache: "no-store" });
+    verdict = res.status === 401 ? "token" : res.status === 403 ? "origin" : "up";
+    if (verdict === "up") {
+      const health = await fetch("/healthz", { cache: "no-store" });
+      const body = await health.json();
+      if (health.status === 503) verdict = body.status === "shutting_down" ? "refused" : "busy";
+    }
+  } catch { verdict = "down"; }
+  if (!state.running) return;
+  if (verdict === "token" || verdict === "origin") {
+    setStatus(verdict === "token"
+      ? "The access token is missing or wrong. Open the page with the full link you were given (…/?token=…), then press Start."
+      : "This server does not accept pages from this address (see dragoman serve --allow-origin).", "error");
+    return stop(true);
+  }
+  const why = verdict === "down"
+    ? `Cannot reach the Dragoman server at ${location.host}. Is "dragoman serve" still running?`
+    : verdict === "busy" ? "The server is busy with other sessions." : "The server refused the connection.";
+  setStatus(`${why} Retrying in ${delay.toFixed(delay < 1 ? 1 : 0)} s… (captions so far are kept)`, "reconnecting");
+  state.retryTimer = setTimeout(() => { state.retryTimer = null; if (state.running) connect(); }, delay * 1000);
+}
+
+function showRoom(msg) {
+  // The audience link: anyone with it can read the captions (never send audio); it lasts as long as this session
+  const link = `${location.origin}${msg.watch_path}`;
+  ui.shareLink.href = ui.shareLink.textContent = link;
+  ui.shareProjection.href = `${link}&view=projection`;
+  ui.shareBox.hidden = false;
+}
+
+ui.shareCopy.addEventListener("click", async () => {
+  try {
+    await navigator.clipboard.writeText(ui.shareLink.href);
+    ui.shareCopy.textContent = "Copied";
+  } catch {
+    ui.shareCopy.textContent = "Select the link to copy it";
+  }
+  setTimeout(() => { ui.shareCopy.textContent = "Copy link"; }, 2000);
+});
 
 async function onMessage(msg) {
   switch (msg.type) {
@@ -328,6 +376,9 @@ async function onMessage(msg) {
     case "target_commit":
       if (msg.target === ui.target.value) addCommit(msg);
       break;
+    case "room":
+      showRoom(msg);
+      break;
     case "stats":
       showLag(msg.lag_s);
       break;
@@ -338,6 +389,14 @@ async function onMessage(msg) {
       state.lastError = msg;
       if (msg.code === "busy") {
         setStatus("The server is busy with other sessions. Try again in a minute.", "error");
+        stop(true);
+      } else if (msg.code === "internal") {
+        // the session is over on the server: stop sending, say so, let the speaker start again
+        setStatus(`The session failed on the server (${msg.message}). Your captions are kept; press Start to ` +
+          "begin a new session.", "error");
+        stop(true);
+      } else if (msg.code === "bad_message" && !state.ready) {
+        setStatus(`The server refused these settings: ${msg.message}`, "error");
         stop(true);
       } else {
         setStatus(`Server: ${msg.message}`, state.running ? document.body.dataset.state : "error");
@@ -392,12 +451,14 @@ function stop(immediately = false) {
     closeTransport();
   }
   stopMicrophone();
+  if (!state.stopping) ui.shareBox.hidden = true;
   syncControls();
   if (!state.stopping && document.body.dataset.state !== "error") setStatus("Stopped.", "idle");
 }
 
 function finishStop() {
   state.stopping = false;
+  ui.shareBox.hidden = true; // the room ended with the session
   if (state.stopTimer) { clearTimeout(state.stopTimer); state.stopTimer = null; }
   showLag(null);
   syncControls();

@@ -1,0 +1,127 @@
+"""The audience page in real headless Chromium: viewers (normal and projection view) show a speaker's captions live,
+a late joiner sees the earlier ones, viewers are told when the talk ends, and a wrong link says so.
+
+The speaker is a protocol client and the engine the scripted stand-in of tests/test_rooms.py (one word per 0.1 s of
+audio), so this runs without the model; test_browser.py covers the speaker's page with the real model.
+Screenshots go to artifacts/e2e/ (gitignored): look at watch-projection-*.png to judge readability at a distance.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+
+from app.server import DragomanServer, ServerConfig
+from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, require_chromium
+from tests.test_rooms import FakeEngine, open_room, read_until, speak
+
+pytestmark = pytest.mark.e2e
+
+TALK = ("Good", "evening", "and", "welcome", "to", "the", "city", "council", "meeting.", "Tonight", "we",
+        "discuss", "the", "new", "bridge", "over", "the", "river.")
+
+
+def caption_text(n_words: int) -> str:
+    return "".join(" " + TALK[i % len(TALK)] for i in range(n_words)).strip()
+
+
+async def test_viewer_pages_show_the_speakers_captions(tmp_path):
+    """Two viewers (one in projection view) follow the speaker live; a late joiner gets the earlier captions; all
+    are told when the talk ends; a wrong viewer token shows that the link does not work."""
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    async with DragomanServer(FakeEngine(words=TALK), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with connect(server.ws_url) as speaker, async_playwright() as pw:
+            room = await open_room(speaker)
+            base = server.url.rstrip("/") + room["watch_path"]
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                               args=["--no-sandbox", "--disable-gpu"])
+            try:
+                async def viewer(url: str, width: int, height: int):
+                    page = await browser.new_page(viewport={"width": width, "height": height})
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    await page.goto(url)
+                    return page
+
+                laptop = await viewer(base, 1000, 700)
+                projector = await viewer(base + "&view=projection", 1280, 720)
+                for page in (laptop, projector):
+                    await page.wait_for_function("document.body.dataset.state === 'live'", timeout=10000)
+                await speak(speaker, 1.8, realtime=4.0)  # 18 words, "... river."
+                want = caption_text(18)
+                for page in (laptop, projector):
+                    await page.wait_for_function("(t) => document.querySelector('#committed').textContent === t",
+                                                 arg=want, timeout=10000)
+                await laptop.screenshot(path=str(ARTIFACTS / "watch-laptop.png"))
+                await projector.screenshot(path=str(ARTIFACTS / "watch-projection-dark.png"))
+                # projection view: big letters, at most three lines visible
+                size = await projector.evaluate("parseFloat(getComputedStyle(document.querySelector('#captions')).fontSize)")
+                box = await projector.evaluate("document.querySelector('#captions').getBoundingClientRect().height")
+                assert size >= 48 and box <= 3 * 1.25 * size + 2, (size, box)
+                await projector.click("#theme")  # light
+                await projector.click("#larger")
+                assert await projector.evaluate("document.body.dataset.theme") == "light"
+                await projector.screenshot(path=str(ARTIFACTS / "watch-projection-light.png"))
+
+                phone = await viewer(base + "&view=projection", 390, 760)  # a late joiner on a phone
+                await phone.wait_for_function("(t) => document.querySelector('#committed').textContent === t",
+                                              arg=want, timeout=10000)
+                await phone.screenshot(path=str(ARTIFACTS / "watch-phone-late.png"))
+
+                await speaker.send(json.dumps({"type": "stop"}))
+                await read_until(speaker, "end")
+                for page in (laptop, projector, phone):
+                    await page.wait_for_function("document.body.dataset.state === 'ended'", timeout=10000)
+                    assert "stopped" in (await page.text_content("#status"))
+                    assert (await page.text_content("#committed")) == want  # captions stay after the end
+                await laptop.screenshot(path=str(ARTIFACTS / "watch-ended.png"))
+
+                wrong = await viewer(f"{server.url}watch/{room['room']}?token=nope", 600, 400)
+                await wrong.wait_for_function("document.body.dataset.state === 'error'", timeout=10000)
+                assert "Cannot join" in (await wrong.text_content("#status"))
+            finally:
+                await browser.close()
+    assert not errors, errors
+
+
+async def test_speaker_page_offers_the_audience_link(tmp_path):
+    """With "Let others watch" ticked, the speaker's page shows the audience link from the server's `room`."""
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    from tests.e2e.test_browser import chromium_flags
+    from tests.speech import write_wav
+
+    import numpy as np
+
+    wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 3, np.float32), 48000, "PCM_16")
+    async with DragomanServer(FakeEngine(words=TALK), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_flags(wav))
+            try:
+                page = await browser.new_page(viewport={"width": 1000, "height": 700})
+                await page.goto(server.url)
+                assert await page.locator("#share-box").is_hidden()
+                await page.fill("#vocabulary", "Dragoman, council")
+                await page.check("#share")
+                await page.click("#start")
+                link = page.locator("#share-link")
+                await link.wait_for(state="visible", timeout=15000)
+                href = await link.get_attribute("href")
+                assert href and "/watch/" in href and "token=" in href
+                live = server.hub.engine.sessions[-1]  # type: ignore[union-attr]
+                assert live.config.vocabulary == "Dragoman, council"
+                viewer = await browser.new_page()
+                await viewer.goto(href)
+                await viewer.wait_for_function("document.body.dataset.state === 'live'", timeout=10000)
+                await page.screenshot(path=str(ARTIFACTS / "speaker-share.png"))
+                await page.click("#stop")
+                await viewer.wait_for_function("document.body.dataset.state === 'ended'", timeout=20000)
+                await page.locator("#share-box").wait_for(state="hidden", timeout=20000)  # the link died with the room
+            finally:
+                await browser.close()
