@@ -301,3 +301,13 @@ def test_room_publish_drops_a_full_viewer_and_keeps_partials_superseded():
     assert json.loads(viewer.out[-1])["code"] == "slow_client"
     late = room.join(Sock())  # type: ignore[arg-type]
     assert [json.loads(m)["text"] for m in list(late.out)[1:]] == [" c0", " c1", " c2", " c3", " c4"]
+
+
+def test_serve_max_viewers_flag_sets_the_room_limit():
+    """`dragoman serve --max-viewers N` is the per-room viewer limit."""
+    from app.cli import build_parser
+    from app.commands.serve import server_config
+
+    args = build_parser().parse_args(["serve", "--port", "0", "--max-viewers", "7"])
+    assert server_config(args).rooms.max_viewers == 7
+    assert server_config(build_parser().parse_args(["serve"])).rooms == RoomLimits()

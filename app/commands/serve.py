@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     limits = p.add_argument_group("limits (per connection unless stated; see docs/protocol.md)")
     limits.add_argument("--max-connections", type=int, default=_LIMITS.max_connections,
                         help="open WebSockets in all, with or without a session (default %(default)s)")
+    limits.add_argument("--max-viewers", type=int, default=200,
+                        help="viewers per shared session (room), on top of --max-connections (default %(default)s)")
     limits.add_argument("--max-frame-kb", type=int, default=ProtocolLimits().max_audio_frame_bytes // 1024,
                         help="largest binary audio frame in KiB (default %(default)s)")
     limits.add_argument("--max-realtime", type=float, default=_LIMITS.max_realtime,
@@ -108,6 +110,7 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
 
     from app.auth import AccessConfig
     from app.protocol import ProtocolError, Start, parse_start
+    from app.rooms import RoomLimits
     from app.server import ServerConfig
     from app.webrtc import WebRTCConfig
     from engine.errors import ConfigError
@@ -140,6 +143,7 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
         server_limits=limits, access=AccessConfig(token=token, allowed_origins=tuple(args.allow_origin)),
         certfile=args.certfile, keyfile=args.keyfile, session=session_config(args),
         files=FileLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_jobs=args.max_file_jobs),
+        rooms=RoomLimits(max_viewers=args.max_viewers),
     )
 
 
