@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -70,15 +71,21 @@ class FakeEngine:
     words: tuple[str, ...] = ()  # FakeLive.words for its sessions
     sessions: list[FakeLive] = field(default_factory=list)
 
-    @dataclass
-    class config:  # noqa: N801 (EngineConfig's shape)
-        max_sessions: int = 4
+    max_sessions: int = 4
+
+    @property
+    def config(self) -> Any:  # EngineConfig's shape
+        return SimpleNamespace(max_sessions=self.max_sessions)
 
     @property
     def n_sessions(self) -> int:
         return sum(not s.closed for s in self.sessions)
 
     def open_session(self, config: Any) -> FakeLive:
+        if self.n_sessions >= self.config.max_sessions:
+            from engine.scheduler import EngineBusy
+
+            raise EngineBusy(f"{self.n_sessions} sessions are open")
         live = FakeLive(config)
         live.words = self.words
         self.sessions.append(live)

@@ -103,6 +103,7 @@ async def test_page_shows_english_captions_from_the_microphone(server, german_wa
             page = ctx.pages[0] if ctx.pages else await ctx.new_page()
             page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(server.url)
+            await page.click("details.advanced summary")  # the transport choice is under "Advanced"
             await page.select_option("#transport", transport)
             await page.select_option("#language", language)
             await page.click("#start")
