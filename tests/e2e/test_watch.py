@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
-from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, require_chromium
+from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, german_wav, require_chromium  # noqa: F401 (a fixture)
 from tests.test_rooms import FakeEngine, open_room, read_until, speak
 
 pytestmark = pytest.mark.e2e
@@ -125,3 +125,50 @@ async def test_speaker_page_offers_the_audience_link(tmp_path):
                 await page.locator("#share-box").wait_for(state="hidden", timeout=20000)  # the link died with the room
             finally:
                 await browser.close()
+
+
+@pytest.mark.slow
+async def test_speaker_page_and_two_viewers_with_the_real_model(backend, german_wav, tmp_path):
+    """German speech into the speaker's page (fake microphone): two viewer pages, one joining late, show the same
+    English captions as the speaker."""
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    from engine.scheduler import Engine, EngineConfig
+    from tests.e2e.test_browser import KEY_WORDS, chromium_flags
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    has_keys = """(keys) => {
+        const text = (document.querySelector('#committed') || document.querySelector('#captions')).textContent
+            .toLowerCase();
+        return keys.filter(k => text.includes(k)).length >= 2;
+    }"""
+    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, \
+            DragomanServer(engine, ServerConfig(port=0)) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_flags(german_wav))
+        try:
+            speaker = await browser.new_page(viewport={"width": 1000, "height": 700})
+            await speaker.goto(server.url)
+            await speaker.select_option("#language", "de")
+            await speaker.check("#share")
+            await speaker.click("#start")
+            link = speaker.locator("#share-link")
+            await link.wait_for(state="visible", timeout=30000)
+            href = await link.get_attribute("href")
+            early = await browser.new_page(viewport={"width": 1280, "height": 720})
+            await early.goto(f"{href}&view=projection")
+            await speaker.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=90000)  # (no #committed)
+            late = await browser.new_page(viewport={"width": 390, "height": 760})
+            await late.goto(href)
+            for page in (early, late):
+                await page.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=30000)
+            await early.screenshot(path=str(ARTIFACTS / "watch-real-projection.png"))
+            await late.screenshot(path=str(ARTIFACTS / "watch-real-late.png"))
+            await speaker.click("#stop")
+            await speaker.wait_for_selector("body[data-state=idle]", timeout=60000)
+            spoken = "".join(await speaker.evaluate("window.dragoman.commits.map(c => c.text)")).strip()
+            for page in (early, late):
+                await page.wait_for_function("document.body.dataset.state === 'ended'", timeout=20000)
+                assert (await page.text_content("#committed")).strip() == spoken
+        finally:
+            await browser.close()
