@@ -33,6 +33,8 @@ class Segment:
     refill: bool = False  # the cached prefix no longer matches `sequence` (after a trim): re-fill it once
     n_trimmed: int = 0  # samples dropped from the front so far (trimming)
     use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
+    # the tentative tokens after `committed` that the last update showed (and its guards let through)
+    tentative: list[int] = field(default_factory=list)
 
     @property
     def end_s(self) -> float:

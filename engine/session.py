@@ -17,6 +17,7 @@ re-fills it in one forward pass per update instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -354,6 +355,12 @@ class StreamingSession:
                 tokens = res.tokens
             if tokens and self._looks_hallucinated(seg, tokens, res):
                 tokens = []
+                if upd.final and seg.tentative:
+                    # The whole segment's last decode failed a guard (it drifted into the source language, or the
+                    # beam is unsure), yet earlier updates heard speech and showed it: commit what the screen
+                    # showed rather than let the sentence vanish.
+                    self.log.info("last update discarded: its tentative text is committed instead")
+                    tokens, res = list(seg.tentative), dataclasses.replace(res, attention=None)
         lps = res.logprobs[: len(tokens)] if len(res.logprobs) >= len(tokens) else ()
         hyp = Hypothesis(tuple(tokens), res.attention, n_frames, upd.final, lps)
         k = min(self.policy.stable_count(hyp), len(tokens))
@@ -374,6 +381,7 @@ class StreamingSession:
         # cache invariant for the next update: sequence[:-1] (the committed prefix, minus its last token)
         if seg.state is not None and self.config.mode != "redecode":
             seg.state.truncate(min(seg.state.offset, len(seg.sequence) - 1))
+        seg.tentative = list(tokens[k:])
         self._set_partial(tokens[k:], seg, upd)
         if upd.final:
             self._end_segment(seg, upd)

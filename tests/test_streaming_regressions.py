@@ -7,6 +7,9 @@ through StreamingSession and through `dragoman stream`.
   begins at 8 a.m" and never the rest, not even after finish();
 - auto-detect locking a wrong language on a sentence's first second;
 - boundary junk: a commit ending in the next sentence's opening ("No,", "After"), guessed before it was said;
+- a lost sentence: the only decode of a segment that commits it (its last) drifting into German and being
+  discarded, after earlier updates had shown it (44.1 kHz microphone audio of "Bitte schicken Sie mir den
+  Bericht bis Freitag ...");
 - a sentence said once, committed twice: a segment's last update starting over ("Good morning and welcome to the
   6th at Black News from Chicago. Good evening and welcome to the 6th at Black News from Chicago.").
 Each test failed on the code before the fix (checked against the commit before it).
@@ -140,6 +143,44 @@ def test_dragoman_stream_keeps_the_clause_and_commits_no_phrase_twice(backend, a
     assert not repeated_phrases(text), text
     joined = " ".join(words(text))
     assert "concert" in joined and "should be" in joined.split("concert", 1)[1], text
+
+
+def mic_talk(audio_dir) -> np.ndarray:
+    """Two German sentences with 1 s pauses, at a microphone's 44.1 kHz."""
+    import soxr
+
+    from tests.speech import speech
+
+    pieces = [np.zeros(SAMPLE_RATE // 2, np.float32)]
+    for i in (1, 3):
+        pieces += [speech("de", i, audio_dir)[0], np.zeros(SAMPLE_RATE, np.float32)]
+    return soxr.resample(np.concatenate(pieces), SAMPLE_RATE, 44100).astype(np.float32)
+
+
+def test_a_sentence_whose_last_decode_fails_a_guard_is_not_lost(backend, audio_dir):
+    """When a segment's last decode is discarded (drifted into the source language) the tentative text the
+    earlier updates showed is committed: 'Please send me the ... Friday' stays on screen."""
+    audio = mic_talk(audio_dir)
+    session = StreamingSession(backend, SessionConfig(task="translate", language="de"))
+    step = 4410
+    for i in range(0, len(audio), step):
+        session.feed_audio(audio[i : i + step], 44100)
+        session.process()
+    session.finish()
+    session.process()
+    text = words(session.transcript)
+    assert "friday" in text and "sister" in text, session.transcript
+
+
+def test_dragoman_stream_keeps_a_sentence_whose_last_decode_fails_a_guard(audio_dir, tmp_path):
+    """The same 44.1 kHz recording through `dragoman stream`: both sentences reach the caption file."""
+    from app.cli import main
+
+    wav = write_wav(tmp_path / "talk44k.wav", mic_talk(audio_dir), 44100)
+    vtt = tmp_path / "out.vtt"
+    assert main(["stream", str(wav), "--language", "de", "--vtt", str(vtt)]) == 0
+    text = words(vtt.read_text())
+    assert "friday" in text and "sister" in text, vtt.read_text()
 
 
 RESTARTED = "Good evening, and welcome to the 6 o'clock news from Chicago."
