@@ -318,3 +318,31 @@ def test_serve_max_viewers_flag_sets_the_room_limit():
     args = build_parser().parse_args(["serve", "--port", "0", "--max-viewers", "7"])
     assert server_config(args).rooms.max_viewers == 7
     assert server_config(build_parser().parse_args(["serve"])).rooms == RoomLimits()
+
+
+async def test_two_hundred_viewers_each_get_every_commit():
+    """200 viewers (the default limit) on one room: every one receives every commit, and the speaker's own
+    commits arrive about as fast as with no viewers."""
+    async with DragomanServer(FakeEngine(), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+
+        async def talk(n_viewers: int) -> tuple[float, list[str]]:
+            async with connect(server.ws_url) as speaker:
+                room = await open_room(speaker)
+                viewers = await asyncio.gather(*(connect(watch_url(server, room)) for _ in range(n_viewers)))
+                for v in viewers:
+                    await read_until(v, "joined")
+                readers = [asyncio.ensure_future(read_until(v, "room_end", timeout_s=60)) for v in viewers]
+                t0 = time.monotonic()
+                await speak(speaker, 3.0, realtime=10.0)
+                await speaker.send(json.dumps({"type": "stop"}))
+                mine = await read_until(speaker, "end", timeout_s=30)
+                elapsed = time.monotonic() - t0
+                got = await asyncio.gather(*readers)
+                await asyncio.gather(*(v.close() for v in viewers))
+                assert commits(mine) == "".join(f" w{i}" for i in range(30))
+                return elapsed, [commits(g) for g in got]
+
+        alone_s, _ = await talk(0)
+        crowd_s, seen = await talk(200)
+        assert len(seen) == 200 and set(seen) == {"".join(f" w{i}" for i in range(30))}
+        assert crowd_s < alone_s + 1.5, (alone_s, crowd_s)  # paced at 10x: 0.3 s of sending either way
