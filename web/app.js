@@ -15,7 +15,7 @@ const ui = {
   status: $("status"), lag: $("lag"), level: $("level"), captions: $("captions"), partial: $("partial"),
   placeholder: $("placeholder"), vtt: $("download-vtt"), srt: $("download-srt"), clear: $("clear"),
   target: $("target"), targetLabel: $("target-label"), source: $("source"),
-  vocabulary: $("vocabulary"), share: $("share"), shareBox: $("share-box"), shareLink: $("share-link"),
+  vocabulary: $("vocabulary"), audioSource: $("audio-source"), share: $("share"), shareBox: $("share-box"), shareLink: $("share-link"),
   shareCopy: $("share-copy"), shareProjection: $("share-projection"),
 };
 const SOURCE_CHARS = 400; // how much of the source text the panel beside translated captions keeps
@@ -53,7 +53,7 @@ function syncControls() {
   const busy = state.running || state.stopping;
   ui.start.disabled = busy;
   ui.stop.disabled = !state.running;
-  for (const el of [ui.task, ui.language, ui.transport, ui.target, ui.vocabulary, ui.share]) el.disabled = busy;
+  for (const el of [ui.task, ui.language, ui.transport, ui.target, ui.vocabulary, ui.share, ui.audioSource]) el.disabled = busy;
   const any = state.commits.length > 0;
   ui.vtt.disabled = ui.srt.disabled = !any;
   ui.clear.disabled = !any || busy;
@@ -174,7 +174,64 @@ async function openMicrophone() {
   }
 }
 
+// Tab audio (getDisplayMedia): the sound of a video call, a stream or a recording playing in another tab; optionally
+// mixed with the microphone in an AudioContext. Desktop Chrome/Edge share a tab's sound ("Share tab audio"); Firefox
+// and Safari share no audio this way, and phones cannot share at all: those say so instead of capturing silence.
+async function openTabAudio() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
+    throw new Error("This browser cannot capture a tab's sound (desktop Chrome or Edge can; phones cannot). " +
+      "Choose \"Microphone\" under \"Audio from\".");
+  }
+  let display;
+  try {
+    display = await navigator.mediaDevices.getDisplayMedia({
+      video: true, // browsers require video to share; only the sound is used
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      systemAudio: "include",
+    });
+  } catch (e) {
+    throw new Error(e.name === "NotAllowedError"
+      ? "Sharing was cancelled. Press Start, pick the tab and tick \"Share tab audio\"."
+      : `Could not capture a tab: ${e.message || e.name}`);
+  }
+  if (!display.getAudioTracks().length) {
+    for (const t of display.getTracks()) t.stop();
+    throw new Error("What you shared has no sound. Share a browser tab with \"Share tab audio\" ticked " +
+      "(this browser may not share sound at all: then use the microphone).");
+  }
+  // the person pressed the browser's "Stop sharing": stop like the Stop button
+  display.getAudioTracks()[0].addEventListener("ended", () => stop());
+  return display;
+}
+
+async function openAudio() {
+  const kind = ui.audioSource.value;
+  if (kind === "mic") return openMicrophone();
+  const display = await openTabAudio();
+  state.extraStreams = [display];
+  if (kind === "tab") return new MediaStream(display.getAudioTracks());
+  let mic;
+  try {
+    mic = await openMicrophone();
+  } catch (e) {
+    for (const t of display.getTracks()) t.stop();
+    state.extraStreams = [];
+    throw e;
+  }
+  state.extraStreams.push(mic);
+  const ctx = new AudioContext();
+  const mix = ctx.createMediaStreamDestination();
+  ctx.createMediaStreamSource(new MediaStream(display.getAudioTracks())).connect(mix);
+  ctx.createMediaStreamSource(mic).connect(mix);
+  state.mixCtx = ctx;
+  if (ctx.state === "suspended") await ctx.resume();
+  return mix.stream;
+}
+
 function stopMicrophone() {
+  for (const s of state.extraStreams || []) for (const t of s.getTracks()) t.stop();
+  state.extraStreams = [];
+  if (state.mixCtx) { state.mixCtx.close(); state.mixCtx = null; }
   if (state.node) { state.node.port.onmessage = null; state.node.disconnect(); state.node = null; }
   if (state.ctx) { state.ctx.close(); state.ctx = null; }
   if (state.stream) { for (const t of state.stream.getTracks()) t.stop(); state.stream = null; }
@@ -421,9 +478,9 @@ async function start() {
   state.running = true;
   state.lastError = null;
   syncControls();
-  setStatus("Waiting for the microphone…", "connecting");
+  setStatus(ui.audioSource.value === "mic" ? "Waiting for the microphone…" : "Pick the tab to caption…", "connecting");
   try {
-    state.stream = await openMicrophone();
+    state.stream = await openAudio();
   } catch (e) {
     state.running = false;
     syncControls();

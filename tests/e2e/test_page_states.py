@@ -76,3 +76,38 @@ async def test_failed_session_stops_and_offers_a_restart(tmp_path):
             assert await page.evaluate("window.dragoman.stream") is None  # the microphone was released
             assert await page.locator("#captions .commit").count() >= 1
             await page.screenshot(path=str(ARTIFACTS / "state-session-failed.png"))
+
+
+# Headless Chromium has no screen-share picker: getDisplayMedia is replaced by the fake capture device (audio and
+# video, as a shared tab gives), so the page's own tab-audio path (and the mix with the microphone) runs for real.
+FAKE_DISPLAY = """navigator.mediaDevices.getDisplayMedia = (c) =>
+    navigator.mediaDevices.getUserMedia({audio: true, video: true});"""
+
+
+@pytest.mark.parametrize("source", ["tab", "tab+mic"])
+async def test_tab_audio_is_captioned(tmp_path, source):
+    """With "Audio from" a tab (alone or mixed with the microphone), the tab's sound reaches the server."""
+    engine = FakeEngine(words=("Hello", "there."))
+    async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with speaker_page(server, tmp_path) as page:
+            await page.add_init_script(FAKE_DISPLAY)
+            await page.reload()
+            await page.select_option("#audio-source", source)
+            await page.click("#start")
+            await page.wait_for_selector("#captions .commit", timeout=15000)
+            assert engine.sessions[-1].audio_s > 0
+            await page.click("#stop")
+            await page.wait_for_selector("body[data-state=idle]", timeout=15000)
+            assert await page.evaluate("window.dragoman.extraStreams.length") == 0  # shared tab released
+
+
+async def test_tab_audio_where_the_browser_cannot_share_says_so(tmp_path):
+    """A browser without getDisplayMedia (phones) gets a message naming what to do instead, not silence."""
+    async with DragomanServer(FakeEngine(), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with speaker_page(server, tmp_path) as page:
+            await page.add_init_script("delete MediaDevices.prototype.getDisplayMedia;")
+            await page.reload()
+            await page.select_option("#audio-source", "tab")
+            await page.click("#start")
+            await page.wait_for_selector("body[data-state=error]", timeout=15000)
+            assert "cannot capture a tab" in await page.inner_text("#status")
