@@ -106,6 +106,7 @@ class Context:
     out: Path
     fresh: bool
     reuse: bool = False  # Dragoman runs of the same commit and config are read from the cache
+    engine_tree: str = ""  # with reuse: read the runs of this engine tree (git rev-parse --short HEAD:engine)
 
 
 def _clips(stream) -> list[np.ndarray]:
@@ -157,7 +158,7 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
 
             over["vad"] = VadConfig(**over["vad"])
         cfg = SessionConfig(task=stream.task, language=stream.lang, **over)
-        version = _code_version() if ctx.reuse else ""
+        version = (ctx.engine_tree or _code_version()) if ctx.reuse else ""
         if not version:
             return stream_once(ctx.backend, cfg, stream.audio)
         tag = hashlib.sha1(json.dumps(variant or {}, sort_keys=True).encode()).hexdigest()[:8]
@@ -225,12 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="rerun the peers instead of reading their cached runs")
     ap.add_argument("--reuse", action="store_true",
                     help="read Dragoman runs of the same commit and config from the cache (clean engine/ only)")
+    ap.add_argument("--engine-tree", default="",
+                    help="with --reuse: Dragoman runs cached for this engine tree (an earlier run's, to add peers)")
     ap.add_argument("--out", default="benchmarks/results", help="plots, cached peer runs, results.json (git-ignored)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     bundle = load_model(quantize=args.quantize)
-    ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse)
+    ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse, args.engine_tree)
     systems: list[tuple[str, str, dict | None]] = [(s, s, None) for s in args.systems.split(",") if s]
     for v in args.variant:
         name, _, js = v.partition("=")
