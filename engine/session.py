@@ -35,7 +35,8 @@ from .language_id import LanguageId
 from .segment import PendingDecode, Segment, Stats, Update
 from .session_config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
 from .policy import Hypothesis, Policy, attended_frame, make_policy
-from .stream_decoding import DecodeJob, DecodeResult, decode_batch, is_prompt_echo, looks_like_source_language
+from .stream_decoding import (DecodeJob, DecodeResult, decode_batch, ends_sentence, is_prompt_echo,
+                              looks_like_source_language)
 from .tokenizer import split_complete_utf8
 from .vad import StreamVad
 
@@ -460,7 +461,7 @@ class StreamingSession:
         for i in reversed(starts[: len(starts) - self.config.trim_keep_words + 1]):
             if any(t is None for t in seg.token_s[i:]):
                 return None
-            if not sentence_only or self.backend.token_bytes(committed[i - 1]).rstrip()[-1:] in (b".", b"?", b"!"):
+            if not sentence_only or ends_sentence(self.backend.token_bytes(committed[i - 1])):
                 return i
         return None
 
@@ -562,14 +563,14 @@ class StreamingSession:
         tail = "".join(_norm_words(self._text_out)[-_REPEAT_TAIL_WORDS:])
         for i in range(1, len(words) - _REPEAT_WORDS + 1):
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
-            if before not in (b".", b"?", b"!"):
+            if not ends_sentence(before):
                 continue
             context = tail + "".join(w for _, w in words[:i])
             if "".join(w for _, w in words[i : i + _REPEAT_WORDS]) in context:
                 # the whole restarted sentence goes: its opening repeats, the rest is a second translation
                 end = len(new)
                 for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
-                    if self.backend.token_bytes(new[t]).rstrip()[-1:] in (b".", b"?", b"!"):
+                    if ends_sentence(self.backend.token_bytes(new[t])):
                         end = t + 1
                         break
                 self.log.debug("repeated sentence not shown again")

@@ -50,6 +50,7 @@ class DecodeJob:
         self.out: list[int] = []
         self.lps: list[float] = []  # log-probability of each token in `out`
         self.rows: list[np.ndarray] = []
+        self.frames: list[int] = []  # attended_frame of each row, kept alongside (reread_cut runs every step)
         self.total, self.next_token, self.loop_cut, self.done = 0.0, None, False, False
         self.n_stepped = 0  # tokens generated and fed back (their keys/values are cached)
 
@@ -63,7 +64,7 @@ class DecodeJob:
         """Run the prefix on the job's own state: the whole sequence (refill) or only its last token."""
         st = self.state
         device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
-        self.out, self.rows, self.lps = [], [], []  # a job may be re-run after a failed batch
+        self.out, self.rows, self.lps, self.frames = [], [], [], []  # a job may be re-run after a failed batch
         self.total, self.next_token, self.loop_cut, self.done, self.n_stepped = 0.0, None, False, False, 0
         self.policy.begin_update()
         if not self.refill and st.offset >= len(self.sequence) - 1:
@@ -98,21 +99,27 @@ class DecodeJob:
         self.lps.append(lp)
         if row is not None:
             self.rows.append(row)
+            self.frames.append(attended_frame(row))
         # loops are looked for across the committed text too: a loop can span several updates
         cut = repetition_cut(self.committed + self.out)
         if cut is not None:
             cut = max(0, cut - len(self.committed))
-            self.out, self.rows, self.lps, self.loop_cut = self.out[:cut], self.rows[:cut], self.lps[:cut], True
+            self._truncate(cut)
             return self._stop()
         if self.rows and len(self.rows) == len(self.out):
-            cut = reread_cut(self.out, [attended_frame(r) for r in self.rows], self._is_content)
+            cut = reread_cut(self.out, self.frames, self._is_content)
             if cut is not None:
-                self.out, self.rows, self.lps, self.loop_cut = self.out[:cut], self.rows[:cut], self.lps[:cut], True
+                self._truncate(cut)
                 return self._stop()
         if len(self.out) >= self.budget:
             return self._stop()
         self.n_stepped += 1
         return tok
+
+    def _truncate(self, n: int) -> None:
+        """Keep the first n generated tokens (a loop or a re-read was cut off)."""
+        self.out, self.rows, self.lps, self.frames = self.out[:n], self.rows[:n], self.lps[:n], self.frames[:n]
+        self.loop_cut = True
 
     def _is_content(self, tok: int) -> bool:
         return any(c.isalnum() for c in self.backend.token_bytes(tok).decode("utf-8", "ignore")) \
@@ -243,6 +250,11 @@ def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list
     return [att[0, :, i, : job.n_valid].float().cpu().numpy() for i in range(len(tokens))]
 
 
+def ends_sentence(piece: bytes) -> bool:
+    """The token (its bytes) ends a sentence: '.', '?' or '!' before any trailing space."""
+    return piece.rstrip()[-1:] in (b".", b"?", b"!")
+
+
 def reread_spans(tokens: list[int], frames: list[int], token_bytes, is_content,
                  prior: list[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
@@ -257,7 +269,7 @@ def reread_spans(tokens: list[int], frames: list[int], token_bytes, is_content,
     a = 0
     while a < len(tokens):
         b = a + 1
-        while b < len(tokens) and not (token_bytes(tokens[b - 1]).rstrip()[-1:] in (b".", b"?", b"!")
+        while b < len(tokens) and not (ends_sentence(token_bytes(tokens[b - 1]))
                                        and token_bytes(tokens[b])[:1] == b" "):
             b += 1  # a new word after a sentence end starts the next sentence ("5.2" stays one word)
         content = [(tokens[i], frames[i]) for i in range(a, b) if is_content(tokens[i])]
