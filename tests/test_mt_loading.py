@@ -105,4 +105,8 @@ def test_cpu_default_is_an_int8_decoder_close_to_fp32(marian_dir) -> None:
     eos = fp32.generation.eos_token_id
     keep = [i for i in range(a.shape[-1]) if i != eos]
     assert (a[..., keep] - b[..., keep]).abs().max() < 0.05 * a[..., keep].abs().max()
-    assert Translator(int8).translate("The weather is nice today.", "en", "de").text
+    # End to end the int8 decoder runs through the Translator. Its words are not compared with fp32's: the random
+    # tiny model's logits are near-ties, and that eos row flips "stop now" on thread-order rounding.
+    y = Translator(int8).translate("The weather is nice today.", "en", "de")
+    assert y.finished and len(y.tokens) <= int8.generation.max_length
+    assert all(t not in int8.generation.bad_token_ids for t in y.tokens)

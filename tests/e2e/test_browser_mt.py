@@ -28,7 +28,7 @@ def english_wav(tmp_path_factory):
 @pytest.fixture
 async def server(backend, tmp_path):
     build_marian(tmp_path / "opus-mt-en-de-tiny")
-    translation = ServerTranslation(("de",), [load_mt(str(tmp_path / "opus-mt-en-de-tiny"))])
+    translation = ServerTranslation(("de",), [load_mt(str(tmp_path / "opus-mt-en-de-tiny"), quantize="none")])
     async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
         async with DragomanServer(engine, ServerConfig(port=0, translation=translation)) as srv:
             yield srv
