@@ -146,7 +146,8 @@ class Connection:
 
     def _announce(self, live: LiveSession) -> None:
         """The session is open."""
-        self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers]))
+        self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers],
+                                  replica=self.config.replica))
 
     async def _session_over(self, live: LiveSession) -> None:
         """The session's last event has been forwarded: say so, free it."""

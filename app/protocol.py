@@ -341,9 +341,12 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 3)
 
 
-def ready_message(session: str, ice_servers: list[dict[str, Any]] | None = None, sample_rate: int = 16000) -> str:
+def ready_message(session: str, ice_servers: list[dict[str, Any]] | None = None, sample_rate: int = 16000,
+                  replica: str | None = None) -> str:
+    """`replica` names the replica serving the session when several do (`dragoman serve --replicas`)."""
     return _dump({"type": "ready", "session": session, "protocol": PROTOCOL_VERSION,
-                  "sample_rate": sample_rate, "ice_servers": ice_servers or []})
+                  "sample_rate": sample_rate, "ice_servers": ice_servers or [],
+                  **({"replica": replica} if replica is not None else {})})
 
 
 def partial_message(text: str, start_s: float | None = None, end_s: float | None = None) -> str:

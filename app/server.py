@@ -90,6 +90,7 @@ class ServerConfig:
     model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
     translation: Any = None  # app.mt_server.ServerTranslation: MT models and the targets `start.target` may ask for
     rooms: RoomLimits = RoomLimits()  # audiences of shared sessions (`start.room`, app/rooms.py)
+    replica: str | None = None  # this replica's name in `ready` and /healthz when several serve (app/ray_serve.py)
 
 
 # --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
@@ -367,7 +368,8 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
                 "sessions": hub.engine.n_sessions if loaded else 0,
                 "max_sessions": hub.engine.config.max_sessions if loaded else 0,
                 "capacity_left": hub.capacity_left, "connections": len(hub.connections),
-                "file_jobs": hub.files.active}
+                "file_jobs": hub.files.active,
+                **({"replica": config.replica, "pid": os.getpid()} if config.replica is not None else {})}
         return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
     async def live(request: Request) -> Response:
@@ -509,6 +511,7 @@ class DragomanServer:
         limits = self.config.limits
         uv_config = uvicorn.Config(
             self.app, log_config=None, lifespan="off", ws=_uvicorn_protocol(),
+            http="h11",  # not "auto": installing the ray extra brings httptools, which would change the HTTP parser
             # uvicorn enforces the size before our parser sees the message: a 50 MB frame is never buffered (1009)
             ws_max_size=max(limits.max_text_bytes, limits.max_audio_frame_bytes),
             ws_per_message_deflate=False,  # compressed audio frames would cost CPU for nothing; bombs stay out
