@@ -27,10 +27,17 @@ or last longer than max_duration_s (then preferably after its last comma or othe
 last conjunction, when that is past its first third). A cue lasts at least min_duration_s; when that would overlap
 the next cue, the next cue starts later instead (cues never overlap, which some players render badly).
 Word times inside a commit are interpolated by character count, because commits carry one span for all words.
+
+The rules' numbers and patterns live in web/caption-rules.json, which the page's web/captions.js reads too: the
+page's downloads and these files follow one rule (tests/test_caption_rules_js.py runs both on the same commits and
+compares the files byte for byte). Lengths count code points, times round half up to the millisecond, and words
+split at the file's `space` characters, so the two languages agree exactly.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,26 +48,34 @@ from typing import Literal, TextIO
 from engine.errors import ConfigError
 from engine.events import Commit
 
+from .static import WEB_DIR
+
 log = logging.getLogger(__name__)
 
 CaptionFormat = Literal["vtt", "srt"]
 FORMATS: dict[str, CaptionFormat] = {".vtt": "vtt", ".webvtt": "vtt", ".srt": "srt"}
 
+RULES_PATH = WEB_DIR / "caption-rules.json"  # one rule for these files and the page's downloads
+_RULES = json.loads(RULES_PATH.read_text(encoding="utf-8"))
 # Sentence-final punctuation, Latin and CJK, optionally followed by closing quotes or brackets.
-_SENTENCE_END = re.compile(r"[.!?…。！？](['\"”’»)\]]*)$")
+_SENTENCE_END = re.compile(_RULES["sentence_end"])
 # Clause ends: a good place to break a sentence that does not fit one cue.
-_CLAUSE_END = re.compile(r"[,;:，、；：–—](['\"”’»)\]]*)$")
+_CLAUSE_END = re.compile(_RULES["clause_end"])
 # English conjunctions (translation output is English): the next best break is just before one of these.
-_CONJUNCTIONS = frozenset("and but or so because although though while when whereas which who that if".split())
+_CONJUNCTIONS = frozenset(_RULES["conjunctions"])
+# What separates words (an explicit class: str.split() and JavaScript's \s disagree on a few characters).
+_SPACE = re.compile(_RULES["space"])
+_SPACES = re.compile(_RULES["space"] + "+")
 
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    max_line_chars: int = 42  # the usual broadcast/Netflix limit for Latin scripts
-    max_lines: int = 2  # lines per cue; more covers too much of the picture
-    min_duration_s: float = 1.0  # shorter cues flash by unread
-    max_duration_s: float = 7.0  # longer ones lag behind the speaker
-    pause_s: float = 0.7  # a silence this long between words starts a new cue
+    # defaults from web/caption-rules.json
+    max_line_chars: int = _RULES["max_line_chars"]  # 42: the usual broadcast/Netflix limit for Latin scripts
+    max_lines: int = _RULES["max_lines"]  # 2 lines per cue; more covers too much of the picture
+    min_duration_s: float = _RULES["min_duration_s"]  # 1 s: shorter cues flash by unread
+    max_duration_s: float = _RULES["max_duration_s"]  # 7 s: longer ones lag behind the speaker
+    pause_s: float = _RULES["pause_s"]  # 0.7 s: a silence this long between words starts a new cue
 
     def __post_init__(self) -> None:
         if self.max_line_chars < 8 or self.max_lines < 1:
@@ -87,6 +102,11 @@ class _Word:
     text: str
     start_s: float
     end_s: float
+
+
+def _round_ms(seconds: float) -> float:
+    """Seconds to whole milliseconds, halves up (Python's round() rounds halves to even; JavaScript cannot)."""
+    return math.floor(seconds * 1000 + 0.5) / 1000
 
 
 def caption_format(path: str | Path) -> CaptionFormat:
@@ -131,12 +151,12 @@ class CueBuilder:
     def add(self, commit: Commit) -> list[Cue]:
         done: list[Cue] = []
         words = self._split(commit)
-        if words and self._words and not commit.text[:1].isspace():
+        if words and self._words and not _SPACE.match(commit.text[:1]):
             # Commits split wherever the policy stopped, not only between words: text that does not start with a
             # space continues the previous word ("nice" + ", and" is "nice, and", never a cue starting with ",").
             glued, words = words[0], words[1:]
             last = self._words.pop()
-            words.insert(0, _Word(last.text + glued.text, last.start_s, glued.end_s))  # re-added: it may not fit
+            words[0:0] = self._glue(last, glued)  # re-added: it may not fit
         for word in words:
             done += self._add_word(word)
         return done
@@ -150,10 +170,20 @@ class CueBuilder:
     def finish(self) -> list[Cue]:
         return self._close()
 
+    def _glue(self, last: _Word, piece: _Word) -> list[_Word]:
+        """A word and the piece that continues it; cut again into line-sized parts when that outgrows a line (CJK
+        text, which has no spaces, arrives in many pieces), with times by character count."""
+        text, n = last.text + piece.text, self.config.max_line_chars
+        if len(text) <= n:
+            return [_Word(text, last.start_s, piece.end_s)]
+        span = piece.end_s - last.start_s
+        return [_Word(text[i:i + n], last.start_s + span * i / len(text), last.start_s + span * min(i + n, len(text)) / len(text))
+                for i in range(0, len(text), n)]
+
     def _split(self, commit: Commit) -> list[_Word]:
         cfg = self.config
         tokens: list[str] = []
-        for token in commit.text.split():
+        for token in (t for t in _SPACES.split(commit.text) if t):
             # A "word" longer than a line (CJK text has no spaces) is cut into line-sized pieces.
             tokens += [token[i:i + cfg.max_line_chars] for i in range(0, len(token), cfg.max_line_chars)]
         if not tokens:
@@ -173,18 +203,24 @@ class CueBuilder:
         cfg = self.config
         done: list[Cue] = []
         if self._words:
-            first, last = self._words[0], self._words[-1]
-            too_long = word.end_s - first.start_s > cfg.max_duration_s
-            paused = word.start_s - last.end_s >= cfg.pause_s
-            fits = wrap_lines([w.text for w in self._words] + [word.text], cfg.max_line_chars, cfg.max_lines)
+            paused = word.start_s - self._words[-1].end_s >= cfg.pause_s
             if paused:
                 done = self._close()
-            elif too_long or fits is None:
+            elif not self._takes(word):
                 done = self._close(self._clause_break())
+                if self._words and not self._takes(word):  # what the break carried over is still too much
+                    done += self._close()
         self._words.append(word)
         if _SENTENCE_END.search(word.text):
             done += self._close()
         return done
+
+    def _takes(self, word: _Word) -> bool:
+        """Whether the open cue can grow by `word`: not too long, and it still wraps into its lines."""
+        cfg = self.config
+        if word.end_s - self._words[0].start_s > cfg.max_duration_s:
+            return False
+        return wrap_lines([w.text for w in self._words] + [word.text], cfg.max_line_chars, cfg.max_lines) is not None
 
     def _clause_break(self) -> int:
         """How many open words to close when the cue is full: up to its last clause end, else before its last
@@ -212,7 +248,7 @@ class CueBuilder:
         if self._words:  # the carried-over words must not start before this cue ends
             end = min(end, max(self._words[0].start_s, words[-1].end_s))
         self._written_end_s = end
-        return [Cue(round(start, 3), round(end, 3), lines)]
+        return [Cue(_round_ms(start), _round_ms(end), lines)]
 
 
 def build_cues(commits: Iterable[Commit], config: CaptionConfig = CaptionConfig()) -> list[Cue]:
@@ -222,7 +258,7 @@ def build_cues(commits: Iterable[Commit], config: CaptionConfig = CaptionConfig(
 
 
 def _timestamp(seconds: float, decimal: str) -> str:
-    ms = max(0, round(seconds * 1000))
+    ms = max(0, math.floor(seconds * 1000 + 0.5))
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)

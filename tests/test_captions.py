@@ -257,3 +257,20 @@ def test_a_commit_without_leading_space_continues_the_previous_word() -> None:
     words = " ".join(" ".join(c.lines) for c in cues).split()
     assert words == "Today the weather in Berlin is very nice, and we go to the park. Thank you for your help.".split()
     assert all(not line.startswith((",", ".")) for c in cues for line in c.lines)
+
+
+def test_a_break_that_leaves_too_much_closes_the_rest() -> None:
+    """When the words carried over after a clause break still cannot take the next word, they become a cue of their
+    own (they were kept open and the cue overflowed: an AssertionError in a live writer)."""
+    long_word = "x" * 42
+    cues = build_cues([Commit(" and more words here which a<b " + long_word, 0.0, 2.0), Commit(" tail", 2.0, 2.5)])
+    assert all(len(line) <= 42 for cue in cues for line in cue.lines)
+    assert " ".join(" ".join(c.lines) for c in cues).split() == ["and", "more", "words", "here", "which", "a<b",
+                                                               long_word, "tail"]
+
+
+def test_a_piece_that_grows_a_word_past_a_line_is_cut() -> None:
+    """CJK text arrives in pieces without spaces; glued together they are cut into line-sized parts again."""
+    cues = build_cues([Commit("東京都の天気は晴れです" * 3, 0.0, 1.0), Commit("東京都の天気は晴れです" * 2, 1.0, 2.0)])
+    assert "".join("".join(c.lines) for c in cues) == "東京都の天気は晴れです" * 5
+    assert all(len(line) <= 42 for cue in cues for line in cue.lines)
