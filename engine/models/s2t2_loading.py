@@ -5,7 +5,6 @@ is checked is checked before any weight is read, and every failure is a ModelLoa
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Literal
 import torch
 
 from ..errors import ModelLoadError
+from .checkpoint import check_weights, generation_lookup, read_json, read_state_dict, warn_unapplied
 from .s2t2 import S2T2, S2T2Config
 from .s2t2_tokenizer import S2T2Tokenizer
 from .wav2vec2 import ACTIVATIONS, SAMPLE_RATE, Wav2Vec2Config
@@ -80,9 +80,7 @@ def load_s2t2(path: Path, cfg: dict, name: str) -> S2T2Bundle:
         raise ModelLoadError(f"{path}: vocab.json has {len(tokenizer.vocab)} tokens but the decoder only "
                              f"{dec_cfg.vocab_size} (config.json decoder.vocab_size)")
     model = S2T2(enc_cfg, dec_cfg)
-    from .loading import _read_state_dict  # the shared reader: safetensors, weights_only .bin, sharded indexes
-
-    model.load_state_dict(map_weights(_read_state_dict(path), model, path), strict=True)
+    model.load_state_dict(map_weights(read_state_dict(path), model, path), strict=True)
     log.info("loaded s2t2 %s in %.2f s", name, time.perf_counter() - t0)
     return S2T2Bundle(model=model.eval(), tokenizer=tokenizer, name=name, generation=generation, frontend=frontend)
 
@@ -183,10 +181,7 @@ def _frontend(path: Path) -> FrontEndConfig:
     if not f.is_file():
         log.warning("%s has no preprocessor_config.json; assuming wav2vec2's defaults (normalised input)", path)
         return FrontEndConfig()
-    try:
-        pre = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{f} is not valid JSON: {e}") from e
+    pre = read_json(f)
     rate = pre.get("sampling_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:
         raise ModelLoadError(f"{f}: sampling_rate {rate} is not supported (wav2vec2 front ends run at 16000 Hz)")
@@ -201,31 +196,14 @@ def _frontend(path: Path) -> FrontEndConfig:
 
 def _generation(path: Path, cfg: dict, tokenizer: S2T2Tokenizer) -> GenerationConfig:
     """generation_config.json when present; else the top-level config, then the decoder's (HF's precedence)."""
-    sources: list[dict] = []
-    f = path / "generation_config.json"
-    if f.is_file():
-        try:
-            sources.append(json.loads(f.read_text()))
-        except json.JSONDecodeError as e:
-            raise ModelLoadError(f"{f} is not valid JSON: {e}") from e
-    sources += [cfg, cfg.get("decoder") or {}]
-
-    def get(key: str, default=None):
-        for s in sources:
-            if s.get(key) is not None:
-                return s[key]
-        return default
-
+    get = generation_lookup(path, cfg, cfg.get("decoder") or {})
     sp = tokenizer.special
     start = get("decoder_start_token_id", get("bos_token_id", sp.bos))
     eos = get("eos_token_id", sp.eos)
     if isinstance(eos, list):  # several end tokens: the first is the one the reference appends
         eos = eos[0]
     pad = get("pad_token_id", sp.pad)
-    for key, default in UNAPPLIED_OPTIONS.items():
-        value = get(key, default)
-        if value != default:
-            log.warning("%s: generation option %s=%r is not applied by this engine", path, key, value)
+    warn_unapplied(get, UNAPPLIED_OPTIONS, path)
     early = get("early_stopping", False)
     return GenerationConfig(
         decoder_start_token_id=int(start),
@@ -261,21 +239,8 @@ def map_weights(hf: dict[str, torch.Tensor], model: S2T2, path: Path | str) -> d
         if ours.startswith("decoder.embed_positions"):
             continue  # the sinusoidal table is recomputed, never trained
         sd[ours] = tensor.float()
-    expected = set(model.state_dict())
     # tied output projection: checkpoints saved with tie_word_embeddings drop lm_head and share the embedding
     if "decoder.lm_head.weight" not in sd and "decoder.embed_tokens.weight" in sd:
         sd["decoder.lm_head.weight"] = sd["decoder.embed_tokens.weight"]
-    unexpected = sorted(set(sd) - expected)
-    missing = sorted(expected - set(sd))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing weights {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected weights {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-        raise ModelLoadError(f"{path}: the checkpoint does not match config.json: {'; '.join(parts)}")
-    for key, tensor in model.state_dict().items():
-        if sd[key].shape != tensor.shape:
-            raise ModelLoadError(f"{path}: weight {key} has shape {tuple(sd[key].shape)}, config.json implies "
-                                 f"{tuple(tensor.shape)}")
+    check_weights(model, sd, path)
     return sd

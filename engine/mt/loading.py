@@ -7,11 +7,8 @@ honoured (beam width, length, length penalty, forced tokens, banned tokens).
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -19,6 +16,10 @@ from typing import Literal
 import torch
 
 from ..errors import ModelLoadError
+from ..models.checkpoint import (check_weights, generation_lookup, hub_snapshot, looks_like_path, no_random_init,
+                                 read_config, read_state_dict, warn_unapplied)
+from ..models.common import quantize_decoder, resolve_device
+from ..models.wav2vec2 import ACTIVATIONS
 from .model import MTConfig, MTModel
 from .tokenizer import MTTokenizer, load_tokenizer
 
@@ -83,13 +84,11 @@ def load_mt(name: str, device: str = "cpu", quantize: Literal["auto", "none", "d
     quantize: "auto" (default) runs the decoder's Linear layers in int8 on a CPU, as for Whisper — about 5x faster
     decoder steps for opus-mt (24 -> 5 ms on one thread), which is most of a translation's time; "none" keeps fp32
     (token-identical to transformers); on a GPU the model runs in fp16 either way."""
-    from ..models.loading import _looks_like_path, resolve_device
-
     dev = resolve_device(device)
     path = Path(name).expanduser()
     if path.exists():
         bundle = load_mt_directory(path, name)
-    elif _looks_like_path(name):
+    elif looks_like_path(name):
         raise ModelLoadError(f"MT model directory not found: {name}")
     else:
         bundle = load_mt_directory(download_mt(name), name)
@@ -99,8 +98,6 @@ def load_mt(name: str, device: str = "cpu", quantize: Literal["auto", "none", "d
         bundle.model.to(device=dev, dtype=torch.float16)
         bundle.device = dev
     elif quantize != "none":
-        from ..models.loading import quantize_decoder
-
         bundle.quantized = quantize_decoder(bundle.model)
     return bundle
 
@@ -108,22 +105,14 @@ def load_mt(name: str, device: str = "cpu", quantize: Literal["auto", "none", "d
 def load_mt_directory(path: Path, name: str | None = None) -> MTBundle:
     t0 = time.perf_counter()
     path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise ModelLoadError(f"{path} has no config.json: not an HF-format MT checkpoint directory")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from e
-    config = parse_config(cfg, cfg_path)
+    cfg = read_config(path, "MT ")
+    config = parse_config(cfg, path / "config.json")
     tokenizer = load_tokenizer(path, config.family, name or str(path))
     generation = _generation(path, cfg, tokenizer, config)
-    from ..models.loading import _read_state_dict, _skip_random_init
-
-    sd = map_weights(_read_state_dict(path), config, path)
-    with _skip_random_init():
+    sd = map_weights(read_state_dict(path), config, path)
+    with no_random_init():
         model = MTModel(config)
-    _check_shapes(model, sd, path)
+    check_weights(model, sd, path)
     model.load_state_dict(sd, strict=False, assign=True)
     model.eval()
     log.info("loaded %s MT model %s in %.2f s (languages %s -> %s)", config.family, name or path,
@@ -139,27 +128,7 @@ def _langs(codes: tuple[str, ...] | None) -> str:
 
 def download_mt(repo_id: str) -> Path:
     """A snapshot of `repo_id` from the local hub cache, else the network; fails at once when offline."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ModelLoadError("huggingface_hub is not installed; pass a local MT checkpoint directory instead") from None
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    except Exception:
-        pass  # not cached
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise ModelLoadError(_offline_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the local hub cache"))
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, etag_timeout=10))
-    except Exception as e:
-        kind = type(e).__name__
-        if "RepositoryNotFound" in kind or "404" in str(e):
-            raise ModelLoadError(f"hub MT model {repo_id!r} does not exist (or is private)") from None
-        raise ModelLoadError(_offline_message(repo_id, f"{kind}: {str(e).splitlines()[0][:200]}")) from None
+    return hub_snapshot(repo_id, HUB_PATTERNS, "MT model", lambda why: _offline_message(repo_id, why))
 
 
 def _offline_message(repo_id: str, why: str) -> str:
@@ -205,8 +174,6 @@ def parse_config(cfg: dict, where: Path | str = "config.json") -> MTConfig:
         raise ModelLoadError(f"{where} lacks the field {e}") from None
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{where}: {e}") from None
-    from ..models.wav2vec2 import ACTIVATIONS
-
     for side, heads in (("encoder", c.encoder_attention_heads), ("decoder", c.decoder_attention_heads)):
         if c.d_model % heads:
             raise ModelLoadError(f"{where}: d_model {c.d_model} is not divisible by {side}_attention_heads {heads}")
@@ -223,25 +190,8 @@ def parse_config(cfg: dict, where: Path | str = "config.json") -> MTConfig:
 
 def _generation(path: Path, cfg: dict, tokenizer: MTTokenizer, config: MTConfig) -> MTGeneration:
     """generation_config.json when present, else config.json (HF's precedence)."""
-    sources: list[dict] = []
-    f = path / "generation_config.json"
-    if f.is_file():
-        try:
-            sources.append(json.loads(f.read_text()))
-        except json.JSONDecodeError as e:
-            raise ModelLoadError(f"{f} is not valid JSON: {e}") from e
-    sources.append(cfg)
-
-    def get(key: str, default=None):
-        for s in sources:
-            if s.get(key) is not None:
-                return s[key]
-        return default
-
-    for key, neutral in UNAPPLIED_OPTIONS.items():
-        value = get(key, neutral)
-        if value != neutral:
-            log.warning("%s: generation option %s=%r is not applied by this engine", path, key, value)
+    get = generation_lookup(path, cfg)
+    warn_unapplied(get, UNAPPLIED_OPTIONS, path)
     eos = get("eos_token_id", tokenizer.eos_id)
     if isinstance(eos, list):
         eos = eos[0]
@@ -296,23 +246,6 @@ def map_weights(hf: dict[str, torch.Tensor], config: MTConfig, path: Path | str)
     if config.logits_bias and "final_logits_bias" not in sd:
         sd["final_logits_bias"] = torch.zeros(1, config.decoder_vocab_size)
     return sd
-
-
-def _check_shapes(model: MTModel, sd: dict[str, torch.Tensor], path: Path) -> None:
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing weights {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected weights {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-        raise ModelLoadError(f"{path}: the checkpoint does not match config.json: {'; '.join(parts)}")
-    for key, shape in expected.items():
-        if sd[key].shape != shape:
-            raise ModelLoadError(f"{path}: weight {key} has shape {tuple(sd[key].shape)}, config.json implies "
-                                 f"{tuple(shape)}")
 
 
 def with_overrides(gen: MTGeneration, num_beams: int | None = None, max_length: int | None = None) -> MTGeneration:
