@@ -69,6 +69,7 @@ class Connection:
         self.dropped = 0  # partial/stats messages dropped under backpressure
         self.cut_off = False  # the client was too slow: nothing more is queued, the connection is closing
         self.room: Room | None = None  # the session's audience (`start.room`), app/rooms.py
+        self.language_sent: tuple[str, str, bool] | None = None  # (session id, language, decided) last announced
 
     # outgoing ----------------------------------------------------------------------------------------------------
 
@@ -139,10 +140,24 @@ class Connection:
         if is_target_event(event):  # captions in another language (app/mt_server.py)
             return [render_target(event)]
         if isinstance(event, Commit):
-            return [p.commit_message(event.text, event.start_s, event.end_s)]
+            return [*self._language(live), p.commit_message(event.text, event.start_s, event.end_s)]
         if isinstance(event, Partial):
-            return [p.partial_message(event.text, event.start_s, event.end_s)]
+            return [*self._language(live), p.partial_message(event.text, event.start_s, event.end_s)]
         return [p.error_message(event.code, event.message)]
+
+    def _language(self, live: LiveSession) -> list[str]:
+        """A session that detects its language announces it (and when it is no longer a guess) before the text
+        decoded in it, so the page can show it and the speaker can correct it (docs/protocol.md, `language`)."""
+        session = getattr(live, "session", None)
+        detector = getattr(session, "language_id", None)  # None: the language was given, or cannot be detected
+        language = getattr(session, "language", None)
+        if detector is None or language is None:
+            return []
+        now = (str(live.id), str(language), bool(detector.decided))
+        if now == self.language_sent:
+            return []
+        self.language_sent = now
+        return [p.language_message(now[1], now[2])]
 
     def _announce(self, live: LiveSession) -> None:
         """The session is open."""

@@ -371,6 +371,11 @@ def stats_message(lag_s: float, rtf: float, audio_s: float) -> str:
     return _dump({"type": "stats", "lag_s": _seconds(lag_s), "rtf": _seconds(rtf), "audio_s": _seconds(audio_s)})
 
 
+def language_message(language: str, decided: bool) -> str:
+    """With auto-detection: the language the session decodes as; `decided` False while it is still a guess."""
+    return _dump({"type": "language", "language": language, "decided": decided})
+
+
 def answer_message(sdp: str) -> str:
     return _dump({"type": "answer", "sdp": sdp})
 
