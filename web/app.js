@@ -17,6 +17,8 @@ const ui = {
   target: $("target"), targetLabel: $("target-label"), source: $("source"),
   vocabulary: $("vocabulary"), audioSource: $("audio-source"), share: $("share"), shareBox: $("share-box"), shareLink: $("share-link"),
   shareCopy: $("share-copy"), shareProjection: $("share-projection"),
+  detected: $("detected"), detectedText: $("detected-text"), detectedFix: $("detected-fix"),
+  detectedOther: $("detected-other"),
 };
 const SOURCE_CHARS = 400; // how much of the source text the panel beside translated captions keeps
 
@@ -39,6 +41,7 @@ const state = {
   lastError: null,
   sourceText: "", // with a caption language: the speech model's committed text (its last SOURCE_CHARS)
   sourcePartial: "",
+  detected: null, // with Auto-detect: the server's latest `language` message ({language, decided})
 };
 window.dragoman = state; // for debugging and the end-to-end tests
 
@@ -247,8 +250,9 @@ function meterLevel(frame) {
   ui.level.value = Math.min(1, Math.sqrt(rms) * 2); // perceptual-ish scale
 }
 
-// WebSocket PCM: the AudioWorklet runs for the whole capture; frames go to whichever socket is ready.
-async function startPcmCapture() {
+// The AudioWorklet runs for the whole capture and drives the level meter on both transports; with the WebSocket
+// transport its frames also go to whichever socket is ready (WebRTC sends the track itself).
+async function startCapture() {
   if (state.node) return; // survives reconnects
   // The context runs at the device's rate; the worklet reads it and resamples, so no sampleRate is forced here
   state.ctx = new AudioContext();
@@ -261,6 +265,7 @@ async function startPcmCapture() {
   state.node.port.onmessage = (e) => {
     if (!(e.data instanceof ArrayBuffer)) return; // {type: "rate"} info
     meterLevel(new Int16Array(e.data));
+    if (ui.transport.value !== "websocket") return;
     const ws = state.ws;
     if (ws && ws.readyState === WebSocket.OPEN && state.ready && !state.stopping) ws.send(e.data);
   };
@@ -394,6 +399,73 @@ function showRoom(msg) {
   ui.shareBox.hidden = false;
 }
 
+// --- auto-detection: show the language heard, correct it in one click ------------------------------------------
+
+function languageName(code) {
+  const option = [...ui.language.options].find((o) => o.value === code);
+  if (option) return option.textContent;
+  try { return new Intl.DisplayNames(["en"], { type: "language" }).of(code) || code; } catch { return code; }
+}
+
+function correctionCandidates(detected) {
+  // The languages a correction most likely needs: the browser's own, then the most spoken ones on this page
+  const offered = [...ui.language.options].map((o) => o.value).filter((v) => v !== "auto");
+  const preferred = (navigator.languages || []).map((l) => l.split("-")[0].toLowerCase());
+  const picks = [...new Set([...preferred, "en", "de", "fr", "es"])];
+  return picks.filter((c) => c !== detected && offered.includes(c)).slice(0, 3);
+}
+
+function showDetected(msg) {
+  if (ui.language.value !== "auto" || !msg.language) return;
+  const same = state.detected && state.detected.language === msg.language && state.detected.decided === msg.decided;
+  state.detected = { language: msg.language, decided: Boolean(msg.decided) };
+  if (same && !ui.detected.hidden) return;
+  const name = languageName(msg.language);
+  ui.detectedText.textContent = msg.decided
+    ? `Spoken language detected: ${name}. Not ${name}?`
+    : `Hearing ${name}? (still listening to be sure; captions follow once it is) Not ${name}?`;
+  ui.detected.classList.toggle("unsure", !msg.decided);
+  ui.detectedFix.textContent = "";
+  for (const code of correctionCandidates(msg.language)) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.language = code;
+    b.textContent = languageName(code);
+    b.title = `Restart captioning as ${languageName(code)} (captions so far are kept)`;
+    b.addEventListener("click", () => correctLanguage(code));
+    ui.detectedFix.append(b);
+  }
+  ui.detectedOther.textContent = "";
+  const none = new Option("choose…", "");
+  ui.detectedOther.append(none);
+  for (const o of ui.language.options) {
+    if (o.value !== "auto" && o.value !== msg.language) ui.detectedOther.append(new Option(o.textContent, o.value));
+  }
+  ui.detected.hidden = false;
+}
+
+ui.detectedOther.addEventListener("change", () => {
+  if (ui.detectedOther.value) correctLanguage(ui.detectedOther.value);
+});
+
+// The speaker says which language it is: the session restarts in that language at once (what was captioned stays;
+// speech not yet committed is heard again only if it is still to come). A shared room gets a new link.
+function correctLanguage(code) {
+  ui.language.value = code;
+  ui.detected.hidden = true;
+  state.detected = null;
+  if (!state.running || state.stopping) return; // not streaming: it applies to the next Start
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close(1000, "language corrected");
+  closeTransport();
+  if (state.retryTimer) { clearTimeout(state.retryTimer); state.retryTimer = null; }
+  renderPartial("");
+  state.retries = 0;
+  connect();
+  setStatus(`Restarting in ${languageName(code)}…`, "connecting");
+}
+
 ui.shareCopy.addEventListener("click", async () => {
   try {
     await navigator.clipboard.writeText(ui.shareLink.href);
@@ -411,13 +483,17 @@ async function onMessage(msg) {
       state.retries = 0;
       state.offset = clockNow(); // this session's time 0 on the page's clock
       state.sessionCommits = 0;
+      ui.detected.hidden = true; // a new session detects (and announces) its language afresh
+      await startCapture();
       if (ui.transport.value === "webrtc") {
         setStatus("Connecting audio (WebRTC)…", "connecting");
         await startWebRtc(msg.ice_servers);
       } else {
-        await startPcmCapture();
         setStatus("Listening…", "live");
       }
+      break;
+    case "language":
+      showDetected(msg);
       break;
     case "partial":
       if (translating()) showSource(msg, false);

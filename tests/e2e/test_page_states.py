@@ -15,17 +15,21 @@ from app.server import DragomanServer, ServerConfig
 from engine.events import Error
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, chromium_flags, require_chromium
 from tests.speech import write_wav
+from tests.test_language_message import DetectingEngine
 from tests.test_rooms import FakeEngine
 
 pytestmark = pytest.mark.e2e
 
 
 @contextlib.asynccontextmanager
-async def speaker_page(server: DragomanServer, tmp_path: Path, query: str = "") -> AsyncIterator:
+async def speaker_page(server: DragomanServer, tmp_path: Path, query: str = "",
+                       wav: Path | None = None) -> AsyncIterator:
+    """The speaker's page in headless Chromium whose fake microphone plays `wav` (default: 5 s of silence)."""
     from playwright.async_api import async_playwright
 
     require_chromium()
-    wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 5, np.float32), 48000, "PCM_16")
+    if wav is None:
+        wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 5, np.float32), 48000, "PCM_16")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_flags(wav))
         try:
@@ -111,3 +115,68 @@ async def test_tab_audio_where_the_browser_cannot_share_says_so(tmp_path):
             await page.click("#start")
             await page.wait_for_selector("body[data-state=error]", timeout=15000)
             assert "cannot capture a tab" in await page.inner_text("#status")
+
+
+async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
+    """With Auto-detect the page shows the language the server hears (a guess at first, then decided); one click on
+    another language restarts the session in it, and the captions so far stay."""
+    engine = DetectingEngine(words=("Salve", "amici."))
+    async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with speaker_page(server, tmp_path) as page:
+            assert await page.input_value("#language") == "auto"
+            await page.click("#start")
+            await page.wait_for_selector("#detected:not([hidden])", timeout=15000)
+            text = await page.inner_text("#detected")
+            assert "Latin" in text and "still listening" in text, text
+            first = engine.sessions[-1]
+            first.session.language_id.decided = True  # the detector makes up its mind: the next text says so
+            await page.wait_for_function("document.querySelector('#detected-text').textContent.includes("
+                                         "'detected: Latin')", timeout=15000)
+            await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 4", timeout=15000)
+            await page.screenshot(path=str(ARTIFACTS / "state-language-detected.png"))
+            before = await page.inner_text("#captions")
+            await page.click("#detected-fix button[data-language=de]")  # the speaker: "it is German"
+            await page.wait_for_function("document.body.dataset.state === 'live'", timeout=15000)
+            assert len(engine.sessions) == 2 and first.closed
+            assert engine.sessions[-1].config.language == "de"
+            assert await page.input_value("#language") == "de"
+            assert await page.is_hidden("#detected")  # given a language, nothing to detect
+            n = await page.locator("#captions .commit").count()
+            await page.wait_for_function(f"document.querySelectorAll('#captions .commit').length > {n}",
+                                         timeout=15000)
+            assert (await page.inner_text("#captions")).startswith(before.strip())  # earlier captions kept
+            assert engine.sessions[-1].audio_s > 0
+
+
+async def test_other_language_list_corrects_too(tmp_path):
+    """A language not among the buttons is one choice in the "Other" list away."""
+    engine = DetectingEngine()
+    async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with speaker_page(server, tmp_path) as page:
+            await page.click("#start")
+            await page.wait_for_selector("#detected:not([hidden])", timeout=15000)
+            await page.select_option("#detected-other", "pl")
+            await page.wait_for_function("document.body.dataset.state === 'live'", timeout=15000)
+            assert engine.sessions[-1].config.language == "pl" and await page.input_value("#language") == "pl"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
+async def test_level_meter_moves_on_both_transports(tmp_path, transport):
+    """The microphone level meter shows sound whichever way the audio travels, and rests at 0 after Stop."""
+    t = np.arange(48000 * 6) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    wav = write_wav(tmp_path / "tone.wav", tone, 48000, "PCM_16")
+    engine = FakeEngine(words=("Hello", "there."))
+    async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
+        async with speaker_page(server, tmp_path, wav=wav) as page:
+            await page.click("details.advanced summary")
+            await page.select_option("#transport", transport)
+            await page.click("#start")
+            await page.wait_for_function("document.getElementById('level').value > 0.2", timeout=15000)
+            await page.wait_for_selector("#captions .commit", timeout=20000)  # the audio reaches the server too
+            if transport == "webrtc":
+                assert await page.evaluate("window.dragoman.pc.connectionState") == "connected"
+            await page.screenshot(path=str(ARTIFACTS / f"state-level-{transport}.png"))
+            await page.click("#stop")
+            await page.wait_for_selector("body[data-state=idle]", timeout=15000)
+            assert await page.evaluate("document.getElementById('level').value") == 0
