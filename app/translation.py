@@ -92,7 +92,7 @@ def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | No
     for task in dict.fromkeys(p.task for p in plans):
         transcripts[task] = transcribe(bundle, audio, TranscribeOptions(task=task, language=language,
                                                                          beam_size=args.beam),
-                                       progress=lambda done, total: bar.update(done))
+                                       progress=lambda done, total: bar.update(done - bar.n))
     bar.close()
     translators: dict = {}
     results = {}

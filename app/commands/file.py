@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from engine.audio import load_audio
     from engine.models.loading import load_model
-    from engine.progress import ProgressBar
+    from tqdm import tqdm
 
     if args.beam < 1:
         raise ConfigError("--beam must be at least 1")
@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_model(args.model, args.device)
     language = language_arg(args.language)
     duration = len(audio) / 16000
-    bar = ProgressBar("decoding", duration, "s", enabled=sys.stderr.isatty() and duration > 30)
+    # a bar on stderr for long files on a terminal; the loops report the seconds done, tqdm counts increments
+    bar = tqdm(total=round(duration, 1), desc="decoding", unit="s", leave=False,
+               disable=not (sys.stderr.isatty() and duration > 30), bar_format="{l_bar}{bar:30}| {n:.0f}/{total:.0f} s")
     if args.target or args.mt_model:  # captions in other languages: speech, then MT (app/translation.py)
         from app.translation import run_file_targets
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if language is not None and language not in bundle.tokenizer.language_ids:
             raise ConfigError(f"unknown language {language!r}; use a code such as de, fr, es or 'auto'")
         result = transcribe(bundle, audio, TranscribeOptions(task=args.task, language=language, beam_size=args.beam),
-                            progress=lambda done, total: bar.update(done))
+                            progress=lambda done, total: bar.update(done - bar.n))
         language, segments = result.language, result.segments
     else:
         segments = _windows_other_family(bundle, audio, args, bar)
@@ -86,5 +88,5 @@ def _windows_other_family(bundle, audio, args, bar):
         text = translate_window(bundle, audio[start:end], args.beam)
         segments.append(Segment(start / sr, end / sr, text))
         start = end
-        bar.update(start / sr)
+        bar.update(start / sr - bar.n)
     return segments

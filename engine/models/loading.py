@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..errors import ModelLoadError
 from ..tokenizer import WhisperTokenizer
 from .checkpoint import hub_snapshot, looks_like_path, no_random_init, read_config, read_json, read_state_dict
-from .common import DeviceName, Quantize, quantize_decoder, resolve_device  # noqa: F401 (callers import them here)
+from .common import DeviceName, Quantize, quantize_decoder, resolve_device
 from .s2t2_loading import S2T2Bundle, load_s2t2
 from .whisper import Whisper, WhisperConfig
 
