@@ -65,6 +65,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="file transcriptions decoding or waiting; more get HTTP 429 (default %(default)s)")
     limits.add_argument("--shutdown-timeout", type=float, default=_LIMITS.shutdown_timeout_s, metavar="SECONDS",
                         help="on SIGTERM/Ctrl-C, how long open sessions get to flush (default %(default)s)")
+    scale = p.add_argument_group("scale-out on Ray Serve (pip install 'dragoman[ray]'; see docs/deploy.md)")
+    scale.add_argument("--replicas", type=int, default=None, metavar="N",
+                       help="serve from N replicas (model + engine + sessions each) behind one address; "
+                            "--max-sessions is per replica; --port must be fixed")
+    scale.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="join this Ray cluster ('auto', host:6379, ray://host:10001) instead of starting a "
+                            "local one")
+    scale.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs each replica reserves (default 1)")
+    scale.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs each replica reserves (default 0)")
+    scale.add_argument("--ray-cpus", type=int, default=None,
+                       help="CPUs a local Ray cluster offers (default: all of this machine's)")
+    scale.add_argument("--max-waiting", type=int, default=64,
+                       help="connections held waiting while every replica is full; more are refused "
+                            "(default %(default)s)")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="STUN/TURN server for WebRTC, e.g. stun:stun.example.org:3478 or "
                         "user:pass@turn:turn.example.org:3478 (repeatable; none needed on loopback or a LAN)")
@@ -86,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     config = server_config(args, ice_servers)
+    if args.replicas is not None:  # Ray is imported only on this path
+        return _serve_replicated(args, config)
 
     print(f"dragoman: loading model {args.model or 'whisper-base (embedded)'} ...", file=sys.stderr, flush=True)
     t0 = time.monotonic()
@@ -145,6 +161,47 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
         files=FileLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_jobs=args.max_file_jobs),
         rooms=RoomLimits(max_viewers=args.max_viewers),
     )
+
+
+def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
+    """`--replicas N`: the same server as N Ray Serve replicas behind Ray's proxy (app/scale/ray_serve.py)."""
+    import threading
+
+    from app.scale.ray_serve import ReplicaSpec, ServeCluster, cluster_config
+
+    cluster = cluster_config(args)
+    wants_mt = bool(getattr(args, "target", None) or getattr(args, "mt_model", None))
+    spec = ReplicaSpec(server=config, model=args.model,
+                       device="cuda" if args.replica_gpus and args.device == "auto" else args.device,
+                       threads=args.threads or max(1, int(args.replica_cpus)), max_sessions=args.max_sessions,
+                       translation_args=args if wants_mt else None)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    where = f"the Ray cluster at {args.ray_address}" if args.ray_address else "a local Ray cluster"
+    print(f"dragoman: starting {cluster.replicas} replica(s) on {where} ...", file=sys.stderr, flush=True)
+    served = ServeCluster(spec, cluster)
+    try:
+        served.start()
+    except OSError as e:
+        print(f"dragoman: error: cannot start Ray Serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        print(f"dragoman: {cluster.replicas} replica(s) ready in {served.started_in_s:.1f} s", file=sys.stderr,
+              flush=True)
+        print(f"Dragoman is live at {served.url}  ({cluster.replicas} replicas; Ctrl-C to stop)", flush=True)
+        if config.access.token:
+            print("dragoman: a token is required: open the address with ?token=<your token> appended",
+                  file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        print(f"dragoman: stopping: draining {cluster.replicas} replica(s)", file=sys.stderr, flush=True)
+        done, late = served.drain()
+        print(f"dragoman: sessions ended on {len(done)} replica(s)" + (f"; not in time: {', '.join(late)}"
+              if late else ""), file=sys.stderr, flush=True)
+    finally:
+        served.close()
+    return 0
 
 
 async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
