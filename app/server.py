@@ -90,7 +90,7 @@ class ServerConfig:
     model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
     translation: Any = None  # app.mt_server.ServerTranslation: MT models and the targets `start.target` may ask for
     rooms: RoomLimits = RoomLimits()  # audiences of shared sessions (`start.room`, app/rooms.py)
-    replica: str | None = None  # this replica's name in `ready` and /healthz when several serve (app/ray_serve.py)
+    replica: str | None = None  # names this replica in `ready` and /healthz when several serve (app/scale/)
 
 
 # --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
