@@ -1,6 +1,7 @@
 // Dragoman live captions: microphone -> server (WebSocket PCM or WebRTC) -> captions on the page.
 // Protocol: docs/protocol.md. Captions already shown survive reconnects; only the tentative tail is dropped.
 import { toSRT, toWebVTT } from "./captions.js";
+import { qrSvg } from "./qr.js";
 
 const PROTOCOL_VERSION = 1;
 const TARGET_RATE = 16000; // what the worklet sends; the server accepts any rate but 16 kHz is the model's
@@ -16,7 +17,7 @@ const ui = {
   placeholder: $("placeholder"), vtt: $("download-vtt"), srt: $("download-srt"), clear: $("clear"),
   target: $("target"), targetLabel: $("target-label"), source: $("source"),
   vocabulary: $("vocabulary"), audioSource: $("audio-source"), share: $("share"), shareBox: $("share-box"), shareLink: $("share-link"),
-  shareCopy: $("share-copy"), shareProjection: $("share-projection"),
+  shareCopy: $("share-copy"), shareProjection: $("share-projection"), shareQr: $("share-qr"),
   detected: $("detected"), detectedText: $("detected-text"), detectedFix: $("detected-fix"),
   detectedOther: $("detected-other"),
 };
@@ -396,6 +397,13 @@ function showRoom(msg) {
   const link = `${location.origin}${msg.watch_path}`;
   ui.shareLink.href = ui.shareLink.textContent = link;
   ui.shareProjection.href = `${link}&view=projection`;
+  // phones in the audience scan it from the speaker's screen (or a projected slide) instead of typing the link
+  try {
+    ui.shareQr.replaceChildren(qrSvg(link));
+    ui.shareQr.dataset.text = link;
+  } catch {
+    ui.shareQr.replaceChildren(); // a link too long for a QR code: the link itself is still there
+  }
   ui.shareBox.hidden = false;
 }
 

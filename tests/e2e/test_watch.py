@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 
 import pytest
 from websockets.asyncio.client import connect
@@ -116,6 +118,15 @@ async def test_speaker_page_offers_the_audience_link(tmp_path):
                 assert href and "/watch/" in href and "token=" in href
                 live = server.hub.engine.sessions[-1]  # type: ignore[union-attr]
                 assert live.config.vocabulary == "Dragoman, council"
+                # the QR code beside the link is the link: what a phone in the audience reads from the screen
+                qr = page.locator("#share-qr svg")
+                await qr.wait_for(state="visible", timeout=5000)
+                assert await page.get_attribute("#share-qr", "data-text") == href
+                await qr.screenshot(path=str(tmp_path / "qr.png"))
+                if shutil.which("zbarimg"):
+                    read = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "qr.png")], capture_output=True,
+                                          text=True, timeout=60, check=False)
+                    assert read.stdout.strip() == href, read.stderr
                 viewer = await browser.new_page()
                 await viewer.goto(href)
                 await viewer.wait_for_function("document.body.dataset.state === 'live'", timeout=10000)
