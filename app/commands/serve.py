@@ -176,8 +176,6 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
                        threads=args.threads or max(1, int(args.replica_cpus)), max_sessions=args.max_sessions,
                        translation_args=args if wants_mt else None)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     where = f"the Ray cluster at {args.ray_address}" if args.ray_address else "a local Ray cluster"
     print(f"dragoman: starting {cluster.replicas} replica(s) on {where} ...", file=sys.stderr, flush=True)
     served = ServeCluster(spec, cluster)
@@ -186,6 +184,8 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
     except OSError as e:
         print(f"dragoman: error: cannot start Ray Serve: {e}", file=sys.stderr)
         return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs a SIGTERM handler that exits
+        signal.signal(sig, lambda *_: stop.set())
     try:
         print(f"dragoman: {cluster.replicas} replica(s) ready in {served.started_in_s:.1f} s", file=sys.stderr,
               flush=True)

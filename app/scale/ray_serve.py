@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -110,17 +111,27 @@ class DrainSignal:
     """A named Ray actor that tells every replica to end its sessions, and tells the driver when they have.
 
     Replicas `register` at start and wait on `wait_for_drain`; the driver calls `drain` and then `drained`, which
-    returns once every registered replica has reported (or at the timeout).
+    returns once every live registered replica has reported (or at the timeout). A replica that died is no longer
+    waited for: its Ray actor name is released when it dies, and `drained` looks the names up.
     """
 
     def __init__(self) -> None:
         self._go = asyncio.Event()
-        self._registered: set[str] = set()
+        self._registered: dict[str, str] = {}  # replica name -> its actor's name in the "serve" namespace
         self._done: set[str] = set()
         self._changed = asyncio.Event()
 
-    def register(self, replica: str) -> None:
-        self._registered.add(replica)
+    def register(self, replica: str, actor_name: str) -> None:
+        self._registered[replica] = actor_name
+
+    def _alive(self, replica: str) -> bool:
+        import ray
+
+        try:
+            ray.get_actor(self._registered[replica], namespace="serve")
+        except ValueError:
+            return False
+        return True
 
     async def wait_for_drain(self) -> None:
         await self._go.wait()
@@ -135,13 +146,13 @@ class DrainSignal:
     async def drained(self, timeout_s: float) -> tuple[list[str], list[str]]:
         """(replicas that ended their sessions, replicas that did not say so in time)."""
         deadline = time.monotonic() + timeout_s
-        while not self._registered <= self._done and time.monotonic() < deadline:
+        while True:
+            pending = [r for r in self._registered if r not in self._done and self._alive(r)]
+            if not pending or time.monotonic() >= deadline:
+                return sorted(self._done), sorted(pending)
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-        return sorted(self._done), sorted(self._registered - self._done)
+            with contextlib.suppress(TimeoutError):  # re-check liveness every second
+                await asyncio.wait_for(self._changed.wait(), min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 class DragomanReplica:
@@ -190,7 +201,7 @@ class DragomanReplica:
         except ValueError:  # deployed without `dragoman serve` (serve run, a KubeRay RayService): Ray's own stop
             log.info("replica %s: no %s actor; sessions end with Ray Serve's graceful stop", self.name, DRAIN_ACTOR)
             return
-        await signal.register.remote(self.name)
+        await signal.register.remote(self.name, ray.get_runtime_context().get_actor_name())
         await signal.wait_for_drain.remote()
         self.hub.closing = True  # /healthz says shutting_down, new sockets get 503
         await self.hub.end_connections(self.config.server_limits.shutdown_timeout_s)
@@ -252,6 +263,7 @@ class ServeCluster:
         init: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "log_to_driver": False,
                                 "configure_logging": False}
         if self.cluster.address is None:
+            init["address"] = "local"  # a new cluster, even where `ray start` left one running
             init["num_cpus"] = self.cluster.num_cpus or os.cpu_count() or 1
             init["num_gpus"] = int(self.cluster.gpus_per_replica * self.cluster.replicas + 0.999)
             self._own_ray = True
