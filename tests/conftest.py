@@ -10,6 +10,18 @@ from tests.speech import espeak_available
 
 torch.set_num_threads(int(os.environ.get("DRAGOMAN_TEST_THREADS", "2")))
 
+# fixtures that load the real 290 MB model: a test that uses one (directly or through another fixture) is slow
+REAL_MODEL_FIXTURES = frozenset({"whisper_bundle", "whisper_bundle_fp32", "backend"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs the real model or drives a browser or audio device (e2e), so that
+    `pytest -m "not slow"` (the fast tier: tiny seeded models only, under a minute) stays fast without each test
+    file having to remember the marker. Other tests that take seconds carry @pytest.mark.slow themselves."""
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import srt
 import webvtt
 
@@ -23,6 +24,7 @@ def _check_cues(vtt_path, srt_path, duration_s: float) -> str:
     return " ".join(c.text for c in cues).lower()
 
 
+@pytest.mark.slow
 def test_stream_and_file_write_valid_captions(audio_dir, tmp_path, capsys):
     """`stream` and `file` with --vtt/--srt write caption files that independent parsers read, in stream time."""
     first, _ = speech("de", 0, audio_dir)

@@ -10,6 +10,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,6 +81,7 @@ def test_any_text_parses_or_fails_with_a_code(text):
     parse(text)
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, **FAST)
 @given(messages | json_values.map(lambda v: {"type": "start", "x": v}) | json_values)
 def test_json_with_missing_and_wrong_fields_parses_or_fails_with_a_code(obj):
@@ -102,6 +104,7 @@ def test_deep_nesting_and_huge_numbers_are_protocol_errors():
             raise AssertionError(f"{text[:40]!r} was accepted")
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, **FAST)
 @given(data=st.binary(max_size=5000) | st.builds(lambda n, v: np.full(n, v, "<f4").tobytes(), st.integers(0, 300),
                                                  st.floats(width=32)),
@@ -131,6 +134,7 @@ actions = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, **FAST)
 @given(st.lists(actions, max_size=40))
 def test_message_sequences_keep_the_phase_consistent(steps):

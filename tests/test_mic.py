@@ -71,6 +71,7 @@ def test_portaudio_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         import_sounddevice()
 
 
+@pytest.mark.slow
 def test_cli_portaudio_missing(tmp_path: Path) -> None:
     """`dragoman mic` without PortAudio prints one message naming the package and exits 2 without a traceback."""
     code = ("import ctypes.util, sys; real = ctypes.util.find_library; "
@@ -83,6 +84,7 @@ def test_cli_portaudio_missing(tmp_path: Path) -> None:
     assert not out.exists()  # nothing was captured: no caption file replaces an existing one
 
 
+@pytest.mark.slow
 def test_cli_no_input_device(tmp_path: Path) -> None:
     """With no audio server and no sound card, `dragoman mic` says no input device was found and exits 2."""
     env = {k: v for k, v in os.environ.items() if k != "PULSE_SERVER"}
@@ -93,6 +95,7 @@ def test_cli_no_input_device(tmp_path: Path) -> None:
     assert listing.returncode == 0 and "no audio input devices found" in listing.stdout
 
 
+@pytest.mark.slow
 @needs_pulse
 def test_cli_lists_and_rejects_devices(tmp_path: Path) -> None:
     """--list-devices shows the virtual microphone as default; an unknown --device name is one clear error, exit 2."""
@@ -120,6 +123,7 @@ async def _record(mic: Microphone, seconds: float, on_first_block=None) -> np.nd
     return np.concatenate(blocks)
 
 
+@pytest.mark.slow
 @needs_pulse
 def test_microphone_records_the_played_speech(tmp_path: Path, audio_dir: Path) -> None:
     """Speech played into the virtual microphone comes back at the device's native rate, matching the file."""
@@ -145,6 +149,7 @@ def test_microphone_records_the_played_speech(tmp_path: Path, audio_dir: Path) -
     assert 20 * np.log10(np.sqrt(np.mean(aligned**2))) > -40  # real speech level, not silence
 
 
+@pytest.mark.slow
 @needs_pulse
 def test_slow_consumer_loses_whole_blocks_and_never_blocks_capture(tmp_path: Path) -> None:
     """When nobody reads the queue, capture keeps running and counts dropped blocks instead of stalling."""
@@ -162,6 +167,7 @@ def test_slow_consumer_loses_whole_blocks_and_never_blocks_capture(tmp_path: Pat
     assert later and mic.blocks_dropped >= first_drop  # still capturing after the overflow
 
 
+@pytest.mark.slow
 @needs_pulse
 def test_device_that_disappears_mid_stream_raises_device_lost(tmp_path: Path) -> None:
     """Killing the audio server while capturing ends blocks() with DeviceLost naming the device, within seconds."""

@@ -160,6 +160,7 @@ async def test_two_viewers_get_the_speakers_commits_and_the_room_end(server):
         assert not {m["type"] for m in got} & {"stats", "ready", "error", "end"}  # the speaker's own business
 
 
+@pytest.mark.slow
 async def test_a_late_joiner_gets_the_commits_so_far(server):
     """A viewer that joins mid-talk first gets every earlier commit, then the live ones."""
     async with connect(server.ws_url) as speaker:
@@ -250,6 +251,7 @@ async def test_the_viewer_limit_is_enforced(server):
                 await v.close()
 
 
+@pytest.mark.slow
 async def test_a_viewer_that_does_not_read_does_not_slow_the_speaker():
     """With a viewer that never reads, the speaker and a reading viewer get every commit, as fast as with no stuck
     viewer at all (the stuck one's queue is bounded; test_room_publish_drops_a_full_viewer_... shows the drop)."""

@@ -38,6 +38,7 @@ def test_frame_to_mono_packed_and_planar():
     np.testing.assert_allclose(frame_to_mono(planar)[0], [0.25, 0.75])
 
 
+@pytest.mark.slow
 async def test_loopback_track_arrives_as_16k_speech(audio_dir):
     """Speech sent as a 48 kHz Opus track over loopback (no STUN) arrives at 16 kHz with the same envelope."""
     audio, _ = speech("de", 1, audio_dir)

@@ -5,6 +5,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import sacrebleu
 
 from app.cli import main
@@ -13,6 +14,7 @@ from engine.audio import SAMPLE_RATE
 from tests.speech import speech, write_wav
 
 
+@pytest.mark.slow
 def test_stream_writes_jsonl_events(audio_dir, tmp_path, capsys):
     """Streaming a 44.1 kHz German recording prints the translation and logs commit/partial events as JSON lines."""
     from engine.audio import resample
