@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_load                       # 3 speakers + 3 garbage clients, ~1 min
     .venv/bin/python -m benchmarks.bench_load --clients 4 --garbage 6 --repeat 2
+    .venv/bin/python -m benchmarks.bench_load --replicas 2 --clients 4 --garbage 0 --max-sessions 2   # needs [ray]
 
 Each well-behaved client streams its own recording (two sentences with a pause) at 1x real time and reports its lag
 (from the server's `stats`), how long `end` took after `stop`, and errors. Streaming output depends on update timing,
@@ -13,14 +14,24 @@ Garbage clients loop over the hostile behaviours of issue 7 (malformed JSON, unk
 start, start twice, odd/NaN frames, tiny-frame floods, multi-MB frames, mid-stream disconnects, never reading) and
 junk for the compatible APIs of issue 11 (Realtime and Deepgram sockets, uploads that are not audio) until the
 speakers are done. Exit status 1 if any speaker's transcript is incomplete. Loopback only; bounded time.
+
+`--replicas N` runs the same clients against `dragoman serve --replicas N` (a local Ray cluster of N replicas, each
+with `--threads` torch threads and `--max-sessions` sessions; docs/deploy.md) instead of an in-process server, and
+reports which replica served each speaker. Every open socket takes one of a replica's `--max-sessions` slots there,
+garbage ones included.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import re
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +78,7 @@ class Speaker:
     end_delay_s: float = float("nan")
     errors: list[str] = field(default_factory=list)
     ended: bool = False
+    replica: str = "-"  # which replica served it (--replicas)
 
 
 async def speak(url: str, sp: Speaker) -> None:
@@ -78,6 +90,7 @@ async def speak(url: str, sp: Speaker) -> None:
     sp.text = out.text
     sp.lags = [m["lag_s"] for m in out.messages if m["type"] == "stats"]
     sp.errors = [m["code"] for m in out.errors()]
+    sp.replica = next((m.get("replica") or "-" for m in out.messages if m["type"] == "ready"), "-")
     sp.ended = out.types()[-1:] == ["end"]
 
 
@@ -219,27 +232,89 @@ async def garbage(url: str, seed: int, until: asyncio.Event, tally: Counter, run
 
 # --- main ---------------------------------------------------------------------------------------------------------
 
-async def run(args: argparse.Namespace, backend, speakers: list[Speaker]) -> tuple[Counter, Counter, dict]:
+@contextlib.asynccontextmanager
+async def in_process_server(backend, max_sessions: int):
+    """(ws_url, processes whose memory counts) of a DragomanServer in this process."""
     from app.server import DragomanServer, ServerConfig
     from engine.scheduler import Engine, EngineConfig
 
-    proc = psutil.Process()
-    rss0 = proc.memory_info().rss
-    max_sessions = args.max_sessions or args.clients + args.garbage * 2
     async with Engine(backend, EngineConfig(max_sessions=max_sessions)) as engine, \
             DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as server:
+        yield server.ws_url, [psutil.Process()]
+
+
+class ReplicatedServer:
+    """`dragoman serve --replicas N` in a subprocess (its own session, so every Ray process it starts is found)."""
+
+    def __init__(self, replicas: int, max_sessions: int, threads: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--replicas", str(replicas), "--threads", str(threads),
+             "--replica-cpus", str(threads), "--ray-cpus", str(max(os.cpu_count() or 1, replicas * threads)),
+             "--max-sessions", str(max_sessions), "--max-waiting", "256", "--port", str(self.port),
+             "--language", "de"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        for line in self.proc.stdout:
+            if "is live at" in line:
+                break
+        else:
+            raise SystemExit(f"dragoman serve --replicas {replicas} exited with {self.proc.wait()}")
+        self.started_s = time.monotonic() - t0
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+
+    def processes(self) -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(ProcessLookupError, psutil.Error):
+                if os.getsid(p.pid) == self.proc.pid:
+                    found.append(p)
+        return found
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=120)
+        finally:
+            for p in self.processes():
+                p.kill()
+
+
+def rss_mb(processes: list[psutil.Process]) -> float:
+    total = 0
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+async def run(args: argparse.Namespace, backend, speakers: list[Speaker],
+              cluster: ReplicatedServer | None = None) -> tuple[Counter, Counter, dict]:
+    max_sessions = args.max_sessions or args.clients + args.garbage * 2
+    if cluster is not None:
+        @contextlib.asynccontextmanager
+        async def cluster_server():
+            yield cluster.ws_url, cluster.processes()
+
+        server = cluster_server()
+    else:
+        server = in_process_server(backend, max_sessions)
+    async with server as (ws_url, processes):
+        rss0 = rss_mb(processes)
         done = asyncio.Event()
         tally: Counter = Counter()
         runs: Counter = Counter()
-        junk = [asyncio.ensure_future(garbage(server.ws_url, seed, done, tally, runs)) for seed in range(args.garbage)]
+        junk = [asyncio.ensure_future(garbage(ws_url, seed, done, tally, runs)) for seed in range(args.garbage)]
         t0 = time.monotonic()
-        await asyncio.gather(*(speak(server.ws_url, sp) for sp in speakers))
+        await asyncio.gather(*(speak(ws_url, sp) for sp in speakers))
         wall = time.monotonic() - t0
         done.set()
         if junk:
             await asyncio.wait(junk, timeout=30)
-        rss1 = proc.memory_info().rss
-    return tally, runs, {"wall_s": wall, "rss_mb": (rss0 / 2**20, rss1 / 2**20), "max_sessions": max_sessions}
+        rss1 = rss_mb(processes)
+    return tally, runs, {"wall_s": wall, "rss_mb": (rss0, rss1), "max_sessions": max_sessions}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,16 +323,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--garbage", type=int, default=3, help="hostile clients running meanwhile")
     ap.add_argument("--repeat", type=int, default=1, help="sentence pairs per speaker (longer streams)")
     ap.add_argument("--max-sessions", type=int, default=0, help="engine session slots (default: enough for all)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (per replica with --replicas)")
+    ap.add_argument("--replicas", type=int, default=0,
+                    help="run against `dragoman serve --replicas N` on a local Ray cluster (--max-sessions per "
+                         "replica) instead of an in-process server")
     args = ap.parse_args(argv)
 
-    import torch
+    cluster: ReplicatedServer | None = None
+    backend = None
+    if args.replicas:
+        max_sessions = args.max_sessions or -(-(args.clients + args.garbage * 2) // args.replicas)
+        args.max_sessions = max_sessions
+        print(f"starting {args.replicas} replica(s) ...", file=sys.stderr, flush=True)
+        cluster = ReplicatedServer(args.replicas, max_sessions, args.threads)
+        print(f"{args.replicas} replica(s) live in {cluster.started_s:.1f} s", file=sys.stderr, flush=True)
+    else:
+        import torch
 
-    from engine.backend import make_backend
-    from engine.models.loading import load_model
+        from engine.backend import make_backend
+        from engine.models.loading import load_model
 
-    torch.set_num_threads(args.threads)
-    backend = make_backend(load_model())
+        torch.set_num_threads(args.threads)
+        backend = make_backend(load_model())
+    try:
+        return _measure(args, backend, cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _measure(args: argparse.Namespace, backend, cluster: ReplicatedServer | None) -> int:
     audio_dir = Path(tempfile.mkdtemp(prefix="dragoman-load-"))  # synthesised speech; never committed
     pause = np.zeros(SAMPLE_RATE, np.float32)
     speakers = []
@@ -273,15 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     print("quiet run (no garbage) ...", file=sys.stderr, flush=True)
     quiet_args = argparse.Namespace(**{**vars(args), "garbage": 0})
     quiet = [Speaker(sp.name, sp.audio, sp.spans) for sp in speakers]
-    asyncio.run(run(quiet_args, backend, quiet))
+    asyncio.run(run(quiet_args, backend, quiet, cluster))
     print("load run ...", file=sys.stderr, flush=True)
-    tally, runs, info = asyncio.run(run(args, backend, speakers))
+    tally, runs, info = asyncio.run(run(args, backend, speakers, cluster))
 
-    print(f"\n{args.clients} speakers at 1x real time + {args.garbage} garbage clients, loopback, "
-          f"{args.threads} torch threads, {info['max_sessions']} session slots, wall {info['wall_s']:.1f} s\n")
-    print("| client | audio s | commits | sentences committed | recall quiet / load | lag mean / max s "
+    where = (f"{args.replicas} replicas on a local Ray cluster (started in {cluster.started_s:.1f} s), "
+             f"{args.threads} torch threads and {info['max_sessions']} session slots each"
+             if cluster is not None else f"{args.threads} torch threads, {info['max_sessions']} session slots")
+    print(f"\n{args.clients} speakers at 1x real time + {args.garbage} garbage clients, loopback, {where}, "
+          f"wall {info['wall_s']:.1f} s\n")
+    print("| client | replica | audio s | commits | sentences committed | recall quiet / load | lag mean / max s "
           "| end after stop s | errors | complete |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ok = True
     for sp, q in zip(speakers, quiet):
         reference = " ".join(e for _, _, e in sp.spans)
@@ -289,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         complete = sp.ended and not sp.errors and covered == len(sp.spans)
         ok &= complete
         lag = f"{np.mean(sp.lags):.2f} / {max(sp.lags):.2f}" if sp.lags else "-"
-        print(f"| {sp.name} | {len(sp.audio) / SAMPLE_RATE:.1f} | {sp.commits} | {covered} / {len(sp.spans)} "
+        print(f"| {sp.name} | {sp.replica} | {len(sp.audio) / SAMPLE_RATE:.1f} | {sp.commits} | {covered} / {len(sp.spans)} "
               f"| {recall(reference, q.text):.0%} / {recall(reference, sp.text):.0%} | {lag} | {sp.end_delay_s:.2f} "
               f"| {', '.join(sp.errors) or 'none'} | {'yes' if complete else 'NO'} |")
     print(f"\ngarbage behaviours run: {dict(runs)}")

@@ -33,6 +33,7 @@ pytest.importorskip("ray.serve", reason="the ray extra: scripts/setup.sh --test 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 MAX_SESSIONS = 2  # per replica: two replicas hold the four clients of the first test exactly
+MAX_WAITING = 4  # connections the proxy holds while both replicas are full (no fewer than the first test's burst)
 # Words the English translation of SENTENCES["de"][i] must bring (the two Whisper base streams reliably)
 KEY_WORDS = {0: {"morning", "weather", "berlin", "park", "afternoon"},
              3: {"sister", "works", "hospital", "doctor", "helps", "people"}}
@@ -96,7 +97,7 @@ def cluster() -> Cluster:
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--ray-cpus", "2", "--threads", "1",
-         "--max-sessions", str(MAX_SESSIONS), "--port", str(port), "--language", "de", "--shutdown-timeout", "20"],
+         "--max-sessions", str(MAX_SESSIONS), "--max-waiting", str(MAX_WAITING), "--port", str(port), "--language", "de", "--shutdown-timeout", "20"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     c = Cluster(proc, port, 0.0)
     threading.Thread(target=read_stderr, args=(proc, c.stderr), daemon=True).start()
@@ -228,7 +229,8 @@ def test_four_clients_spread_over_two_replicas_and_complete(cluster, audio_dir):
 
 def test_open_socket_holds_its_slot_until_it_closes(cluster):
     """A WebSocket is one ongoing request for its whole life: with every session slot held by idle sessions, a new
-    connection waits (no answer for seconds), and is served as soon as one of them closes."""
+    connection waits (no answer for seconds), and is served as soon as one of them closes; beyond the connections
+    allowed to wait, the handshake is refused with 503."""
 
     async def main() -> None:
         held = []
@@ -240,6 +242,14 @@ def test_open_socket_holds_its_slot_until_it_closes(cluster):
         waiting = asyncio.ensure_future(connect(cluster.ws_url, open_timeout=60))
         await asyncio.sleep(4.0)
         assert not waiting.done(), "a fifth connection was let in while four sessions held every slot"
+        more = [asyncio.ensure_future(connect(cluster.ws_url, open_timeout=60)) for _ in range(MAX_WAITING)]
+        await asyncio.wait(more, timeout=5.0)
+        refused = [f for f in more if f.done() and isinstance(f.exception(), InvalidStatus)]
+        assert len(refused) == 1 and all(not f.done() for f in more if f not in refused), more
+        status = refused[0].exception().response.status_code
+        assert status == 503, status
+        for f in more:
+            f.cancel()
         t_free = time.monotonic()
         freed = held.pop(0)
         assert freed.ws is not None
@@ -290,6 +300,7 @@ def test_killed_replica_cuts_only_its_clients_who_reconnect_to_the_survivor(clus
     a, b, again, killed_at = asyncio.run(main())
     assert a.closed_at is not None and a.closed_at - killed_at < 15, a.closed_at - killed_at
     assert "end" not in a.out.types()  # cut, not finished
+    assert a.close_code == 1012, a.close_code  # "service restart", from app/scale/proxy.py (else 1006: no close)
     print(f"\nkilled replica's client saw its connection end {a.closed_at - killed_at:.2f} s after the kill "
           f"(close code {a.close_code})")
     assert again.replica == b.replica, (again.replica, b.replica)

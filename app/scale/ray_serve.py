@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "dragoman"  # the Serve application (`serve status`, replica actor names)
 DEPLOYMENT_NAME = "Dragoman"
+PROXY_CALLBACK = "app.scale.proxy.middlewares"  # app/scale/proxy.py: WebSocket refusals and lost replicas
 DRAIN_ACTOR = "dragoman-drain"  # the named DrainSignal actor, in the driver's namespace
 NAMESPACE = "dragoman"
 # How long a stopping cluster waits for every replica to say its sessions ended, beyond their own flush timeout.
@@ -264,6 +265,9 @@ class ServeCluster:
                                 "configure_logging": False}
         if self.cluster.address is None:
             init["address"] = "local"  # a new cluster, even where `ray start` left one running
+            # Serve's proxy inherits the environment of the cluster this starts: WebSocket refusals and lost
+            # replicas reach clients as a 503 and a close 1012 instead of HTTP 500 and a dropped connection
+            os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", PROXY_CALLBACK)
             init["num_cpus"] = self.cluster.num_cpus or os.cpu_count() or 1
             init["num_gpus"] = int(self.cluster.gpus_per_replica * self.cluster.replicas + 0.999)
             self._own_ray = True
