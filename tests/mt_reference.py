@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from tests.reference_weights import randomise_weights
+
 ENGLISH = [
     "The weather is nice today.", "We are going to the station.", "Can you help me with this?",
     "The house is on the left side of the street.", "I would like a cup of coffee, please.",
@@ -23,6 +25,9 @@ GERMAN = [
 ]
 MAX_LENGTH = 24  # generation length of the tiny checkpoints (not 20: HF drops its own default from the saved
 # generation_config.json, and Dragoman then uses its longer default)
+# the tiny networks' shape, every family alike: 2 + 2 layers of width 32, 64 positions
+TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, scale_embedding=True)
 
 
 def train_spm(sentences: list[str], vocab_size: int) -> bytes:
@@ -60,15 +65,8 @@ def build_marian(path: Path, seed: int = 0, lang_tokens: tuple[str, ...] = ()):
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (path / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de"}))
-    torch.manual_seed(seed)
-    cfg = MarianConfig(vocab_size=len(vocab), d_model=32, encoder_layers=2, decoder_layers=2,
-                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48,
-                       max_position_embeddings=64, pad_token_id=pad, eos_token_id=0, decoder_start_token_id=pad,
-                       forced_eos_token_id=0, scale_embedding=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = MarianMTModel(cfg)
-    _randomise(model, seed)
+    model = _tiny(MarianMTModel, MarianConfig, seed, vocab_size=len(vocab), pad_token_id=pad, eos_token_id=0,
+                  decoder_start_token_id=pad, forced_eos_token_id=0)
     with torch.no_grad():
         model.final_logits_bias.copy_(0.3 * torch.randn(model.final_logits_bias.shape))
     model.generation_config = GenerationConfig(
@@ -80,6 +78,9 @@ def build_marian(path: Path, seed: int = 0, lang_tokens: tuple[str, ...] = ()):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return _reload(MarianMTModel, path), MarianTokenizer.from_pretrained(path)
+
+
+M2M100_IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)  # fairseq's specials
 
 
 def build_m2m100(path: Path, seed: int = 0):
@@ -97,15 +98,7 @@ def build_m2m100(path: Path, seed: int = 0):
     (path / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "M2M100Tokenizer", "language_codes": "m2m100", "src_lang": "en", "tgt_lang": "de"}))
     tok = M2M100Tokenizer(str(path / "vocab.json"), str(path / "sentencepiece.bpe.model"), src_lang="en", tgt_lang="de")
-    torch.manual_seed(seed)
-    cfg = M2M100Config(vocab_size=len(vocab) + 100 + 8, d_model=32, encoder_layers=2, decoder_layers=2,
-                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48,
-                       max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                       decoder_start_token_id=2, scale_embedding=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = M2M100ForConditionalGeneration(cfg)
-    _randomise(model, seed)
+    model = _tiny(M2M100ForConditionalGeneration, M2M100Config, seed, vocab_size=len(vocab) + 100 + 8, **M2M100_IDS)
     model.generation_config = GenerationConfig(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1,
                                                bos_token_id=0, max_length=MAX_LENGTH, num_beams=3,
                                                early_stopping=True)
@@ -129,15 +122,7 @@ def build_nllb(path: Path, seed: int = 0):
         tok = NllbTokenizerFast(vocab_file=str(spm_file), src_lang="eng_Latn", tgt_lang="deu_Latn")
     spm_file.unlink()  # as on the hub, the fast tokenizer alone describes the vocabulary
     n_text = tok.convert_tokens_to_ids("ace_Arab")  # the language tokens follow the pieces
-    torch.manual_seed(seed)
-    cfg = M2M100Config(vocab_size=len(tok), d_model=32, encoder_layers=2, decoder_layers=2,
-                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48,
-                       max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                       decoder_start_token_id=2, scale_embedding=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = M2M100ForConditionalGeneration(cfg)
-    _randomise(model, seed)
+    model = _tiny(M2M100ForConditionalGeneration, M2M100Config, seed, vocab_size=len(tok), **M2M100_IDS)
     model.generation_config = GenerationConfig(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1,
                                                bos_token_id=0, max_length=MAX_LENGTH, num_beams=2)
     _calibrate_eos(model, [tok(s).input_ids for s in ENGLISH[:4]], eos=2,
@@ -154,20 +139,15 @@ def _reload(cls, path: Path):
         return cls.from_pretrained(path, attn_implementation="eager").eval()
 
 
-@torch.no_grad()
-def _randomise(model, seed: int) -> None:
-    """HF's init (std 0.02) gives near-uniform logits; wider weights make argmax and beam choices decisive."""
-    g = torch.Generator().manual_seed(1000 + seed)
-    for name, p in model.named_parameters():
-        if "embed_positions" in name:
-            continue
-        if "layer_norm" in name and name.endswith("weight"):
-            p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-        elif name.endswith("bias"):
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
-        else:
-            fan_in = p[0].numel() if p.dim() > 1 else p.numel()
-            p.copy_(torch.randn(p.shape, generator=g) / max(1.0, fan_in) ** 0.5)
+def _tiny(model_cls, config_cls, seed: int, **fields):
+    """A tiny network of `model_cls` (TINY's shape plus `fields`), seeded, with decisive random weights."""
+    torch.manual_seed(seed)
+    cfg = config_cls(**TINY, **fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = model_cls(cfg)
+    randomise_weights(model, torch.Generator().manual_seed(1000 + seed))
+    return model
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.reference_weights import randomise_weights
+
 # A small fastBPE vocabulary: specials first (as in the released checkpoint), then pieces; "@@" continues a word.
 PIECES = ["<s>", "<pad>", "</s>", "<unk>", "ein", "Mann", "sag@@", "te", "zum", "Uni@@", "vers@@", "um", ":", '"',
           "Sir", ",", "ich", "exist@@", "iert", "!", "Sch@@", "ön", "über", "Straße", "a", "b", "c", "d", "e", "f",
@@ -66,7 +68,9 @@ def build_reference(tmp: Path, v: Variant, safe_serialization: bool = True, max_
         warnings.simplefilter("ignore")
         model = SpeechEncoderDecoderModel(encoder=Wav2Vec2Model(enc_cfg),
                                           decoder=Speech2Text2ForCausalLM(dec_cfg))
-    _randomise(model)
+    g = torch.Generator().manual_seed(1234)
+    randomise_weights(model, g)
+    _calibrate_eos(model, g)
     for cfg in (model.config, model.generation_config):
         cfg.decoder_start_token_id = 0
         cfg.pad_token_id = 1
@@ -94,24 +98,6 @@ def write_tokenizer(path: Path) -> None:
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Speech2Text2Tokenizer"}))
     (path / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}))
-
-
-@torch.no_grad()
-def _randomise(model) -> None:
-    """HF's init (std 0.02) gives near-uniform logits; wider weights make argmax and beam choices decisive, so
-    parity failures show up as different tokens rather than as ties broken by rounding."""
-    g = torch.Generator().manual_seed(1234)
-    for name, p in model.named_parameters():
-        if name.endswith("embed_positions.weights"):
-            continue
-        if "layer_norm" in name and name.endswith("weight"):
-            p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-        elif name.endswith("bias"):
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
-        else:
-            fan_in = p[0].numel() if p.dim() > 1 else p.numel()
-            p.copy_(torch.randn(p.shape, generator=g) / max(1.0, fan_in) ** 0.5)
-    _calibrate_eos(model, g)
 
 
 @torch.no_grad()

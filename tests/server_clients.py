@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import re
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,3 +140,44 @@ _WORD = re.compile(r"[a-z']+")
 
 def words(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
+
+
+class LoopThread:
+    """An event loop in a daemon thread; `run(coro)` waits for its result from the test thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout_s: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@contextlib.contextmanager
+def server_in_thread(backend, max_sessions: int = 4, idle_timeout_s: float = 5.0) -> Iterator[Any]:
+    """A DragomanServer on a free port with its Engine, running on a LoopThread (for tests that drive examples
+    synchronously, such as hypothesis); stopped on exit."""
+    from app.limits import ServerLimits
+    from app.server import DragomanServer, ServerConfig
+    from engine.scheduler import Engine, EngineConfig
+
+    lt = LoopThread()
+    engine = Engine(backend, EngineConfig(max_sessions=max_sessions))
+    server = DragomanServer(engine, ServerConfig(port=0, server_limits=ServerLimits(idle_timeout_s=idle_timeout_s)))
+
+    async def up() -> None:
+        await engine.start()
+        await server.start()
+
+    lt.run(up())
+    try:
+        yield server
+    finally:
+        lt.run(server.stop())
+        lt.run(engine.stop())
+        lt.close()

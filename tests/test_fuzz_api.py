@@ -15,10 +15,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.limits import ServerLimits
-from app.server import DragomanServer, ServerConfig
-from engine.scheduler import Engine, EngineConfig
-from tests.test_fuzz_server import LoopThread
+from app.server import DragomanServer
+from tests.server_clients import server_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 REALTIME_TYPES = {"session.created", "session.updated", "transcription_session.updated", "error",
@@ -67,19 +65,8 @@ listen_queries = st.sampled_from(["encoding=linear16&sample_rate=16000", "encodi
 
 @pytest.fixture(scope="module")
 def live_server(backend):
-    lt = LoopThread()
-    engine = Engine(backend, EngineConfig(max_sessions=4))
-    server = DragomanServer(engine, ServerConfig(port=0, server_limits=ServerLimits(idle_timeout_s=5.0)))
-
-    async def up() -> None:
-        await engine.start()
-        await server.start()
-
-    lt.run(up())
-    yield server
-    lt.run(server.stop())
-    lt.run(engine.stop())
-    lt.close()
+    with server_in_thread(backend) as server:
+        yield server
 
 
 async def talk(url: str, messages: list, marker: str, is_marker, quiet_s: float = 3.0) -> tuple[list[dict], int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,10 +14,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.limits import ServerLimits
 from app.protocol import ErrorCode
-from app.server import DragomanServer, ServerConfig
-from engine.scheduler import Engine, EngineConfig
+from tests.server_clients import server_in_thread
 from tests.test_fuzz_protocol import actions
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -26,37 +23,10 @@ SERVER_TYPES = {"ready", "partial", "commit", "stats", "answer", "error", "end"}
 CODES = {c.value for c in ErrorCode} | {"internal"}
 
 
-class LoopThread:
-    """An event loop in a daemon thread; `run(coro)` waits for its result from the test thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout_s: float = 60.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def live_server(backend):
-    lt = LoopThread()
-    engine = Engine(backend, EngineConfig(max_sessions=4))
-    server = DragomanServer(engine, ServerConfig(port=0, server_limits=ServerLimits(idle_timeout_s=5.0)))
-
-    async def up() -> None:
-        await engine.start()
-        await server.start()
-
-    lt.run(up())
-    yield server
-    lt.run(server.stop())
-    lt.run(engine.stop())
-    lt.close()
+    with server_in_thread(backend) as server:
+        yield server
 
 
 MARKER = '{"type":"fuzz-marker"}'  # answered with unknown_type after everything sent before it
