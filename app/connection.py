@@ -255,6 +255,8 @@ class Connection:
             self._start(message)
         elif isinstance(message, p.Stop):
             await self._stop()
+        elif isinstance(message, p.SetLanguage):
+            await self._relanguage(message.language)
         elif isinstance(message, p.Offer):
             await self._offer(message)
         elif isinstance(message, p.Ice):
@@ -331,6 +333,42 @@ class Connection:
             self.room = rooms.open()
             log.info("%sroom %s opened", self.prefix, self.room.id)
             self.post(room_message(self.room.id, self.room.viewer_token, rooms.limits.max_viewers))
+        self.pump = self._spawn(self._pump(live))
+        self._spawn(self._stats(live))
+        self._spawn(self._deadline(live))
+
+    async def _relanguage(self, language: str | None) -> None:
+        """The speaker corrected the spoken language: the session starts anew in it on the same connection, audio
+        transport and room (viewers keep their link). What was committed stays committed; audio not yet committed
+        goes with the old session, which heard it as the wrong language."""
+        old, start = self.live, self.proto.start
+        if old is None or start is None or self.ending:
+            return
+        languages = getattr(getattr(self.server.engine.backend, "tokenizer", None), "language_ids", None)
+        if language is not None and languages is not None and language not in languages:
+            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {language!r}; "
+                                                           "use a code such as de, fr, es, or null to detect")
+        start = dataclasses.replace(start, language=language)
+        stage, engine_start = open_stage(self.server, start)
+        if self.pump is not None:
+            self.pump.cancel()  # the old session's remaining events are dropped with it
+        self.live = None
+        old.close()
+        self.server.metrics.session_closed()
+        try:
+            live = self.server.engine.open_session(start_session_config(self.config.session, engine_start))
+        except EngineError as e:  # its slot was just freed; another connection may have taken it meanwhile
+            log.info("%scould not restart in %s: %s", self.prefix, language or "auto", e)
+            self.error(p.ErrorCode.BUSY, f"the session could not restart in the corrected language ({e}); "
+                                         "press Start again")
+            self.post(p.end_message())
+            await self._close_session()
+            return
+        self.proto.start, self.stage, self.live = start, stage, live
+        log.info("%srestarted as %s in %s", self.prefix, live.id, language or "auto")
+        self.prefix = f"[{live.id}] "
+        self.server.metrics.session_opened()
+        self.post(p.restarted_message(str(live.id), language))
         self.pump = self._spawn(self._pump(live))
         self._spawn(self._stats(live))
         self._spawn(self._deadline(live))

@@ -114,7 +114,15 @@ class Ice:
     sdp_mline_index: int | None = None
 
 
-ClientMessage = Start | Stop | Offer | Ice
+@dataclass(frozen=True)
+class SetLanguage:
+    """The speaker corrects the spoken language mid-session (`language` null: detect again); answered with
+    `restarted` once the session runs in it (same connection, room and audio)."""
+
+    language: str | None
+
+
+ClientMessage = Start | Stop | Offer | Ice | SetLanguage
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,19 @@ def _get(obj: dict[str, Any], key: str, types: type | tuple[type, ...], default:
     return value
 
 
+def _language(obj: dict[str, Any]) -> str | None:
+    """`language`: a 2-3 letter code, or None for "detect" (null, "" or "auto")."""
+    language = _get(obj, "language", str, None, nullable=True)
+    if language is not None:
+        language = language.strip().lower()
+        if language in ("", "auto"):
+            language = None
+        elif not _LANGUAGE_RE.match(language):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE,
+                                f"language must be a 2-3 letter code such as 'de', 'auto' or null, got {language!r}")
+    return language
+
+
 def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = Start()) -> Start:
     """A `start` object -> Start; omitted task/language fall back to `defaults` (`dragoman serve --task/--language`)."""
     version = _get(obj, "protocol", int, PROTOCOL_VERSION)
@@ -158,14 +179,7 @@ def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = S
     if "language" not in obj:
         language = defaults.language  # absent: the server's default; an explicit null still means "detect"
     else:
-        language = _get(obj, "language", str, None, nullable=True)
-    if language is not None:
-        language = language.strip().lower()
-        if language in ("", "auto"):
-            language = None
-        elif not _LANGUAGE_RE.match(language):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE,
-                                f"language must be a 2-3 letter code such as 'de', 'auto' or null, got {language!r}")
+        language = _language(obj)
     rate = _get(obj, "sample_rate", (int, float), 16000)
     if not (isinstance(rate, int) or (math.isfinite(rate) and rate == int(rate))):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"sample_rate must be a whole number of Hz, got {rate!r}")
@@ -245,8 +259,10 @@ def parse_text(text: str, limits: ProtocolLimits = ProtocolLimits(), defaults: S
         return parse_offer(obj, limits)
     if kind == "ice":
         return parse_ice(obj, limits)
+    if kind == "language":
+        return SetLanguage(_language(obj))
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r} "
-                                                f"(expected start, stop, offer or ice)")
+                                                f"(expected start, stop, offer, ice or language)")
 
 
 def decode_audio(data: bytes, encoding: Encoding, sample_rate: int,
@@ -303,7 +319,8 @@ class ConnectionProtocol:
                                                                "send 'stop' and wait for 'end' first")
             self.phase, self.start, self.webrtc = Phase.STREAMING, message, False
         elif self.phase is not Phase.STREAMING:
-            what = "stop" if isinstance(message, Stop) else "signalling"
+            what = "stop" if isinstance(message, Stop) else "language" if isinstance(message, SetLanguage) \
+                else "signalling"
             raise ProtocolError(ErrorCode.NOT_STARTED, f"{what} without a running session: send 'start' first")
         elif isinstance(message, Stop):
             self.phase = Phase.STOPPING
@@ -374,6 +391,11 @@ def stats_message(lag_s: float, rtf: float, audio_s: float) -> str:
 def language_message(language: str, decided: bool) -> str:
     """With auto-detection: the language the session decodes as; `decided` False while it is still a guess."""
     return _dump({"type": "language", "language": language, "decided": decided})
+
+
+def restarted_message(session: str, language: str | None) -> str:
+    """After the client's `language`: the session runs anew in `language` (null: detecting); stream time is 0 again."""
+    return _dump({"type": "restarted", "session": session, "language": language})
 
 
 def answer_message(sdp: str) -> str:

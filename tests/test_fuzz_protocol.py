@@ -26,7 +26,7 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 FIELDS = ["type", "task", "language", "sample_rate", "encoding", "protocol", "sdp", "candidate", "sdpMid",
           "sdpMLineIndex"]
-TYPES = ["start", "stop", "offer", "ice", "START", "", "answer", "ready"]
+TYPES = ["start", "stop", "offer", "ice", "language", "START", "", "answer", "ready"]
 interesting = st.sampled_from([
     "translate", "transcribe", "de", "auto", "", "pcm_s16le", "pcm_f32le", 16000, 48000, 7999, 192001, 44100.0,
     16000.5, float("inf"), float("nan"), -1, 0, 2**63, True, False, None, "v=0\r\n", "candidate:1 1 udp 1 x 1 typ",
@@ -53,6 +53,8 @@ def check_message(message: p.ClientMessage) -> None:
     elif isinstance(message, p.Ice):
         assert message.candidate is None or len(message.candidate.encode()) <= LIMITS.max_candidate_bytes
         assert message.sdp_mline_index is None or 0 <= message.sdp_mline_index < 64
+    elif isinstance(message, p.SetLanguage):
+        assert message.language is None or (2 <= len(message.language) <= 3 and message.language.isalpha())
     else:
         assert isinstance(message, p.Stop)
 

@@ -456,19 +456,25 @@ ui.detectedOther.addEventListener("change", () => {
   if (ui.detectedOther.value) correctLanguage(ui.detectedOther.value);
 });
 
-// The speaker says which language it is: the session restarts in that language at once (what was captioned stays;
-// speech not yet committed is heard again only if it is still to come). A shared room gets a new link.
+// The speaker says which language it is: the server restarts the session in that language at once, on the same
+// socket, audio and room (viewers keep their link); what was captioned stays, speech not yet committed is dropped.
 function correctLanguage(code) {
   ui.language.value = code;
   ui.detected.hidden = true;
   state.detected = null;
   if (!state.running || state.stopping) return; // not streaming: it applies to the next Start
+  renderPartial("");
+  if (state.ready && state.ws && state.ws.readyState === WebSocket.OPEN) {
+    send({ type: "language", language: code }); // answered with "restarted"
+    setStatus(`Restarting in ${languageName(code)}…`, "connecting");
+    return;
+  }
+  // no session yet (still connecting): start afresh with the language
   const ws = state.ws;
   state.ws = null;
   if (ws) ws.close(1000, "language corrected");
   closeTransport();
   if (state.retryTimer) { clearTimeout(state.retryTimer); state.retryTimer = null; }
-  renderPartial("");
   state.retries = 0;
   connect();
   setStatus(`Restarting in ${languageName(code)}…`, "connecting");
@@ -502,6 +508,12 @@ async function onMessage(msg) {
       break;
     case "language":
       showDetected(msg);
+      break;
+    case "restarted": // the session runs anew in the corrected language: its stream time starts again at 0
+      state.offset = clockNow();
+      state.sessionCommits = 0;
+      ui.detected.hidden = true;
+      setStatus(ui.transport.value === "webrtc" ? "Listening (WebRTC)…" : "Listening…", "live");
       break;
     case "partial":
       if (translating()) showSource(msg, false);

@@ -119,13 +119,16 @@ async def test_tab_audio_where_the_browser_cannot_share_says_so(tmp_path):
 
 async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
     """With Auto-detect the page shows the language the server hears (a guess at first, then decided); one click on
-    another language restarts the session in it, and the captions so far stay."""
+    another language restarts the session in it on the same connection: the captions so far stay, and so does the
+    audience link."""
     engine = DetectingEngine(words=("Salve", "amici."))
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
         async with speaker_page(server, tmp_path) as page:
             assert await page.input_value("#language") == "auto"
+            await page.check("#share")
             await page.click("#start")
             await page.wait_for_selector("#detected:not([hidden])", timeout=15000)
+            link = await page.get_attribute("#share-link", "href")
             text = await page.inner_text("#detected")
             assert "Latin" in text and "still listening" in text, text
             first = engine.sessions[-1]
@@ -146,6 +149,8 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
                                          timeout=15000)
             assert (await page.inner_text("#captions")).startswith(before.strip())  # earlier captions kept
             assert engine.sessions[-1].audio_s > 0
+            assert await page.get_attribute("#share-link", "href") == link  # viewers keep their link
+            assert await page.evaluate("window.dragoman.retries") == 0
 
 
 async def test_other_language_list_corrects_too(tmp_path):
