@@ -117,7 +117,8 @@ async def test_tab_audio_where_the_browser_cannot_share_says_so(tmp_path):
             assert "cannot capture a tab" in await page.inner_text("#status")
 
 
-async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
+@pytest.mark.parametrize("transport", ["websocket", "webrtc"])
+async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path, transport):
     """With Auto-detect the page shows the language the server hears (a guess at first, then decided); one click on
     another language restarts the session in it on the same connection: the captions so far stay, and so does the
     audience link."""
@@ -125,6 +126,8 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
         async with speaker_page(server, tmp_path) as page:
             assert await page.input_value("#language") == "auto"
+            await page.click("details.advanced summary")
+            await page.select_option("#transport", transport)
             await page.check("#share")
             await page.click("#start")
             await page.wait_for_selector("#detected:not([hidden])", timeout=15000)
@@ -136,7 +139,7 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
             await page.wait_for_function("document.querySelector('#detected-text').textContent.includes("
                                          "'detected: Latin')", timeout=15000)
             await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 4", timeout=15000)
-            await page.screenshot(path=str(ARTIFACTS / "state-language-detected.png"))
+            await page.screenshot(path=str(ARTIFACTS / f"state-language-detected-{transport}.png"))
             before = await page.inner_text("#captions")
             await page.click("#detected-fix button[data-language=de]")  # the speaker: "it is German"
             await page.wait_for_function("document.body.dataset.state === 'live'", timeout=15000)
@@ -151,6 +154,8 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path):
             assert engine.sessions[-1].audio_s > 0
             assert await page.get_attribute("#share-link", "href") == link  # viewers keep their link
             assert await page.evaluate("window.dragoman.retries") == 0
+            if transport == "webrtc":  # the same peer connection carries the audio into the new session
+                assert await page.evaluate("window.dragoman.pc.connectionState") == "connected"
 
 
 async def test_other_language_list_corrects_too(tmp_path):
