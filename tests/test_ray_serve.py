@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.server_clients import Transcript, pcm16, stream_pcm, words
-from tests.speech import speech
+from tests.speech import speech, write_wav
 
 pytest.importorskip("ray.serve", reason="the ray extra: scripts/setup.sh --test installs it")
 pytestmark = pytest.mark.slow
@@ -225,6 +225,49 @@ def test_four_clients_spread_over_two_replicas_and_complete(cluster, audio_dir):
         assert not words(o.text) & KEY_WORDS[other] - {"morning"}, o.text  # no captions of another speaker
     pids = cluster.replica_pids()
     assert set(pids) == set(replicas) and len(set(pids.values())) == 2, pids
+
+
+def test_page_openai_and_deepgram_endpoints_through_the_proxy(cluster, audio_dir, tmp_path):
+    """Behind Ray's proxy the replicas serve what one server serves: the page, an OpenAI translation upload and a
+    Deepgram live socket (with the real client packages)."""
+    from deepgram import AsyncDeepgramClient
+    from deepgram.environment import DeepgramClientEnvironment
+    from openai import AsyncOpenAI
+
+    base = f"127.0.0.1:{cluster.port}"
+    with urllib.request.urlopen(f"http://{base}/", timeout=10) as r:
+        assert r.status == 200 and b"<html" in r.read().lower()
+    with urllib.request.urlopen(f"http://{base}/app.js", timeout=10) as r:
+        assert r.status == 200 and b"WebSocket" in r.read()
+    german, _ = speech("de", 3, audio_dir)
+    english, _ = speech("en", 0, audio_dir)
+    wav = write_wav(tmp_path / "de.wav", german)
+
+    async def main() -> tuple[str, str]:
+        openai = AsyncOpenAI(base_url=f"http://{base}/v1", api_key="unused", max_retries=0, timeout=300)
+        with wav.open("rb") as f:
+            upload = await openai.audio.translations.create(model="whisper-1", file=f)
+        env = DeepgramClientEnvironment(base=f"http://{base}", production=f"ws://{base}", agent=f"ws://{base}",
+                                        agent_rest=f"http://{base}")
+        finals: list[str] = []
+        async with AsyncDeepgramClient(api_key="unused", environment=env).listen.v1.connect(
+                model="nova-3", encoding="linear16", sample_rate=16000, language="en") as sock:
+            async def listen() -> None:
+                async for m in sock:
+                    if getattr(m, "type", None) == "Results" and m.is_final:
+                        finals.append(m.channel.alternatives[0].transcript)
+
+            listener = asyncio.ensure_future(listen())
+            for i in range(0, len(english), 1600):  # 100 ms at 4x real time
+                await sock.send_media(pcm16(english[i : i + 1600]))
+                await asyncio.sleep(0.025)
+            await sock.send_close_stream()
+            await asyncio.wait_for(listener, 120)
+        return upload.text, " ".join(finals)
+
+    upload_text, live_text = asyncio.run(main())
+    assert len(KEY_WORDS[3] & words(upload_text)) >= 3, upload_text
+    assert len({"morning", "everyone", "weather", "london", "price", "coffee"} & words(live_text)) >= 4, live_text
 
 
 def test_open_socket_holds_its_slot_until_it_closes(cluster):
