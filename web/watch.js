@@ -1,5 +1,7 @@
 // Dragoman audience page: read-only live captions of one room (docs/protocol.md, "Rooms").
 // Address: /watch/ROOM?token=VIEWER_TOKEN[&view=projection]. Nothing here can send audio or control the session.
+import { qrSvg } from "/qr.js";
+
 const MAX_RETRY_DELAY_S = 10;
 const MAX_CHARS = 20000; // what the page keeps on screen (a replay brings back earlier captions on reconnect)
 const PREFS = "dragoman.watch"; // theme, text size and view survive reloads (localStorage)
@@ -9,6 +11,7 @@ const ui = {
   status: $("status"), captions: $("captions"), committed: $("committed"), partial: $("partial"),
   smaller: $("smaller"), larger: $("larger"), theme: $("theme"), projection: $("projection"),
   fullscreen: $("fullscreen"), lang: $("lang"), langLabel: $("lang-label"),
+  qrToggle: $("qr-toggle"), qr: $("qr"), qrCode: $("qr-code"),
 };
 const params = new URLSearchParams(location.search);
 const room = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
@@ -52,6 +55,19 @@ ui.fullscreen.addEventListener("click", () => {
   document.documentElement.requestFullscreen().catch(() => {});
 });
 ui.lang.addEventListener("change", render);
+// A screen in the room shows its own link as a QR code: phones scan it and follow on their own (display options off)
+ui.qrToggle.addEventListener("click", () => {
+  const show = ui.qr.hidden;
+  if (show && !ui.qrCode.firstChild) {
+    const link = `${location.origin}${location.pathname}?token=${encodeURIComponent(params.get("token") || "")}`;
+    try {
+      ui.qrCode.append(qrSvg(link));
+      ui.qrCode.dataset.text = link;
+    } catch { ui.qrCode.textContent = link; } // too long for a QR code: the link itself
+  }
+  ui.qr.hidden = !show;
+  ui.qrToggle.setAttribute("aria-pressed", String(show));
+});
 
 // --- captions ---------------------------------------------------------------------------------------------------
 

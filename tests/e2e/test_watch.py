@@ -69,6 +69,19 @@ async def test_viewer_pages_show_the_speakers_captions(tmp_path):
                 await projector.click("#larger")
                 assert await projector.evaluate("document.body.dataset.theme") == "light"
                 await projector.screenshot(path=str(ARTIFACTS / "watch-projection-light.png"))
+                # the projected screen invites phones: its QR code is this room's viewer link (without display options)
+                await projector.click("#qr-toggle")
+                qr = projector.locator("#qr-code svg")
+                await qr.wait_for(state="visible", timeout=5000)
+                assert await projector.get_attribute("#qr-code", "data-text") == base
+                await projector.screenshot(path=str(ARTIFACTS / "watch-projection-qr.png"))
+                if shutil.which("zbarimg"):
+                    await qr.screenshot(path=str(tmp_path / "watch-qr.png"))
+                    read = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "watch-qr.png")],
+                                          capture_output=True, text=True, timeout=60, check=False)
+                    assert read.stdout.strip() == base, read.stderr
+                await projector.click("#qr-toggle")
+                assert await projector.locator("#qr").is_hidden()
 
                 phone = await viewer(base + "&view=projection", 390, 760)  # a late joiner on a phone
                 await phone.wait_for_function("(t) => document.querySelector('#committed').textContent === t",
