@@ -207,6 +207,32 @@ def assert_translates(t: Transcript, index: int, audio_s: float) -> None:
     assert t.commits[-1]["end_s"] >= audio_s - 2.5, (t.commits[-1], audio_s)
 
 
+def test_without_replicas_ray_is_never_imported():
+    """`dragoman serve`'s flags, its server configuration and the whole server import no Ray."""
+    code = ("import sys; from app.cli import build_parser; from app.commands.serve import server_config; "
+            "import app.server, app.connection; server_config(build_parser().parse_args(['serve'])); "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
+
+
+def test_serve_flags_become_the_deployment():
+    """The flags of `dragoman serve` (as `app_builder` reads them for a Serve config file or KubeRay) set replicas,
+    one ongoing request per session slot, the waiting bound, and each replica's CPUs, GPUs and device; a port Ray's
+    proxy cannot bind is refused before anything starts."""
+    from app.cli import main
+    from app.scale.ray_serve import app_builder
+
+    app = app_builder({"flags": "--replicas 3 --max-sessions 5 --max-waiting 7 --replica-gpus 0.5 --language de"})
+    deployment = app._bound_deployment
+    config = deployment._deployment_config
+    assert (deployment.num_replicas, config.max_ongoing_requests, config.max_queued_requests) == (3, 5, 7)
+    assert deployment.ray_actor_options["num_gpus"] == 0.5
+    (spec,) = deployment.init_args
+    assert (spec.device, spec.max_sessions, spec.server.defaults.language) == ("cuda", 5, "de")
+    assert main(["serve", "--replicas", "2", "--port", "0"]) == 2
+
+
 def test_four_clients_spread_over_two_replicas_and_complete(cluster, audio_dir):
     """Four simultaneous German speakers on two replicas of two sessions: two per replica, each gets its own whole
     translation; `ready` and /healthz name the replica."""

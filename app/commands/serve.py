@@ -167,14 +167,10 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
     """`--replicas N`: the same server as N Ray Serve replicas behind Ray's proxy (app/scale/ray_serve.py)."""
     import threading
 
-    from app.scale.ray_serve import ReplicaSpec, ServeCluster, cluster_config
+    from app.scale.ray_serve import ServeCluster, cluster_config, replica_spec
 
     cluster = cluster_config(args)
-    wants_mt = bool(getattr(args, "target", None) or getattr(args, "mt_model", None))
-    spec = ReplicaSpec(server=config, model=args.model,
-                       device="cuda" if args.replica_gpus and args.device == "auto" else args.device,
-                       threads=args.threads or max(1, int(args.replica_cpus)), max_sessions=args.max_sessions,
-                       translation_args=args if wants_mt else None)
+    spec = replica_spec(args, config)
     stop = threading.Event()
     where = f"the Ray cluster at {args.ray_address}" if args.ray_address else "a local Ray cluster"
     print(f"dragoman: starting {cluster.replicas} replica(s) on {where} ...", file=sys.stderr, flush=True)
