@@ -387,7 +387,8 @@ def _measure(args: argparse.Namespace, backend, cluster: ReplicatedServer | None
         complete = sp.ended and not sp.errors and covered == len(sp.spans)
         ok &= complete
         lag = f"{np.mean(sp.lags):.2f} / {max(sp.lags):.2f}" if sp.lags else "-"
-        print(f"| {sp.name} | {sp.replica} | {len(sp.audio) / SAMPLE_RATE:.1f} | {sp.commits} | {covered} / {len(sp.spans)} "
+        print(f"| {sp.name} | {sp.replica} | {len(sp.audio) / SAMPLE_RATE:.1f} | {sp.commits} "
+              f"| {covered} / {len(sp.spans)} "
               f"| {recall(reference, q.text):.0%} / {recall(reference, sp.text):.0%} | {lag} | {sp.end_delay_s:.2f} "
               f"| {', '.join(sp.errors) or 'none'} | {'yes' if complete else 'NO'} |")
     print(f"\ngarbage behaviours run: {dict(runs)}")

@@ -97,7 +97,8 @@ def cluster() -> Cluster:
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--ray-cpus", "2", "--threads", "1",
-         "--max-sessions", str(MAX_SESSIONS), "--max-waiting", str(MAX_WAITING), "--port", str(port), "--language", "de", "--shutdown-timeout", "20"],
+         "--max-sessions", str(MAX_SESSIONS), "--max-waiting", str(MAX_WAITING), "--port", str(port),
+         "--language", "de", "--shutdown-timeout", "20"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     c = Cluster(proc, port, 0.0)
     threading.Thread(target=read_stderr, args=(proc, c.stderr), daemon=True).start()

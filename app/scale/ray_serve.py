@@ -14,8 +14,8 @@ Routing, as measured on Ray 2.60 (docs/deploy.md, tests/test_ray_serve.py):
   connections sees stale counts, and 5 of 6 bursts of four clients into two empty replicas of two sessions each put
   three on one replica, one of them told `busy` while the other replica had room;
 - while every replica is full, a new connection waits in the proxy (the handshake is held) and is served when a slot
-  frees; `max_queued_requests` bounds the waiting ones, and beyond it the proxy refuses the handshake (Ray's proxy
-  answers HTTP 500 there, not 503: a WebSocket scope cannot carry its 503 response). The bound cannot be small:
+  frees; `max_queued_requests` bounds the waiting ones, and beyond it the proxy refuses the handshake with 503
+  (app/scale/proxy.py makes it one: Ray's own answer reaches a WebSocket client as HTTP 500). The bound cannot be small:
   Serve counts every request still being assigned as queued, so with a bound of 1, three of four simultaneous
   clients were refused by an empty two-replica cluster.
 
@@ -23,7 +23,7 @@ Ray Serve's own graceful stop waits for ongoing requests *before* it runs the re
 session never ends by itself. So a stop of the whole deployment first tells every replica to end its sessions
 (shutting_down, final commits, `end`) through a small named actor, `DrainSignal`, and only then shuts Serve down.
 
-Ray is imported only here, and only when `--replicas` is given; it is the optional extra `dragoman[ray]`.
+Ray is imported only by app/scale/, and only when `--replicas` is given; it is the optional extra `dragoman[ray]`.
 """
 from __future__ import annotations
 
@@ -336,8 +336,9 @@ def app_builder(args: dict[str, Any]) -> Any:
             import_path: app.scale.ray_serve:app_builder
             args: {flags: "--replicas 2 --max-sessions 4 --replica-gpus 1 --language de"}
 
-    `flags` are `dragoman serve`'s own (the token comes from DRAGOMAN_TOKEN in the replicas' environment). Host, port
-    and TLS are the Serve config's `http_options`. Without the driver of `dragoman serve` nobody sends the drain
+    `flags` are `dragoman serve`'s own; the token comes from DRAGOMAN_TOKEN where Serve builds the application (the
+    head node) and travels to the replicas with the configuration. Host, port and TLS are the Serve config's
+    `http_options`. Without the driver of `dragoman serve` nobody sends the drain
     signal: a stop is Ray Serve's own (docs/deploy.md).
     """
     import shlex
