@@ -12,7 +12,7 @@ SUDO=""
 
 APT_PKGS=(espeak-ng mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr4 mbrola-es1 mbrola-es2
           sox libsox-fmt-all libportaudio2 libsndfile1)
-[[ $WITH_TEST -eq 1 ]] && APT_PKGS+=(chromium fonts-dejavu-core pulseaudio pulseaudio-utils)
+[[ $WITH_TEST -eq 1 ]] && APT_PKGS+=(chromium fonts-dejavu-core pulseaudio pulseaudio-utils zbar-tools)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
