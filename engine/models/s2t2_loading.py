@@ -14,7 +14,8 @@ from typing import Literal
 import torch
 
 from ..errors import ModelLoadError
-from .checkpoint import check_weights, generation_lookup, read_json, read_state_dict, warn_unapplied
+from .checkpoint import (check_weights, generation_lookup, no_random_init, read_json, read_state_dict,
+                         warn_unapplied)
 from .s2t2 import S2T2, S2T2Config
 from .s2t2_tokenizer import S2T2Tokenizer
 from .wav2vec2 import ACTIVATIONS, SAMPLE_RATE, Wav2Vec2Config
@@ -79,7 +80,8 @@ def load_s2t2(path: Path, cfg: dict, name: str) -> S2T2Bundle:
     if len(tokenizer.vocab) > dec_cfg.vocab_size:
         raise ModelLoadError(f"{path}: vocab.json has {len(tokenizer.vocab)} tokens but the decoder only "
                              f"{dec_cfg.vocab_size} (config.json decoder.vocab_size)")
-    model = S2T2(enc_cfg, dec_cfg)
+    with no_random_init():  # every weight comes from the checkpoint (strict below)
+        model = S2T2(enc_cfg, dec_cfg)
     model.load_state_dict(map_weights(read_state_dict(path), model, path), strict=True)
     log.info("loaded s2t2 %s in %.2f s", name, time.perf_counter() - t0)
     return S2T2Bundle(model=model.eval(), tokenizer=tokenizer, name=name, generation=generation, frontend=frontend)
