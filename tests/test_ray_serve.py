@@ -222,7 +222,7 @@ def test_serve_flags_become_the_deployment():
     one ongoing request per session slot, the waiting bound, and each replica's CPUs, GPUs and device; a port Ray's
     proxy cannot bind is refused before anything starts."""
     from app.cli import main
-    from app.scale.ray_serve import app_builder
+    from app.scale.builder import app_builder
 
     app = app_builder({"flags": "--replicas 3 --max-sessions 5 --max-waiting 7 --replica-gpus 0.5 --language de"})
     deployment = app._bound_deployment

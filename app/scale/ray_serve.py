@@ -327,33 +327,6 @@ def replica_spec(args: argparse.Namespace, server: ServerConfig) -> ReplicaSpec:
                        translation_args=args if wants_mt else None)
 
 
-def app_builder(args: dict[str, Any]) -> Any:
-    """The application for Serve config files and KubeRay's RayService, which run no `dragoman serve`:
-
-        applications:
-          - name: dragoman
-            route_prefix: /
-            import_path: app.scale.ray_serve:app_builder
-            args: {flags: "--replicas 2 --max-sessions 4 --replica-gpus 1 --language de"}
-
-    `flags` are `dragoman serve`'s own; the token comes from DRAGOMAN_TOKEN where Serve builds the application (the
-    head node) and travels to the replicas with the configuration. Host, port and TLS are the Serve config's
-    `http_options`. Without the driver of `dragoman serve` nobody sends the drain
-    signal: a stop is Ray Serve's own (docs/deploy.md).
-    """
-    import shlex
-
-    from app.cli import build_parser
-    from app.commands.serve import server_config
-
-    ns = build_parser().parse_args(["serve", *shlex.split(str((args or {}).get("flags", "")))])
-    ns.replicas = ns.replicas or 1
-    spec = replica_spec(ns, server_config(ns))
-    return build_application(spec, ClusterConfig(replicas=ns.replicas, cpus_per_replica=ns.replica_cpus,
-                                                 gpus_per_replica=ns.replica_gpus,
-                                                 max_queued_requests=ns.max_waiting))
-
-
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     """The ClusterConfig the serve flags describe (`--replicas` and its companions)."""
     return ClusterConfig(replicas=args.replicas, address=args.ray_address, host=args.host, port=args.port,
