@@ -281,7 +281,10 @@ class ServeCluster:
             if self.spec.server.certfile is not None:
                 http.update(ssl_certfile=str(self.spec.server.certfile), ssl_keyfile=str(self.spec.server.keyfile))
             serve.start(http_options=http)
-            serve.run(build_application(self.spec, self.cluster), name=APP_NAME, route_prefix="/")
+            try:
+                serve.run(build_application(self.spec, self.cluster), name=APP_NAME, route_prefix="/")
+            except RuntimeError as e:  # Serve gave up on the replicas' constructors: say why, not where
+                raise ConfigError(f"the replicas did not start: {_replica_failure(serve) or e}") from None
         except BaseException:
             self.close()
             raise
@@ -316,6 +319,16 @@ class ServeCluster:
                 serve.delete(APP_NAME)
         finally:
             ray.shutdown()
+
+
+def _replica_failure(serve: Any) -> str | None:
+    """The last line of the error a replica's constructor raised, from Serve's status (e.g. a model not found)."""
+    try:
+        message = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME].message
+    except Exception:  # noqa: BLE001 - the status is a courtesy; the caller has Serve's own error
+        return None
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def replica_spec(args: argparse.Namespace, server: ServerConfig) -> ReplicaSpec:
