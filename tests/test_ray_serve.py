@@ -7,6 +7,7 @@ ends the cluster. Every process the cluster started lives in the server's own se
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -29,8 +30,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.server_clients import Transcript, pcm16, stream_pcm, words
 from tests.speech import speech, write_wav
 
-pytest.importorskip("ray.serve", reason="the ray extra: scripts/setup.sh --test installs it")
-pytestmark = pytest.mark.slow
+# Ray is never imported into the test process (it replaces sys.excepthook and warning filters): only the
+# subprocesses here import it.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                                   reason="the ray extra: scripts/setup.sh --test installs it")]
 ROOT = Path(__file__).resolve().parent.parent
 MAX_SESSIONS = 2  # per replica: two replicas hold the four clients of the first test exactly
 MAX_WAITING = 4  # connections the proxy holds while both replicas are full (no fewer than the first test's burst)
@@ -221,17 +224,22 @@ def test_serve_flags_become_the_deployment():
     """The flags of `dragoman serve` (as `app_builder` reads them for a Serve config file or KubeRay) set replicas,
     one ongoing request per session slot, the waiting bound, and each replica's CPUs, GPUs and device; a port Ray's
     proxy cannot bind is refused before anything starts."""
-    from app.cli import main
-    from app.scale.builder import app_builder
-
-    app = app_builder({"flags": "--replicas 3 --max-sessions 5 --max-waiting 7 --replica-gpus 0.5 --language de"})
-    deployment = app._bound_deployment
-    config = deployment._deployment_config
-    assert (deployment.num_replicas, config.max_ongoing_requests, config.max_queued_requests) == (3, 5, 7)
-    assert deployment.ray_actor_options["num_gpus"] == 0.5
-    (spec,) = deployment.init_args
-    assert (spec.device, spec.max_sessions, spec.server.defaults.language) == ("cuda", 5, "de")
-    assert main(["serve", "--replicas", "2", "--port", "0"]) == 2
+    code = """if True:
+        import json
+        from app.scale.builder import app_builder
+        app = app_builder({"flags": "--replicas 3 --max-sessions 5 --max-waiting 7 --replica-gpus 0.5 --language de"})
+        d = app._bound_deployment
+        (spec,) = d.init_args
+        print(json.dumps([d.num_replicas, d._deployment_config.max_ongoing_requests,
+                          d._deployment_config.max_queued_requests, d.ray_actor_options["num_gpus"],
+                          spec.device, spec.max_sessions, spec.server.defaults.language]))
+    """
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == [3, 5, 7, 0.5, "cuda", 5, "de"]
+    refused = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--port", "0"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--port must be a fixed port" in refused.stderr, refused.stderr
 
 
 def test_four_clients_spread_over_two_replicas_and_complete(cluster, audio_dir):
