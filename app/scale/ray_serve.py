@@ -268,6 +268,7 @@ class ServeCluster:
             # Serve's proxy inherits the environment of the cluster this starts: WebSocket refusals and lost
             # replicas reach clients as a 503 and a close 1012 instead of HTTP 500 and a dropped connection
             os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", PROXY_CALLBACK)
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a self-hosted captioner reports to nobody
             init["num_cpus"] = self.cluster.num_cpus or os.cpu_count() or 1
             init["num_gpus"] = int(self.cluster.gpus_per_replica * self.cluster.replicas + 0.999)
             self._own_ray = True
