@@ -7,7 +7,9 @@ ends the cluster. Every process the cluster started lives in the server's own se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import threading
 import json
 import os
 import re
@@ -19,6 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -91,17 +94,16 @@ def read_stderr(proc: subprocess.Popen, into: list[str]) -> None:
         into.append(line)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    import threading
-
+@contextlib.contextmanager
+def running_cluster(*flags: str) -> Iterator[Cluster]:
+    """`dragoman serve --replicas ...` in its own session on a free port, until the block ends (then SIGTERM, and
+    every process of the session killed)."""
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--ray-cpus", "2", "--threads", "1",
-         "--max-sessions", str(MAX_SESSIONS), "--max-waiting", str(MAX_WAITING), "--port", str(port),
-         "--language", "de", "--shutdown-timeout", "20"],
+        [sys.executable, "-m", "app.cli", "serve", "--ray-cpus", "2", "--threads", "1", "--port", str(port),
+         "--language", "de", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     c = Cluster(proc, port, 0.0)
     threading.Thread(target=read_stderr, args=(proc, c.stderr), daemon=True).start()
@@ -116,7 +118,7 @@ def cluster() -> Cluster:
         else:
             raise AssertionError(f"no address printed in 240 s: {''.join(c.stderr)[-3000:]}")
         c.started_s = time.monotonic() - t0
-        print(f"\ncluster of 2 replicas live in {c.started_s:.1f} s")
+        print(f"\n`serve {' '.join(flags)}` live in {c.started_s:.1f} s")
         yield c
     finally:
         if proc.poll() is None:
@@ -127,6 +129,13 @@ def cluster() -> Cluster:
                 pass
         for p in session_processes(proc.pid):  # nothing may outlive the tests, whatever happened
             p.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster("--replicas", "2", "--max-sessions", str(MAX_SESSIONS), "--max-waiting", str(MAX_WAITING),
+                         "--shutdown-timeout", "20") as c:
+        yield c
 
 
 @dataclass
@@ -418,3 +427,27 @@ def test_sigterm_drains_every_replica_then_leaves_no_ray_process(cluster, audio_
     while (left := session_processes(cluster.proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, [p.name() for p in left]
+
+
+def test_a_full_cluster_grows_and_the_waiting_speaker_is_served_by_the_new_replica(audio_dir):
+    """`--replicas 1 --max-replicas 2`: two sessions fill the one replica; a third speaker's connection waits, Serve
+    adds a replica on the open-connection count, and the new replica serves the waiting speaker."""
+    with running_cluster("--replicas", "1", "--max-replicas", "2", "--max-sessions", "2") as c:
+        async def main() -> tuple[list[LiveClient], dict[str, Any], float]:
+            held = [LiveClient(c.ws_url, np.zeros(0, np.float32)) for _ in range(2)]
+            for h in held:
+                await h.open()
+            assert held[0].replica == held[1].replica
+            t0 = time.monotonic()
+            third = LiveClient(c.ws_url, np.zeros(0, np.float32))
+            await asyncio.wait_for(third.open(), 150)
+            waited_s = time.monotonic() - t0
+            ready = third.out.messages[0]
+            for client in (*held, third):
+                assert client.ws is not None
+                await client.ws.close()
+            return held, ready, waited_s
+
+        held, ready, waited_s = asyncio.run(main())
+        assert ready["type"] == "ready" and ready["replica"] != held[0].replica, (ready, held[0].replica)
+        print(f"\nthe waiting speaker was served by a new replica {waited_s:.1f} s after it connected")

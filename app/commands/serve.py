@@ -69,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     scale.add_argument("--replicas", type=int, default=None, metavar="N",
                        help="serve from N replicas (model + engine + sessions each) behind one address; "
                             "--max-sessions is per replica; --port must be fixed")
+    scale.add_argument("--max-replicas", type=int, default=None, metavar="M",
+                       help="autoscale between --replicas and M replicas on open sessions (default: fixed)")
     scale.add_argument("--ray-address", default=None, metavar="ADDR",
                        help="join this Ray cluster ('auto', host:6379, ray://host:10001) instead of starting a "
                             "local one")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from app.scale.ray_serve import ClusterConfig, build_application, replica_spec
+from app.scale.ray_serve import ClusterConfig, build_application, replica_spec, shutdown_budget_s
 
 
 def app_builder(args: dict[str, Any]) -> Any:
@@ -31,6 +31,7 @@ def app_builder(args: dict[str, Any]) -> Any:
     ns = build_parser().parse_args(["serve", *shlex.split(str((args or {}).get("flags", "")))])
     ns.replicas = ns.replicas or 1
     spec = replica_spec(ns, server_config(ns))
-    return build_application(spec, ClusterConfig(replicas=ns.replicas, cpus_per_replica=ns.replica_cpus,
-                                                 gpus_per_replica=ns.replica_gpus,
-                                                 max_queued_requests=ns.max_waiting))
+    return build_application(spec, ClusterConfig(replicas=ns.replicas, max_replicas=ns.max_replicas,
+                                                 cpus_per_replica=ns.replica_cpus, gpus_per_replica=ns.replica_gpus,
+                                                 max_queued_requests=ns.max_waiting,
+                                                 graceful_shutdown_timeout_s=shutdown_budget_s(ns)))

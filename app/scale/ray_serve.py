@@ -69,7 +69,8 @@ class ReplicaSpec:
 class ClusterConfig:
     """Where the replicas run and how many there are."""
 
-    replicas: int  # fixed number of replicas (autoscaling: see docs/deploy.md)
+    replicas: int  # replicas to start with; the fixed number unless max_replicas is set
+    max_replicas: int | None = None  # autoscale between `replicas` and this on open connections (None: fixed)
     address: str | None = None  # an existing Ray cluster ("auto", "ray://head:10001", ...); None starts a local one
     host: str = "127.0.0.1"  # the Serve proxy's address
     port: int = 8000  # the Serve proxy's port (Ray Serve needs a fixed one)
@@ -78,6 +79,12 @@ class ClusterConfig:
     num_cpus: int | None = None  # CPUs a local cluster offers (None: all of this machine's)
     max_queued_requests: int = 64  # connections waiting in the proxy while every replica is full; then refused
     graceful_shutdown_timeout_s: float = 60.0  # Ray's budget to stop one replica (scale-down, redeploy)
+    # autoscaling (with max_replicas): the share of a replica's session slots to aim for, how long the load must
+    # stay above or below that before replicas are added or removed, and the window the load is averaged over
+    target_utilization: float = 0.75
+    upscale_delay_s: float = 10.0
+    downscale_delay_s: float = 600.0
+    look_back_period_s: float = 15.0  # more than Serve's 10 s metrics interval, as Serve requires
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -86,6 +93,8 @@ class ClusterConfig:
             raise ConfigError("--port must be a fixed port (1..65535) with --replicas: Ray Serve's proxy binds it")
         if self.max_queued_requests < 1:
             raise ConfigError("max_queued_requests must be at least 1 (Ray Serve refuses every request at 0)")
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ConfigError("--max-replicas must be at least --replicas")
 
 
 def import_ray() -> tuple[Any, Any]:
@@ -222,9 +231,18 @@ def build_application(spec: ReplicaSpec, cluster: ClusterConfig) -> Any:
     actor_options: dict[str, Any] = {"num_cpus": cluster.cpus_per_replica}
     if cluster.gpus_per_replica:
         actor_options["num_gpus"] = cluster.gpus_per_replica
+    scaling: dict[str, Any] = {"num_replicas": cluster.replicas}
+    if cluster.max_replicas is not None and cluster.max_replicas > cluster.replicas:
+        # a replica's ongoing requests are its open sockets (measured), so this scales on sessions; waiting
+        # connections count too, so a full cluster grows and the new replica serves them
+        scaling = {"num_replicas": "auto", "autoscaling_config": {
+            "min_replicas": cluster.replicas, "max_replicas": cluster.max_replicas,
+            "target_ongoing_requests": max(1.0, cluster.target_utilization * spec.max_sessions),
+            "upscale_delay_s": cluster.upscale_delay_s, "downscale_delay_s": cluster.downscale_delay_s,
+            "look_back_period_s": cluster.look_back_period_s}}
     deployment = serve.deployment(
         serve.ingress()(DragomanReplica), name=DEPLOYMENT_NAME,
-        num_replicas=cluster.replicas,
+        **scaling,
         ray_actor_options=actor_options,
         # one open WebSocket = one ongoing request for its whole life (measured)
         max_ongoing_requests=spec.max_sessions,
@@ -343,6 +361,16 @@ def replica_spec(args: argparse.Namespace, server: ServerConfig) -> ReplicaSpec:
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     """The ClusterConfig the serve flags describe (`--replicas` and its companions)."""
-    return ClusterConfig(replicas=args.replicas, address=args.ray_address, host=args.host, port=args.port,
-                         cpus_per_replica=args.replica_cpus, gpus_per_replica=args.replica_gpus,
-                         num_cpus=args.ray_cpus, max_queued_requests=args.max_waiting)
+    return ClusterConfig(replicas=args.replicas, max_replicas=args.max_replicas, address=args.ray_address,
+                         host=args.host, port=args.port, cpus_per_replica=args.replica_cpus,
+                         gpus_per_replica=args.replica_gpus, num_cpus=args.ray_cpus,
+                         max_queued_requests=args.max_waiting,
+                         graceful_shutdown_timeout_s=shutdown_budget_s(args))
+
+
+def shutdown_budget_s(args: argparse.Namespace) -> float:
+    """How long Ray may take to stop one replica it decided to stop (scale-down, restart): with autoscaling, long
+    enough for its sessions to reach `--max-session-time` and flush (at most an hour); else a minute."""
+    if getattr(args, "max_replicas", None) is None:
+        return 60.0
+    return max(60.0, min(args.max_session_time + args.shutdown_timeout, 3600.0))
