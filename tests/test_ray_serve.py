@@ -1,8 +1,10 @@
 """`dragoman serve --replicas 2` as a user runs it: a local Ray cluster (2 CPUs, no dashboard), two replicas of the
 embedded model behind one address, real German speech from real WebSocket clients at 1x real time.
 
-The tests share one cluster and run in file order: routing, then a replica killed mid-stream, then SIGTERM, which
-ends the cluster. Every process the cluster started lives in the server's own session and is gone at the end.
+After the autoscaling test (its own one-replica cluster, stopped before the next starts), the tests share one
+cluster of two replicas and run in file order: routing, the endpoints, waiting for a slot, a replica killed
+mid-stream, then SIGTERM, which ends the cluster. Every process a cluster started lives in the server's own session
+and is gone at the end.
 """
 from __future__ import annotations
 
@@ -251,6 +253,30 @@ def test_serve_flags_become_the_deployment():
     assert refused.returncode == 2 and "--port must be a fixed port" in refused.stderr, refused.stderr
 
 
+def test_a_full_cluster_grows_and_the_waiting_speaker_is_served_by_the_new_replica(audio_dir):
+    """`--replicas 1 --max-replicas 2`: two sessions fill the one replica; a third speaker's connection waits, Serve
+    adds a replica on the open-connection count, and the new replica serves the waiting speaker."""
+    with running_cluster("--replicas", "1", "--max-replicas", "2", "--max-sessions", "2") as c:
+        async def main() -> tuple[list[LiveClient], dict[str, Any], float]:
+            held = [LiveClient(c.ws_url, np.zeros(0, np.float32)) for _ in range(2)]
+            for h in held:
+                await h.open()
+            assert held[0].replica == held[1].replica
+            t0 = time.monotonic()
+            third = LiveClient(c.ws_url, np.zeros(0, np.float32))
+            await asyncio.wait_for(third.open(), 150)
+            waited_s = time.monotonic() - t0
+            ready = third.out.messages[0]
+            for client in (*held, third):
+                assert client.ws is not None
+                await client.ws.close()
+            return held, ready, waited_s
+
+        held, ready, waited_s = asyncio.run(main())
+        assert ready["type"] == "ready" and ready["replica"] != held[0].replica, (ready, held[0].replica)
+        print(f"\nthe waiting speaker was served by a new replica {waited_s:.1f} s after it connected")
+
+
 def test_four_clients_spread_over_two_replicas_and_complete(cluster, audio_dir):
     """Four simultaneous German speakers on two replicas of two sessions: two per replica, each gets its own whole
     translation; `ready` and /healthz name the replica."""
@@ -427,27 +453,3 @@ def test_sigterm_drains_every_replica_then_leaves_no_ray_process(cluster, audio_
     while (left := session_processes(cluster.proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, [p.name() for p in left]
-
-
-def test_a_full_cluster_grows_and_the_waiting_speaker_is_served_by_the_new_replica(audio_dir):
-    """`--replicas 1 --max-replicas 2`: two sessions fill the one replica; a third speaker's connection waits, Serve
-    adds a replica on the open-connection count, and the new replica serves the waiting speaker."""
-    with running_cluster("--replicas", "1", "--max-replicas", "2", "--max-sessions", "2") as c:
-        async def main() -> tuple[list[LiveClient], dict[str, Any], float]:
-            held = [LiveClient(c.ws_url, np.zeros(0, np.float32)) for _ in range(2)]
-            for h in held:
-                await h.open()
-            assert held[0].replica == held[1].replica
-            t0 = time.monotonic()
-            third = LiveClient(c.ws_url, np.zeros(0, np.float32))
-            await asyncio.wait_for(third.open(), 150)
-            waited_s = time.monotonic() - t0
-            ready = third.out.messages[0]
-            for client in (*held, third):
-                assert client.ws is not None
-                await client.ws.close()
-            return held, ready, waited_s
-
-        held, ready, waited_s = asyncio.run(main())
-        assert ready["type"] == "ready" and ready["replica"] != held[0].replica, (ready, held[0].replica)
-        print(f"\nthe waiting speaker was served by a new replica {waited_s:.1f} s after it connected")
