@@ -188,6 +188,9 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
         print(f"dragoman: {cluster.replicas} replica(s) ready in {served.started_in_s:.1f} s", file=sys.stderr,
               flush=True)
         print(f"Dragoman is live at {served.url}  ({cluster.replicas} replicas; Ctrl-C to stop)", flush=True)
+        api, ws = served.url.rstrip("/"), served.ws_url.rsplit("/", 1)[0]
+        print(f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
+              f"{ws}/v1/listen; see docs/api.md", file=sys.stderr, flush=True)
         if config.access.token:
             print("dragoman: a token is required: open the address with ?token=<your token> appended",
                   file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -279,6 +280,12 @@ class ServeCluster:
     def start(self) -> None:
         ray, serve = import_ray()
         t0 = time.monotonic()
+        if self.cluster.address is None:  # the proxy will bind it here: a taken port fails now, not after Ray started
+            try:
+                socket.create_server((self.cluster.host, self.cluster.port)).close()
+            except OSError as e:
+                raise ConfigError(f"cannot listen on {self.cluster.host}:{self.cluster.port}: "
+                                  f"{e.strerror or e}") from None
         init: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "log_to_driver": False,
                                 "configure_logging": False}
         if self.cluster.address is None:
