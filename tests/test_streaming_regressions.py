@@ -224,3 +224,32 @@ def test_auto_detect_waits_for_enough_speech(backend, audio_dir, text):
     out = set(words(session.transcript))
     assert len(out) >= 3 and not out & {w.lower().strip(".") for w in text.split()} - {"in", "hamburg"}, \
         session.transcript
+
+
+def railroad_talk(audio_dir) -> np.ndarray:
+    """26 s of the English benchmark's own stream 1 (sentences 13-17, three voices, its pauses): the last segment's
+    first second ("De-" of "Decades later") was decoded as "The kids" and "The" committed."""
+    from benchmarks.corpus import build_streams
+
+    st = build_streams("en", "own", audio_dir)[1]
+    a, b = st.sentences[12][0] - 0.3, st.sentences[16][1] + 0.6
+    return st.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
+
+
+def test_a_segments_first_second_is_not_committed(backend, audio_dir):
+    """Words decoded from a segment's first second are shown, not committed: a committed guess steers the rest."""
+    session = stream(backend, railroad_talk(audio_dir), SessionConfig(task="transcribe", language="en"))
+    out = words(session.transcript)
+    assert "kids" not in out and "decades" in out, session.transcript
+    assert out.count("later") == 1 and out[out.index("later") - 2 : out.index("later")] == ["children", "decades"]
+
+
+def test_dragoman_stream_does_not_commit_a_segments_first_second(audio_dir, tmp_path):
+    """The same through the command line's caption file."""
+    from app.cli import main
+
+    wav = write_wav(tmp_path / "railroad.wav", railroad_talk(audio_dir))
+    vtt = tmp_path / "out.vtt"
+    assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
+    out = words(vtt.read_text())
+    assert "kids" not in out and "decades" in out, vtt.read_text()
