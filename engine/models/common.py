@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import torch
 
@@ -13,6 +13,17 @@ log = logging.getLogger(__name__)
 
 Quantize = Literal["auto", "none", "decoder"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class Placeable(Protocol):
+    """What every family's bundle has for placement: its network (with a `.decoder`), device and int8 flag."""
+
+    model: torch.nn.Module
+    device: torch.device
+    quantized: bool
+
+
+B = TypeVar("B", bound=Placeable)
 
 
 def resolve_device(device: DeviceName | str) -> torch.device:
@@ -42,3 +53,13 @@ def quantize_decoder(model: torch.nn.Module) -> bool:
     except Exception as e:  # pragma: no cover - depends on the torch build
         log.warning("int8 quantization unavailable (%s); running the decoder in fp32", e)
         return False
+
+
+def place(bundle: B, device: torch.device, int8_decoder: bool) -> B:
+    """On a GPU, the whole network in fp16 there; on the CPU, the decoder's Linear layers in int8 when asked."""
+    if device.type == "cuda":
+        bundle.model.to(device=device, dtype=torch.float16)
+        bundle.device = device
+    elif int8_decoder:
+        bundle.quantized = quantize_decoder(bundle.model)
+    return bundle

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..errors import ModelLoadError
 from ..tokenizer import WhisperTokenizer
 from .checkpoint import hub_snapshot, looks_like_path, no_random_init, read_config, read_json, read_state_dict
-from .common import DeviceName, Quantize, quantize_decoder, resolve_device
+from .common import DeviceName, Quantize, place, quantize_decoder, resolve_device  # noqa: F401 (quantize_decoder: for callers)
 from .s2t2_loading import S2T2Bundle, load_s2t2
 from .whisper import Whisper, WhisperConfig
 
@@ -68,7 +68,8 @@ def load_model(
             raise ModelLoadError(f"model directory not found: {name}")
         else:
             bundle = load_directory(download_from_hub(name), name=name)
-    return _place(bundle, dev, quantize)
+    int8 = quantize == "decoder" or (quantize == "auto" and bundle.family == "whisper")  # auto: Whisper's only
+    return place(bundle, dev, int8_decoder=int8)
 
 
 def load_directory(path: Path, name: str | None = None) -> SpeechBundle:
@@ -278,16 +279,3 @@ def _offline_message(repo_id: str, why: str) -> str:
         f"the embedded model (omit --model, or --model {DEFAULT_MODEL}), or a checkpoint directory on disk "
         "(--model /path/to/dir with config.json, model.safetensors and tokenizer files)"
     )
-
-
-# -- placement ------------------------------------------------------------------------------------------------
-def _place(bundle: SpeechBundle, device: torch.device, quantize: Quantize) -> SpeechBundle:
-    model = bundle.model
-    if device.type == "cuda":
-        model.to(device=device, dtype=torch.float16)
-        bundle.device = device
-        return bundle
-    want = quantize == "decoder" or (quantize == "auto" and bundle.family == "whisper")
-    if want:
-        bundle.quantized = quantize_decoder(model)
-    return bundle

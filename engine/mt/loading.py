@@ -18,7 +18,7 @@ import torch
 from ..errors import ModelLoadError
 from ..models.checkpoint import (check_weights, generation_lookup, hub_snapshot, looks_like_path, no_random_init,
                                  read_config, read_state_dict, warn_unapplied)
-from ..models.common import quantize_decoder, resolve_device
+from ..models.common import place, resolve_device
 from ..models.wav2vec2 import ACTIVATIONS
 from .model import MTConfig, MTModel
 from .tokenizer import MTTokenizer, load_tokenizer
@@ -94,12 +94,7 @@ def load_mt(name: str, device: str = "cpu", quantize: Literal["auto", "none", "d
         bundle = load_mt_directory(download_mt(name), name)
     if quantize not in ("auto", "none", "decoder"):
         raise ModelLoadError(f"unknown MT quantization {quantize!r}: use auto, none or decoder")
-    if dev.type == "cuda":
-        bundle.model.to(device=dev, dtype=torch.float16)
-        bundle.device = dev
-    elif quantize != "none":
-        bundle.quantized = quantize_decoder(bundle.model)
-    return bundle
+    return place(bundle, dev, int8_decoder=quantize != "none")
 
 
 def load_mt_directory(path: Path, name: str | None = None) -> MTBundle:
