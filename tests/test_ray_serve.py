@@ -80,14 +80,15 @@ class Cluster:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=10) as r:
             return json.loads(r.read())
 
-    def replica_pids(self, n: int = 2, tries: int = 40) -> dict[str, int]:
-        """Replica name -> process id, from /healthz (each request goes to some replica)."""
+    def replica_pids(self, n: int = 2, timeout_s: float = 60.0) -> dict[str, int]:
+        """Replica name -> process id, from /healthz, once `n` replicas answered. Only while the replicas are equally
+        loaded: the router sends each request to the less loaded of two, so then either may answer."""
         pids: dict[str, int] = {}
-        for _ in range(tries):
+        deadline = time.monotonic() + timeout_s
+        while len(pids) < n and time.monotonic() < deadline:
             h = self.healthz()
             pids[h["replica"]] = h["pid"]
-            if len(pids) == n:
-                break
+            time.sleep(0.1)
         return pids
 
 
@@ -420,6 +421,69 @@ def test_killed_replica_cuts_only_its_clients_who_reconnect_to_the_survivor(clus
     assert_translates(again.out, 0, len(audio0) / 16000)
     assert_translates(b.out, 3, len(audio3) / 16000)
     assert b.close_code == 1000
+
+
+@pytest.mark.e2e
+def test_page_keeps_its_captions_when_its_replica_dies_and_goes_on_with_the_other(cluster, audio_dir, tmp_path):
+    """The page in Chromium through Ray's proxy: German from the fake microphone becomes English captions; when the
+    replica serving it is killed, the page says why, keeps its captions, reconnects and the other replica captions
+    the rest of the speech."""
+    from playwright.async_api import async_playwright
+
+    from engine.audio import resample
+    from tests.e2e.test_browser import CHROMIUM, chromium_flags, require_chromium
+
+    require_chromium()
+    first, _ = speech("de", 0, audio_dir)
+    second, _ = speech("de", 3, audio_dir)
+    x = np.concatenate([np.zeros(8000, np.float32), first, np.zeros(24000, np.float32), second,
+                        np.zeros(48000, np.float32)])
+    wav = write_wav(tmp_path / "mic48k.wav", resample(x, 16000, 48000), 48000, "PCM_16")
+    commits_js = "[...document.querySelectorAll('#captions .commit')].map(s => s.textContent).join(' ')"
+
+    pids = cluster.replica_pids()  # (a replica killed by the previous test may still be being replaced)
+    assert len(pids) == 2, pids
+    readies: list[dict[str, Any]] = []  # the `ready` messages the page received, read off its WebSocket frames
+
+    def watch_socket(ws: Any) -> None:
+        def frame(payload: str | bytes) -> None:
+            if isinstance(payload, str) and '"ready"' in payload:
+                readies.append(json.loads(payload))
+
+        ws.on("framereceived", frame)
+
+    async def main() -> tuple[str, str, str]:
+        async with async_playwright() as pw:
+            ctx = await pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=chromium_flags(wav))
+            try:
+                page = ctx.pages[0] if ctx.pages else await ctx.new_page()
+                page.on("websocket", watch_socket)
+                await page.goto(f"http://127.0.0.1:{cluster.port}/")
+                await page.click("#start")
+                await page.wait_for_selector("#captions .commit", timeout=60000)
+                before = await page.evaluate(commits_js)
+                assert len(readies) == 1 and readies[0]["replica"] in pids, (readies, pids)
+                os.kill(pids[readies[0]["replica"]], signal.SIGKILL)
+                await page.wait_for_selector("body[data-state=reconnecting]", timeout=10000)
+                status = await page.inner_text("#status")
+                await page.wait_for_selector("body[data-state=live]", timeout=30000)
+                await page.wait_for_function(
+                    """([js, keys]) => { const t = eval(js).toLowerCase();
+                                          return keys.filter(k => t.includes(k)).length >= 2; }""",
+                    arg=[commits_js, sorted(KEY_WORDS[3])], timeout=60000)
+                after = await page.evaluate(commits_js)
+                await page.click("#stop")
+                await page.wait_for_selector("body[data-state=idle]", timeout=30000)
+                return before, status, after
+            finally:
+                await ctx.close()
+
+    before, status, after = asyncio.run(main())
+    assert "replica serving this session stopped" in status, status
+    assert len(readies) == 2 and readies[1]["replica"] in pids and readies[1]["replica"] != readies[0]["replica"]
+    assert after.startswith(before), (before, after)  # the captions shown before the loss are kept as they were
+    assert len(KEY_WORDS[3] & words(after)) >= 2, after
 
 
 def test_sigterm_drains_every_replica_then_leaves_no_ray_process(cluster, audio_dir):
