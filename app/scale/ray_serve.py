@@ -212,12 +212,17 @@ class DragomanReplica:
         except ValueError:  # deployed without `dragoman serve` (serve run, a KubeRay RayService): Ray's own stop
             log.info("replica %s: no %s actor; sessions end with Ray Serve's graceful stop", self.name, DRAIN_ACTOR)
             return
-        await signal.register.remote(self.name, ray.get_runtime_context().get_actor_name())
-        await signal.wait_for_drain.remote()
+        try:
+            await signal.register.remote(self.name, ray.get_runtime_context().get_actor_name())
+            await signal.wait_for_drain.remote()
+        except ray.exceptions.RayError as e:  # the driver is gone without a drain: Ray's own stop applies
+            log.warning("replica %s: lost the drain signal (%s)", self.name, type(e).__name__)
+            return
         self.hub.closing = True  # /healthz says shutting_down, new sockets get 503
         await self.hub.end_connections(self.config.server_limits.shutdown_timeout_s)
         log.info("replica %s: sessions ended", self.name)
-        await signal.report.remote(self.name)
+        with contextlib.suppress(ray.exceptions.RayError):  # the driver stopped waiting
+            await signal.report.remote(self.name)
 
     async def check_health(self) -> None:
         """Ray Serve restarts a replica whose engine worker died."""
@@ -295,7 +300,8 @@ class ServeCluster:
             os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", PROXY_CALLBACK)
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a self-hosted captioner reports to nobody
             init["num_cpus"] = self.cluster.num_cpus or os.cpu_count() or 1
-            init["num_gpus"] = int(self.cluster.gpus_per_replica * self.cluster.replicas + 0.999)
+            if not self.cluster.gpus_per_replica:
+                init["num_gpus"] = 0  # CPU replicas: leave the machine's GPUs to others (else Ray detects them)
             self._own_ray = True
         else:
             init["address"] = self.cluster.address
