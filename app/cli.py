@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) and not getattr(args, "replicas", None):  # (--replicas: the replicas' threads)
         import torch
 
         torch.set_num_threads(args.threads)
