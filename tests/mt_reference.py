@@ -170,7 +170,9 @@ def _calibrate_eos(model, sources: list[list[int]], eos: int, start: list[int], 
         hs.append(h)
         targets.append(other + torch.linspace(-6.0, 2.0, n_steps) - bias)
     h, t = torch.cat(hs), torch.cat(targets)
-    w = torch.linalg.lstsq(h, t[:, None]).solution[:, 0]
+    # in float64: CPU lstsq is not bit-reproducible, and this system's condition number (~1e3) would carry its
+    # float32 rounding into the eos row; in float64 that noise stays far below float32's last bit
+    w = torch.linalg.lstsq(h.double(), t[:, None].double()).solution[:, 0].float()
     model.get_output_embeddings().weight[eos] = w  # tied: also eos's input embedding (M2M100's start token)
     if again:  # the start token's embedding moved, and with it the hidden states: fit once more
         _calibrate_eos(model, sources, eos, start, n_text, n_steps, again=False)
