@@ -490,6 +490,8 @@ def test_sigterm_drains_every_replica_then_leaves_no_ray_process(cluster, audio_
     """SIGTERM to `dragoman serve --replicas 2` mid-stream: each open session gets `shutting_down`, the commits of
     what it sent, `end` and close 1001; then the process exits 0 and every Ray process it started is gone."""
     audio, _ = speech("de", 3, audio_dir)
+    # the cluster is whole again: the replica killed by the page test has been replaced
+    assert len(cluster.replica_pids()) == 2
 
     async def main() -> list[LiveClient]:
         clients = [LiveClient(cluster.ws_url, audio) for _ in range(2)]
@@ -512,7 +514,7 @@ def test_sigterm_drains_every_replica_then_leaves_no_ray_process(cluster, audio_
         assert c.close_code == 1001, c.close_code
     stderr = "".join(cluster.stderr)
     assert rc == 0, stderr[-3000:]
-    assert "sessions ended on 2 replica(s)" in stderr, stderr[-3000:]
+    assert "sessions ended on 2 replica(s)" in stderr and "not in time" not in stderr, stderr[-3000:]
     deadline = time.monotonic() + 20
     while (left := session_processes(cluster.proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.5)
