@@ -374,7 +374,7 @@ class StreamingSession:
             if self.config.commit_unit != "word":
                 k = self._unit_boundary(tokens, k)
             if self.config.policy == "alignatt":
-                k = self._hold_back_words(tokens, k, self.config.hold_words)
+                k = self._hold_back_words(tokens, k, self.config.held_words)
         if k:
             hidden = (0, self._repeated_prefix(seg, tokens[:k], res.attention))
             if upd.final and hidden[1] < k:

@@ -70,9 +70,14 @@ class SessionConfig:
     # an unsure token counts as sure when the previous update decoded it too. Off: it lowered BLEU more than
     # latency (German own set: 18.3 at 3.3 s vs 23.0 at 4.3 s with min_prob 0.3 alone)
     agree_unsure: bool = False
-    # AlignAtt: words before the stop kept partial until the next update. 0: holding one back cost 0.18 s of
-    # StreamLAAL and 3x the erasure for no quality gain (BLEU 36.1 vs 36.7), though it saves some split compounds.
-    hold_words: int = 0
+    # AlignAtt: words before the stop kept partial until the next update; None: by task, 1 for transcription and
+    # 0 for translation. In transcription the word next to the stop is the one at the audio's edge, often heard
+    # only in part ("to Conway" for "took only"): holding it back one update took English WER from 13.2 to 11.5 %
+    # at StreamLAAL 1.62 -> 1.98 s (own + dev, 80 sentences; a stricter min_prob 0.4 bought less: 12.7 % at
+    # 1.97 s). In translation it lost on both counts (own + dev: German 20.3 -> 19.8 BLEU at 4.30 -> 5.02 s,
+    # French 22.0 -> 21.4 at 2.97 -> 3.30 s; Spanish 22.2 -> 23.1 at 3.44 -> 3.99 s), the confidence rule
+    # already holding back the unsure words there.
+    hold_words: int | None = None
     # Buffer trimming: once a segment's window is longer than `trim_s`, the audio of text already committed is
     # dropped from its front and that text becomes the decoder's previous-text prompt (whisper_streaming trims its
     # buffer the same way), so pause-free speech is committed steadily and the encoder, re-run over the window
@@ -123,6 +128,8 @@ class SessionConfig:
             raise ConfigError(f"commit_unit must be 'word', 'clause' or 'sentence', got {self.commit_unit!r}")
         if not 1 <= self.final_beam <= 16:
             raise ConfigError(f"final_beam must be between 1 and 16, got {self.final_beam}")
+        if self.hold_words is not None and not 0 <= self.hold_words <= 8:
+            raise ConfigError(f"hold_words must be None (by task) or 0..8, got {self.hold_words}")
         if not 0.0 <= self.first_commit_s <= self.max_segment_s:
             raise ConfigError("first_commit_s must be between 0 and max_segment_s")
         if not 2.0 <= self.max_segment_s <= 29.0:
@@ -133,3 +140,10 @@ class SessionConfig:
             raise ConfigError("trim_keep_words must be at least 1")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
+
+    @property
+    def held_words(self) -> int:
+        """hold_words with None resolved by task."""
+        if self.hold_words is not None:
+            return self.hold_words
+        return 1 if self.task == "transcribe" else 0

@@ -67,3 +67,16 @@ def test_task_and_language_flags_reach_the_session():
     """--task/--language still set the session's task and language."""
     config = _built("stream", ["--task", "transcribe", "--language", "de"])
     assert (config.task, config.language) == ("transcribe", "de")
+
+
+def test_words_held_back_at_the_stop_follow_the_task():
+    """Transcription holds back the word at the audio's edge one update; translation does not (benchmarks/README.md);
+    an explicit hold_words wins, and a nonsense one is refused."""
+    from engine.errors import ConfigError
+    from engine.session import SessionConfig
+
+    assert SessionConfig(task="transcribe").held_words == 1
+    assert SessionConfig(task="translate").held_words == 0
+    assert SessionConfig(task="transcribe", hold_words=0).held_words == 0
+    with pytest.raises(ConfigError, match="hold_words"):
+        SessionConfig(hold_words=-1)
