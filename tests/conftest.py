@@ -52,3 +52,30 @@ def backend(whisper_bundle):
     from engine.backend import make_backend
 
     return make_backend(whisper_bundle)
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper():
+    """A tiny seeded random Whisper (tests/tiny_models.py): 0.8 s audio windows, 64 text positions."""
+    from tests.tiny_models import tiny_whisper
+
+    return tiny_whisper()
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_bundle(tiny_whisper):
+    """The tiny Whisper behind the real tokenizer and suppression lists."""
+    from tests.tiny_models import tiny_whisper_bundle
+
+    return tiny_whisper_bundle(tiny_whisper)
+
+
+@pytest.fixture(scope="session")
+def tiny_backend():
+    """A Backend over a tiny random Whisper with the real model's context (30 s windows, 448 text positions), for
+    fast tests of session and scheduler mechanics: it decodes arbitrary words, so give the session
+    use_vad=False and logprob_threshold=-100 (a random model is never confident). The fast tier's `backend`."""
+    from engine.backend import make_backend
+    from tests.tiny_models import TINY_STREAMING_WHISPER, tiny_whisper, tiny_whisper_bundle
+
+    return make_backend(tiny_whisper_bundle(tiny_whisper(TINY_STREAMING_WHISPER)))
