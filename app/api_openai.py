@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import tempfile
 import threading
 import time
@@ -36,8 +35,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.audio import SAMPLE_RATE, load_audio
-from engine.errors import AudioError
+from engine.errors import AudioError, ConfigError
 from engine.events import Commit, Error
+from engine.languages import known_languages, parse_language
 
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
@@ -50,7 +50,6 @@ T = TypeVar("T")
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
 MAX_PROMPT_CHARS = 2000  # Whisper reads at most 223 prompt tokens; more is truncated from the front
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 class ApiError(Exception):
@@ -197,14 +196,11 @@ async def parse_request(request: Request, hub: DragomanHub, task: str) -> FileRe
         if response_format not in RESPONSE_FORMATS:
             raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
                                 f"got {response_format!r}", param="response_format")
-        language = (_form_value(form, "language") or "").strip().lower() or None
-        if language is not None and language != "auto":
-            known = getattr(getattr(hub.engine.backend, "tokenizer", None), "language_ids", None)
-            if not _LANGUAGE.match(language) or (known is not None and language not in known):
-                raise ApiError(400, f"unknown language {language!r}; use an ISO-639-1 code such as en, de, fr",
-                               param="language")
-        else:
-            language = None
+        try:
+            language = parse_language(_form_value(form, "language"), known_languages(hub.engine.backend),
+                                      detect="leave it out")
+        except ConfigError as e:
+            raise ApiError(400, str(e), param="language") from None
         prompt = _form_value(form, "prompt", "") or ""
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ApiError(400, f"prompt is over {MAX_PROMPT_CHARS} characters", param="prompt")

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from engine.errors import ConfigError, EngineError
+from engine.languages import parse_language
 
 # Each module defines `add_parser(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`.
 COMMANDS = ("file", "stream", "serve", "mic")
@@ -38,8 +39,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
 
 
-def language_arg(value: str) -> str | None:
-    return None if value in (None, "", "auto") else value
+def language_arg(value: str | None) -> str | None:
+    """--language as a code, None for 'auto'; ConfigError (before any model loads) when it is not a code. Whether
+    the model knows it is checked once it has loaded (engine/languages.py)."""
+    return parse_language(value)
 
 
 # Streaming flags -> SessionConfig fields. Every flag defaults to None ("not given"), so the defaults live in one

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
+from engine.languages import known_languages, parse_language
 
 from . import protocol as p
 from .api_openai import Piece, word_times
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from .server import DragomanHub
 
 ENCODINGS = ("linear16", "mulaw", "alaw")  # and no encoding: a WAV stream (its header says the format)
-_LANGUAGE = re.compile(r"^([a-z]{2,3})(-[a-z0-9]{2,8})*$")
 _PUNCTUATION = re.compile(r"[^\w\s'’-]")
 
 
@@ -92,15 +93,11 @@ class ListenParams:
             raise HandshakeRefused(400, "sample_rate is required with encoding")
         sample_rate = integer("sample_rate", 16000, 8000, 192000)
         channels = integer("channels", 1, 1, 8)
-        language: str | None = (q.get("language") or default_language or "multi").lower()
-        if language == "multi":
-            language = None
-        else:
-            m = _LANGUAGE.match(language or "")
-            if m is None or (known_languages is not None and m.group(1) not in known_languages):
-                raise HandshakeRefused(400, f"language {q.get('language')!r} is not one this model knows; use a code "
-                                            "such as en, de, fr (or multi to detect)")
-            language = m.group(1)
+        code = q.get("language") or default_language or "multi"
+        try:
+            language = None if code.lower() == "multi" else parse_language(code, known_languages, detect="multi")
+        except ConfigError as e:
+            raise HandshakeRefused(400, str(e)) from None
         task = q.get("task") or "transcribe"
         if task not in p.TASKS:
             raise HandshakeRefused(400, f"task must be transcribe or translate, got {task!r}")
@@ -214,7 +211,7 @@ class ListenConnection(TurnConnection):
 
     @classmethod
     def from_scope(cls, hub: DragomanHub, sock: MessageSocket, scope: dict[str, Any]) -> ListenConnection:
-        languages = getattr(getattr(hub.engine.backend, "tokenizer", None), "language_ids", None)
+        languages = known_languages(hub.engine.backend)
         params = ListenParams.parse((scope.get("query_string") or b"").decode("latin-1"), languages)
         if hub.capacity_left <= 0:
             raise HandshakeRefused(503, "every live session slot is in use; try again later")

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
+from engine.languages import known_languages, parse_language
 
 from . import protocol as p
 from .compat import HandshakeRefused, TurnConnection
@@ -120,10 +122,10 @@ def parse_session(event: dict[str, Any], current: RealtimeSettings, known_langua
         if language is not None:
             if not isinstance(language, str):
                 raise BadEvent("invalid_type", "language must be a string", "transcription.language")
-            language = language.strip().lower().split("-")[0] or None
-            if language is not None and known_languages is not None and language not in known_languages:
-                raise BadEvent("invalid_value", f"unknown language {t.get('language')!r}; use an ISO-639-1 code "
-                                                "such as en, de, fr", "transcription.language")
+            try:
+                language = parse_language(language, known_languages, detect="null")
+            except ConfigError as e:
+                raise BadEvent("invalid_value", str(e), "transcription.language") from None
         prompt = t.get("prompt") or ""
         if not isinstance(prompt, str):
             raise BadEvent("invalid_type", "prompt must be a string", "transcription.prompt")
@@ -343,7 +345,7 @@ class RealtimeConnection(TurnConnection):
             raise BadEvent("invalid_json", "client events must be JSON objects with a string 'type'")
         kind = event["type"]
         if kind in ("session.update", "transcription_session.update"):
-            languages = getattr(getattr(self.server.engine.backend, "tokenizer", None), "language_ids", None)
+            languages = known_languages(self.server.engine.backend)
             settings = parse_session(event, self.settings, languages)
             if (self.live is not None or self.held) and (settings.encoding, settings.sample_rate) != \
                     (self.settings.encoding, self.settings.sample_rate):

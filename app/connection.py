@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from engine.errors import AudioError, EngineError
 from engine.events import Commit, Error, Partial
+from engine.languages import known_languages
 
 from . import protocol as p
 from .limits import TokenBucket
@@ -300,13 +301,9 @@ class Connection:
     def _start(self, start: p.Start) -> None:
         from engine.scheduler import EngineBusy
 
-        languages = getattr(getattr(self.server.engine.backend, "tokenizer", None), "language_ids", None)
-        if start.language is not None and languages is not None and start.language not in languages:
-            # checked here: in the engine's worker it would only surface later as an `internal` failure
-            self.proto.session_ended()
-            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {start.language!r}; "
-                                                           "use a code such as de, fr, es, or null to detect")
         try:
+            # checked here: in the engine's worker it would only surface later as an `internal` failure
+            p.check_language(start.language, known_languages(self.server.engine.backend))
             self.stage, start = open_stage(self.server, start)  # `target`: the MT stage and the task it needs
         except p.ProtocolError:
             self.proto.session_ended()
@@ -344,10 +341,7 @@ class Connection:
         old, start = self.live, self.proto.start
         if old is None or start is None or self.ending:
             return
-        languages = getattr(getattr(self.server.engine.backend, "tokenizer", None), "language_ids", None)
-        if language is not None and languages is not None and language not in languages:
-            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"the model does not know language {language!r}; "
-                                                           "use a code such as de, fr, es, or null to detect")
+        p.check_language(language, known_languages(self.server.engine.backend))
         start = dataclasses.replace(start, language=language)
         stage, engine_start = open_stage(self.server, start)
         if self.pump is not None:

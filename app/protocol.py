@@ -11,10 +11,14 @@ import enum
 import json
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from engine.errors import ConfigError
+from engine.languages import parse_language
 
 PROTOCOL_VERSION = 1
 
@@ -23,8 +27,6 @@ Encoding = Literal["pcm_s16le", "pcm_f32le"]
 TASKS: tuple[str, ...] = ("translate", "transcribe")
 ENCODINGS: dict[str, np.dtype] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
 
-# Whisper-style language codes ("de", "yue", "haw"); "auto" and null both mean "detect".
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
 # caption targets (`start.target`): ISO codes, or NLLB-200 codes such as "ast_Latn"
 _TARGET_RE = re.compile(r"^[a-z]{2,3}(_[A-Z][a-z]{3})?$")
 MAX_TARGETS = 4  # target languages one session may ask for
@@ -155,16 +157,16 @@ def _get(obj: dict[str, Any], key: str, types: type | tuple[type, ...], default:
 
 
 def _language(obj: dict[str, Any]) -> str | None:
-    """`language`: a 2-3 letter code, or None for "detect" (null, "" or "auto")."""
-    language = _get(obj, "language", str, None, nullable=True)
-    if language is not None:
-        language = language.strip().lower()
-        if language in ("", "auto"):
-            language = None
-        elif not _LANGUAGE_RE.match(language):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE,
-                                f"language must be a 2-3 letter code such as 'de', 'auto' or null, got {language!r}")
-    return language
+    """`language`: a code such as "de" (engine/languages.py), or None for "detect" (null, "" or "auto")."""
+    return check_language(_get(obj, "language", str, None, nullable=True))
+
+
+def check_language(value: str | None, known: Collection[str] | None = None) -> str | None:
+    """engine/languages.py's rule (and, given `known`, the model's codes) as a BAD_MESSAGE with its message."""
+    try:
+        return parse_language(value, known, detect="null")
+    except ConfigError as e:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, str(e)) from None
 
 
 def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = Start()) -> Start:

@@ -78,15 +78,14 @@ def translate_segments(segments, plan, spoken: str | None, translators: dict) ->
 
 def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | None, bar) -> int:
     """`dragoman file --target ...`: transcribe (or translate, for a pivot) once per speech task the plans need,
-    then translate sentence by sentence; prints the target text, or JSON with source and target per segment."""
+    then translate sentence by sentence; prints the target text, or JSON with source and target per segment.
+    `language` was checked against the model by the caller (`dragoman file`)."""
     import json
 
     from engine.transcribe import TranscribeOptions, transcribe
 
     if bundle.family != "whisper":
         raise ConfigError("--target needs a Whisper speech model (it transcribes any language)")
-    if language is not None and language not in bundle.tokenizer.language_ids:
-        raise ConfigError(f"unknown language {language!r}; use a code such as de, fr, es or 'auto'")
     targets, plans = mt_setup(args, language, ("transcribe", "translate"))
     transcripts = {}
     for task in dict.fromkeys(p.task for p in plans):

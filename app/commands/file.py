@@ -8,6 +8,7 @@ import sys
 from app.cli import add_model_options, language_arg
 from app.translation import add_mt_options
 from engine.errors import ConfigError
+from engine.languages import known_languages, parse_language
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.beam < 1:
         raise ConfigError("--beam must be at least 1")
+    language = language_arg(args.language)  # not a code at all: fails before the audio and the model
     audio = load_audio(args.audio)  # before the model: a bad file fails fast
     bundle = load_model(args.model, args.device)
-    language = language_arg(args.language)
+    parse_language(language, known_languages(bundle))  # a code the model does not know
     duration = len(audio) / 16000
     # a bar on stderr for long files on a terminal; the loops report the seconds done, tqdm counts increments
     bar = tqdm(total=round(duration, 1), desc="decoding", unit="s", leave=False,
@@ -44,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     if bundle.family == "whisper":
         from engine.transcribe import TranscribeOptions, transcribe
 
-        if language is not None and language not in bundle.tokenizer.language_ids:
-            raise ConfigError(f"unknown language {language!r}; use a code such as de, fr, es or 'auto'")
         result = transcribe(bundle, audio, TranscribeOptions(task=args.task, language=language, beam_size=args.beam),
                             progress=lambda done, total: bar.update(done - bar.n))
         language, segments = result.language, result.segments

@@ -26,6 +26,7 @@ from app.captions import CaptionWriter
 from app.terminal import LiveCaptions
 from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
+from engine.languages import known_languages, parse_language
 
 if TYPE_CHECKING:  # the heavy imports (torch, PortAudio) wait until the command runs
     from app.mic import Microphone
@@ -81,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         from app.translation import live_translation
 
         backend = make_backend(load_model(args.model, args.device))
+        parse_language(config.language, known_languages(backend))  # as `stream`: before the microphone starts
         config, mt = live_translation(args, config, backend)  # None without --target
         rc = asyncio.run(_capture(args, mic, backend, outputs, config, mt))
         if mt is not None:

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from app.webrtc import parse_ice_server
     from engine.backend import make_backend
     from engine.errors import ConfigError
+    from engine.languages import known_languages, parse_language
     from engine.models.loading import load_model
 
     if not 0 <= args.port <= 65535:
@@ -109,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     backend = make_backend(load_model(args.model, args.device))
     print(f"dragoman: model {backend.name} ready in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    languages = getattr(getattr(backend, "tokenizer", None), "language_ids", None)
-    if config.defaults.language is not None and languages is not None and config.defaults.language not in languages:
-        raise ConfigError(f"--language {config.defaults.language!r} is not a language this model knows")
+    parse_language(config.defaults.language, known_languages(backend))  # a code the model does not know
     if getattr(args, "target", None) or getattr(args, "mt_model", None):
         import dataclasses
 
@@ -145,15 +144,15 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
         raise ConfigError("--max-frame-kb must be at least 1")
     if not args.max_upload_mb > 0 or args.max_file_jobs < 1:
         raise ConfigError("--max-upload-mb must be positive and --max-file-jobs at least 1")
+    language = language_arg(args.language)  # not a code: fails here, before the model loads
     try:
-        # the same rules as a client's `start`, so a bad --language fails here rather than in every session
-        defaults = parse_start({"type": "start", "task": args.task, "language": language_arg(args.language)},
-                               ProtocolLimits(), Start())
+        # the same rules as a client's `start`, so a bad default fails here rather than in every session
+        defaults = parse_start({"type": "start", "task": args.task, "language": language}, ProtocolLimits(), Start())
         limits = ServerLimits(max_realtime=args.max_realtime, max_backlog_s=args.max_backlog,
                               idle_timeout_s=args.idle_timeout, max_session_s=args.max_session_time,
                               max_connections=args.max_connections, shutdown_timeout_s=args.shutdown_timeout)
     except ProtocolError as e:
-        raise ConfigError(f"--language: {e.message}") from None
+        raise ConfigError(e.message) from None
     return ServerConfig(
         host=args.host, port=args.port, webrtc=WebRTCConfig(ice_servers=ice_servers),
         limits=dataclasses.replace(ProtocolLimits(), max_audio_frame_bytes=args.max_frame_kb * 1024),

@@ -18,6 +18,7 @@ from app.cli import add_model_options, add_session_options, session_config
 from app.translation import add_mt_options
 from engine.errors import ConfigError
 from engine.events import Commit, Error, Event, Partial
+from engine.languages import known_languages, parse_language
 
 FEED_S = 0.1  # audio per feed_audio call: a microphone's typical buffer
 
@@ -71,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     config = session_config(args)  # before the audio and the model: a bad flag fails fast
     audio = load_audio(args.audio)  # before the model: a bad file fails fast
     backend = make_backend(load_model(args.model, args.device))
-    if config.language is not None and hasattr(backend, "tokenizer") and \
-            config.language not in getattr(backend.tokenizer, "language_ids", {config.language: 0}):
-        raise ConfigError(f"unknown language {config.language!r}; use a code such as de, fr, es or 'auto'")
+    parse_language(config.language, known_languages(backend))  # a code the model does not know: ConfigError
     from app.captions import CaptionWriter
     from app.translation import live_translation
 
