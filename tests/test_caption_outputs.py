@@ -6,6 +6,7 @@ import pytest
 import srt
 import webvtt
 
+from app.captions import CaptionConfig
 from app.cli import main
 from tests.speech import speech, write_wav
 
@@ -18,9 +19,9 @@ def _check_cues(vtt_path, srt_path, duration_s: float) -> str:
     starts = [s.start.total_seconds() for s in subs]
     assert starts == sorted(starts) and all(e > s for s, e in zip(starts, ends))
     assert ends[-1] <= duration_s + 1.0
-    for cue in cues:  # at most two lines of about 42 characters
-        lines = cue.text.splitlines()
-        assert 1 <= len(lines) <= 2 and all(len(line) <= 50 for line in lines)
+    rules = CaptionConfig()  # web/caption-rules.json: at most 2 lines of at most 42 characters
+    for lines in [c.text.splitlines() for c in cues] + [s.content.splitlines() for s in subs]:
+        assert 1 <= len(lines) <= rules.max_lines and all(len(line) <= rules.max_line_chars for line in lines), lines
     return " ".join(c.text for c in cues).lower()
 
 
