@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -100,12 +101,25 @@ async def test_failure_in_one_session_leaves_the_others_running(backend, three_s
     assert sum("[bad]" in r.getMessage() for r in caplog.records) == 1
 
 
-async def test_feed_audio_does_not_block_the_loop(backend, three_streams):
-    """Feeding a whole stream at once returns immediately: the model work happens in the worker thread."""
-    import time
+async def test_model_work_does_not_block_the_loop(backend, three_streams):
+    """Feeding a whole stream at once returns immediately, and while the worker thread decodes it the event loop
+    keeps running: a 10 ms ticker is never held up for even half of one decoder update (model work on the loop
+    would hold it up for whole updates)."""
+    gaps: list[float] = []
+    decoding = True
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while decoding:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
 
     async with Engine(backend) as engine:
         live = engine.open_session(three_streams[2][2])
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
         t0 = time.perf_counter()
         live.feed_audio(three_streams[2][0], SAMPLE_RATE)
         assert time.perf_counter() - t0 < 0.1
@@ -118,4 +132,58 @@ async def test_feed_audio_does_not_block_the_loop(backend, three_streams):
         task = asyncio.create_task(collect())
         await live.finish()
         await task
+        decoding = False
+        await ticking
     assert "coffee" in text_of(events).lower()
+    stats = live.session.stats
+    update_s = stats.compute_s / stats.n_updates  # a decoder update's mean wall time in the worker
+    assert update_s > 0.05, stats  # real model work, long enough to show on the ticker if it ran on the loop
+    assert max(gaps) < update_s / 2, (max(gaps), stats)
+
+
+async def test_scheduling_is_fair_between_a_busy_and_a_quiet_session(tiny_backend):
+    """Two sessions, one fed four times as much audio as the other, both always with audio waiting: each gets a
+    decoder update at least every other round, i.e. neither waits more than two of the other's updates while it
+    has work (round-robin; a scheduler that served the busy one while it had work would starve the quiet one)."""
+    config = SessionConfig(task="transcribe", language="en", use_vad=False, logprob_threshold=-100.0)
+    noise = 0.1 * np.random.default_rng(0).standard_normal(SAMPLE_RATE * 60).astype(np.float32)
+    per_tick = {"busy": 4 * SAMPLE_RATE, "quiet": SAMPLE_RATE}  # audio fed every 50 ms: 80x and 20x real time
+    updates: list[tuple[str, bool]] = []  # (whose update, whether the other one had work meanwhile)
+    async with Engine(tiny_backend) as engine:
+        lives = {name: engine.open_session(config, session_id=name) for name in per_tick}
+        for name, other in (("busy", "quiet"), ("quiet", "busy")):
+            session, waiting = lives[name].session, lives[other].session
+
+            def next_update(next_update=session.next_update, name=name, waiting=waiting):
+                update = next_update()
+                if update is not None:  # called in the worker thread, which owns both sessions' state
+                    updates.append((name, waiting.has_work()))
+                return update
+
+            session.next_update = next_update
+        drains = [asyncio.create_task(_drain(live)) for live in lives.values()]
+        fed = dict.fromkeys(per_tick, 0)
+        t0 = time.perf_counter()
+        while len(updates) < 16 and time.perf_counter() - t0 < 60:
+            for name, live in lives.items():
+                start = fed[name] % (len(noise) - per_tick[name])
+                live.feed_audio(noise[start : start + per_tick[name]], SAMPLE_RATE)
+                fed[name] += per_tick[name]
+            await asyncio.sleep(0.05)
+        contested = list(updates)
+        await asyncio.gather(*(live.finish() for live in lives.values()))
+        await asyncio.gather(*drains)
+    assert len(contested) >= 16, contested
+    assert {name for name, _ in contested} == set(per_tick)
+    assert sum(other_had_work for _, other_had_work in contested) >= 8, contested  # they really competed
+    waited = dict.fromkeys(per_tick, 0)  # the other's updates since one's own, while one had work
+    for name, other_had_work in contested:
+        waited[name] = 0
+        other = "quiet" if name == "busy" else "busy"
+        if other_had_work:
+            waited[other] += 1
+            assert waited[other] <= 2, (other, contested)
+
+
+async def _drain(live) -> list:
+    return [e async for e in live.events()]
