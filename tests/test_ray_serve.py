@@ -511,7 +511,9 @@ def test_sigterm_drains_every_replica_then_leaves_no_ray_process(cluster, audio_
         assert [m["code"] for m in c.out.errors()] == ["shutting_down"], c.out.errors()
         hits = KEY_WORDS[3] & words(c.out.text)
         assert len(hits) >= 2, c.out.text  # the first three quarters of the speech
-        assert c.close_code == 1001, c.close_code
+        # a clean close: the replica closes 1001, but Ray's proxy sometimes relays it as 1000 (seen once in CI
+        # in 5 runs, after shutting_down and end had arrived); the protocol's end already told the client it is over
+        assert c.close_code in (1000, 1001), c.close_code
     stderr = "".join(cluster.stderr)
     assert rc == 0, stderr[-3000:]
     assert "sessions ended on 2 replica(s)" in stderr and "not in time" not in stderr, stderr[-3000:]
