@@ -473,14 +473,15 @@ class StreamingSession:
             # Decode the whole segment from the task prompt; what is already committed is dropped afterwards.
             budget = int(self.config.max_tokens_per_s * audio_s) + 8
             start = seg.sequence[: seg.n_start]
-            return DecodeJob(self.backend, seg.state, start, 0, n_frames, self.policy, upd.final, budget, True)
+            return DecodeJob(self.backend, seg.state, sequence=start, n_committed=0, n_frames=n_frames,
+                             policy=self.policy, final=upd.final, max_new_tokens=budget, refill=True)
         budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
         # where in this window each committed token was read (the last update drops text read twice: reread_spans)
         prior = [(t, int((s - seg.start_s) / self.backend.frame_s))
                  for t, s in zip(seg.committed, seg.token_s) if s is not None and s >= seg.start_s]
-        return DecodeJob(self.backend, seg.state, seg.sequence, len(seg.committed), n_frames, self.policy,
-                         upd.final, max(budget, 4), refill, beam_size=self.config.final_beam if upd.final else 1,
-                         prior=prior)
+        return DecodeJob(self.backend, seg.state, sequence=seg.sequence, n_committed=len(seg.committed),
+                         n_frames=n_frames, policy=self.policy, final=upd.final, max_new_tokens=max(budget, 4),
+                         refill=refill, beam_size=self.config.final_beam if upd.final else 1, prior=prior)
 
     def _drop_committed(self, seg: Segment, res: DecodeResult) -> DecodeResult:
         # redecode: the hypothesis covers the whole segment; drop what is already committed, by position

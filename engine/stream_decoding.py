@@ -37,9 +37,12 @@ class DecodeJob:
     `decode_update` drives one job alone; `decode_batch` drives several in one batched forward pass per step.
     """
 
-    def __init__(self, backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
-                 policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
+    def __init__(self, backend: Backend, state: DecoderState, *, sequence: list[int], n_committed: int,
+                 n_frames: int, policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
                  prior: list[tuple[int, int]] = ()) -> None:
+        """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
+        encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
+        (else only its last token, on the cached prefix). Keywords only: nine values of like types in a row."""
         self.backend, self.state, self.policy, self.final = backend, state, policy, final
         self.beam_size = beam_size  # > 1: beam search (only for a segment's last update: nothing is held back)
         self.prior = list(prior)  # (token, encoder frame) of committed tokens whose alignment is known
@@ -142,7 +145,8 @@ def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_
     refill=True re-runs the whole sequence in one forward pass (exact mode, or a fresh state); otherwise
     only its last token is run on top of the cached prefix (incremental mode).
     """
-    job = DecodeJob(backend, state, sequence, n_committed, n_frames, policy, final, max_new_tokens, refill)
+    job = DecodeJob(backend, state, sequence=sequence, n_committed=n_committed, n_frames=n_frames, policy=policy,
+                    final=final, max_new_tokens=max_new_tokens, refill=refill)
     return decode_batch(backend, [job])[0]
 
 

@@ -40,7 +40,8 @@ def _jobs(backend, clips, prefixes, policy_name="local-agreement", pad_s=0.0):
         seq = backend.start_tokens(task, lang, []) + committed
         n_frames = int(len(audio) / SAMPLE_RATE / backend.frame_s)
         policy = make_policy(policy_name)
-        jobs.append(DecodeJob(backend, state, seq, len(committed), n_frames, policy, False, 40, True))
+        jobs.append(DecodeJob(backend, state, sequence=seq, n_committed=len(committed), n_frames=n_frames,
+                              policy=policy, final=False, max_new_tokens=40, refill=True))
     return jobs
 
 
