@@ -355,13 +355,19 @@ class StreamingSession:
                     res = self._drop_committed(seg, res)
                 tokens = res.tokens
             if tokens and self._looks_hallucinated(seg, tokens, res):
-                tokens = []
+                heard, tokens = tokens, []
                 if upd.final and seg.tentative:
                     # The whole segment's last decode failed a guard (it drifted into the source language, or the
                     # beam is unsure), yet earlier updates heard speech and showed it: commit what the screen
                     # showed rather than let the sentence vanish.
                     self.log.info("last update discarded: its tentative text is committed instead")
                     tokens, res = list(seg.tentative), dataclasses.replace(res, attention=None)
+                elif upd.final and self._drifted(heard) and not self._unsure(seg, heard, res):
+                    # Nothing was shown (earlier updates were unsure) and the last decode, twice, wrote the speech
+                    # in its own language instead of translating it, and surely (speech, not noise). Committed as
+                    # heard, untranslated, rather than let the sentence vanish (seen in `mic` on a German sentence).
+                    self.log.warning("the segment's last decode stayed in %s: committed untranslated", self.language)
+                    tokens = heard
         lps = res.logprobs[: len(tokens)] if len(res.logprobs) >= len(tokens) else ()
         hyp = Hypothesis(tuple(tokens), res.attention, n_frames, upd.final, lps)
         k = min(self.policy.stable_count(hyp), len(tokens))
@@ -392,15 +398,14 @@ class StreamingSession:
             self._trim(seg)  # after every event of this update: they are timed against the untrimmed window
 
     def _looks_hallucinated(self, seg: Segment, tokens: list[int], res) -> bool:
-        cfg = self.config
         if seg.prompt and is_prompt_echo(tokens, seg.prompt):
             self.log.debug("prompt echo discarded")
             return True
-        if cfg.task == "translate" and self.language not in (None, "en"):
-            text = b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
-            if looks_like_source_language(text, self.language):
-                self.log.debug("translation drifted into %s: %r", self.language, text)
-                return True
+        return self._drifted(tokens) or self._unsure(seg, tokens, res)
+
+    def _unsure(self, seg: Segment, tokens: list[int], res) -> bool:
+        """Whisper's own rules for text decoded from something that is not speech."""
+        cfg = self.config
         nsp = self.backend.no_speech_prob(seg.state) if seg.state is not None else None
         avg_lp = res.sum_logprob / max(1, len(tokens))
         if nsp is not None and nsp > cfg.no_speech_threshold and avg_lp < cfg.logprob_threshold:
@@ -408,6 +413,16 @@ class StreamingSession:
             return True
         if avg_lp < 2 * cfg.logprob_threshold:  # the model is guessing: noise, tones, music
             self.log.debug("very low confidence (avg logprob %.2f): discarded", avg_lp)
+            return True
+        return False
+
+    def _drifted(self, tokens: list[int]) -> bool:
+        """A translation written in the spoken language instead (Whisper sometimes ignores its task)."""
+        if self.config.task != "translate" or self.language in (None, "en"):
+            return False
+        text = b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+        if looks_like_source_language(text, self.language):
+            self.log.debug("translation drifted into %s: %r", self.language, text)
             return True
         return False
 

@@ -253,3 +253,20 @@ def test_dragoman_stream_does_not_commit_a_segments_first_second(audio_dir, tmp_
     assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
     out = words(vtt.read_text())
     assert "kids" not in out and "decades" in out, vtt.read_text()
+
+
+def test_a_sentence_never_translated_is_committed_as_heard(backend, audio_dir, monkeypatch, caplog):
+    """Seen in `dragoman mic` (44.1 kHz, German): every update was unsure or wrote German instead of English, so
+    nothing was shown, and the last decode (with and without the prompt) drifted too: the sentence vanished.
+    Here every decode is judged to have drifted; the segment's last one is committed as heard, with a warning."""
+    import logging
+
+    import engine.session as session_module
+
+    monkeypatch.setattr(session_module, "looks_like_source_language", lambda text, lang: True)
+    audio = load_audio(synthesize("Bitte schicken Sie mir den Bericht bis Freitag.", "mb-de6", audio_dir))
+    audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), audio, np.zeros(SAMPLE_RATE, np.float32)])
+    with caplog.at_level(logging.WARNING, logger="engine.session"):
+        session = stream(backend, audio, SessionConfig(task="translate", language="de"))
+    assert len(words(session.transcript)) >= 4, session.transcript
+    assert "committed untranslated" in caplog.text
