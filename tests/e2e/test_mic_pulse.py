@@ -186,5 +186,7 @@ def test_device_lost_mid_stream_keeps_captions_so_far(tmp_path: Path, audio_dir:
     errors = [line for line in stderr.splitlines() if line.startswith("dragoman: error:")]
     assert len(errors) == 1 and "input device 'default' stopped" in errors[0], stderr
     text = " ".join(t for _, _, t in _vtt(vtt)).lower()
-    assert any(w in text for w in ("report", "friday", "send", "help")), text  # the first sentence's words
+    # the first sentence's words: translated, or (when Whisper base would not translate this capture, about one
+    # run in ten) committed as heard, in German, rather than dropped (engine/session.py, end_decode)
+    assert any(w in text for w in ("report", "friday", "send", "help", "bericht", "freitag", "hilfe")), text
     assert "hospital" not in text  # the second sentence was never heard
