@@ -186,7 +186,8 @@ def test_device_lost_mid_stream_keeps_captions_so_far(tmp_path: Path, audio_dir:
     errors = [line for line in stderr.splitlines() if line.startswith("dragoman: error:")]
     assert len(errors) == 1 and "input device 'default' stopped" in errors[0], stderr
     text = " ".join(t for _, _, t in _vtt(vtt)).lower()
-    # the first sentence's words: translated, or (when Whisper base would not translate this capture, about one
-    # run in ten) committed as heard, in German, rather than dropped (engine/session.py, end_decode)
-    assert any(w in text for w in ("report", "friday", "send", "help", "bericht", "freitag", "hilfe")), text
+    # the first sentence's words ("Bitte schicken Sie mir den Bericht bis Freitag. Vielen Dank für Ihre Hilfe."):
+    # Whisper base translates this 44.1 kHz capture differently from run to run (about one in ten its last decode
+    # stays German: then the tentative text, or the German itself, is committed rather than dropped)
+    assert any(w in text for w in ("report", "friday", "send", "help", "please", "thank", "bericht", "freitag")), text
     assert "hospital" not in text  # the second sentence was never heard
