@@ -107,6 +107,9 @@ class Context:
     fresh: bool
     reuse: bool = False  # Dragoman runs of the same commit and config are read from the cache
     engine_tree: str = ""  # with reuse: read the runs of this engine tree (git rev-parse --short HEAD:engine)
+    # the clean engine tree this process imported, read once at start ("" if engine/ had uncommitted changes):
+    # only runs of this tree are computed and cached, so a commit made while a run is going on labels nothing
+    loaded_tree: str = ""
 
 
 def _clips(stream) -> list[np.ndarray]:
@@ -131,14 +134,17 @@ def _code_version() -> str:
     return "" if dirty.strip() or not head.strip() else head.strip()
 
 
-def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run], version: str | None = None) -> Run:
+def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run] | None, version: str | None = None) -> Run:
     """A run from the cache when the same audio was run by the same system version before (peers: their
-    package versions; Dragoman with --reuse: the same commit and config)."""
+    package versions; Dragoman with --reuse: the same commit and config); fn None: read only."""
     key = hashlib.sha1(stream.audio.tobytes()).hexdigest()[:12]
     path = ctx.out / "runs" / f"{system}-{stream.name}-{key}-{version or _peer_version()}.json"
-    if path.exists() and not ctx.fresh:
+    if path.exists() and (not ctx.fresh or fn is None):
         d = json.loads(path.read_text())
         return Run([tuple(w) for w in d["words"]], [], d["compute_s"], d["audio_s"], n_erased=d["n_erased"])
+    if fn is None:
+        raise SystemExit(f"no cached run {path.name}: --engine-tree {version} only reads runs that engine tree "
+                         f"made (this checkout's engine tree is {ctx.loaded_tree or 'modified'})")
     run = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -158,11 +164,13 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
 
             over["vad"] = VadConfig(**over["vad"])
         cfg = SessionConfig(task=stream.task, language=stream.lang, **over)
-        version = (ctx.engine_tree or _code_version()) if ctx.reuse else ""
+        version = (ctx.engine_tree or ctx.loaded_tree) if ctx.reuse else ""
         if not version:
             return stream_once(ctx.backend, cfg, stream.audio)
         tag = hashlib.sha1(json.dumps(variant or {}, sort_keys=True).encode()).hexdigest()[:8]
-        return _cached(ctx, f"dragoman-{tag}", stream, lambda: stream_once(ctx.backend, cfg, stream.audio), version)
+        # another tree's runs are only read: computing one here would file this code's output under its name
+        compute = (lambda: stream_once(ctx.backend, cfg, stream.audio)) if version == ctx.loaded_tree else None
+        return _cached(ctx, f"dragoman-{tag}", stream, compute, version)
     if system == "offline-dragoman":
         from engine.transcribe import TranscribeOptions, transcribe
 
@@ -233,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     bundle = load_model(quantize=args.quantize)
-    ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse, args.engine_tree)
+    import engine.session  # noqa: F401  (imported now, with the tree read next: the code the runs come from)
+
+    ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse, args.engine_tree, _code_version())
     systems: list[tuple[str, str, dict | None]] = [(s, s, None) for s in args.systems.split(",") if s]
     for v in args.variant:
         name, _, js = v.partition("=")
