@@ -186,13 +186,7 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
     try:
         print(f"dragoman: {cluster.replicas} replica(s) ready in {served.started_in_s:.1f} s", file=sys.stderr,
               flush=True)
-        print(f"Dragoman is live at {served.url}  ({cluster.replicas} replicas; Ctrl-C to stop)", flush=True)
-        api, ws = served.url.rstrip("/"), served.ws_url.rsplit("/", 1)[0]
-        print(f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
-              f"{ws}/v1/listen; see docs/api.md", file=sys.stderr, flush=True)
-        if config.access.token:
-            print("dragoman: a token is required: open the address with ?token=<your token> appended",
-                  file=sys.stderr, flush=True)
+        _announce(served.url, served.ws_url, f"{cluster.replicas} replicas; Ctrl-C to stop", config)
         while not stop.wait(0.5):
             pass
         print(f"dragoman: stopping: draining {cluster.replicas} replica(s)", file=sys.stderr, flush=True)
@@ -202,6 +196,18 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
     finally:
         served.close()
     return 0
+
+
+def _announce(url: str, ws_url: str, note: str, config: "ServerConfig") -> None:
+    """The address on stdout; the API endpoints and whether a token is needed on stderr."""
+    print(f"Dragoman is live at {url}  ({note})", flush=True)
+    api, ws = url.rstrip("/"), ws_url.rsplit("/", 1)[0]
+    print(f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
+          f"{ws}/v1/listen; see docs/api.md", file=sys.stderr, flush=True)
+    if config.access.token:
+        # the token itself is never printed or logged: whoever started the server knows it
+        print("dragoman: a token is required: open the address with ?token=<your token> appended",
+              file=sys.stderr, flush=True)
 
 
 async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
@@ -219,14 +225,7 @@ async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfi
         except OSError as e:
             print(f"dragoman: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
             return 2
-        print(f"Dragoman is live at {server.url}  (Ctrl-C to stop)", flush=True)
-        api, ws = server.url.rstrip("/"), server.ws_url.rsplit("/", 1)[0]
-        print(f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
-              f"{ws}/v1/listen; see docs/api.md", file=sys.stderr, flush=True)
-        if config.access.token:
-            # the token itself is never printed or logged: whoever started the server knows it
-            print("dragoman: a token is required: open the address with ?token=<your token> appended",
-                  file=sys.stderr, flush=True)
+        _announce(server.url, server.ws_url, "Ctrl-C to stop", config)
         await stop.wait()
         print(f"dragoman: stopping: flushing {server.n_connections} connection(s)", file=sys.stderr, flush=True)
         await server.shutdown()
