@@ -374,7 +374,7 @@ class StreamingSession:
         if not upd.final and self.language_id is not None and not self.language_id.decided:
             k = 0  # the language is still a guess: show it, commit nothing (see LanguageId)
         if not upd.final and (seg.n_trimmed + len(upd.audio)) < self.config.first_commit_s * SAMPLE_RATE:
-            k = 0  # a guess from the segment's first second: show it, commit nothing (see first_commit_s)
+            k = 0  # guessed from too little of the segment: show it, commit nothing (see first_commit_s)
         if not upd.final:
             k = self._word_boundary(tokens, k, res.next_token)
             if self.config.commit_unit != "word":
