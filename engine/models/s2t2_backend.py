@@ -7,6 +7,7 @@ layer's cross-attention averaged over its heads), and BPE pieces whose bytes car
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -52,7 +53,7 @@ class S2T2Backend:
         return self.model.device
 
     # -- audio ---------------------------------------------------------------------------------------------
-    def _prepare(self, audio: np.ndarray) -> np.ndarray:
+    def _prepare(self, audio: np.ndarray) -> npt.NDArray[np.float32]:
         """The feature extractor's normalisation; windows shorter than the first convolution are zero-padded
         after normalising (the encoder needs 25 ms to produce a frame)."""
         x = np.asarray(audio, dtype=np.float32)
