@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .errors import AudioError
@@ -35,7 +37,7 @@ def check_sample_rate(sample_rate: int) -> int:
     return sr
 
 
-def to_mono_float32(samples: np.ndarray) -> np.ndarray:
+def to_mono_float32(samples: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """Convert int or float PCM of shape (n,) or (n, channels) to float32 mono in [-1, 1]; reject NaN/inf."""
     x = np.asarray(samples)
     if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] == 0):  # (n, 0): no channel to take (found by fuzzing)
@@ -58,14 +60,15 @@ def to_mono_float32(samples: np.ndarray) -> np.ndarray:
     return x
 
 
-def resample(samples: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
+def resample(samples: npt.NDArray[Any], from_rate: int, to_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:
     """High-quality resampling (soxr). Float32 mono in, float32 mono out."""
     from_rate = check_sample_rate(from_rate)
     if from_rate == to_rate or samples.size == 0:
         return samples.astype(np.float32, copy=False)
     import soxr
 
-    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+    resampled: npt.NDArray[Any] = soxr.resample(samples, from_rate, to_rate, quality="HQ")
+    return resampled.astype(np.float32, copy=False)
 
 
 class StreamResampler:
@@ -78,13 +81,14 @@ class StreamResampler:
         self.to_rate = to_rate
         self._rs = None if self.from_rate == to_rate else soxr.ResampleStream(self.from_rate, to_rate, 1, "float32")
 
-    def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+    def process(self, samples: npt.NDArray[Any], last: bool = False) -> npt.NDArray[np.float32]:
         if self._rs is None:
             return samples.astype(np.float32, copy=False)
-        return self._rs.resample_chunk(samples.astype(np.float32, copy=False), last=last)
+        out: npt.NDArray[np.float32] = self._rs.resample_chunk(samples.astype(np.float32, copy=False), last=last)
+        return out
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:
     """Decode an audio file (WAV/FLAC/OGG/MP3/... at any rate, mono or stereo) to float32 mono at `sample_rate`."""
     path = Path(path)
     if not path.exists():
@@ -104,7 +108,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return resample(audio, int(sr), sample_rate)
 
 
-def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
+def _load_with_av(path: Path) -> tuple[npt.NDArray[np.float32], int]:
     import av
 
     with av.open(str(path)) as container:
@@ -112,7 +116,7 @@ def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
             raise AudioError(f"no audio stream in {path}")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or SAMPLE_RATE)
-        chunks = []
+        chunks: list[npt.NDArray[Any]] = []  # float32: the resampler's format "flt"
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
@@ -125,7 +129,7 @@ def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
 
 
 @functools.lru_cache(maxsize=4)
-def mel_filters(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def mel_filters(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:
     """Slaney-style mel filterbank (as librosa.filters.mel builds it), shape (n_mels, n_fft // 2 + 1)."""
     fftfreqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
 
@@ -135,11 +139,11 @@ def mel_filters(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMPLE_
     min_log_mel = min_log_hz / f_sp
     logstep = np.log(6.4) / 27.0
 
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+    def hz_to_mel(f: npt.ArrayLike) -> npt.NDArray[np.float64]:
         f = np.asarray(f, dtype=np.float64)
         return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
 
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+    def mel_to_hz(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
 
     mel_pts = np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2)
@@ -153,7 +157,7 @@ def mel_filters(n_mels: int = 80, n_fft: int = N_FFT, sample_rate: int = SAMPLE_
     return weights.astype(np.float32)
 
 
-def log_mel_spectrogram(audio: np.ndarray | torch.Tensor, n_mels: int = 80, pad_samples: int = 0) -> torch.Tensor:
+def log_mel_spectrogram(audio: npt.NDArray[Any] | torch.Tensor, n_mels: int = 80, pad_samples: int = 0) -> torch.Tensor:
     """Whisper's log-mel features, shape (n_mels, n_frames) with n_frames = (len + pad) // HOP_LENGTH.
 
     `pad_samples` zeros are appended first (openai pads with a full 30 s window, so the normalisation's

@@ -142,7 +142,8 @@ def decode(bundle: WhisperBundle, encoder_out: Tensor, options: DecodingOptions,
     tok = bundle.tokenizer
     sp = tok.special
     device = encoder_out.device
-    language, language_probs = options.language, {}
+    language = options.language
+    language_probs: dict[str, float] = {}
     if language is None:
         language, language_probs = detect_language(bundle, encoder_out, valid)
     initial: list[int] = []
@@ -184,7 +185,8 @@ def _pick(logits: Tensor, temperature: float) -> Tensor:
     return logits.argmax(-1)
 
 
-def _greedy(bundle, state, tokens, logits, filt, budget, options) -> tuple[list[int], float, bool]:
+def _greedy(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, logits: Tensor, filt: LogitFilter,
+            budget: int, options: DecodingOptions) -> tuple[list[int], float, bool]:
     eot = bundle.tokenizer.eot
     out: list[int] = []
     total = 0.0
@@ -203,7 +205,8 @@ def _greedy(bundle, state, tokens, logits, filt, budget, options) -> tuple[list[
     return out, total, False
 
 
-def _beam(bundle, state, tokens, logits, filt, budget, options) -> tuple[list[int], float, bool]:
+def _beam(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, logits: Tensor, filt: LogitFilter,
+          budget: int, options: DecodingOptions) -> tuple[list[int], float, bool]:
     """Beam search (openai's flavour: patience, length-normalised ranking of finished hypotheses)."""
     eot = bundle.tokenizer.eot
     beam = options.beam_size

@@ -70,6 +70,7 @@ class DecoderState:
         if k_old is None:
             k, v = k_new, v_new
         else:
+            assert v_old is not None  # keys and values are cached together
             k, v = torch.cat([k_old, k_new], dim=2), torch.cat([v_old, v_new], dim=2)
         self.self_k[layer], self.self_v[layer] = k, v
         return k, v
@@ -95,6 +96,7 @@ class DecoderState:
         for i in range(self.n_layers):
             k, v = self.self_k[i], self.self_v[i]
             if k is not None:
+                assert v is not None  # keys and values are cached together
                 self.self_k[i] = k[:, :, :keep] if keep else None
                 self.self_v[i] = v[:, :, :keep] if keep else None
         self.offset = keep
@@ -106,10 +108,13 @@ class DecoderState:
     def reorder(self, indices: Tensor) -> None:
         """Select/reorder batch rows (beam search): row i becomes old row indices[i]."""
         for i in range(self.n_layers):
-            if self.self_k[i] is not None:
-                self.self_k[i] = self.self_k[i].index_select(0, indices)
-                self.self_v[i] = self.self_v[i].index_select(0, indices)
+            k, v = self.self_k[i], self.self_v[i]
+            if k is not None:
+                assert v is not None  # keys and values are cached together
+                self.self_k[i] = k.index_select(0, indices)
+                self.self_v[i] = v.index_select(0, indices)
         if self.cross_k is not None and self.cross_k[0].shape[0] > 1:
+            assert self.cross_v is not None  # set together by set_cross
             self.cross_k = [k.index_select(0, indices) for k in self.cross_k]
             self.cross_v = [v.index_select(0, indices) for v in self.cross_v]
             if self.cross_valid is not None and self.cross_valid.shape[0] > 1:

@@ -52,6 +52,7 @@ class LanguageId:
                 self.language = self.guess = best
                 return best, True
             return best, False
+        assert self.language is not None  # decided
         if final and audio_s >= self.min_switch_s and self._switches(probs):
             if confirm is not None:
                 probs = confirm()
@@ -61,5 +62,6 @@ class LanguageId:
         return self.language, False
 
     def _switches(self, probs: dict[str, float]) -> bool:
+        assert self.language is not None  # called once decided
         best = max(probs, key=probs.__getitem__)
         return best != self.language and probs[best] >= self.switch_p and probs.get(self.language, 0.0) < self.keep_p

@@ -51,7 +51,7 @@ class WhisperTokenizer:
         self.n_vocab = n_vocab
 
         def tid(s: str) -> int:
-            i = tokenizer.token_to_id(s)
+            i: int | None = tokenizer.token_to_id(s)
             if i is None:
                 raise ModelLoadError(f"tokenizer.json lacks the special token {s}")
             return i
@@ -98,7 +98,8 @@ class WhisperTokenizer:
         return (token - self.special.timestamp_begin) * 0.02
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
+        return ids
 
     def sot_sequence(self, task: str, language: str | None, timestamps: bool) -> list[int]:
         seq = [self.special.sot]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
@@ -55,7 +56,7 @@ class TranscribeOptions:
 @torch.inference_mode()
 def transcribe(
     bundle: WhisperBundle,
-    audio: np.ndarray,
+    audio: npt.NDArray[np.float32],
     options: TranscribeOptions = TranscribeOptions(),
     progress: Callable[[float, float], None] | None = None,
 ) -> Transcript:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,16 @@ Lookup = Callable[..., Any]  # get(key, default=None): the first source that set
 
 
 # -- JSON ----------------------------------------------------------------------------------------------------
-def read_json(file: Path) -> dict:
+def read_json(file: Path) -> dict[str, Any]:
     """A JSON file's object; ModelLoadError naming the file when it is not valid JSON."""
     try:
-        return json.loads(file.read_text())
+        obj: dict[str, Any] = json.loads(file.read_text())
+        return obj
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{file} is not valid JSON: {e}") from e
 
 
-def read_config(path: Path, kind: str = "") -> dict:
+def read_config(path: Path, kind: str = "") -> dict[str, Any]:
     """`path`/config.json; `kind` ("MT ") names the directory that was expected in the error."""
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
@@ -96,7 +97,8 @@ def _read_weights_file(file: Path) -> dict[str, torch.Tensor]:
     try:
         if file.suffix == ".safetensors":
             return load_file(str(file))
-        return torch.load(str(file), map_location="cpu", weights_only=True)
+        sd: dict[str, torch.Tensor] = torch.load(str(file), map_location="cpu", weights_only=True)
+        return sd
     except Exception as e:
         raise ModelLoadError(f"cannot read weights {file}: {e}") from e
 
@@ -128,7 +130,8 @@ class _SkipInit(TorchFunctionMode):
     """Turns torch.nn.init's random initialisers into no-ops, on this thread only (torch function modes are
     thread-local): nothing process-wide is patched, so other threads and later modules initialise as usual."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable[..., Any], types: Collection[type], args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         if func in _INITIALISERS:
             return args[0] if args else kwargs["tensor"]

@@ -18,7 +18,9 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 class Placeable(Protocol):
     """What every family's bundle has for placement: its network (with a `.decoder`), device and int8 flag."""
 
-    model: torch.nn.Module
+    @property
+    def model(self) -> torch.nn.Module: ...  # read-only here, so a bundle may hold a subclass (Whisper, MTModel)
+
     device: torch.device
     quantized: bool
 

@@ -11,9 +11,10 @@ import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..errors import ModelLoadError
@@ -26,10 +27,10 @@ _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5
 class CT2Model:
     spec_name: str
     spec_revision: int
-    variables: dict[str, np.ndarray]
+    variables: dict[str, npt.NDArray[Any]]  # dtype per variable: float32, int8, int16, int32, float16
     aliases: dict[str, str]
 
-    def get(self, name: str) -> np.ndarray:
+    def get(self, name: str) -> npt.NDArray[Any]:
         return self.variables[self.aliases.get(name, name)]
 
 
@@ -66,7 +67,8 @@ def read_ct2(streams: Iterable[BinaryIO], progress: Callable[[int], None] | None
         return b
 
     def u(fmt: str) -> int:
-        return struct.unpack("<" + fmt, exact(struct.calcsize(fmt)))[0]
+        value: int = struct.unpack("<" + fmt, exact(struct.calcsize(fmt)))[0]  # fmt: one unsigned int code
+        return value
 
     def string() -> str:
         n = u("H")
@@ -78,7 +80,7 @@ def read_ct2(streams: Iterable[BinaryIO], progress: Callable[[int], None] | None
     spec = string()
     revision = u("I")
     n_vars = u("I")
-    variables: dict[str, np.ndarray] = {}
+    variables: dict[str, npt.NDArray[Any]] = {}
     for _ in range(n_vars):
         name = string()
         rank = u("B")

@@ -7,7 +7,9 @@ checkpoint (`self_attn.k_proj`, `encoder_attn_layer_norm`, `fc1`, ...) so the lo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +100,8 @@ class DecoderLayer(nn.Module):
 
 
 class S2T2Decoder(nn.Module):
+    embed_positions: Tensor  # a buffer, (pad + 1 + max_target_positions, d_model)
+
     def __init__(self, cfg: S2T2Config) -> None:
         super().__init__()
         self.config = cfg
@@ -157,8 +161,11 @@ class S2T2(CachedDecoding, nn.Module):
         return out, valid
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _cross_attentions(self) -> list[nn.Module]:
-        return [layer.encoder_attn for layer in self.decoder.layers]
+    def _decoder_layers(self) -> Iterable[DecoderLayer]:
+        return cast(Iterable[DecoderLayer], self.decoder.layers)
+
+    def _cross_attentions(self) -> list[Attention]:
+        return [layer.encoder_attn for layer in self._decoder_layers()]
 
     def positions(self, tokens: Tensor, state: DecoderState) -> Tensor:
         """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them:
@@ -179,13 +186,14 @@ class S2T2(CachedDecoding, nn.Module):
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
+        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         x = dec.embed_tokens(tokens) * dec.embed_scale + dec.embed_positions[self.positions(tokens, state)]
         x = x.to(self.dtype)
         align: Tensor | None = None
         last = len(dec.layers) - 1
-        for i, layer in enumerate(dec.layers):
+        for i, layer in enumerate(self._decoder_layers()):
             q = layer.self_attn.query(x)
             k_new, v_new = layer.self_attn.kv(x)
             k, v = state.extend_layer(i, k_new, v_new)

@@ -7,6 +7,7 @@ layer's cross-attention averaged over its heads), and BPE pieces whose bytes car
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -23,7 +24,7 @@ class S2T2Backend:
     family = "s2t2"
     sample_rate = SAMPLE_RATE
     max_window_s = MAX_WINDOW_S
-    tasks = ("translate",)  # a speech-translation checkpoint translates into its one target language
+    tasks: tuple[str, ...] = ("translate",)  # a speech-translation checkpoint translates into its one target language
     alignment_heads = 1  # step_with_alignment returns the head-averaged last layer, (B, 1, T, S)
 
     def __init__(self, bundle: S2T2Bundle) -> None:
@@ -52,7 +53,7 @@ class S2T2Backend:
         return self.model.device
 
     # -- audio ---------------------------------------------------------------------------------------------
-    def _prepare(self, audio: np.ndarray) -> np.ndarray:
+    def _prepare(self, audio: np.ndarray) -> npt.NDArray[np.float32]:
         """The feature extractor's normalisation; windows shorter than the first convolution are zero-padded
         after normalising (the encoder needs 25 ms to produce a frame)."""
         x = np.asarray(audio, dtype=np.float32)

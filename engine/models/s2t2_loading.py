@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -69,7 +69,7 @@ class S2T2Bundle:
     family: str = "s2t2"
 
 
-def load_s2t2(path: Path, cfg: dict, name: str) -> S2T2Bundle:
+def load_s2t2(path: Path, cfg: dict[str, Any], name: str) -> S2T2Bundle:
     """A SpeechEncoderDecoderModel directory with a wav2vec2 encoder and a Speech2Text2 decoder."""
     t0 = time.perf_counter()
     path = Path(path)
@@ -88,7 +88,7 @@ def load_s2t2(path: Path, cfg: dict, name: str) -> S2T2Bundle:
 
 
 # -- config.json ---------------------------------------------------------------------------------------------
-def parse_config(cfg: dict, path: Path | str = "config.json") -> tuple[Wav2Vec2Config, S2T2Config]:
+def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> tuple[Wav2Vec2Config, S2T2Config]:
     """The encoder and decoder configs of a speech-encoder-decoder config.json; ModelLoadError names what is wrong."""
     where = f"{path}/config.json" if not str(path).endswith(".json") else str(path)
     enc, dec = cfg.get("encoder"), cfg.get("decoder")
@@ -108,7 +108,7 @@ def parse_config(cfg: dict, path: Path | str = "config.json") -> tuple[Wav2Vec2C
     return enc_cfg, dec_cfg
 
 
-def _wav2vec2_config(enc: dict) -> Wav2Vec2Config:
+def _wav2vec2_config(enc: dict[str, Any]) -> Wav2Vec2Config:
     d = Wav2Vec2Config()
     c = Wav2Vec2Config(
         conv_dim=tuple(int(x) for x in enc.get("conv_dim", d.conv_dim)),
@@ -153,7 +153,7 @@ def _wav2vec2_config(enc: dict) -> Wav2Vec2Config:
     return c
 
 
-def _s2t2_config(dec: dict) -> S2T2Config:
+def _s2t2_config(dec: dict[str, Any]) -> S2T2Config:
     d = S2T2Config()
     c = S2T2Config(
         vocab_size=int(dec.get("vocab_size", d.vocab_size)),
@@ -196,7 +196,7 @@ def _frontend(path: Path) -> FrontEndConfig:
     )
 
 
-def _generation(path: Path, cfg: dict, tokenizer: S2T2Tokenizer) -> GenerationConfig:
+def _generation(path: Path, cfg: dict[str, Any], tokenizer: S2T2Tokenizer) -> GenerationConfig:
     """generation_config.json when present; else the top-level config, then the decoder's (HF's precedence)."""
     get = generation_lookup(path, cfg, cfg.get("decoder") or {})
     sp = tokenizer.special

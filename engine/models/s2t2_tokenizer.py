@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelLoadError
 
@@ -24,7 +25,9 @@ class SpecialTokens:
 
 
 class S2T2Tokenizer:
-    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]] | None = None,
+    # merges: merges.txt's piece pairs, first = merged first (a malformed line's shorter tuple never matches, as
+    # in the reference)
+    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, ...]] | None = None,
                  special_names: dict[str, str] | None = None, do_lower_case: bool = False,
                  clean_up_spaces: bool = False) -> None:
         self.vocab = vocab
@@ -60,7 +63,7 @@ class S2T2Tokenizer:
         if merges_file.is_file():
             lines = merges_file.read_text(encoding="utf-8").split("\n")[:-1]  # the reference drops the last line
             merges = [tuple(line.split()[:2]) for line in lines]
-        config: dict = {}
+        config: dict[str, Any] = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
             f = path / name
             if f.is_file():
@@ -119,12 +122,13 @@ class S2T2Tokenizer:
         cached = self._bpe_cache.get(word)
         if cached is not None:
             return cached
-        assert self.bpe_ranks is not None
+        ranks = self.bpe_ranks
+        assert ranks is not None
         symbols = list(word[:-1]) + [word[-1] + WORD_END]
         while len(symbols) > 1:
             pairs = {(a, b) for a, b in zip(symbols, symbols[1:])}
-            best = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
-            if best not in self.bpe_ranks:
+            best = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
+            if best not in ranks:
                 break
             merged: list[str] = []
             i = 0

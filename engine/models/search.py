@@ -83,7 +83,7 @@ class BeamHypotheses:
         if self.early_stopping is True:
             return True
         if self.early_stopping is False or self.length_penalty <= 0.0:
-            best = best_sum_logprobs / (cur_len - prompt_len) ** self.length_penalty
+            best: float = best_sum_logprobs / (cur_len - prompt_len) ** self.length_penalty
         else:  # "never" with a positive penalty: the longest possible hypothesis bounds the best score
             best = best_sum_logprobs / (self.max_length - prompt_len) ** self.length_penalty
         return self.worst_score >= best

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..kv_cache import DecoderState
+
+
+class CrossAttention(Protocol):
+    """What the shared code uses of one decoder layer's cross-attention module."""
+
+    def kv(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 class CachedDecoding:
@@ -15,8 +22,13 @@ class CachedDecoding:
     The family provides `dtype`, `_cross_attentions()` (one module per decoder layer whose `kv(encoder_out)`
     gives that layer's cross keys/values, (B, H, S, Dh) each) and `_decode(tokens, state, want_alignment)`."""
 
-    dtype: torch.dtype
-    n_text_ctx: int  # decoder positions
+    @property
+    def dtype(self) -> torch.dtype:
+        raise NotImplementedError
+
+    @property
+    def n_text_ctx(self) -> int:  # decoder positions
+        raise NotImplementedError
 
     def _step_masks(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor | None, Tensor | None]:
         """Check the step fits the decoder's context; its self-attention (causal, left padding) and
@@ -29,7 +41,7 @@ class CachedDecoding:
         valid = state.cross_valid
         return self_mask, None if valid is None else valid[:, None, None, :].to(tokens.device)
 
-    def _cross_attentions(self) -> Sequence[nn.Module]:
+    def _cross_attentions(self) -> Sequence[CrossAttention]:
         raise NotImplementedError
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:

@@ -7,10 +7,12 @@ weight when the checkpoint is read (it never changes at inference time).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -78,7 +80,7 @@ class Wav2Vec2Config:
         return n
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
     "relu": F.relu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -88,7 +90,7 @@ ACTIVATIONS = {
 }
 
 
-def activation(name: str):
+def activation(name: str) -> Callable[[Tensor], Tensor]:
     """The activation function for a config name; ValueError for names this engine does not implement."""
     try:
         return ACTIVATIONS[name]
@@ -96,10 +98,11 @@ def activation(name: str):
         raise ValueError(f"unsupported activation {name!r} (supported: {', '.join(ACTIVATIONS)})") from None
 
 
-def normalize_audio(audio: np.ndarray) -> np.ndarray:
+def normalize_audio(audio: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """wav2vec2's front end: zero mean and unit variance over the utterance (float32, as the reference computes it)."""
     x = np.asarray(audio, dtype=np.float32)
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+    out: npt.NDArray[np.float32] = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+    return out
 
 
 class ConvLayer(nn.Module):
@@ -110,7 +113,7 @@ class ConvLayer(nn.Module):
         self.conv = nn.Conv1d(c_in, c_out, cfg.conv_kernel[i], stride=cfg.conv_stride[i], bias=cfg.conv_bias)
         self.kind = "layer" if cfg.feat_extract_norm == "layer" else ("group" if i == 0 else "none")
         if self.kind == "layer":
-            self.layer_norm = nn.LayerNorm(c_out)
+            self.layer_norm: nn.LayerNorm | nn.GroupNorm = nn.LayerNorm(c_out)
         elif self.kind == "group":
             self.layer_norm = nn.GroupNorm(c_out, c_out)  # one group per channel: per-channel norm over time
         self.act = activation(cfg.feat_extract_activation)
@@ -143,7 +146,8 @@ class FeatureProjection(nn.Module):
         self.projection = nn.Linear(cfg.conv_dim[-1], cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.projection(self.layer_norm(x))
+        out: Tensor = self.projection(self.layer_norm(x))
+        return out
 
 
 class PositionalConv(nn.Module):
@@ -184,7 +188,8 @@ class SelfAttention(nn.Module):
 
         out = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)),
                                              attn_mask=mask)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        merged: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        return merged
 
 
 class FeedForward(nn.Module):
@@ -195,7 +200,8 @@ class FeedForward(nn.Module):
         self.act = activation(cfg.hidden_act)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_dense(self.act(self.intermediate_dense(x)))
+        out: Tensor = self.output_dense(self.act(self.intermediate_dense(x)))
+        return out
 
 
 class EncoderLayer(nn.Module):
@@ -210,9 +216,11 @@ class EncoderLayer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         if self.pre_ln:  # "stable layer norm" (large-lv60): normalise before each block
             x = x + self.attention(self.layer_norm(x), mask)
-            return x + self.feed_forward(self.final_layer_norm(x))
+            ff: Tensor = self.feed_forward(self.final_layer_norm(x))
+            return x + ff
         x = self.layer_norm(x + self.attention(x, mask))  # post-LN (base)
-        return self.final_layer_norm(x + self.feed_forward(x))
+        out: Tensor = self.final_layer_norm(x + self.feed_forward(x))
+        return out
 
 
 class Transformer(nn.Module):
@@ -253,7 +261,7 @@ class Adapter(nn.Module):
         if self.proj is not None:
             x = self.proj_layer_norm(self.proj(x))
         x = x.transpose(1, 2)
-        for layer in self.layers:
+        for layer in cast(Iterable[_AdapterLayer], self.layers):
             x = F.glu(layer.conv(x), dim=1)
         return x.transpose(1, 2)
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +96,13 @@ class EncoderBlock(nn.Module):
         q = _split_heads(self.attn.query(h), self.attn.n_head)
         k, v = self.attn.kv(h)
         x = x + self.attn.attend(q, k, v, mask)[0]
-        return x + self.mlp(self.mlp_ln(x))
+        mlp_out: Tensor = self.mlp(self.mlp_ln(x))
+        return x + mlp_out
 
 
 class AudioEncoder(nn.Module):
+    positional_embedding: Tensor  # a buffer, (n_audio_ctx, d)
+
     def __init__(self, cfg: WhisperConfig) -> None:
         super().__init__()
         d = cfg.n_audio_state
@@ -119,7 +124,8 @@ class AudioEncoder(nn.Module):
         mask = None if valid is None else valid[:, None, None, :]
         for block in self.blocks:
             x = block(x, mask)
-        return self.ln_post(x)
+        out: Tensor = self.ln_post(x)
+        return out
 
 
 class DecoderBlock(nn.Module):
@@ -174,14 +180,19 @@ class Whisper(CachedDecoding, nn.Module):
     # -- encoder -------------------------------------------------------------------------------------------
     def encode(self, mel: Tensor, valid: Tensor | None = None) -> Tensor:
         """mel (B, n_mels, frames) -> encoder output (B, frames // 2, d)."""
-        return self.encoder(mel.to(self.device, self.dtype), valid)
+        out: Tensor = self.encoder(mel.to(self.device, self.dtype), valid)
+        return out
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _cross_attentions(self) -> list[nn.Module]:
-        return [block.cross_attn for block in self.decoder.blocks]
+    def _decoder_blocks(self) -> Iterable[DecoderBlock]:
+        return cast(Iterable[DecoderBlock], self.decoder.blocks)
+
+    def _cross_attentions(self) -> list[Attention]:
+        return [block.cross_attn for block in self._decoder_blocks()]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
+        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         device = tokens.device
@@ -189,7 +200,7 @@ class Whisper(CachedDecoding, nn.Module):
         x = dec.token_embedding(tokens) + dec.positional_embedding[pos]
         x = x.to(self.dtype)
         align: list[Tensor] = []
-        for i, block in enumerate(dec.blocks):
+        for i, block in enumerate(self._decoder_blocks()):
             h = block.attn_ln(x)
             q = _split_heads(block.attn.query(h), self.decoder.n_head)
             k_new, v_new = block.attn.kv(h)
@@ -202,6 +213,7 @@ class Whisper(CachedDecoding, nn.Module):
             out, w = block.cross_attn.attend(q, state.cross_k[i], state.cross_v[i], cross_mask, want_weights=need)
             x = x + out
             if need:
+                assert w is not None  # asked for with want_weights
                 heads = [h_ for (layer, h_) in self._align_heads if layer == i]
                 align.append(w[:, heads])
             x = x + block.mlp(block.mlp_ln(x))

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -133,7 +133,7 @@ def _offline_message(repo_id: str, why: str) -> str:
 
 
 # -- config.json ---------------------------------------------------------------------------------------------
-def parse_config(cfg: dict, where: Path | str = "config.json") -> MTConfig:
+def parse_config(cfg: dict[str, Any], where: Path | str = "config.json") -> MTConfig:
     """The MTConfig of a Marian or M2M100 config.json; ModelLoadError names what is unsupported."""
     model_type = cfg.get("model_type")
     if model_type not in ("marian", "m2m_100"):
@@ -183,7 +183,7 @@ def parse_config(cfg: dict, where: Path | str = "config.json") -> MTConfig:
     return c
 
 
-def _generation(path: Path, cfg: dict, tokenizer: MTTokenizer, config: MTConfig) -> MTGeneration:
+def _generation(path: Path, cfg: dict[str, Any], tokenizer: MTTokenizer, config: MTConfig) -> MTGeneration:
     """generation_config.json when present, else config.json (HF's precedence)."""
     get = generation_lookup(path, cfg)
     warn_unapplied(get, UNAPPLIED_OPTIONS, path)

@@ -18,8 +18,9 @@ so the loaders only strip prefixes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -88,10 +89,12 @@ class EncoderLayer(nn.Module):
             h = self.self_attn_layer_norm(x)
             k, v = attn.kv(h)
             x = x + attn.attend(attn.query(h), k, v, mask)[0]
-            return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
+            ff: Tensor = self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
+            return x + ff
         k, v = attn.kv(x)
         x = self.self_attn_layer_norm(x + attn.attend(attn.query(x), k, v, mask)[0])
-        return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
+        out: Tensor = self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
+        return out
 
 
 class DecoderLayer(nn.Module):
@@ -127,6 +130,9 @@ class Decoder(nn.Module):
 
 class MTModel(CachedDecoding, nn.Module):
     """encode(source ids) -> (B, S, D); new_state(encoder_out, valid) -> DecoderState; step(tokens, state) -> logits."""
+
+    position_table: Tensor  # a buffer, (rows, d_model): the family's sinusoids
+    final_logits_bias: Tensor  # a buffer, (1, decoder_vocab_size); zeros unless `logits_bias`
 
     def __init__(self, cfg: MTConfig) -> None:
         super().__init__()
@@ -191,14 +197,19 @@ class MTModel(CachedDecoding, nn.Module):
         attn_mask = None if mask is None else mask.to(self.device)[:, None, None, :]
         for layer in enc.layers:
             x = layer(x, attn_mask)
-        return enc.layer_norm(x) if enc.layer_norm is not None else x
+        out: Tensor = enc.layer_norm(x) if enc.layer_norm is not None else x
+        return out
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _cross_attentions(self) -> list[nn.Module]:
-        return [layer.encoder_attn for layer in self.decoder.layers]
+    def _decoder_layers(self) -> Iterable[DecoderLayer]:
+        return cast(Iterable[DecoderLayer], self.decoder.layers)
+
+    def _cross_attentions(self) -> list[Attention]:
+        return [layer.encoder_attn for layer in self._decoder_layers()]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
+        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         x = dec.embed_tokens(tokens) * self.embed_scale + self._positions(tokens, state.offset, state.left_pad)
@@ -206,7 +217,7 @@ class MTModel(CachedDecoding, nn.Module):
         align: Tensor | None = None
         last = len(dec.layers) - 1
         pre = self.config.pre_ln
-        for i, layer in enumerate(dec.layers):
+        for i, layer in enumerate(self._decoder_layers()):
             sa, ca = layer.self_attn, layer.encoder_attn
             h = layer.self_attn_layer_norm(x) if pre else x
             k_new, v_new = sa.kv(h)

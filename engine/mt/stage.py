@@ -11,7 +11,9 @@ itself for `stream`): a translation is a short CPU job between two speech update
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 from ..events import Commit, Error, Event, Partial
@@ -76,7 +78,7 @@ class MTStage:
         self.segmenter = SourceSegmenter(config)
         self.spoken_language: str | None = None
         self.n_units = 0  # units translated (a count, not a list: a live stream may run for hours)
-        self._partial_source = ""
+        self._partial_source: str | None = ""  # the source tail last translated; None: the next partial is due
         self._partial_at_s = -1e9
         self._failed: set[str] = set()  # targets whose translation failed (logged once)
         self.log = logging.LoggerAdapter(log, {}) if session_id is None else _prefixed(session_id)
@@ -247,9 +249,9 @@ class MTStage:
         return out
 
 
-def _prefixed(session_id: str) -> logging.LoggerAdapter:
-    class Prefixed(logging.LoggerAdapter):
-        def process(self, msg, kwargs):
+def _prefixed(session_id: str) -> logging.LoggerAdapter[logging.Logger]:
+    class Prefixed(logging.LoggerAdapter[logging.Logger]):
+        def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
             return f"[{session_id}] {msg}", kwargs
 
     return Prefixed(log, {})

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, ModelLoadError
 from .languages import ISO3, M2M100_CODES, NLLB_CODES, nllb_to_iso1
+
+if TYPE_CHECKING:  # imported where used: a missing sentencepiece is a ModelLoadError with a hint
+    from sentencepiece import SentencePieceProcessor
 
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
 MARIAN_LANG_TOKEN = re.compile(r"^>>(.+)<<$")
@@ -24,9 +27,13 @@ M2M_LANG_TOKEN = re.compile(r"^__([a-z]{2,3})__$")
 class MTTokenizer(Protocol):
     eos_id: int
     pad_id: int
+
     # languages the checkpoint reads / writes as ISO 639-1 codes where known; None: not recorded in the checkpoint
-    source_languages: tuple[str, ...] | None
-    target_languages: tuple[str, ...] | None
+    @property
+    def source_languages(self) -> tuple[str, ...] | None: ...
+
+    @property
+    def target_languages(self) -> tuple[str, ...] | None: ...
 
     def source_ids(self, text: str, source: str | None, target: str | None) -> list[int]:
         """The encoder input for one sentence: language token(s), pieces, eos."""
@@ -41,14 +48,15 @@ class MTTokenizer(Protocol):
         """True when the token begins a new word (a commit may end before it)."""
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return obj
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{path} is not valid JSON: {e}") from e
 
 
-def _load_spm(path: Path):
+def _load_spm(path: Path) -> SentencePieceProcessor:
     try:
         import sentencepiece
     except ImportError:
@@ -61,7 +69,7 @@ def _load_spm(path: Path):
     return sp
 
 
-def _tokenizer_config(path: Path) -> dict:
+def _tokenizer_config(path: Path) -> dict[str, Any]:
     f = path / "tokenizer_config.json"
     return _read_json(f) if f.is_file() else {}
 
@@ -72,9 +80,9 @@ class MarianTokenizer:
     tokens such as >>deu<< in their vocabulary; the chosen one is put before the source text."""
 
     def __init__(self, path: Path, name: str = "") -> None:
-        for f in ("source.spm", "target.spm", "vocab.json"):
-            if not (path / f).is_file():
-                raise ModelLoadError(f"{path} has no {f} (a Marian checkpoint needs source.spm, target.spm and "
+        for fname in ("source.spm", "target.spm", "vocab.json"):
+            if not (path / fname).is_file():
+                raise ModelLoadError(f"{path} has no {fname} (a Marian checkpoint needs source.spm, target.spm and "
                                      "vocab.json)")
         cfg = _tokenizer_config(path)
         self.spm_source = _load_spm(path / "source.spm")
@@ -103,7 +111,7 @@ class MarianTokenizer:
             m = re.search(r"opus-mt(?:-tc-[a-z]+)?-([a-zA-Z]+)-([a-zA-Z]+)", name or str(path))
             if m:
                 src, tgt = src or m.group(1), tgt or m.group(2)
-        self.source_languages = (src,) if src and src.islower() and len(src) <= 3 else None
+        self.source_languages: tuple[str, ...] | None = (src,) if src and src.islower() and len(src) <= 3 else None
         if self.lang_tokens:  # >>deu<< serves --target de as well
             iso1 = {v: k for k, v in ISO3.items()}
             codes = set(self.lang_tokens) | {iso1[c] for c in self.lang_tokens if c in iso1}
@@ -130,7 +138,8 @@ class MarianTokenizer:
     def decode(self, ids: list[int]) -> str:
         pieces = [self.id_to_piece.get(i, "") for i in ids if i not in self.special_ids]
         pieces = [p for p in pieces if p and not MARIAN_LANG_TOKEN.match(p)]
-        return self.spm_target.decode_pieces(pieces)
+        text: str = self.spm_target.decode_pieces(pieces)
+        return text
 
     def is_word_start(self, token: int) -> bool:
         return self.id_to_piece.get(token, "").startswith(WORD_START)
@@ -177,7 +186,8 @@ class M2M100Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         pieces = [self.id_to_piece.get(i, "") for i in ids if i not in self.special_ids]
-        return self.spm.decode_pieces([p for p in pieces if p])
+        text: str = self.spm.decode_pieces([p for p in pieces if p])
+        return text
 
     def is_word_start(self, token: int) -> bool:
         return self.id_to_piece.get(token, "").startswith(WORD_START)
@@ -195,7 +205,7 @@ class FastMultilingualTokenizer:
             self.tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as e:
             raise ModelLoadError(f"cannot read {path}/tokenizer.json: {e}") from e
-        vocab = self.tok.get_vocab(with_added_tokens=True)
+        vocab: dict[str, int] = self.tok.get_vocab(with_added_tokens=True)
         self.id_to_piece = {i: p for p, i in vocab.items()}
         for name in ("<pad>", "</s>", "<unk>"):
             if name not in vocab:
@@ -226,14 +236,15 @@ class FastMultilingualTokenizer:
         raise ConfigError(f"this MT model does not know the {role} language {code!r}")
 
     def source_ids(self, text: str, source: str | None, target: str | None = None) -> list[int]:
-        ids = self.tok.encode(text, add_special_tokens=False).ids
+        ids: list[int] = self.tok.encode(text, add_special_tokens=False).ids
         return [self.lang_id(source, "source")] + ids + [self.eos_id]
 
     def target_prefix(self, target: str | None) -> list[int]:
         return [self.lang_id(target, "target")]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode([i for i in ids if i not in self.special_ids], skip_special_tokens=True)
+        text: str = self.tok.decode([i for i in ids if i not in self.special_ids], skip_special_tokens=True)
+        return text
 
     def is_word_start(self, token: int) -> bool:
         return self.id_to_piece.get(token, "").startswith(WORD_START)
