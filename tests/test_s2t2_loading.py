@@ -12,7 +12,7 @@ import torch
 from engine.backend import make_backend
 from engine.errors import ModelLoadError
 from engine.models.loading import load_model
-from engine.models.s2t2_decoding import translate_window
+from engine.models.s2t2.generate import translate_window
 from tests.s2t2_reference import VARIANTS, build_reference, speech_like
 
 VARIANT = VARIANTS[1]  # layer norm, pre-LN, no projection: the real checkpoint's encoder style

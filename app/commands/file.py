@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_file_targets(args, bundle, audio, language, bar)
     if bundle.family == "whisper":
-        from engine.transcribe import TranscribeOptions, transcribe
+        from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
         result = transcribe(bundle, audio, TranscribeOptions(task=args.task, language=language, beam_size=args.beam),
                             progress=lambda done, total: bar.update(done - bar.n))
@@ -74,8 +74,8 @@ def _windows_other_family(bundle, audio, args, bar):
     """Families without timestamps (Speech2Text2): ≤ 30 s windows cut at the quietest 0.1 s near each end."""
     import numpy as np
 
-    from engine.models.s2t2_decoding import translate_window
-    from engine.transcribe import Segment
+    from engine.models.s2t2.generate import translate_window
+    from engine.models.whisper.transcribe import Segment
 
     sr, max_len = 16000, 30 * 16000
     segments, start = [], 0

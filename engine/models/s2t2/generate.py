@@ -4,18 +4,15 @@ encoder window, behind the Backend seam (the family supplies step / new_state / 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .s2t2_backend import S2T2Backend
-from .s2t2_loading import S2T2Bundle
-from .search import BeamOptions, beam, greedy
-
-if TYPE_CHECKING:  # the Protocol only, for annotations: the seam module sits above the model families
-    from ..backend import Backend
+from ...backend import Backend
+from ..search import BeamOptions, beam, greedy
+from .backend import S2T2Backend
+from .load import S2T2Bundle
 
 
 @dataclass(frozen=True)

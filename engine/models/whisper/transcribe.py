@@ -9,9 +9,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from ...audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 from .decoding import DecodingOptions, DecodingResult, Task, decode, detect_language
-from .models.loading import WhisperBundle
+from .load import WhisperBundle
 
 INPUT_STRIDE = 2  # mel frames per encoder frame (one timestamp step = 0.02 s)
 
