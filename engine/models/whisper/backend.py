@@ -19,7 +19,7 @@ class WhisperBackend:
     sample_rate = SAMPLE_RATE
     max_window_s = N_SAMPLES / SAMPLE_RATE
     frame_s = SECONDS_PER_ENCODER_FRAME
-    tasks = ("transcribe", "translate")
+    tasks: tuple[str, ...] = ("transcribe", "translate")
 
     def __init__(self, bundle: WhisperBundle) -> None:
         self.bundle = bundle
