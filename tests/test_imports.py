@@ -10,6 +10,7 @@ Imports under `if TYPE_CHECKING:` never run, so they cannot close a cycle; they 
 from __future__ import annotations
 
 import ast
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,3 +212,10 @@ def test_every_import_points_down() -> None:
         elif source == target == "family" and _family(e.source) != _family(e.target):
             upward.append(f"{e.source} -> {e.target}: one family importing another, line {e.line}")
     assert not upward, "imports pointing up:\n" + "\n".join(upward)
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml lists every package of app/ and engine/ (setuptools installs only those it names)."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(f.parent.relative_to(REPO).parts) for p in PACKAGES for f in (REPO / p).rglob("__init__.py")}
+    assert packages <= listed, f"missing from [tool.setuptools] packages: {sorted(packages - listed)}"
