@@ -69,6 +69,39 @@ class Backend(Protocol):
         Must not change `state` (streaming calls it between updates)."""
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a recording and the text decoded for it."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A whole recording decoded offline."""
+
+    language: str | None  # the spoken language, given or detected (None: not given, and the family cannot tell)
+    segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+@dataclass(frozen=True)
+class OfflineOptions:
+    """What a caller may choose when decoding a whole recording; each family keeps its own defaults for the rest."""
+
+    task: Task = "transcribe"
+    language: str | None = None  # None: detected, where the family can
+    beam_size: int = 1
+
+
+Progress = Callable[[float, float], None]  # (seconds of audio decoded, seconds in all)
+
+
 class SpeechBundle(Protocol):
     """What loading returns for any family: a network with its tokenizer and settings, and where it runs.
     Code that serves any family goes through make_backend(bundle); code that needs one family checks its type."""
@@ -97,6 +130,8 @@ class Family(Generic[BundleT]):
     model_types: tuple[str, ...]  # config.json `model_type` values of the checkpoint directories it loads
     load_directory: Callable[[Path, dict, str], BundleT]  # (directory, its config.json, name) -> bundle on the CPU
     backend: Callable[[BundleT], Backend]
+    # a whole recording of any length: (bundle, 16 kHz float32 mono samples, options, progress) -> Transcript
+    transcribe: Callable[[BundleT, np.ndarray, OfflineOptions, Progress | None], Transcript]
     builtin: Mapping[str, Callable[[], BundleT]] = field(default_factory=dict)  # models loaded by name alone
     int8_by_default: bool = False  # quantize="auto" puts the decoder in int8 on the CPU
 
@@ -130,3 +165,9 @@ def family_of(bundle: object) -> Family[Any]:
 def make_backend(bundle: SpeechBundle) -> Backend:
     """The Backend for a loaded bundle of any family."""
     return family_of(bundle).backend(bundle)
+
+
+def transcribe(bundle: SpeechBundle, audio: np.ndarray, options: OfflineOptions = OfflineOptions(),
+               progress: Progress | None = None) -> Transcript:
+    """Decode a whole recording (16 kHz float32 mono, any length) offline with the bundle's family."""
+    return family_of(bundle).transcribe(bundle, audio, options, progress)

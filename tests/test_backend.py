@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import engine.backend
-from engine.backend import Family, families, make_backend, register
+from engine.backend import Family, OfflineOptions, Transcript, families, make_backend, register, transcribe
 from engine.errors import ModelLoadError
 from engine.models.loading import load_model
 
@@ -27,7 +27,9 @@ class FakeBundle:
 
 def _fake_family(**changes) -> Family:
     return Family(**{"name": "fake", "model_types": ("fake-type",), "load_directory": lambda path, cfg, name:
-                     FakeBundle(name), "backend": lambda bundle: ("backend of", bundle.name), **changes})
+                     FakeBundle(name), "backend": lambda bundle: ("backend of", bundle.name),
+                     "transcribe": lambda bundle, audio, options, progress: Transcript(options.language, []),
+                     **changes})
 
 
 def test_the_shipped_families_are_registered() -> None:
@@ -56,6 +58,7 @@ def test_a_registered_family_loads_and_serves_without_naming_it_elsewhere(tmp_pa
     bundle = load_model(str(tmp_path), device="cpu")
     assert isinstance(bundle, FakeBundle) and bundle.name == str(tmp_path) and not bundle.quantized
     assert make_backend(bundle) == ("backend of", str(tmp_path))
+    assert transcribe(bundle, np.zeros(16000, np.float32), OfflineOptions(language="xx")) == Transcript("xx", [])
     assert load_model("fake-builtin", device="cpu").name == "built in"
 
 
