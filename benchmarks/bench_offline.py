@@ -1,5 +1,6 @@
-"""Offline decoding side by side: `dragoman file`'s decoder (engine.models.whisper.transcribe) against faster-whisper on the same
-Whisper base weights (the embedded CTranslate2 model), sentence by sentence on synthesised speech.
+"""Offline decoding side by side: `dragoman file`'s decoder (engine.models.whisper.transcribe) against
+faster-whisper on the same Whisper base weights (the embedded CTranslate2 model), sentence by sentence on
+synthesised speech.
 
     .venv/bin/python -m benchmarks.bench_offline                      # German dev set (40 sentences)
     .venv/bin/python -m benchmarks.bench_offline --lang de,fr,es --diff  # more languages; show sentences that differ

@@ -1,5 +1,5 @@
 """The seam between model families and everything above them (decoding loops, streaming, policies), and the
-registry through which a family is loaded and served without the code above naming it.
+registry through which a family is loaded, served and run offline without the code above naming it.
 
 A Backend turns audio into encoder output, builds decoder prompts, filters logits and turns token ids into
 bytes. It holds no per-stream state: that lives in DecoderState objects, one per stream. Nothing here knows a
@@ -124,7 +124,8 @@ BundleT = TypeVar("BundleT", bound=SpeechBundle)
 
 @dataclass(frozen=True)
 class Family(Generic[BundleT]):
-    """One model family as the rest of the engine sees it: which checkpoints it loads, and its Backend."""
+    """One model family as the rest of the engine sees it: the checkpoints it loads, its Backend (streaming) and
+    its offline decoding of whole recordings."""
 
     name: str  # the `family` of its bundles and backends
     model_types: tuple[str, ...]  # config.json `model_type` values of the checkpoint directories it loads
