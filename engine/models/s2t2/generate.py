@@ -68,7 +68,8 @@ def translate_offline(bundle: S2T2Bundle, audio: np.ndarray, options: OfflineOpt
     the quietest 0.1 s in the last 5 s of each. Translates whatever the task (the checkpoint's one task); the
     language is the caller's, as given (one source language per checkpoint, nothing detected)."""
     sr, max_len = SAMPLE_RATE, int(MAX_WINDOW_S) * SAMPLE_RATE
-    segments, start = [], 0
+    segments: list[Segment] = []
+    start = 0
     while start < len(audio):
         end = min(len(audio), start + max_len)
         if end < len(audio):  # cut in a pause: lowest-energy 100 ms block in the last 5 s of the window
