@@ -271,7 +271,7 @@ async def _decode_upload(upload: UploadFile, max_audio_s: float) -> np.ndarray:
 
 def _offline(hub: DragomanHub, req: FileRequest, cancel: threading.Event) -> tuple[str | None, list[Piece]]:
     """Runs in the file worker: the whole recording through `dragoman file`'s decoder."""
-    from engine.transcribe import TranscribeOptions, transcribe
+    from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
     backend = hub.engine.backend
     bundle = backend.bundle

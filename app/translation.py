@@ -82,7 +82,7 @@ def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | No
     `language` was checked against the model by the caller (`dragoman file`)."""
     import json
 
-    from engine.transcribe import TranscribeOptions, transcribe
+    from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
     if bundle.family != "whisper":
         raise ConfigError("--target needs a Whisper speech model (it transcribes any language)")

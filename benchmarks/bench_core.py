@@ -66,7 +66,7 @@ extra = {{}}
 if {decode!r}:
     import numpy as np
     from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
-    from engine.decoding import DecodingOptions, decode
+    from engine.models.whisper.decoding import DecodingOptions, decode
     audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 8).astype(np.float32)
     with torch.inference_mode():
         enc = bundle.model.encode(log_mel_spectrogram(audio, pad_samples=N_SAMPLES)[None, :, :N_FRAMES])
@@ -153,7 +153,7 @@ def bench_decoder(model, label: str, encoder_out: torch.Tensor, repeats: int) ->
 @torch.inference_mode()
 def compare_texts(fp32, int8, audio_dir: Path) -> tuple[list[Row], list[str]]:
     from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
-    from engine.decoding import DecodingOptions, decode
+    from engine.models.whisper.decoding import DecodingOptions, decode
     from tests.speech import speech
 
     rows, details = [], []
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from engine.models.loading import load_model, quantize_decoder
+    from engine.models.common import quantize_decoder
+    from engine.models.loading import load_model
 
     print(f"# dragoman engine core, Whisper base, {args.threads} thread(s), torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)

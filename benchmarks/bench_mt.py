@@ -29,7 +29,7 @@ SHAPES = {  # (d_model, layers, heads, ffn, vocab, family)
 
 
 def speed(threads: int) -> list[str]:
-    from engine.models.loading import quantize_decoder
+    from engine.models.common import quantize_decoder
     from engine.mt.model import MTConfig, MTModel
 
     torch.set_num_threads(threads)

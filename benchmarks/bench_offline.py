@@ -1,5 +1,6 @@
-"""Offline decoding side by side: `dragoman file`'s decoder (engine.transcribe) against faster-whisper on the same
-Whisper base weights (the embedded CTranslate2 model), sentence by sentence on synthesised speech.
+"""Offline decoding side by side: `dragoman file`'s decoder (engine.models.whisper.transcribe) against
+faster-whisper on the same Whisper base weights (the embedded CTranslate2 model), sentence by sentence on
+synthesised speech.
 
     .venv/bin/python -m benchmarks.bench_offline                      # German dev set (40 sentences)
     .venv/bin/python -m benchmarks.bench_offline --lang de,fr,es --diff  # more languages; show sentences that differ
@@ -54,7 +55,7 @@ Decoder = Callable[[np.ndarray, str], str]  # (audio, source language) -> Englis
 def dragoman(beam_size: int, quantize: str = "auto", **options) -> Callable[[], Decoder]:
     def make() -> Decoder:
         from engine.models.loading import load_model
-        from engine.transcribe import TranscribeOptions, transcribe
+        from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
         bundle = load_model(device="cpu", quantize=quantize)
         return lambda audio, lang: transcribe(
@@ -66,7 +67,7 @@ def ct2_model_dir() -> Path:
     """The embedded model as a CTranslate2 directory (model.bin = part1 + part2), built once in the temp dir."""
     import shutil
 
-    from engine.models.loading import _embedded_files
+    from engine.models.whisper.load import _embedded_files
 
     data_dir, parts = _embedded_files()
     target = Path(tempfile.gettempdir()) / "dragoman-ct2-whisper-base"

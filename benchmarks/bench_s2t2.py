@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from engine.kv_cache import DecoderState
-from engine.models.s2t2 import S2T2, S2T2Config
-from engine.models.wav2vec2 import SAMPLE_RATE, Wav2Vec2Config, normalize_audio
+from engine.models.s2t2.model import S2T2, S2T2Config
+from engine.models.s2t2.wav2vec2 import SAMPLE_RATE, Wav2Vec2Config, normalize_audio
 
 ENCODER = Wav2Vec2Config(conv_bias=True, feat_extract_norm="layer", hidden_size=1024, num_hidden_layers=24,
                          num_attention_heads=16, intermediate_size=4096, do_stable_layer_norm=True)

@@ -172,7 +172,7 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
         compute = (lambda: stream_once(ctx.backend, cfg, stream.audio)) if version == ctx.loaded_tree else None
         return _cached(ctx, f"dragoman-{tag}", stream, compute, version)
     if system == "offline-dragoman":
-        from engine.transcribe import TranscribeOptions, transcribe
+        from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
         t0 = time.perf_counter()
         # `dragoman file`'s defaults: beam 5

@@ -35,13 +35,13 @@ _CACHE: dict[str, Any] = {}  # loaded models; loading takes seconds and the benc
 
 
 def default_cache() -> Path:
-    from engine.models.loading import cache_dir
+    from engine.models.checkpoint import cache_dir
 
     return cache_dir() / "peers"
 
 
 def _parts_key() -> tuple[Path, list[Path], str]:
-    from engine.models.loading import _embedded_files  # the one place that knows where the parts live
+    from engine.models.whisper.load import _embedded_files  # the one place that knows where the parts live
 
     data_dir, parts = _embedded_files()
     key = hashlib.sha256("|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in parts).encode())

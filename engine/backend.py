@@ -1,19 +1,22 @@
-"""The seam between model families and everything above them (decoding loops, streaming, policies).
+"""The seam between model families and everything above them (decoding loops, streaming, policies), and the
+registry through which a family is loaded, served and run offline without the code above naming it.
 
 A Backend turns audio into encoder output, builds decoder prompts, filters logits and turns token ids into
-bytes. It holds no per-stream state: that lives in DecoderState objects, one per stream.
+bytes. It holds no per-stream state: that lives in DecoderState objects, one per stream. Nothing here knows a
+family: each family package (engine/models/whisper, engine/models/s2t2) registers a Family when it is imported.
 """
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, SECONDS_PER_ENCODER_FRAME, log_mel_spectrogram
 from .kv_cache import DecoderState
-from .models.loading import WhisperBundle
 
 Task = Literal["transcribe", "translate"]
 
@@ -66,123 +69,106 @@ class Backend(Protocol):
         Must not change `state` (streaming calls it between updates)."""
 
 
-class WhisperBackend:
-    """Whisper behind the Backend seam (unpadded encoder windows, no timestamps during streaming)."""
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a recording and the text decoded for it."""
 
-    family = "whisper"
-    sample_rate = SAMPLE_RATE
-    max_window_s = N_SAMPLES / SAMPLE_RATE
-    frame_s = SECONDS_PER_ENCODER_FRAME
-    tasks = ("transcribe", "translate")
+    start_s: float
+    end_s: float
+    text: str
 
-    def __init__(self, bundle: WhisperBundle) -> None:
-        self.bundle = bundle
-        self.model = bundle.model
-        self.tokenizer = bundle.tokenizer
-        self.name = bundle.name
-        self.eot = bundle.tokenizer.eot
-        self.alignment_heads = len(bundle.model.config.resolved_alignment_heads())
-        self.max_text_tokens = bundle.model.n_text_ctx
-        sp = bundle.tokenizer.special
-        n_vocab = bundle.model.config.n_vocab
-        banned = set(bundle.suppress_ids) | set(range(sp.eot + 1, n_vocab))  # specials and timestamps
-        self._banned = torch.tensor(sorted(i for i in banned if i < n_vocab), dtype=torch.long)
-        self._banned_begin = torch.tensor([i for i in bundle.suppress_ids_begin if i < n_vocab], dtype=torch.long)
+
+@dataclass(frozen=True)
+class Transcript:
+    """A whole recording decoded offline."""
+
+    language: str | None  # the spoken language, given or detected (None: not given, and the family cannot tell)
+    segments: list[Segment]
 
     @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def _mel(self, audio: np.ndarray) -> Tensor:
-        # The encoder halves the frame rate: keep an even frame count, and at least 2 frames (zero-pad audio
-        # shorter than 20 ms) so even a tiny window encodes to one frame instead of failing.
-        if len(audio) < 2 * HOP_LENGTH:
-            audio = np.pad(audio, (0, 2 * HOP_LENGTH - len(audio)))
-        mel = log_mel_spectrogram(audio, self.model.config.n_mels)
-        return mel[:, : mel.shape[1] - mel.shape[1] % 2]
-
-    @torch.inference_mode()
-    def encode(self, audio: np.ndarray) -> Tensor:
-        return self.model.encode(self._mel(audio)[None])
-
-    @torch.inference_mode()
-    def encode_batch(self, audios: list[np.ndarray]) -> tuple[Tensor, Tensor | None]:
-        mels = [self._mel(a) for a in audios]
-        n = max(m.shape[1] for m in mels)
-        if all(m.shape[1] == n for m in mels):
-            return self.model.encode(torch.stack(mels)), None
-        # Pad with zeros: a row alone is zero-padded by conv1, so its last real frames see exactly the same
-        # input (any other value shifts the last frame, and through attention every frame); the attention mask
-        # hides the padded frames themselves.
-        batch = torch.stack([torch.nn.functional.pad(m, (0, n - m.shape[1])) for m in mels])
-        valid = torch.zeros(len(mels), n // 2, dtype=torch.bool)
-        for i, m in enumerate(mels):
-            valid[i, : m.shape[1] // 2] = True
-        valid = valid.to(self.device)
-        return self.model.encode(batch, valid), valid
-
-    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
-    def new_state(self, encoder_out: Tensor, valid: Tensor | None = None) -> DecoderState:
-        return self.model.new_state(encoder_out, valid)
-
-    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
-    def set_audio(self, state: DecoderState, encoder_out: Tensor, valid: Tensor | None = None) -> None:
-        self.model.set_audio(state, encoder_out, valid)
-
-    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
-    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        return self.model.step(tokens, state)
-
-    @torch.inference_mode()  # encoder outputs are inference tensors: autograd must stay off (fp32 too)
-    def step_with_alignment(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
-        return self.model.step_with_alignment(tokens, state)
-
-    def start_tokens(self, task: Task, language: str | None, previous: list[int]) -> list[int]:
-        sp = self.tokenizer.special
-        head = [sp.sot_prev] + previous[-(self.model.n_text_ctx // 4):] if previous else []
-        return head + self.tokenizer.sot_sequence(task, language, timestamps=False)
-
-    def filter_logits(self, logits: Tensor, n_generated: int) -> None:
-        logits[..., self._banned.to(logits.device)] = float("-inf")
-        if n_generated == 0:
-            logits[..., self._banned_begin.to(logits.device)] = float("-inf")
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.tokenizer.token_bytes(token)
-
-    def text_tokens(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    @torch.inference_mode()
-    def detect_language(self, encoder_out: Tensor) -> str | None:
-        from .decoding import detect_language
-
-        return detect_language(self.bundle, encoder_out)[0]
-
-    @torch.inference_mode()
-    def language_probs(self, encoder_out: Tensor) -> dict[str, float] | None:
-        from .decoding import detect_language
-
-        return detect_language(self.bundle, encoder_out)[1]
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
 
 
-    @torch.inference_mode()
-    def no_speech_prob(self, state: DecoderState) -> float | None:
-        # openai reads <|nospeech|> at the <|startoftranscript|> position; without a previous-text prompt
-        # that position sees only itself, so one step on an empty clone sharing the cross K/V is enough.
-        probe = state.clone()
-        probe.reset()
-        sp = self.tokenizer.special
-        logits = self.model.step(torch.tensor([[sp.sot]], device=self.device), probe)[0, -1]
-        return float(logits.float().softmax(-1)[sp.no_speech])
+@dataclass(frozen=True)
+class OfflineOptions:
+    """What a caller may choose when decoding a whole recording; each family keeps its own defaults for the rest."""
+
+    task: Task = "transcribe"
+    language: str | None = None  # None: detected, where the family can
+    beam_size: int = 1
 
 
-def make_backend(bundle) -> Backend:
+Progress = Callable[[float, float], None]  # (seconds of audio decoded, seconds in all)
+
+
+class SpeechBundle(Protocol):
+    """What loading returns for any family: a network with its tokenizer and settings, and where it runs.
+    Code that serves any family goes through make_backend(bundle); code that needs one family checks its type."""
+
+    device: torch.device  # set by placement (engine/models/common.py), like `quantized`
+    quantized: bool  # the decoder's Linear layers run in int8
+
+    @property
+    def family(self) -> str: ...  # the registered Family's name
+
+    @property
+    def name(self) -> str: ...  # what the user asked for (a built-in name, a directory, a hub id)
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+
+BundleT = TypeVar("BundleT", bound=SpeechBundle)
+
+
+@dataclass(frozen=True)
+class Family(Generic[BundleT]):
+    """One model family as the rest of the engine sees it: the checkpoints it loads, its Backend (streaming) and
+    its offline decoding of whole recordings."""
+
+    name: str  # the `family` of its bundles and backends
+    model_types: tuple[str, ...]  # config.json `model_type` values of the checkpoint directories it loads
+    load_directory: Callable[[Path, dict, str], BundleT]  # (directory, its config.json, name) -> bundle on the CPU
+    backend: Callable[[BundleT], Backend]
+    # a whole recording of any length: (bundle, 16 kHz float32 mono samples, options, progress) -> Transcript
+    transcribe: Callable[[BundleT, np.ndarray, OfflineOptions, Progress | None], Transcript]
+    builtin: Mapping[str, Callable[[], BundleT]] = field(default_factory=dict)  # models loaded by name alone
+    int8_by_default: bool = False  # quantize="auto" puts the decoder in int8 on the CPU
+
+
+_FAMILIES: dict[str, Family[Any]] = {}
+
+
+def register(family: Family[BundleT]) -> Family[BundleT]:
+    """Make a family loadable and servable (each family package calls this once, when it is imported)."""
+    known = _FAMILIES.get(family.name)
+    if known is not None and known != family:
+        raise ValueError(f"model family {family.name!r} is registered twice")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def families() -> tuple[Family[Any], ...]:
+    """The registered families, in registration order."""
+    return tuple(_FAMILIES.values())
+
+
+def family_of(bundle: object) -> Family[Any]:
+    """The registered Family of a loaded bundle; TypeError for anything else."""
+    name = getattr(bundle, "family", None)
+    family = _FAMILIES.get(name) if isinstance(name, str) else None
+    if family is None:
+        raise TypeError(f"no backend for {type(bundle).__name__}")
+    return family
+
+
+def make_backend(bundle: SpeechBundle) -> Backend:
     """The Backend for a loaded bundle of any family."""
-    if getattr(bundle, "family", None) == "whisper":
-        return WhisperBackend(bundle)
-    if getattr(bundle, "family", None) == "s2t2":
-        from .models.s2t2_backend import S2T2Backend
+    return family_of(bundle).backend(bundle)
 
-        return S2T2Backend(bundle)
-    raise TypeError(f"no backend for {type(bundle).__name__}")
+
+def transcribe(bundle: SpeechBundle, audio: np.ndarray, options: OfflineOptions = OfflineOptions(),
+               progress: Progress | None = None) -> Transcript:
+    """Decode a whole recording (16 kHz float32 mono, any length) offline with the bundle's family."""
+    return family_of(bundle).transcribe(bundle, audio, options, progress)

@@ -37,7 +37,7 @@ from .session_config import Mode, SessionConfig  # noqa: F401 (re-exported: call
 from .policy import Hypothesis, Policy, attended_frame, make_policy
 from .stream_decoding import (DecodeJob, DecodeResult, decode_batch, ends_sentence, is_prompt_echo,
                               looks_like_source_language)
-from .tokenizer import split_complete_utf8
+from .models.whisper.tokenizer import split_complete_utf8
 from .vad import StreamVad
 
 log = logging.getLogger(__name__)

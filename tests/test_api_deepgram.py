@@ -72,7 +72,7 @@ def finals_text(received: list[Any]) -> str:
 @pytest.mark.slow
 async def test_sdk_live_stream_gets_interim_and_final_results(server, audio_dir, whisper_bundle):
     """Interim and final Results; the finals' words match `dragoman file`'s; word times are ordered; Metadata last."""
-    from engine.transcribe import TranscribeOptions, transcribe
+    from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
     audio, _ = speech("en", 0, audio_dir)
     audio = np.concatenate([audio, np.zeros(16000, np.float32)])

@@ -228,7 +228,7 @@ def test_config_rejects_nonsense() -> None:
 @pytest.mark.slow
 def test_captions_from_real_speech_via_file_pipeline(tmp_path: Path, audio_dir: Path, whisper_bundle) -> None:
     """German speech translated offline gives WebVTT cues with the English words, timed inside the speech."""
-    from engine.transcribe import TranscribeOptions, transcribe
+    from engine.models.whisper.transcribe import TranscribeOptions, transcribe
     from tests.speech import long_stream
 
     audio, spans = long_stream("de", audio_dir)

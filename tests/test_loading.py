@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from engine.errors import ModelLoadError
-from engine.models import ct2 as ct2_module
-from engine.models.loading import WhisperBundle, _embedded_files, load_embedded, load_model
+from engine.models.loading import load_model
+from engine.models.whisper import ct2 as ct2_module
+from engine.models.whisper.load import WhisperBundle, _embedded_files, load_embedded
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.models.s2t2 import S2T2, S2T2Config
-from engine.models.wav2vec2 import Wav2Vec2Config
+from engine.models.s2t2.model import S2T2, S2T2Config
+from engine.models.s2t2.wav2vec2 import Wav2Vec2Config
 
 VOCAB = 40
 PAD = 1

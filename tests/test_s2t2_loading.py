@@ -12,7 +12,7 @@ import torch
 from engine.backend import make_backend
 from engine.errors import ModelLoadError
 from engine.models.loading import load_model
-from engine.models.s2t2_decoding import translate_window
+from engine.models.s2t2.generate import translate_window
 from tests.s2t2_reference import VARIANTS, build_reference, speech_like
 
 VARIANT = VARIANTS[1]  # layer norm, pre-LN, no projection: the real checkpoint's encoder style
@@ -150,6 +150,22 @@ def test_translate_window_handles_edge_lengths(reference) -> None:
     bundle = load_model(str(reference[1]), device="cpu")
     assert translate_window(bundle, np.zeros(0, dtype=np.float32), 1) == ""
     assert isinstance(translate_window(bundle, speech_like(100, 4), 1), str)
+
+
+def test_a_long_recording_is_translated_in_windows_cut_in_pauses(reference) -> None:
+    """Offline decoding past 30 s: contiguous windows, each cut in the middle of the quietest 0.1 s of its last
+    5 s, each with its own window's translation; the language stays the one given."""
+    from engine.backend import OfflineOptions, transcribe
+
+    bundle = load_model(str(reference[1]), device="cpu")
+    audio = speech_like(16000 * 40, 9)
+    audio[16000 * 27 : 16000 * 27 + 1600] = 0  # a 0.1 s pause at 27 s
+    done: list[float] = []
+    result = transcribe(bundle, audio, OfflineOptions(task="translate", language="en", beam_size=1),
+                        lambda seconds, total: done.append(seconds))
+    assert [(s.start_s, s.end_s) for s in result.segments] == [(0.0, 27.05), (27.05, 40.0)]
+    assert result.segments[0].text == translate_window(bundle, audio[: int(16000 * 27.05)], 1)
+    assert result.language == "en" and done == [27.05, 40.0]
 
 
 def test_file_command_translates_with_a_checkpoint(reference, tmp_path, capsys) -> None:

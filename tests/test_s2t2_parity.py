@@ -14,7 +14,7 @@ import torch
 
 from engine.backend import Backend, make_backend
 from engine.models.loading import load_model
-from engine.models.s2t2_decoding import SearchOptions, generate, translate_window
+from engine.models.s2t2.generate import SearchOptions, generate, translate_window
 from tests.s2t2_reference import VARIANTS, build_reference, speech_like
 
 CLIPS = [speech_like(8000, 1), speech_like(5600, 2), speech_like(11200, 3) * 0.2]

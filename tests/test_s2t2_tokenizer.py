@@ -7,7 +7,7 @@ import random
 import pytest
 
 from engine.errors import ModelLoadError
-from engine.models.s2t2_tokenizer import S2T2Tokenizer
+from engine.models.s2t2.tokenizer import S2T2Tokenizer
 from tests.s2t2_reference import PIECES, write_tokenizer
 
 

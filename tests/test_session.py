@@ -74,7 +74,7 @@ def test_commits_are_append_only_and_ordered(german, german_events):
 
 def test_streaming_is_close_to_offline(backend, whisper_bundle, german, german_events):
     """The streamed translation stays close to decoding each whole sentence offline."""
-    from engine.decoding import DecodingOptions, decode
+    from engine.models.whisper.decoding import DecodingOptions, decode
 
     audio, spans = german
     offline = " ".join(

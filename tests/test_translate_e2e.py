@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from engine.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
-from engine.decoding import DecodingOptions, DecodingResult, decode
-from engine.models.loading import WhisperBundle
+from engine.models.whisper.decoding import DecodingOptions, DecodingResult, decode
+from engine.models.whisper.load import WhisperBundle
 from tests.speech import SENTENCES, Utterance, speech
 
 pytestmark = pytest.mark.slow

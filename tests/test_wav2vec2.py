@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.models.s2t2_loading import _wav2vec2_config, map_weights
-from engine.models.wav2vec2 import Wav2Vec2Encoder, normalize_audio
+from engine.models.s2t2.load import _wav2vec2_config, map_weights
+from engine.models.s2t2.wav2vec2 import Wav2Vec2Encoder, normalize_audio
 from tests.s2t2_reference import speech_like
 
 
@@ -31,7 +31,7 @@ def _pair(norm: str, stable: bool, seed: int):
     ours = Wav2Vec2Encoder(ours_cfg).eval()
     sd = {"encoder." + k: v for k, v in ref.state_dict().items()}
     # map_weights expects a whole SpeechEncoderDecoder checkpoint: take the encoder part of its answer
-    from engine.models.s2t2 import S2T2, S2T2Config
+    from engine.models.s2t2.model import S2T2, S2T2Config
 
     full = S2T2(ours_cfg, S2T2Config(vocab_size=8, d_model=32, decoder_layers=1, decoder_attention_heads=4,
                                      decoder_ffn_dim=8, max_target_positions=8))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.decoding import DecodingOptions, decode
 from engine.kv_cache import DecoderState
-from engine.models.loading import WhisperBundle
-from engine.models.whisper import Whisper
+from engine.models.whisper.decoding import DecodingOptions, decode
+from engine.models.whisper.load import WhisperBundle
+from engine.models.whisper.model import Whisper
 from tests.tiny_models import TINY_WHISPER as TINY
 
 # Tight enough to catch a position off by one or a stale cache entry (those move logits by > 1e-2 here), loose

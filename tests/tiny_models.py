@@ -10,9 +10,9 @@ import json
 
 import torch
 
-from engine.models.loading import WhisperBundle, _embedded_files
-from engine.models.whisper import Whisper, WhisperConfig
-from engine.tokenizer import WhisperTokenizer
+from engine.models.whisper.load import WhisperBundle, _embedded_files
+from engine.models.whisper.model import Whisper, WhisperConfig
+from engine.models.whisper.tokenizer import WhisperTokenizer
 
 TINY_WHISPER = WhisperConfig(
     n_mels=80, n_audio_ctx=40, n_audio_state=32, n_audio_head=4, n_audio_layer=2,

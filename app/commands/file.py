@@ -43,14 +43,11 @@ def run(args: argparse.Namespace) -> int:
         from app.translation import run_file_targets
 
         return run_file_targets(args, bundle, audio, language, bar)
-    if bundle.family == "whisper":
-        from engine.transcribe import TranscribeOptions, transcribe
+    from engine.backend import OfflineOptions, transcribe
 
-        result = transcribe(bundle, audio, TranscribeOptions(task=args.task, language=language, beam_size=args.beam),
-                            progress=lambda done, total: bar.update(done - bar.n))
-        language, segments = result.language, result.segments
-    else:
-        segments = _windows_other_family(bundle, audio, args, bar)
+    result = transcribe(bundle, audio, OfflineOptions(task=args.task, language=language, beam_size=args.beam),
+                        progress=lambda done, total: bar.update(done - bar.n))
+    language, segments = result.language, result.segments
     bar.close()
     if args.json:
         out = {"language": language, "task": args.task, "text": "".join(s.text for s in segments).strip(),
@@ -69,24 +66,3 @@ def run(args: argparse.Namespace) -> int:
                 write_captions(commits, path)
     return 0
 
-
-def _windows_other_family(bundle, audio, args, bar):
-    """Families without timestamps (Speech2Text2): ≤ 30 s windows cut at the quietest 0.1 s near each end."""
-    import numpy as np
-
-    from engine.models.s2t2_decoding import translate_window
-    from engine.transcribe import Segment
-
-    sr, max_len = 16000, 30 * 16000
-    segments, start = [], 0
-    while start < len(audio):
-        end = min(len(audio), start + max_len)
-        if end < len(audio):  # cut in a pause: lowest-energy 100 ms block in the last 5 s of the window
-            tail = audio[end - 5 * sr : end]
-            energy = np.convolve(tail**2, np.ones(sr // 10), mode="valid")[:: sr // 100]
-            end = end - 5 * sr + int(np.argmin(energy)) * (sr // 100) + sr // 20
-        text = translate_window(bundle, audio[start:end], args.beam)
-        segments.append(Segment(start / sr, end / sr, text))
-        start = end
-        bar.update(start / sr - bar.n)
-    return segments

@@ -149,7 +149,13 @@ def no_random_init() -> Iterator[None]:
         yield
 
 
-# -- the hub -------------------------------------------------------------------------------------------------
+# -- the hub and our cache -----------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """Dragoman's own cache (converted checkpoints, benchmark peers): $XDG_CACHE_HOME/dragoman."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dragoman"
+
+
 def looks_like_path(name: str) -> bool:
     """True for names meant as directories (./x, /x, ~/x, a/b/c); False for hub ids (owner/name)."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name and name.count("/") != 1

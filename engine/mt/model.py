@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from ..kv_cache import DecoderState
-from ..models.s2t2 import Attention, sinusoidal_table
+from ..models.s2t2.model import Attention, sinusoidal_table
+from ..models.s2t2.wav2vec2 import activation
 from ..models.seq2seq import CachedDecoding
-from ..models.wav2vec2 import activation
 
 Family = Literal["marian", "m2m100"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 
 CONTINUES = "@@"  # suffix of a piece that does not end its word
 WORD_END = "</w>"  # end-of-word marker inside merges.txt

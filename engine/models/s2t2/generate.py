@@ -4,18 +4,16 @@ encoder window, behind the Backend seam (the family supplies step / new_state / 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .s2t2_backend import S2T2Backend
-from .s2t2_loading import S2T2Bundle
-from .search import BeamOptions, beam, greedy
-
-if TYPE_CHECKING:  # the Protocol only, for annotations: the seam module sits above the model families
-    from ..backend import Backend
+from ...backend import Backend, OfflineOptions, Progress, Segment, Transcript
+from ..search import BeamOptions, beam, greedy
+from .backend import MAX_WINDOW_S, S2T2Backend
+from .load import S2T2Bundle
+from .wav2vec2 import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -62,3 +60,25 @@ def translate_window(bundle: S2T2Bundle, audio: np.ndarray, beam_size: int) -> s
         return ""
     tokens = generate(backend, backend.encode(audio), search_options(bundle, beam_size))
     return bundle.tokenizer.decode(tokens)
+
+
+def translate_offline(bundle: S2T2Bundle, audio: np.ndarray, options: OfflineOptions,
+                      progress: Progress | None = None) -> Transcript:
+    """The family's offline entry (engine.backend.transcribe): no timestamps to seek by, so ≤ 30 s windows cut at
+    the quietest 0.1 s in the last 5 s of each. Translates whatever the task (the checkpoint's one task); the
+    language is the caller's, as given (one source language per checkpoint, nothing detected)."""
+    sr, max_len = SAMPLE_RATE, int(MAX_WINDOW_S) * SAMPLE_RATE
+    segments: list[Segment] = []
+    start = 0
+    while start < len(audio):
+        end = min(len(audio), start + max_len)
+        if end < len(audio):  # cut in a pause: lowest-energy 100 ms block in the last 5 s of the window
+            tail = audio[end - 5 * sr : end]
+            energy = np.convolve(tail**2, np.ones(sr // 10), mode="valid")[:: sr // 100]
+            end = end - 5 * sr + int(np.argmin(energy)) * (sr // 100) + sr // 20
+        text = translate_window(bundle, audio[start:end], options.beam_size)
+        segments.append(Segment(start / sr, end / sr, text))
+        start = end
+        if progress is not None:
+            progress(start / sr, len(audio) / sr)
+    return Transcript(language=options.language, segments=segments)

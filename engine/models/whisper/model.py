@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kv_cache import DecoderState
-from .seq2seq import CachedDecoding
+from ...kv_cache import DecoderState
+from ..seq2seq import CachedDecoding
 
 
 @dataclass(frozen=True)

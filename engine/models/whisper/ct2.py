@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from ..errors import ModelLoadError
-from .whisper import WhisperConfig
+from ...errors import ModelLoadError
+from .model import WhisperConfig
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: None}  # 5 = bfloat16
 

@@ -9,9 +9,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
-from .kv_cache import DecoderState
-from .models.loading import WhisperBundle
+from ...errors import ConfigError
+from ...kv_cache import DecoderState
+from .load import WhisperBundle
 
 Task = Literal["transcribe", "translate"]
 MAX_PROMPT_TOKENS = 223  # openai: n_text_ctx // 2 - 1

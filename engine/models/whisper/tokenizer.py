@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from .errors import ModelLoadError
+from ...errors import ModelLoadError
 
 # Whisper's languages, in token order after <|en|> (openai/whisper tokenizer.py)
 LANGUAGES = (

@@ -14,8 +14,8 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from ..kv_cache import DecoderState
-from .seq2seq import CachedDecoding
+from ...kv_cache import DecoderState
+from ..seq2seq import CachedDecoding
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, activation
 
 

@@ -1,7 +1,8 @@
 """Loading HF-format wav2vec2 + Speech2Text2 checkpoints (`SpeechEncoderDecoderModel` directories).
 
-`load_directory` in loading.py sends every config.json with model_type "speech-encoder-decoder" here. Everything that
-is checked is checked before any weight is read, and every failure is a ModelLoadError that names the field or file.
+The family registers `load_s2t2` for config.json model_type "speech-encoder-decoder" (engine/models/loading.py sends
+such directories here). Everything that is checked is checked before any weight is read, and every failure is a
+ModelLoadError that names the field or file.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import ModelLoadError
-from .checkpoint import (check_weights, generation_lookup, no_random_init, read_json, read_state_dict,
+from ...errors import ModelLoadError
+from ..checkpoint import (check_weights, generation_lookup, no_random_init, read_json, read_state_dict,
                          warn_unapplied)
-from .s2t2 import S2T2, S2T2Config
-from .s2t2_tokenizer import S2T2Tokenizer
+from .model import S2T2, S2T2Config
+from .tokenizer import S2T2Tokenizer
 from .wav2vec2 import ACTIVATIONS, SAMPLE_RATE, Wav2Vec2Config
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 (as openai's transcribe does), with temperature fallback against loops and no-speech skipping."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -10,28 +9,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from ...audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from ...backend import OfflineOptions, Progress, Segment, Transcript
 from .decoding import DecodingOptions, DecodingResult, Task, decode, detect_language
-from .models.loading import WhisperBundle
+from .load import WhisperBundle
 
 INPUT_STRIDE = 2  # mel frames per encoder frame (one timestamp step = 0.02 s)
-
-
-@dataclass(frozen=True)
-class Segment:
-    start_s: float
-    end_s: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Transcript:
-    language: str | None
-    segments: list[Segment]
-
-    @property
-    def text(self) -> str:
-        return "".join(s.text for s in self.segments).strip()
 
 
 @dataclass(frozen=True)
@@ -58,7 +41,7 @@ def transcribe(
     bundle: WhisperBundle,
     audio: npt.NDArray[np.float32],
     options: TranscribeOptions = TranscribeOptions(),
-    progress: Callable[[float, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> Transcript:
     """Transcribe or translate `audio` (16 kHz float32 mono) window by window."""
     ts_begin = bundle.tokenizer.special.timestamp_begin
@@ -94,6 +77,13 @@ def transcribe(
         if progress is not None:
             progress(min(seek, content_frames) * HOP_LENGTH / SAMPLE_RATE, content_frames * HOP_LENGTH / SAMPLE_RATE)
     return Transcript(language=language, segments=segments)
+
+
+def transcribe_offline(bundle: WhisperBundle, audio: np.ndarray, options: OfflineOptions,
+                       progress: Progress | None = None) -> Transcript:
+    """The family's offline entry (engine.backend.transcribe): TranscribeOptions' defaults, the caller's choices."""
+    return transcribe(bundle, audio, TranscribeOptions(task=options.task, language=options.language,
+                                                       beam_size=options.beam_size), progress)
 
 
 def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, base: DecodingOptions,

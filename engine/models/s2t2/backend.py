@@ -11,9 +11,9 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
-from ..kv_cache import DecoderState
-from .s2t2_loading import S2T2Bundle
+from ...errors import ConfigError
+from ...kv_cache import DecoderState
+from .load import S2T2Bundle
 from .wav2vec2 import SAMPLE_RATE, normalize_audio
 
 MAX_WINDOW_S = 30.0  # no hard limit in wav2vec2; attention cost grows with the square of the window, and the
