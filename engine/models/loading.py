@@ -23,6 +23,7 @@ def load_model(
     name = name or DEFAULT_MODEL
     dev = resolve_device(device)
     builtin = next((f.builtin[name] for f in families() if name in f.builtin), None)
+    bundle: SpeechBundle
     if builtin is not None:
         bundle = builtin()
     else:
@@ -43,7 +44,8 @@ def load_directory(path: Path, name: str | None = None) -> SpeechBundle:
     model_type = cfg.get("model_type")
     for family in families():
         if model_type in family.model_types:
-            return family.load_directory(path, cfg, name or str(path))
+            bundle: SpeechBundle = family.load_directory(path, cfg, name or str(path))
+            return bundle
     supported = ", ".join(repr(t) for t in sorted(t for f in families() for t in f.model_types))
     raise ModelLoadError(f"{path / 'config.json'}: unsupported model_type {model_type!r} (supported: {supported})")
 

@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -128,7 +129,7 @@ def load_embedded() -> WhisperBundle:
 
 
 # -- HF-format Whisper ----------------------------------------------------------------------------------------
-def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
+def load_hf_whisper(path: Path, cfg: dict[str, Any], name: str) -> WhisperBundle:
     try:
         wcfg = WhisperConfig(
             n_mels=cfg["num_mel_bins"],
@@ -210,7 +211,7 @@ def load_hf_whisper(path: Path, cfg: dict, name: str) -> WhisperBundle:
                          suppress_ids_begin=begin)
 
 
-def _generation_config(path: Path) -> dict:
+def _generation_config(path: Path) -> dict[str, Any]:
     f = path / "generation_config.json"
     return read_json(f) if f.is_file() else {}
 
