@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from app.auth import AccessConfig
 from app.server import DragomanServer, ServerConfig, create_app
+from app.server.auth import AccessConfig
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import pcm16
 

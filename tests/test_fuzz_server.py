@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.protocol import ErrorCode
+from app.server.protocol import ErrorCode
 from tests.server_clients import server_in_thread
 from tests.test_fuzz_protocol import actions
 

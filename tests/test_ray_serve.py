@@ -226,7 +226,7 @@ def assert_translates(t: Transcript, index: int, audio_s: float) -> None:
 def test_without_replicas_ray_is_never_imported():
     """`dragoman serve`'s flags, its server configuration and the whole server import no Ray."""
     code = ("import sys; from app.cli import build_parser; from app.commands.serve import server_config; "
-            "import app.server, app.connection; server_config(build_parser().parse_args(['serve'])); "
+            "import app.server.app, app.server.connection; server_config(build_parser().parse_args(['serve'])); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.mt_server import ServerTranslation
 from app.server import DragomanServer, ServerConfig
+from app.server.mt import ServerTranslation
 from engine.audio import resample
 from engine.mt.loading import load_mt
 from engine.scheduler import Engine, EngineConfig

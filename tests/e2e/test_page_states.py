@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.auth import AccessConfig
 from app.server import DragomanServer, ServerConfig
+from app.server.auth import AccessConfig
 from engine.events import Error
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, chromium_flags, require_chromium
 from tests.speech import write_wav

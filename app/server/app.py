@@ -36,7 +36,6 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -46,57 +45,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from . import protocol as p
+from .api import deepgram, openai, realtime
+from .api.common import HandshakeRefused
 from .auth import AccessConfig, Denial, RedactingFilter, check_access, request_token, subprotocol_token
-from .compat import HandshakeRefused
+from .config import ServerConfig
 from .connection import Connection
-from .limits import FileLimits, ServerLimits
-from .metrics import CONTENT_TYPE, Metrics
-from .rooms import RoomLimits, RoomRegistry, serve_viewer
+from .hub import DragomanHub, raw_target
+from .metrics import CONTENT_TYPE
+from .rooms import serve_viewer
 from .sockets import SocketClosed
-from .static import WEB_DIR, http_response, static_response
-from .webrtc import WebRTCConfig
+from .static import http_response, static_response
 
 if TYPE_CHECKING:
     from engine.scheduler import Engine
-    from engine.session import SessionConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.server")  # the package's logger: one story for the app and its connections
 # uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
 UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
-http_log = logging.getLogger(__name__ + ".http")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything the server needs besides the engine."""
-
-    host: str = "127.0.0.1"  # loopback by default: exposing the server is an explicit choice
-    port: int = 8000  # 0 picks a free port (tests); `DragomanServer.port` tells which
-    web_dir: Path = WEB_DIR  # static files for the page
-    ws_path: str = "/ws"
-    limits: p.ProtocolLimits = p.ProtocolLimits()
-    send_queue_messages: int = 256  # per connection; partials/stats are dropped once it is half full
-    send_timeout_s: float = 10.0  # a client that accepts no message for this long is closed as slow
-    stats_interval_s: float = 1.0  # how often each session reports lag and real-time factor
-    webrtc: WebRTCConfig = WebRTCConfig()
-    session: SessionConfig | None = None  # template for policy, chunking, ...; task/language come from `start`
-    defaults: p.Start = p.Start()  # task/language for a `start` that omits them (`dragoman serve --task/--language`)
-    server_limits: ServerLimits = ServerLimits()
-    access: AccessConfig = AccessConfig()
-    certfile: Path | None = None  # TLS certificate chain (PEM); with keyfile, serves https:// and wss://
-    keyfile: Path | None = None
-    files: FileLimits = FileLimits()
-    model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
-    translation: Any = None  # app.mt_server.ServerTranslation: MT models and the targets `start.target` may ask for
-    rooms: RoomLimits = RoomLimits()  # audiences of shared sessions (`start.room`, app/rooms.py)
-    replica: str | None = None  # names this replica in `ready` and /healthz when several serve (app/scale/)
+http_log = logging.getLogger("app.server.http")
 
 
 # --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
 
 class AsgiSocket:
-    """`app.sockets.MessageSocket` over an accepted ASGI WebSocket.
+    """`app.server.sockets.MessageSocket` over an accepted ASGI WebSocket.
 
     A hard cut needs the transport, which ASGI does not expose: uvicorn (as run by DragomanServer) hands it over
     through the `dragoman.abort` scope extension. Under another server a cut is a close the app stops waiting for.
@@ -173,66 +145,6 @@ def _uvicorn_protocol() -> type:
 
 
 # --- the application ----------------------------------------------------------------------------------------------
-
-def raw_target(scope: Scope) -> str:
-    """The request's path and query as sent (percent-encoding intact), for access checks and static files."""
-    raw = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    return raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-
-
-class DragomanHub:
-    """The state every endpoint shares: the engine, the configuration, open connections, metrics, file jobs."""
-
-    def __init__(self, engine: Engine | None, config: ServerConfig) -> None:
-        from .api_openai import FileJobs
-
-        self.engine = engine
-        self.config = config
-        self.connections: set[Connection] = set()
-        self.rooms = RoomRegistry(config.rooms)
-        self.metrics = Metrics()
-        self.files = FileJobs(config.files.max_jobs)
-        self.closing = False  # shutting down: no new connections or jobs
-        self.secure = config.certfile is not None  # set by whoever terminates TLS (same origin checks)
-        m = self.metrics
-        m.gauge("dragoman_connections_open", "WebSocket connections open (all APIs)", lambda: len(self.connections))
-        m.gauge("dragoman_send_queue_messages", "Messages waiting in the send queues of all connections",
-                lambda: sum(c.out.qsize() for c in list(self.connections)))
-        m.gauge("dragoman_backlog_seconds", "Audio received but not yet committed, all live sessions",
-                lambda: sum(c.live.lag_s for c in list(self.connections) if c.live is not None))
-        m.gauge("dragoman_file_jobs", "File transcriptions decoding or waiting", lambda: self.files.active)
-        m.gauge("dragoman_viewers", "Viewers connected to rooms", lambda: self.rooms.n_viewers)
-        m.gauge("dragoman_capacity_left", "Live session slots free", lambda: self.capacity_left)
-
-    @property
-    def capacity_left(self) -> int:
-        if self.engine is None:
-            return 0
-        return max(0, self.engine.config.max_sessions - self.engine.n_sessions)
-
-    @property
-    def model_name(self) -> str:
-        backend = getattr(self.engine, "backend", None)
-        return str(getattr(backend, "name", None) or self.config.model_id)
-
-    def check(self, scope: Scope) -> Denial | None:
-        """Origin and token for any request (WebSocket or HTTP)."""
-        return check_access(self.config.access, Headers(scope=scope), raw_target(scope),
-                            self.secure or scope.get("scheme") in ("https", "wss"))
-
-    async def end_connections(self, timeout_s: float) -> None:
-        """Graceful stop of every open connection: `shutting_down`, final commits, `end`, close 1001."""
-        conns = list(self.connections)
-        log.info("shutting down: ending %d connection(s)", len(conns))
-        if conns:
-            ends = [asyncio.ensure_future(c.end_by_server(p.ErrorCode.SHUTTING_DOWN, "the server is shutting down",
-                                                          1001, "server shutting down")) for c in conns]
-            await asyncio.wait(ends, timeout=timeout_s)
-        for c in list(self.connections):
-            c.ws.abort()  # over the deadline
-        self.files.cancel_all()
-
 
 async def watch_endpoint(hub: DragomanHub, scope: Scope, receive: Receive, send: Send) -> None:
     """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (app/rooms.py).
@@ -345,8 +257,6 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
     DRAGOMAN_MODEL (default: the embedded one) into an Engine of DRAGOMAN_MAX_SESSIONS sessions (default 4), and the
     token comes from DRAGOMAN_TOKEN.
     """
-    from . import api_openai, compat_deepgram, compat_realtime
-
     if config is None:
         config = ServerConfig(access=AccessConfig(token=os.environ.get("DRAGOMAN_TOKEN") or None))
     load_own_engine = engine is None and hub is None
@@ -399,8 +309,8 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
     routes = [
         WebSocketRoute(config.ws_path, SocketEndpoint(hub, native)),
         WebSocketRoute("/ws/watch/{room}", WatchEndpoint(hub)),
-        WebSocketRoute("/v1/realtime", SocketEndpoint(hub, compat_realtime.RealtimeConnection.from_scope)),
-        WebSocketRoute("/v1/listen", SocketEndpoint(hub, compat_deepgram.ListenConnection.from_scope)),
+        WebSocketRoute("/v1/realtime", SocketEndpoint(hub, realtime.RealtimeConnection.from_scope)),
+        WebSocketRoute("/v1/listen", SocketEndpoint(hub, deepgram.ListenConnection.from_scope)),
         Route(config.ws_path, upgrade_required),
         Route("/v1/realtime", upgrade_required),
         Route("/v1/listen", upgrade_required),
@@ -409,7 +319,7 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
         Route("/healthz/live", live),
         Route("/metrics", metrics),
         Route("/v1/targets", targets),
-        *api_openai.routes(hub),
+        *openai.routes(hub),
         Route("/{path:path}", page, methods=["GET", "HEAD"]),
     ]
 
