@@ -1,7 +1,7 @@
 """Dragoman on Ray Serve: N replicas behind one HTTP/WebSocket address (`dragoman serve --replicas N`).
 
 One replica is one whole Dragoman server minus the listening socket: the model, an Engine that batches its own
-sessions, and the ASGI app of app/server.py (`create_app`). Ray Serve's proxy owns the port and hands each request
+sessions, and the ASGI app of app/server/app.py (`create_app`). Ray Serve's proxy owns the port and hands each request
 (each WebSocket, for its whole life) to one replica. What is routed is the *connection*, never a session: a session
 is minutes of decoder state bound to its socket, so it stays where it started; when its replica dies the client
 reconnects and starts a new session elsewhere (the page does this by itself).

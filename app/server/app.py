@@ -2,14 +2,14 @@
 
 It carries
 - the page from web/ (GET), Dragoman's own caption protocol at /ws (docs/protocol.md) with WebRTC signalling on it;
-- the APIs existing clients speak (docs/api.md): OpenAI's audio endpoints (app/api_openai.py) and Realtime
-  transcription socket (app/compat_realtime.py), Deepgram's live socket (app/compat_deepgram.py);
+- the APIs existing clients speak (docs/api.md): OpenAI's audio endpoints (api/openai.py) and Realtime
+  transcription socket (api/realtime.py), Deepgram's live socket (api/deepgram.py);
 - operations: /healthz for load balancers, /metrics for Prometheus.
 
 `create_app(engine, config)` returns the ASGI app, to run under any ASGI server or mount elsewhere (Ray Serve);
 `DragomanServer` runs it under uvicorn for `dragoman serve` and the tests.
 
-Each WebSocket drives its sessions on the shared Engine through a framework-free connection (app/connection.py)
+Each WebSocket drives its sessions on the shared Engine through a framework-free connection (connection.py)
 over `AsgiSocket`, the thin adapter here. What keeps one client from delaying another:
 - nothing awaits a client while holding shared state: engine events go into a bounded per-connection queue that a
   per-connection sender task drains;
@@ -18,13 +18,13 @@ over `AsgiSocket`, the thin adapter here. What keeps one client from delaying an
   with `slow_client`;
 - model work happens in the engine's worker thread (live sessions) or the file worker (uploads); the event loop
   never runs the model.
-What keeps one client from taking more than its share (issue 7, limits in app/limits.py): message size is capped by
+What keeps one client from taking more than its share (issue 7, limits in limits.py): message size is capped by
 uvicorn before anything is buffered (`ws_max_size`, close 1009), and uvicorn stops reading a socket until the app
 took its last message, so TCP pushes back; messages and audio seconds per wall second go through token buckets;
 a client over its rate, or whose uncommitted audio exceeds `max_backlog_s`, is simply read more slowly; idle
 connections and sessions past their time limit are flushed and closed. Uploads are capped in bytes and audio
 seconds, and file jobs queue in a bounded line (429 beyond). Access (token, Origin) is checked before a WebSocket
-is accepted or a request body is read (app/auth.py).
+is accepted or a request body is read (auth.py). The state every endpoint shares is the hub (hub.py).
 """
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def _uvicorn_protocol() -> type:
 # --- the application ----------------------------------------------------------------------------------------------
 
 async def watch_endpoint(hub: DragomanHub, scope: Scope, receive: Receive, send: Send) -> None:
-    """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (app/rooms.py).
+    """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (rooms.py).
 
     The viewer token replaces the server token here (viewers are given the link, not the speaker's token); it opens
     this one room and nothing else. The Origin rule is the same as for /ws.

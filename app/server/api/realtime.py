@@ -11,7 +11,7 @@ Dragoman's extension lives in `session.dragoman` (either update event): `{"task"
 whatever is spoken; `{"partials": true}` adds `dragoman.transcription.partial` events carrying the tentative tail
 (replace, don't append). Turn detection is an energy gate on the appended audio (`server_vad`: `threshold` 0..1
 maps to -60..-20 dBFS, `silence_duration_ms`, `prefix_padding_ms`); `turn_detection: null` leaves turns to the
-client's `commit`. Each turn is one engine session (app/compat.py).
+client's `commit`. Each turn is one engine session (api/common.py).
 """
 from __future__ import annotations
 
