@@ -116,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
 
         from app.translation import server_translation
 
-        config = dataclasses.replace(config, translation=server_translation(args))
-        print(f"dragoman: captions also in {', '.join(config.translation.targets)}", file=sys.stderr, flush=True)
+        translation = server_translation(args)
+        config = dataclasses.replace(config, translation=translation)
+        if translation is not None:  # (None: --target named no language, e.g. --target ,)
+            print(f"dragoman: captions also in {', '.join(translation.targets)}", file=sys.stderr, flush=True)
     return asyncio.run(_serve(backend, args, config))
 
 

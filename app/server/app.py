@@ -50,7 +50,7 @@ from .api.common import HandshakeRefused
 from .auth import AccessConfig, Denial, RedactingFilter, check_access, request_token, subprotocol_token
 from .config import ServerConfig
 from .connection import Connection
-from .hub import DragomanHub, raw_target
+from .hub import DragomanHub, OpenConnection, raw_target
 from .metrics import CONTENT_TYPE
 from .rooms import serve_viewer
 from .sockets import SocketClosed
@@ -379,7 +379,7 @@ class DragomanServer:
         self.app = create_app(self.engine, self.config, hub=self.hub)
 
     @property
-    def _connections(self) -> set[Connection]:
+    def _connections(self) -> set[OpenConnection]:
         return self.hub.connections
 
     @property
