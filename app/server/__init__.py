@@ -5,6 +5,7 @@ Layers, each importing only those below it:
     api/          OpenAI's and Deepgram's APIs over the same connections
     connection.py one WebSocket client: its session on the engine, its send queue, its limits
     hub.py        the state every endpoint shares (engine, config, connections, rooms, metrics, file worker)
+    asgi.py       the WebSocket adapter the connections run over, and the handshake's refusals
     config.py, protocol.py (sans-I/O wire format), rooms.py, mt.py, webrtc.py, auth.py, limits.py, files.py,
     metrics.py, static.py, sockets.py
 

@@ -10,7 +10,7 @@ It carries
 `DragomanServer` runs it under uvicorn for `dragoman serve` and the tests.
 
 Each WebSocket drives its sessions on the shared Engine through a framework-free connection (connection.py)
-over `AsgiSocket`, the thin adapter here. What keeps one client from delaying another:
+over `AsgiSocket`, the thin adapter in asgi.py. What keeps one client from delaying another:
 - nothing awaits a client while holding shared state: engine events go into a bounded per-connection queue that a
   per-connection sender task drains;
 - under backpressure partials and stats are dropped first (the next one supersedes them), commits never are;
@@ -47,13 +47,13 @@ from starlette.types import Receive, Scope, Send
 
 from .api import deepgram, openai, realtime
 from .api.common import HandshakeRefused
+from .asgi import AsgiSocket, deny, raw_target, uvicorn_protocol
 from .auth import AccessConfig, Denial, RedactingFilter, check_access, request_token, subprotocol_token
 from .config import ServerConfig
 from .connection import Connection
-from .hub import DragomanHub, OpenConnection, raw_target
+from .hub import DragomanHub, OpenConnection
 from .metrics import CONTENT_TYPE
 from .rooms import serve_viewer
-from .sockets import SocketClosed
 from .static import http_response, static_response
 
 if TYPE_CHECKING:
@@ -63,85 +63,6 @@ log = logging.getLogger("app.server")  # the package's logger: one story for the
 # uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
 UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
 http_log = logging.getLogger("app.server.http")
-
-
-# --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
-
-class AsgiSocket:
-    """`app.server.sockets.MessageSocket` over an accepted ASGI WebSocket.
-
-    A hard cut needs the transport, which ASGI does not expose: uvicorn (as run by DragomanServer) hands it over
-    through the `dragoman.abort` scope extension. Under another server a cut is a close the app stops waiting for.
-    """
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._receive, self._send = receive, send
-        client = scope.get("client")
-        self.peer = str(client[0]) if client else "?"
-        self._abort = (scope.get("extensions") or {}).get("dragoman.abort", {}).get("abort")
-        self._closing = False  # a close frame was sent or received, or the connection was cut
-        self._gone = asyncio.Event()  # the server (uvicorn) reported the disconnect, or we cut it
-        self.close_code: int | None = None
-
-    @property
-    def open(self) -> bool:
-        return not self._closing and not self._gone.is_set()
-
-    async def recv(self) -> str | bytes:
-        if self._gone.is_set():
-            raise SocketClosed(self.close_code)
-        message = await self._receive()
-        if message["type"] == "websocket.disconnect":
-            self.close_code = message.get("code", 1005)
-            self._closing = True
-            self._gone.set()
-            raise SocketClosed(self.close_code)
-        text = message.get("text")
-        return text if text is not None else (message.get("bytes") or b"")
-
-    async def send(self, message: str | bytes) -> None:
-        if not self.open:
-            raise SocketClosed(self.close_code)
-        event = {"type": "websocket.send", "text": message} if isinstance(message, str) else \
-            {"type": "websocket.send", "bytes": message}
-        try:
-            await self._send(event)
-        except (OSError, RuntimeError) as e:  # uvicorn's ClientDisconnected is an OSError
-            self._closing = True
-            self._gone.set()
-            raise SocketClosed(self.close_code) from e
-
-    async def close(self, code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        try:
-            await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
-        except (OSError, RuntimeError):
-            self._gone.set()
-
-    def abort(self) -> None:
-        self._closing = True
-        self._gone.set()
-        if self._abort is not None:
-            self._abort()
-
-    async def wait_closed(self) -> None:
-        await self._gone.wait()
-
-
-def _uvicorn_protocol() -> type:
-    """uvicorn's WebSocket protocol, handing the transport's abort to the app (see AsgiSocket)."""
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-    class DragomanWebSocketProtocol(WebSocketsSansIOProtocol):
-        def handle_connect(self, event: Any) -> None:
-            super().handle_connect(event)
-            scope = getattr(self, "scope", None)
-            if scope is not None:  # (None when the handshake was refused before a scope existed)
-                scope["extensions"]["dragoman.abort"] = {"abort": self.transport.abort}
-
-    return DragomanWebSocketProtocol
 
 
 # --- the application ----------------------------------------------------------------------------------------------
@@ -188,18 +109,6 @@ class WatchEndpoint:
 
 
 ConnectionFactory = Callable[[DragomanHub, AsgiSocket, Scope], Connection]
-
-
-async def deny(scope: Scope, send: Send, status: int, body: str, headers: dict[str, str] | None = None) -> None:
-    """Refuse a WebSocket handshake with an HTTP status (the ASGI denial-response extension, else a plain 403)."""
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        all_headers = {"content-type": "text/plain; charset=utf-8", "referrer-policy": "no-referrer",
-                       **(headers or {})}
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in all_headers.items()]})
-        await send({"type": "websocket.http.response.body", "body": (body + "\n").encode()})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
 
 
 class SocketEndpoint:
@@ -420,7 +329,7 @@ class DragomanServer:
             logging.getLogger(name).addFilter(self._filter)
         limits = self.config.limits
         uv_config = uvicorn.Config(
-            self.app, log_config=None, lifespan="off", ws=_uvicorn_protocol(),
+            self.app, log_config=None, lifespan="off", ws=uvicorn_protocol(),
             http="h11",  # not "auto": installing the ray extra brings httptools, which would change the HTTP parser
             # uvicorn enforces the size before our parser sees the message: a 50 MB frame is never buffered (1009)
             ws_max_size=max(limits.max_text_bytes, limits.max_audio_frame_bytes),

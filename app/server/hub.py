@@ -14,6 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from . import protocol as p
+from .asgi import raw_target
 from .auth import Denial, check_access
 from .config import ServerConfig
 from .files import FileJobs
@@ -37,13 +38,6 @@ class OpenConnection(Protocol):
     async def end_by_server(self, code: p.ErrorCode, message: str, close_code: int, reason: str) -> None: ...
 
     async def _close_socket(self, code: int, reason: str) -> None: ...
-
-
-def raw_target(scope: Scope) -> str:
-    """The request's path and query as sent (percent-encoding intact), for access checks and static files."""
-    raw = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    return raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
 
 
 class DragomanHub:
