@@ -1,7 +1,7 @@
 """Rooms: viewers read a speaker's captions live, late joiners get the commits so far, viewer sockets are read-only,
 a viewer that does not read is dropped without slowing the speaker, and viewers are told when the room ends.
 
-The server is the real one (uvicorn, app/connection.py, app/rooms.py); the engine is a scripted stand-in that turns
+The server is the real one (uvicorn, app/server/connection.py, app/server/rooms.py); the engine is a scripted stand-in that turns
 every 0.1 s of audio into one committed word, so the tests run in seconds. tests/e2e/test_watch.py covers the page.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""What the browser tests share: headless Debian Chromium launched one way, and the German speech its fake
-microphone plays.
+"""What the browser tests share: headless Debian Chromium launched one way, a page on a model-less server, and the
+German speech its fake microphone plays (its key words).
 
 Chromium is driven by Playwright through `executable_path` (never `playwright install`); the microphone is
 `--use-file-for-fake-audio-capture` with a 16-bit PCM WAV (see ../shared/notes/real-audio-tests.md). Tests get a
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from app.server import DragomanServer, ServerConfig
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
@@ -71,3 +73,17 @@ class Chromium:
             yield ctx.pages[0] if ctx.pages else await ctx.new_page()
         finally:
             await ctx.close()
+
+
+@contextlib.asynccontextmanager
+async def page_without_engine(chromium: Chromium) -> AsyncIterator:
+    """A headless Chromium page on a model-less server (the static page only), without a fake microphone."""
+    server = DragomanServer(engine=None, config=ServerConfig(port=0))
+    await server.start()
+    try:
+        async with chromium.browser() as browser:
+            page = await browser.new_page()
+            await page.goto(server.url)
+            yield page
+    finally:
+        await server.stop()

@@ -5,9 +5,6 @@ ones. Screenshots go to artifacts/e2e/ (gitignored).
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 import numpy as np
 import pytest
 import srt
@@ -15,24 +12,10 @@ import webvtt
 
 from app.server import DragomanServer, ServerConfig
 from engine.scheduler import Engine, EngineConfig
-from tests.e2e.pages import ARTIFACTS, KEY_WORDS, Chromium
+from tests.e2e.pages import ARTIFACTS, KEY_WORDS, page_without_engine
 from tests.server_clients import words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-@contextlib.asynccontextmanager
-async def page_without_engine(chromium: Chromium) -> AsyncIterator:
-    """A headless Chromium page on a model-less server (the static page only), without a fake microphone."""
-    server = DragomanServer(engine=None, config=ServerConfig(port=0))
-    await server.start()
-    try:
-        async with chromium.browser() as browser:
-            page = await browser.new_page()
-            await page.goto(server.url)
-            yield page
-    finally:
-        await server.stop()
-
 
 @pytest.mark.parametrize("transport, language", [("websocket", "auto"), ("webrtc", "de")])
 async def test_page_shows_english_captions_from_the_microphone(server, chromium, german_wav, tmp_path, transport,

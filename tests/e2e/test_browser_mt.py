@@ -10,8 +10,7 @@ from app.server.mt import ServerTranslation
 from engine.audio import resample
 from engine.mt.loading import load_mt
 from engine.scheduler import Engine, EngineConfig
-from tests.e2e.pages import ARTIFACTS
-from tests.e2e.test_browser import page_without_engine
+from tests.e2e.pages import ARTIFACTS, page_without_engine
 from tests.mt_reference import build_marian
 from tests.speech import speech, write_wav
 
