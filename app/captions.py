@@ -48,14 +48,13 @@ from typing import Literal, TextIO
 from engine.errors import ConfigError
 from engine.events import Commit
 
-from .static import WEB_DIR
-
 log = logging.getLogger(__name__)
 
 CaptionFormat = Literal["vtt", "srt"]
 FORMATS: dict[str, CaptionFormat] = {".vtt": "vtt", ".webvtt": "vtt", ".srt": "srt"}
 
-RULES_PATH = WEB_DIR / "caption-rules.json"  # one rule for these files and the page's downloads
+# web/caption-rules.json: one rule for these files and the page's downloads
+RULES_PATH = Path(__file__).resolve().parent.parent / "web" / "caption-rules.json"
 _RULES = json.loads(RULES_PATH.read_text(encoding="utf-8"))
 # Sentence-final punctuation, Latin and CJK, optionally followed by closing quotes or brackets.
 _SENTENCE_END = re.compile(_RULES["sentence_end"])

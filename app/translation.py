@@ -7,8 +7,12 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from app.server.mt import ServerTranslation
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,21 @@ def mt_setup(args: argparse.Namespace, spoken: str | None, speech_tasks: tuple[s
     for plan in plans:  # the chosen route (direct or pivot), as the log says it
         print(f"dragoman: captions in {plan.describe()}", file=sys.stderr, flush=True)
     return targets, plans
+
+
+def server_translation(args: argparse.Namespace) -> ServerTranslation | None:
+    """What `serve` offers for `start.target`: None without --target; ConfigError when a target cannot be reached
+    from English or with --language. Loads the models."""
+    from app.cli import language_arg
+    from app.server.mt import ServerTranslation
+
+    spoken = language_arg(getattr(args, "language", None))
+    targets, plans = mt_setup(args, spoken, ("transcribe", "translate"))  # loads the models; checks each target
+    if not targets:
+        return None
+    # the models some offered target uses; a session's plan (its spoken language) chooses among them
+    models = list({id(pl.mt): pl.mt for pl in plans if pl.mt is not None}.values())
+    return ServerTranslation(tuple(targets), models, getattr(args, "mt_unit", "sentence"))
 
 
 def translate_segments(segments, plan, spoken: str | None, translators: dict) -> list[TranslatedSegment]:

@@ -80,8 +80,8 @@ async def session(url: str, minutes: list[np.ndarray], on_minute) -> tuple[int, 
 
 
 async def soak(args, backend, sentences: list[np.ndarray]) -> dict:
-    from app.limits import ServerLimits
     from app.server import DragomanServer, ServerConfig
+    from app.server.limits import ServerLimits
     from engine.scheduler import Engine, EngineConfig
 
     proc = psutil.Process()

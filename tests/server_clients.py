@@ -162,8 +162,8 @@ class LoopThread:
 def server_in_thread(backend, max_sessions: int = 4, idle_timeout_s: float = 5.0) -> Iterator[Any]:
     """A DragomanServer on a free port with its Engine, running on a LoopThread (for tests that drive examples
     synchronously, such as hypothesis); stopped on exit."""
-    from app.limits import ServerLimits
     from app.server import DragomanServer, ServerConfig
+    from app.server.limits import ServerLimits
     from engine.scheduler import Engine, EngineConfig
 
     lt = LoopThread()

@@ -16,10 +16,10 @@ from deepgram.environment import DeepgramClientEnvironment
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.auth import AccessConfig
-from app.compat import HandshakeRefused
-from app.compat_deepgram import ListenParams, PcmStream
 from app.server import DragomanServer, ServerConfig
+from app.server.api.common import HandshakeRefused
+from app.server.api.deepgram import ListenParams, PcmStream
+from app.server.auth import AccessConfig
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import pcm16, words
 from tests.speech import speech, write_wav

@@ -15,9 +15,9 @@ import webvtt
 from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 
-from app.auth import AccessConfig
-from app.limits import FileLimits
 from app.server import DragomanServer, ServerConfig
+from app.server.auth import AccessConfig
+from app.server.limits import FileLimits
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import words
 from tests.speech import SENTENCES, speech, write_wav

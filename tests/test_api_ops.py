@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from app.auth import AccessConfig
 from app.server import DragomanServer, ServerConfig, create_app
+from app.server.auth import AccessConfig
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import pcm16
 
@@ -126,3 +126,21 @@ def test_create_app_factory_loads_its_own_engine(monkeypatch):
         assert http.get("/healthz").json()["max_sessions"] == 3
         assert http.get("/v1/models").status_code == 401
         assert http.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_the_documented_entry_points_are_the_server_packages():
+    """`from app.server import ServerConfig, create_app` and `uvicorn --factory app.server:create_app` (docs/api.md)
+    reach the application module; importing the wire format alone does not import the web framework."""
+    import subprocess
+    import sys
+
+    import app.server
+    import app.server.app
+    import app.server.config
+
+    assert app.server.create_app is app.server.app.create_app is create_app
+    assert app.server.DragomanServer is app.server.app.DragomanServer is DragomanServer
+    assert app.server.ServerConfig is app.server.config.ServerConfig is ServerConfig
+    code = "import sys, app.server.protocol; print('starlette' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,9 +13,9 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.auth import AccessConfig
-from app.compat_realtime import EnergyGate, TurnDetection
 from app.server import DragomanServer, ServerConfig
+from app.server.api.realtime import EnergyGate, TurnDetection
+from app.server.auth import AccessConfig
 from engine.audio import resample
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import pcm16, words

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from app.cli import build_parser, session_config
-from app.connection import start_session_config
-from app.protocol import ProtocolLimits, parse_start
+from app.server.connection import start_session_config
+from app.server.protocol import ProtocolLimits, parse_start
 from engine.session_config import SessionConfig
 
 # each command with no flags beyond what it needs to parse at all

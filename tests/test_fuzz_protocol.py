@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import protocol as p
-from app.limits import TokenBucket
-from app.protocol import ConnectionProtocol, ErrorCode, Phase, ProtocolError, ProtocolLimits
+from app.server import protocol as p
+from app.server.limits import TokenBucket
+from app.server.protocol import ConnectionProtocol, ErrorCode, Phase, ProtocolError, ProtocolLimits
 
 LIMITS = ProtocolLimits(max_text_bytes=4096, max_audio_frame_bytes=4096, max_sdp_bytes=1024, max_candidate_bytes=200)
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -62,7 +62,7 @@ def check_message(message: p.ClientMessage) -> None:
 def check_error(e: ProtocolError) -> None:
     """Errors carry a stable code and a message that renders as a valid server JSON message."""
     assert isinstance(e.code, ErrorCode) and isinstance(e.message, str) and e.message
-    out = json.loads(p.error_message(e.code, e.message))
+    out = json.loads(p.ErrorMessage(e.code, e.message).to_json())
     assert out["type"] == "error" and out["code"] == e.code.value
 
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.protocol import ErrorCode
+from app.server.protocol import ErrorCode
 from tests.server_clients import server_in_thread
 from tests.test_fuzz_protocol import actions
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-# every message type app/protocol.py writes (target_* only with --target, which this server lacks)
+# every message type app/server/protocol.py writes (target_* only with --target, which this server lacks)
 SERVER_TYPES = {"ready", "partial", "commit", "stats", "answer", "error", "end", "language", "restarted"}
 CODES = {c.value for c in ErrorCode} | {"internal"}
 

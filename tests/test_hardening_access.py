@@ -17,9 +17,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.auth import AccessConfig, redact
-from app.limits import ServerLimits
 from app.server import DragomanServer, ServerConfig
+from app.server.auth import AccessConfig, redact
+from app.server.limits import ServerLimits
 from engine.scheduler import Engine, EngineConfig
 from tests.server_clients import pcm16
 
@@ -104,11 +104,12 @@ async def test_origin_must_be_same_or_allowed(backend):
 
 
 def _self_signed(tmp_path):
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -222,7 +223,7 @@ def test_serve_flags_make_the_config(monkeypatch, tmp_path):
     """serve's flags become limits, access and session defaults; the token may come from DRAGOMAN_TOKEN."""
     from app.cli import build_parser
     from app.commands.serve import server_config
-    from app.protocol import ConnectionProtocol
+    from app.server.protocol import ConnectionProtocol
     from engine.errors import ConfigError
 
     monkeypatch.setenv("DRAGOMAN_TOKEN", TOKEN)

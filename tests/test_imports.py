@@ -219,3 +219,31 @@ def test_every_package_is_installed() -> None:
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {".".join(f.parent.relative_to(REPO).parts) for p in PACKAGES for f in (REPO / p).rglob("__init__.py")}
     assert packages <= listed, f"missing from [tool.setuptools] packages: {sorted(packages - listed)}"
+
+
+# app/, bottom to top: what the server and the commands both use (captions; the asyncio engine they drive); the
+# server (app/server/); the CLI, its commands and their helpers (mic, terminal, translation, scale/)
+APP_BASE = frozenset({"app", "app.captions", "app.runtime"})
+
+
+def _app_layer(module: str) -> int:
+    if module in APP_BASE:
+        return 0
+    return 1 if module == "app.server" or module.startswith("app.server.") else 2
+
+
+def test_the_server_never_imports_the_commands() -> None:
+    """app/server/ imports engine/, itself and app's shared base; never the CLI, its commands or their helpers
+    (what the server needs from them is handed in: a ServerConfig, a ServerTranslation)."""
+    upward = [f"{e.source} -> {e.target}, line {e.line}" for e in _graph()
+              if e.source.startswith("app") and e.target.startswith("app")
+              and _app_layer(e.target) > _app_layer(e.source)]
+    assert not upward, "imports pointing up in app/:\n" + "\n".join(upward)
+
+
+def test_app_has_no_cycle_even_through_annotations() -> None:
+    """No app module names another that names it back, not even under TYPE_CHECKING: a connection does not know
+    the application that runs it (it knows the hub), an API adapter does not know the server."""
+    edges = [e for e in _graph() if e.source.startswith("app") and e.target.startswith("app")]
+    cycles = _cycles(edges)
+    assert not cycles, f"import cycles in app/ {cycles}"

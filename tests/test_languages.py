@@ -107,7 +107,7 @@ def test_a_malformed_language_fails_before_the_model_loads(tmp_path: Path, capsy
 
 def test_the_protocol_refuses_a_malformed_language_with_the_same_message() -> None:
     """A `start` or `language` message whose language is no code: BAD_MESSAGE with the rule's message (null: detect)."""
-    from app.protocol import ErrorCode, ProtocolError, parse_text
+    from app.server.protocol import ErrorCode, ProtocolError, parse_text
 
     for text in ('{"type": "start", "language": "german"}', '{"type": "language", "language": "german"}'):
         with pytest.raises(ProtocolError) as raised:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from websockets.asyncio.client import connect
 
-from app import protocol as p
-from app.mt_server import ServerTranslation
 from app.server import DragomanServer, ServerConfig
+from app.server import protocol as p
+from app.server.mt import ServerTranslation
 from engine.mt.loading import load_mt
 from engine.scheduler import Engine, EngineConfig
 from tests.mt_reference import build_marian
@@ -142,17 +142,18 @@ async def test_one_speaker_captioned_in_two_languages(server, marian_es, audio_d
 def test_serve_flags_build_the_offered_targets(marian, tmp_path) -> None:
     """`serve --target de --mt-model DIR` offers de with that model; a target no model reaches fails at start-up."""
     from app.cli import build_parser
+    from app.translation import server_translation
     from engine.errors import ConfigError
 
     path = tmp_path / "opus-mt-en-de-tiny"
     build_marian(path)
     args = build_parser().parse_args(["serve", "--target", "de", "--mt-model", str(path), "--mt-quantize", "none"])
-    translation = ServerTranslation.from_args(args)
+    translation = server_translation(args)
     assert translation.targets == ("de",) and [m.name for m in translation.models] == [str(path)]
     stage, start = translation.open(p.Start(language=None, targets=("de",)))
     assert start.task == "translate" and stage.targets == ("de",)  # unknown speaker: pivot through English
     stage, start = translation.open(p.Start(language="en", targets=("de",)))
     assert start.task == "transcribe"
-    assert ServerTranslation.from_args(build_parser().parse_args(["serve"])) is None
+    assert server_translation(build_parser().parse_args(["serve"])) is None
     with pytest.raises(ConfigError, match="no way to caption in 'ja'"):
-        ServerTranslation.from_args(build_parser().parse_args(["serve", "--target", "ja", "--mt-model", str(path)]))
+        server_translation(build_parser().parse_args(["serve", "--target", "ja", "--mt-model", str(path)]))

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from app import protocol as p
-from app.protocol import ConnectionProtocol, ErrorCode, Phase, ProtocolError, ProtocolLimits
+from app.server import protocol as p
+from app.server.protocol import ConnectionProtocol, ErrorCode, Phase, ProtocolError, ProtocolLimits
 
 
 def code_of(fn, *args) -> ErrorCode:
@@ -110,14 +110,72 @@ def test_phases():
 
 def test_server_messages_are_json_with_rounded_times():
     """Outgoing messages are compact JSON; times round to ms and NaN becomes null."""
-    assert json.loads(p.commit_message(" Hello", 1.23456, 2.0)) == \
+    assert json.loads(p.CommitMessage(" Hello", 1.23456, 2.0).to_json()) == \
         {"type": "commit", "text": " Hello", "start_s": 1.235, "end_s": 2.0}
-    assert json.loads(p.stats_message(float("nan"), 0.5, 3.0)) == \
+    assert json.loads(p.StatsMessage(float("nan"), 0.5, 3.0).to_json()) == \
         {"type": "stats", "lag_s": None, "rtf": 0.5, "audio_s": 3.0}
-    ready = json.loads(p.ready_message("abc", [{"urls": ["stun:x:1"]}]))
+    ready = json.loads(p.ReadyMessage("abc", ({"urls": ["stun:x:1"]},)).to_json())
     assert ready == {"type": "ready", "session": "abc", "protocol": p.PROTOCOL_VERSION, "sample_rate": 16000,
                      "ice_servers": [{"urls": ["stun:x:1"]}]}
-    assert json.loads(p.error_message(ErrorCode.BUSY, "full")) == {"type": "error", "code": "busy", "message": "full"}
-    assert p.message_type(p.end_message()) == "end"
-    assert p.message_type(p.partial_message("ü")) == "partial"
-    assert "ü" in p.partial_message("ü")  # not \\u-escaped: half the bytes on the wire
+    assert json.loads(p.ErrorMessage(ErrorCode.BUSY, "full").to_json()) == \
+        {"type": "error", "code": "busy", "message": "full"}
+    assert p.EndMessage().to_json() == '{"type":"end"}'
+    assert p.PartialMessage("ü").to_json().startswith('{"type":"partial",')
+    assert "ü" in p.PartialMessage("ü").to_json()  # not \\u-escaped: half the bytes on the wire
+
+
+def test_server_messages_are_written_byte_for_byte_as_documented():
+    """Every server message type, exactly as the page, the docs and deployed clients read it: field order, compact
+    separators, UTF-8 unescaped, times in ms."""
+    written = [
+        (p.ReadyMessage("s1", ({"urls": ["stun:x:1"]},), replica="r1"),
+         '{"type":"ready","session":"s1","protocol":1,"sample_rate":16000,"ice_servers":[{"urls":["stun:x:1"]}],'
+         '"replica":"r1"}'),
+        (p.ReadyMessage("s1"),
+         '{"type":"ready","session":"s1","protocol":1,"sample_rate":16000,"ice_servers":[]}'),
+        (p.PartialMessage(" grüß", 0.5, None),
+         '{"type":"partial","text":" grüß","start_s":0.5,"end_s":null}'),
+        (p.CommitMessage(" Hi", 1.0004, 2.5),
+         '{"type":"commit","text":" Hi","start_s":1.0,"end_s":2.5}'),
+        (p.TargetPartialMessage("de", "Hal", "Hel"),
+         '{"type":"target_partial","target":"de","text":"Hal",'
+         '"source_text":"Hel"}'),
+        (p.TargetCommitMessage("de", "Hallo.", "Hello.", 0.0, 1.2, 0.3456),
+         '{"type":"target_commit","target":"de","text":"Hallo.","source_text":"Hello.","start_s":0.0,'
+         '"end_s":1.2,"latency_s":0.346}'),
+        (p.StatsMessage(0.25, 0.5, float("inf")),
+         '{"type":"stats","lag_s":0.25,"rtf":0.5,"audio_s":null}'),
+        (p.LanguageMessage("de", False),
+         '{"type":"language","language":"de","decided":false}'),
+        (p.RestartedMessage("s2", None),
+         '{"type":"restarted","session":"s2","language":null}'),
+        (p.AnswerMessage("v=0"),
+         '{"type":"answer","sdp":"v=0"}'),
+        (p.ErrorMessage(ErrorCode.BUSY, "full"),
+         '{"type":"error","code":"busy","message":"full"}'),
+        (p.ErrorMessage("oom", "engine"),
+         '{"type":"error","code":"oom","message":"engine"}'),
+        (p.EndMessage(),
+         '{"type":"end"}'),
+        (p.RoomMessage("ab12", "tok", 200),
+         '{"type":"room","room":"ab12","viewer_token":"tok",'
+         '"watch_path":"/watch/ab12?token=tok","viewers":200}'),
+        (p.RoomEndMessage("over"),
+         '{"type":"room_end","reason":"over"}'),
+        (p.JoinedMessage("ab12", True, 3),
+         '{"type":"joined","room":"ab12","live":true,"replayed":3}'),
+    ]
+    for message, text in written:
+        assert message.to_json() == text
+
+
+def test_only_superseded_messages_may_be_dropped():
+    """Under backpressure partials, target partials and stats go first (a later one replaces them); commits, errors
+    and the session's bookends never do."""
+    droppable = {m.type for m in (p.PartialMessage("x"), p.TargetPartialMessage("de", "x", "y"),
+                                  p.StatsMessage(0, 1, 1)) if m.droppable}
+    kept = [p.CommitMessage("x", 0, 1), p.TargetCommitMessage("de", "x", "y", 0, 1, 0), p.ErrorMessage("busy", "x"),
+            p.ReadyMessage("s"), p.EndMessage(), p.AnswerMessage("v=0"), p.LanguageMessage("de", True),
+            p.RestartedMessage("s", None), p.RoomMessage("r", "t", 1)]
+    assert droppable == {"partial", "target_partial", "stats"}
+    assert not any(m.droppable for m in kept)

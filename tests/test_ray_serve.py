@@ -226,7 +226,7 @@ def assert_translates(t: Transcript, index: int, audio_s: float) -> None:
 def test_without_replicas_ray_is_never_imported():
     """`dragoman serve`'s flags, its server configuration and the whole server import no Ray."""
     code = ("import sys; from app.cli import build_parser; from app.commands.serve import server_config; "
-            "import app.server, app.connection; server_config(build_parser().parse_args(['serve'])); "
+            "import app.server.app, app.server.connection; server_config(build_parser().parse_args(['serve'])); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
@@ -431,7 +431,7 @@ def test_page_keeps_its_captions_when_its_replica_dies_and_goes_on_with_the_othe
     from playwright.async_api import async_playwright
 
     from engine.audio import resample
-    from tests.e2e.test_browser import CHROMIUM, chromium_flags, require_chromium
+    from tests.e2e.pages import Chromium, require_chromium
 
     require_chromium()
     first, _ = speech("de", 0, audio_dir)
@@ -453,31 +453,25 @@ def test_page_keeps_its_captions_when_its_replica_dies_and_goes_on_with_the_othe
         ws.on("framereceived", frame)
 
     async def main() -> tuple[str, str, str]:
-        async with async_playwright() as pw:
-            ctx = await pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=chromium_flags(wav))
-            try:
-                page = ctx.pages[0] if ctx.pages else await ctx.new_page()
-                page.on("websocket", watch_socket)
-                await page.goto(f"http://127.0.0.1:{cluster.port}/")
-                await page.click("#start")
-                await page.wait_for_selector("#captions .commit", timeout=60000)
-                before = await page.evaluate(commits_js)
-                assert len(readies) == 1 and readies[0]["replica"] in pids, (readies, pids)
-                os.kill(pids[readies[0]["replica"]], signal.SIGKILL)
-                await page.wait_for_selector("body[data-state=reconnecting]", timeout=10000)
-                status = await page.inner_text("#status")
-                await page.wait_for_selector("body[data-state=live]", timeout=30000)
-                await page.wait_for_function(
-                    """([js, keys]) => { const t = eval(js).toLowerCase();
-                                          return keys.filter(k => t.includes(k)).length >= 2; }""",
-                    arg=[commits_js, sorted(KEY_WORDS[3])], timeout=60000)
-                after = await page.evaluate(commits_js)
-                await page.click("#stop")
-                await page.wait_for_selector("body[data-state=idle]", timeout=30000)
-                return before, status, after
-            finally:
-                await ctx.close()
+        async with async_playwright() as pw, Chromium(pw, tmp_path).page(wav) as page:
+            page.on("websocket", watch_socket)
+            await page.goto(f"http://127.0.0.1:{cluster.port}/")
+            await page.click("#start")
+            await page.wait_for_selector("#captions .commit", timeout=60000)
+            before = await page.evaluate(commits_js)
+            assert len(readies) == 1 and readies[0]["replica"] in pids, (readies, pids)
+            os.kill(pids[readies[0]["replica"]], signal.SIGKILL)
+            await page.wait_for_selector("body[data-state=reconnecting]", timeout=10000)
+            status = await page.inner_text("#status")
+            await page.wait_for_selector("body[data-state=live]", timeout=30000)
+            await page.wait_for_function(
+                """([js, keys]) => { const t = eval(js).toLowerCase();
+                                      return keys.filter(k => t.includes(k)).length >= 2; }""",
+                arg=[commits_js, sorted(KEY_WORDS[3])], timeout=60000)
+            after = await page.evaluate(commits_js)
+            await page.click("#stop")
+            await page.wait_for_selector("body[data-state=idle]", timeout=30000)
+            return before, status, after
 
     before, status, after = asyncio.run(main())
     assert "replica serving this session stopped" in status, status

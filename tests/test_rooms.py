@@ -1,7 +1,7 @@
 """Rooms: viewers read a speaker's captions live, late joiners get the commits so far, viewer sockets are read-only,
 a viewer that does not read is dropped without slowing the speaker, and viewers are told when the room ends.
 
-The server is the real one (uvicorn, app/connection.py, app/rooms.py); the engine is a scripted stand-in that turns
+The server is the real one (uvicorn, app/server/connection.py, app/server/rooms.py); the engine is a scripted stand-in that turns
 every 0.1 s of audio into one committed word, so the tests run in seconds. tests/e2e/test_watch.py covers the page.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app import protocol as p
-from app.auth import AccessConfig
-from app.rooms import Room, RoomLimits
 from app.server import DragomanServer, ServerConfig
+from app.server import protocol as p
+from app.server.auth import AccessConfig
+from app.server.rooms import Room, RoomLimits
 from engine.events import Commit, Partial
 from tests.server_clients import pcm16
 
@@ -300,12 +300,12 @@ def test_room_publish_drops_a_full_viewer_and_keeps_partials_superseded():
     viewer = room.join(Sock())  # type: ignore[arg-type]
     viewer.out.clear()
     for i in range(10):
-        room.publish(p.partial_message(f"p{i}"))
+        room.publish(p.PartialMessage(f"p{i}"))
     assert len(viewer.out) == 4  # partials only up to half the queue
     for i in range(4):
-        room.publish(p.commit_message(f" c{i}", 0, 1))
+        room.publish(p.CommitMessage(f" c{i}", 0, 1))
     assert len(viewer.out) == 8 and viewer in room.viewers
-    room.publish(p.commit_message(" c4", 0, 1))
+    room.publish(p.CommitMessage(" c4", 0, 1))
     assert viewer.dropped and viewer not in room.viewers and room.n_dropped == 1
     assert json.loads(viewer.out[-1])["code"] == "slow_client"
     late = room.join(Sock())  # type: ignore[arg-type]

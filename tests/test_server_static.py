@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.server import DragomanServer, ServerConfig
-from app.static import WEB_DIR, resolve_static
+from app.server.static import WEB_DIR, resolve_static
 
 
 async def http_get(port: int, raw_path: str) -> tuple[int, dict[str, str], bytes]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from app.webrtc import IceServer, WebRTCAudioReceiver, WebRTCConfig, frame_to_mono, parse_ice_server
+from app.server.webrtc import IceServer, WebRTCAudioReceiver, WebRTCConfig, frame_to_mono, parse_ice_server
 from tests.server_clients import SamplesTrack, best_envelope_correlation
 from tests.speech import speech
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import protocol as p
+from app.server import protocol as p
 from engine.session import VOCABULARY_TOKENS, StreamingSession
 from engine.session_config import SessionConfig
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.cli import add_model_options, add_session_options, language_arg, session_config
+from app.server.limits import FileLimits, ServerLimits
+from app.server.protocol import ProtocolLimits
 from app.translation import add_mt_options
-from app.limits import FileLimits, ServerLimits
-from app.protocol import ProtocolLimits
 
 if TYPE_CHECKING:
-    from app.server import ServerConfig
+    from app.server.config import ServerConfig
 
 TOKEN_ENV = "DRAGOMAN_TOKEN"
 _LIMITS = ServerLimits()
@@ -88,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.webrtc import parse_ice_server
+    from app.server.webrtc import parse_ice_server
     from engine.backend import make_backend
     from engine.errors import ConfigError
     from engine.languages import known_languages, parse_language
@@ -114,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "target", None) or getattr(args, "mt_model", None):
         import dataclasses
 
-        from app.mt_server import ServerTranslation
+        from app.translation import server_translation
 
-        config = dataclasses.replace(config, translation=ServerTranslation.from_args(args))
-        print(f"dragoman: captions also in {', '.join(config.translation.targets)}", file=sys.stderr, flush=True)
+        translation = server_translation(args)
+        config = dataclasses.replace(config, translation=translation)
+        if translation is not None:  # (None: --target named no language, e.g. --target ,)
+            print(f"dragoman: captions also in {', '.join(translation.targets)}", file=sys.stderr, flush=True)
     return asyncio.run(_serve(backend, args, config))
 
 
@@ -125,11 +127,11 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
     """The ServerConfig the serve flags describe; ConfigError (before the model loads) when they do not fit."""
     import dataclasses
 
-    from app.auth import AccessConfig
-    from app.protocol import ProtocolError, Start, parse_start
-    from app.rooms import RoomLimits
-    from app.server import ServerConfig
-    from app.webrtc import WebRTCConfig
+    from app.server.auth import AccessConfig
+    from app.server.config import ServerConfig
+    from app.server.protocol import ProtocolError, Start, parse_start
+    from app.server.rooms import RoomLimits
+    from app.server.webrtc import WebRTCConfig
     from engine.errors import ConfigError
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
@@ -211,7 +213,7 @@ def _announce(url: str, ws_url: str, note: str, config: "ServerConfig") -> None:
 
 
 async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
-    from app.server import DragomanServer
+    from app.server.app import DragomanServer
     from engine.scheduler import Engine, EngineConfig
 
     stop = asyncio.Event()

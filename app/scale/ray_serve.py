@@ -1,7 +1,7 @@
 """Dragoman on Ray Serve: N replicas behind one HTTP/WebSocket address (`dragoman serve --replicas N`).
 
 One replica is one whole Dragoman server minus the listening socket: the model, an Engine that batches its own
-sessions, and the ASGI app of app/server.py (`create_app`). Ray Serve's proxy owns the port and hands each request
+sessions, and the ASGI app of app/server/app.py (`create_app`). Ray Serve's proxy owns the port and hands each request
 (each WebSocket, for its whole life) to one replica. What is routed is the *connection*, never a session: a session
 is minutes of decoder state bound to its socket, so it stays where it started; when its replica dies the client
 reconnects and starts a new session elsewhere (the page does this by itself).
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
-    from app.server import ServerConfig
+    from app.server.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +180,17 @@ class DragomanReplica:
         from engine.models.loading import load_model
         from engine.scheduler import Engine, EngineConfig
 
-        from app.server import DragomanHub
+        from app.server.hub import DragomanHub
 
         t0 = time.monotonic()
         torch.set_num_threads(spec.threads)
         self.name = replica_name()
         config = dataclasses.replace(spec.server, replica=self.name)
         if spec.translation_args is not None:
-            from app.mt_server import ServerTranslation
+            from app.translation import server_translation
 
             config = dataclasses.replace(config, translation=await asyncio.to_thread(
-                ServerTranslation.from_args, spec.translation_args))
+                server_translation, spec.translation_args))
         backend = make_backend(await asyncio.to_thread(load_model, spec.model, spec.device))
         self.engine = Engine(backend, EngineConfig(max_sessions=spec.max_sessions, threads=spec.threads))
         self.hub = DragomanHub(self.engine, config)
@@ -200,7 +200,7 @@ class DragomanReplica:
                  os.getpid())
 
     def __serve_build_asgi_app__(self) -> Any:
-        from app.server import create_app
+        from app.server.app import create_app
 
         return create_app(self.engine, self.config, hub=self.hub)
 

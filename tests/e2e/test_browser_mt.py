@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.mt_server import ServerTranslation
 from app.server import DragomanServer, ServerConfig
+from app.server.mt import ServerTranslation
 from engine.audio import resample
 from engine.mt.loading import load_mt
 from engine.scheduler import Engine, EngineConfig
-from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, chromium_flags, page_without_engine, require_chromium
+from tests.e2e.pages import ARTIFACTS, page_without_engine
 from tests.mt_reference import build_marian
 from tests.speech import speech, write_wav
 
@@ -34,44 +34,35 @@ async def server(backend, tmp_path):
             yield srv
 
 
-async def test_selector_hidden_without_mt() -> None:
+async def test_selector_hidden_without_mt(chromium) -> None:
     """A server without MT models shows no "Captions in" selector."""
-    async with page_without_engine() as page:
+    async with page_without_engine(chromium) as page:
         await page.wait_for_timeout(500)
         assert await page.is_hidden("#target-label")
 
 
-async def test_captions_in_german_with_the_english_source_beside(server, english_wav, tmp_path) -> None:
+async def test_captions_in_german_with_the_english_source_beside(server, chromium, english_wav) -> None:
     """With "Captions in" set to de, target commits fill the captions and the English text runs above them."""
-    require_chromium()
-    from playwright.async_api import async_playwright
-
     errors: list[str] = []
-    async with async_playwright() as pw:
-        ctx = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=chromium_flags(english_wav))
-        try:
-            page = ctx.pages[0] if ctx.pages else await ctx.new_page()
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(server.url)
-            await page.wait_for_selector("#target-label:not([hidden])")
-            assert await page.eval_on_selector_all("#target option", "os => os.map(o => o.value)") == ["", "de"]
-            await page.select_option("#language", "en")
-            await page.select_option("#target", "de")
-            await page.click("#start")
-            await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 1",
-                                         timeout=60000)
-            await page.wait_for_timeout(2000)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "captions-in-de.png"))
-            await page.click("#stop")
-            await page.wait_for_selector("body[data-state=idle]", timeout=30000)
-            source = (await page.inner_text("#source")).lower()
-            assert "meeting" in source and "notes" in source
-            commits = await page.evaluate("window.dragoman.commits.map(c => c.text)")
-            # one commit per sentence whose (random) translation is not empty
-            assert commits and "".join(commits).split() == (await page.inner_text("#captions")).split()
-            assert "meeting" not in " ".join(commits).lower()  # the captions are the MT output, not the source
-        finally:
-            await ctx.close()
+    async with chromium.page(english_wav) as page:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(server.url)
+        await page.wait_for_selector("#target-label:not([hidden])")
+        assert await page.eval_on_selector_all("#target option", "os => os.map(o => o.value)") == ["", "de"]
+        await page.select_option("#language", "en")
+        await page.select_option("#target", "de")
+        await page.click("#start")
+        await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 1",
+                                     timeout=60000)
+        await page.wait_for_timeout(2000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "captions-in-de.png"))
+        await page.click("#stop")
+        await page.wait_for_selector("body[data-state=idle]", timeout=30000)
+        source = (await page.inner_text("#source")).lower()
+        assert "meeting" in source and "notes" in source
+        commits = await page.evaluate("window.dragoman.commits.map(c => c.text)")
+        # one commit per sentence whose (random) translation is not empty
+        assert commits and "".join(commits).split() == (await page.inner_text("#captions")).split()
+        assert "meeting" not in " ".join(commits).lower()  # the captions are the MT output, not the source
     assert not errors, errors

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.auth import AccessConfig
 from app.server import DragomanServer, ServerConfig
+from app.server.auth import AccessConfig
 from engine.events import Error
-from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, chromium_flags, require_chromium
+from tests.e2e.pages import ARTIFACTS, Chromium
 from tests.speech import write_wav
 from tests.test_language_message import DetectingEngine
 from tests.test_rooms import FakeEngine
@@ -22,29 +22,22 @@ pytestmark = pytest.mark.e2e
 
 
 @contextlib.asynccontextmanager
-async def speaker_page(server: DragomanServer, tmp_path: Path, query: str = "",
+async def speaker_page(chromium: Chromium, server: DragomanServer, tmp_path: Path, query: str = "",
                        wav: Path | None = None) -> AsyncIterator:
     """The speaker's page in headless Chromium whose fake microphone plays `wav` (default: 5 s of silence)."""
-    from playwright.async_api import async_playwright
-
-    require_chromium()
     if wav is None:
         wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 5, np.float32), 48000, "PCM_16")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_flags(wav))
-        try:
-            page = await browser.new_page(viewport={"width": 900, "height": 600})
-            await page.goto(server.url + query)
-            yield page
-        finally:
-            await browser.close()
+    async with chromium.browser(wav) as browser:
+        page = await browser.new_page(viewport={"width": 900, "height": 600})
+        await page.goto(server.url + query)
+        yield page
 
 
-async def test_wrong_token_says_so_and_stops(tmp_path):
+async def test_wrong_token_says_so_and_stops(chromium, tmp_path):
     """A page opened without the server's token says the token is wrong, and does not keep retrying."""
     config = ServerConfig(port=0, access=AccessConfig(token="RIGHT"))
     async with DragomanServer(FakeEngine(), config) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path, "?token=wrong") as page:
+        async with speaker_page(chromium, server, tmp_path, "?token=wrong") as page:
             await page.click("#start")
             await page.wait_for_selector("body[data-state=error]", timeout=15000)
             assert "token is missing or wrong" in await page.inner_text("#status")
@@ -53,22 +46,22 @@ async def test_wrong_token_says_so_and_stops(tmp_path):
             await page.screenshot(path=str(ARTIFACTS / "state-wrong-token.png"))
 
 
-async def test_busy_server_says_so(tmp_path):
+async def test_busy_server_says_so(chromium, tmp_path):
     """When every session slot is taken, the page says the server is busy and offers Start again."""
     engine = FakeEngine(max_sessions=0)
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path) as page:
+        async with speaker_page(chromium, server, tmp_path) as page:
             await page.click("#start")
             await page.wait_for_selector("body[data-state=error]", timeout=15000)
             assert "busy" in await page.inner_text("#status")
             assert await page.is_enabled("#start")
 
 
-async def test_failed_session_stops_and_offers_a_restart(tmp_path):
+async def test_failed_session_stops_and_offers_a_restart(chromium, tmp_path):
     """An `internal` failure stops the microphone, says the session failed, keeps the captions, offers Start."""
     engine = FakeEngine(words=("Hello", "there."))
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path) as page:
+        async with speaker_page(chromium, server, tmp_path) as page:
             await page.click("#start")
             await page.wait_for_selector("#captions .commit", timeout=15000)
             # the engine fails: what the scheduler reports for a model failure inside one session
@@ -89,11 +82,11 @@ FAKE_DISPLAY = """navigator.mediaDevices.getDisplayMedia = (c) =>
 
 
 @pytest.mark.parametrize("source", ["tab", "tab+mic"])
-async def test_tab_audio_is_captioned(tmp_path, source):
+async def test_tab_audio_is_captioned(chromium, tmp_path, source):
     """With "Audio from" a tab (alone or mixed with the microphone), the tab's sound reaches the server."""
     engine = FakeEngine(words=("Hello", "there."))
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path) as page:
+        async with speaker_page(chromium, server, tmp_path) as page:
             await page.add_init_script(FAKE_DISPLAY)
             await page.reload()
             await page.select_option("#audio-source", source)
@@ -105,10 +98,10 @@ async def test_tab_audio_is_captioned(tmp_path, source):
             assert await page.evaluate("window.dragoman.extraStreams.length") == 0  # shared tab released
 
 
-async def test_tab_audio_where_the_browser_cannot_share_says_so(tmp_path):
+async def test_tab_audio_where_the_browser_cannot_share_says_so(chromium, tmp_path):
     """A browser without getDisplayMedia (phones) gets a message naming what to do instead, not silence."""
     async with DragomanServer(FakeEngine(), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path) as page:
+        async with speaker_page(chromium, server, tmp_path) as page:
             await page.add_init_script("delete MediaDevices.prototype.getDisplayMedia;")
             await page.reload()
             await page.select_option("#audio-source", "tab")
@@ -118,13 +111,13 @@ async def test_tab_audio_where_the_browser_cannot_share_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
-async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path, transport):
+async def test_detected_language_is_shown_and_corrected_in_one_click(chromium, tmp_path, transport):
     """With Auto-detect the page shows the language the server hears (a guess at first, then decided); one click on
     another language restarts the session in it on the same connection: the captions so far stay, and so does the
     audience link."""
     engine = DetectingEngine(words=("Salve", "amici."))
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path) as page:
+        async with speaker_page(chromium, server, tmp_path) as page:
             assert await page.input_value("#language") == "auto"
             await page.click("details.advanced summary")
             await page.select_option("#transport", transport)
@@ -158,11 +151,11 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(tmp_path, t
                 assert await page.evaluate("window.dragoman.pc.connectionState") == "connected"
 
 
-async def test_other_language_list_corrects_too(tmp_path):
+async def test_other_language_list_corrects_too(chromium, tmp_path):
     """A language not among the buttons is one choice in the "Other" list away."""
     engine = DetectingEngine()
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path) as page:
+        async with speaker_page(chromium, server, tmp_path) as page:
             await page.click("#start")
             await page.wait_for_selector("#detected:not([hidden])", timeout=15000)
             await page.select_option("#detected-other", "pl")
@@ -171,14 +164,14 @@ async def test_other_language_list_corrects_too(tmp_path):
 
 
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
-async def test_level_meter_moves_on_both_transports(tmp_path, transport):
+async def test_level_meter_moves_on_both_transports(chromium, tmp_path, transport):
     """The microphone level meter shows sound whichever way the audio travels, and rests at 0 after Stop."""
     t = np.arange(48000 * 6) / 48000
     tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     wav = write_wav(tmp_path / "tone.wav", tone, 48000, "PCM_16")
     engine = FakeEngine(words=("Hello", "there."))
     async with DragomanServer(engine, ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with speaker_page(server, tmp_path, wav=wav) as page:
+        async with speaker_page(chromium, server, tmp_path, wav=wav) as page:
             await page.click("details.advanced summary")
             await page.select_option("#transport", transport)
             await page.click("#start")

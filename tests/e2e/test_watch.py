@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
-from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, german_wav, require_chromium  # noqa: F401 (a fixture)
+from tests.e2e.pages import ARTIFACTS, KEY_WORDS
 from tests.test_rooms import FakeEngine, open_room, read_until, speak
 
 pytestmark = pytest.mark.e2e
@@ -29,21 +29,16 @@ def caption_text(n_words: int) -> str:
     return "".join(" " + TALK[i % len(TALK)] for i in range(n_words)).strip()
 
 
-async def test_viewer_pages_show_the_speakers_captions(tmp_path):
+async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
     """Two viewers (one in projection view) follow the speaker live; a late joiner gets the earlier captions; all
     are told when the talk ends; a wrong viewer token shows that the link does not work."""
-    require_chromium()
-    from playwright.async_api import async_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     async with DragomanServer(FakeEngine(words=TALK), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with connect(server.ws_url) as speaker, async_playwright() as pw:
+        async with connect(server.ws_url) as speaker:
             room = await open_room(speaker)
             base = server.url.rstrip("/") + room["watch_path"]
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                               args=["--no-sandbox", "--disable-gpu"])
-            try:
+            async with chromium.browser() as browser:
                 async def viewer(url: str, width: int, height: int):
                     page = await browser.new_page(viewport={"width": width, "height": height})
                     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -99,67 +94,53 @@ async def test_viewer_pages_show_the_speakers_captions(tmp_path):
                 wrong = await viewer(f"{server.url}watch/{room['room']}?token=nope", 600, 400)
                 await wrong.wait_for_function("document.body.dataset.state === 'error'", timeout=10000)
                 assert "Cannot join" in (await wrong.text_content("#status"))
-            finally:
-                await browser.close()
     assert not errors, errors
 
 
-async def test_speaker_page_offers_the_audience_link(tmp_path):
+async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
     """With "Let others watch" ticked, the speaker's page shows the audience link from the server's `room`."""
-    require_chromium()
-    from playwright.async_api import async_playwright
-
-    from tests.e2e.test_browser import chromium_flags
     from tests.speech import write_wav
 
     import numpy as np
 
     wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 3, np.float32), 48000, "PCM_16")
     async with DragomanServer(FakeEngine(words=TALK), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_flags(wav))
-            try:
-                page = await browser.new_page(viewport={"width": 1000, "height": 700})
-                await page.goto(server.url)
-                assert await page.locator("#share-box").is_hidden()
-                await page.fill("#vocabulary", "Dragoman, council")
-                await page.check("#share")
-                await page.click("#start")
-                link = page.locator("#share-link")
-                await link.wait_for(state="visible", timeout=15000)
-                href = await link.get_attribute("href")
-                assert href and "/watch/" in href and "token=" in href
-                live = server.hub.engine.sessions[-1]  # type: ignore[union-attr]
-                assert live.config.vocabulary == "Dragoman, council"
-                # the QR code beside the link is the link: what a phone in the audience reads from the screen
-                qr = page.locator("#share-qr svg")
-                await qr.wait_for(state="visible", timeout=5000)
-                assert await page.get_attribute("#share-qr", "data-text") == href
-                await qr.screenshot(path=str(tmp_path / "qr.png"))
-                if shutil.which("zbarimg"):
-                    read = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "qr.png")], capture_output=True,
-                                          text=True, timeout=60, check=False)
-                    assert read.stdout.strip() == href, read.stderr
-                viewer = await browser.new_page()
-                await viewer.goto(href)
-                await viewer.wait_for_function("document.body.dataset.state === 'live'", timeout=10000)
-                await page.screenshot(path=str(ARTIFACTS / "speaker-share.png"))
-                await page.click("#stop")
-                await viewer.wait_for_function("document.body.dataset.state === 'ended'", timeout=20000)
-                await page.locator("#share-box").wait_for(state="hidden", timeout=20000)  # the link died with the room
-            finally:
-                await browser.close()
+        async with chromium.browser(wav) as browser:
+            page = await browser.new_page(viewport={"width": 1000, "height": 700})
+            await page.goto(server.url)
+            assert await page.locator("#share-box").is_hidden()
+            await page.fill("#vocabulary", "Dragoman, council")
+            await page.check("#share")
+            await page.click("#start")
+            link = page.locator("#share-link")
+            await link.wait_for(state="visible", timeout=15000)
+            href = await link.get_attribute("href")
+            assert href and "/watch/" in href and "token=" in href
+            live = server.hub.engine.sessions[-1]  # type: ignore[union-attr]
+            assert live.config.vocabulary == "Dragoman, council"
+            # the QR code beside the link is the link: what a phone in the audience reads from the screen
+            qr = page.locator("#share-qr svg")
+            await qr.wait_for(state="visible", timeout=5000)
+            assert await page.get_attribute("#share-qr", "data-text") == href
+            await qr.screenshot(path=str(tmp_path / "qr.png"))
+            if shutil.which("zbarimg"):
+                read = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "qr.png")], capture_output=True,
+                                      text=True, timeout=60, check=False)
+                assert read.stdout.strip() == href, read.stderr
+            viewer = await browser.new_page()
+            await viewer.goto(href)
+            await viewer.wait_for_function("document.body.dataset.state === 'live'", timeout=10000)
+            await page.screenshot(path=str(ARTIFACTS / "speaker-share.png"))
+            await page.click("#stop")
+            await viewer.wait_for_function("document.body.dataset.state === 'ended'", timeout=20000)
+            await page.locator("#share-box").wait_for(state="hidden", timeout=20000)  # the link died with the room
 
 
 @pytest.mark.slow
-async def test_speaker_page_and_two_viewers_with_the_real_model(backend, german_wav, tmp_path):
+async def test_speaker_page_and_two_viewers_with_the_real_model(backend, chromium, german_wav):
     """German speech into the speaker's page (fake microphone): two viewer pages, one joining late, show the same
     English captions as the speaker."""
-    require_chromium()
-    from playwright.async_api import async_playwright
-
     from engine.scheduler import Engine, EngineConfig
-    from tests.e2e.test_browser import KEY_WORDS, chromium_flags
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     has_keys = """(keys) => {
@@ -168,31 +149,27 @@ async def test_speaker_page_and_two_viewers_with_the_real_model(backend, german_
         return keys.filter(k => text.includes(k)).length >= 2;
     }"""
     async with Engine(backend, EngineConfig(max_sessions=1)) as engine, \
-            DragomanServer(engine, ServerConfig(port=0)) as server, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_flags(german_wav))
-        try:
-            speaker = await browser.new_page(viewport={"width": 1000, "height": 700})
-            await speaker.goto(server.url)
-            await speaker.select_option("#language", "de")
-            await speaker.check("#share")
-            await speaker.click("#start")
-            link = speaker.locator("#share-link")
-            await link.wait_for(state="visible", timeout=30000)
-            href = await link.get_attribute("href")
-            early = await browser.new_page(viewport={"width": 1280, "height": 720})
-            await early.goto(f"{href}&view=projection")
-            await speaker.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=90000)  # (no #committed)
-            late = await browser.new_page(viewport={"width": 390, "height": 760})
-            await late.goto(href)
-            for page in (early, late):
-                await page.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=30000)
-            await early.screenshot(path=str(ARTIFACTS / "watch-real-projection.png"))
-            await late.screenshot(path=str(ARTIFACTS / "watch-real-late.png"))
-            await speaker.click("#stop")
-            await speaker.wait_for_selector("body[data-state=idle]", timeout=60000)
-            spoken = "".join(await speaker.evaluate("window.dragoman.commits.map(c => c.text)")).strip()
-            for page in (early, late):
-                await page.wait_for_function("document.body.dataset.state === 'ended'", timeout=20000)
-                assert (await page.text_content("#committed")).strip() == spoken
-        finally:
-            await browser.close()
+            DragomanServer(engine, ServerConfig(port=0)) as server, chromium.browser(german_wav) as browser:
+        speaker = await browser.new_page(viewport={"width": 1000, "height": 700})
+        await speaker.goto(server.url)
+        await speaker.select_option("#language", "de")
+        await speaker.check("#share")
+        await speaker.click("#start")
+        link = speaker.locator("#share-link")
+        await link.wait_for(state="visible", timeout=30000)
+        href = await link.get_attribute("href")
+        early = await browser.new_page(viewport={"width": 1280, "height": 720})
+        await early.goto(f"{href}&view=projection")
+        await speaker.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=90000)  # (no #committed)
+        late = await browser.new_page(viewport={"width": 390, "height": 760})
+        await late.goto(href)
+        for page in (early, late):
+            await page.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=30000)
+        await early.screenshot(path=str(ARTIFACTS / "watch-real-projection.png"))
+        await late.screenshot(path=str(ARTIFACTS / "watch-real-late.png"))
+        await speaker.click("#stop")
+        await speaker.wait_for_selector("body[data-state=idle]", timeout=60000)
+        spoken = "".join(await speaker.evaluate("window.dragoman.commits.map(c => c.text)")).strip()
+        for page in (early, late):
+            await page.wait_for_function("document.body.dataset.state === 'ended'", timeout=20000)
+            assert (await page.text_content("#committed")).strip() == spoken

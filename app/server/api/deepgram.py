@@ -28,15 +28,15 @@ from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
 from engine.languages import known_languages, parse_language
 
-from . import protocol as p
-from .api_openai import Piece, word_times
-from .compat import HandshakeRefused, TurnConnection, downmix
-from .sockets import MessageSocket
+from .. import protocol as p
+from ..sockets import MessageSocket
+from .common import TABLES, HandshakeRefused, JsonEvent, TurnConnection, downmix
+from .openai import Piece, word_times
 
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
 
-    from .server import DragomanHub
+    from ..hub import DragomanHub
 
 ENCODINGS = ("linear16", "mulaw", "alaw")  # and no encoding: a WAV stream (its header says the format)
 _PUNCTUATION = re.compile(r"[^\w\s'’-]")
@@ -112,22 +112,6 @@ class ListenParams:
             model=q.get("model") or "nova-3")
 
 
-def _ulaw_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.uint8)
-    exponent = ((u >> 4) & 7).astype(np.int32)
-    magnitude = ((((u & 0x0F).astype(np.int32)) << 3) + 0x84) << exponent
-    sample = magnitude - 0x84
-    return (np.where(u & 0x80, -sample, sample) / 32768.0).astype(np.float32)
-
-
-def _alaw_table() -> np.ndarray:
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    exponent, mantissa = (a >> 4) & 7, a & 0x0F
-    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
-    return (np.where(a & 0x80, magnitude, -magnitude) / 32768.0).astype(np.float32)
-
-
-TABLES = {"mulaw": _ulaw_table(), "alaw": _alaw_table()}
 MAX_WAV_HEADER = 64 * 1024
 
 
@@ -219,15 +203,12 @@ class ListenConnection(TurnConnection):
 
     # wire format -------------------------------------------------------------------------------------------------
 
-    def _droppable(self, message: str) -> bool:
-        return message.startswith('{"type": "Results", "is_final": false')
-
-    def _error_message(self, code: p.ErrorCode | str, message: str) -> str:
+    def _error_message(self, code: p.ErrorCode | str, message: str) -> JsonEvent:
         code = code.value if isinstance(code, p.ErrorCode) else code
-        return json.dumps({"type": "Error", "variant": code, "description": message, "message": message})
+        return JsonEvent({"type": "Error", "variant": code, "description": message, "message": message}, ascii=True)
 
     def _results(self, pieces: list[Piece], *, is_final: bool, speech_final: bool = False,
-                 from_finalize: bool = False, at_s: float | None = None) -> str:
+                 from_finalize: bool = False, at_s: float | None = None) -> JsonEvent:
         offset = self.turn_offset_s
         shifted = [Piece(x.text, x.start_s + offset, x.end_s + offset) for x in pieces]
         text = " ".join(x.text.strip() for x in shifted if x.text.strip())
@@ -242,13 +223,14 @@ class ListenConnection(TurnConnection):
                           "punctuated_word": w["word"]})
         if words:
             self.last_word_end = words[-1]["end"]
-        return json.dumps({
+        # interim results are superseded by the next one: they are what backpressure drops first
+        return JsonEvent({
             "type": "Results", "is_final": is_final, "speech_final": speech_final, "from_finalize": from_finalize,
             "channel_index": [0, 1], "start": round(start, 3), "duration": round(max(0.0, end - start), 3),
             "channel": {"alternatives": [{"transcript": text, "confidence": 1.0, "words": words}]},
             "metadata": {"request_id": self.request_id, "model_uuid": self.model_uuid,
                          "model_info": {"name": self.server.model_name, "version": "dragoman", "arch": "whisper"}},
-        }, ensure_ascii=False)
+        }, droppable=not is_final)
 
     def _send_finals(self, speech_final: bool = False, from_finalize: bool = False) -> None:
         self.flush_scheduled = False
@@ -264,16 +246,17 @@ class ListenConnection(TurnConnection):
     def _utterance_end(self) -> None:
         self.in_speech = False
         if self.params.utterance_end_ms is not None:
-            self.post(json.dumps({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": self.last_word_end}))
+            self.post(JsonEvent({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": self.last_word_end},
+                                ascii=True))
 
     def _speech(self, start_s: float | None) -> None:
         if not self.in_speech:
             self.in_speech = True
             if self.params.vad_events:
                 t = self.turn_offset_s + (start_s or 0.0)
-                self.post(json.dumps({"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(t, 3)}))
+                self.post(JsonEvent({"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(t, 3)}, ascii=True))
 
-    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[str]:
+    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[p.Outgoing]:
         # The engine delivers one update's events together: commits are held until the update's last event, so a
         # segment's final commits and the cleared tail that closes it become one final with speech_final.
         if isinstance(event, Commit):
@@ -303,14 +286,14 @@ class ListenConnection(TurnConnection):
         if finalize and not had:  # Finalize always answers, even when nothing was pending
             self.post(self._results([], is_final=True, from_finalize=True, at_s=self.received_s))
 
-    def _metadata(self) -> str:
+    def _metadata(self) -> JsonEvent:
         self.metadata_sent = True
-        return json.dumps({
+        return JsonEvent({
             "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
             "sha256": self.sha.hexdigest(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "duration": round(self.received_s, 3), "channels": self.params.channels, "models": [self.model_uuid],
             "model_info": {self.model_uuid: {"name": self.server.model_name, "version": "dragoman",
-                                             "arch": "whisper"}}})
+                                             "arch": "whisper"}}}, ascii=True)
 
     def on_close_stream(self) -> None:
         if not self.metadata_sent:

@@ -1,10 +1,10 @@
 """One WebSocket connection: its session on the shared engine, its bounded send queue, its limits.
 
-Nothing here awaits a client while holding shared state; see app/server.py for the rules this follows. Nothing here
-knows the web framework either: the socket is an `app.sockets.MessageSocket`. `Connection` speaks Dragoman's own
-protocol (docs/protocol.md); the OpenAI Realtime and Deepgram sockets (app/compat_realtime.py, app/compat_deepgram.py)
-subclass it and override only the hooks marked "wire format", so limits, backpressure, timeouts and shutdown are
-the same code for every protocol.
+Nothing here awaits a client while holding shared state; see app.py for the rules this follows. Nothing here knows
+the web framework either: the socket is a `sockets.MessageSocket`. `Connection` speaks Dragoman's own protocol
+(docs/protocol.md); the OpenAI Realtime and Deepgram sockets (api/realtime.py, api/deepgram.py) subclass it and
+override only the hooks marked "wire format", so limits, backpressure, timeouts and shutdown are the same code for
+every protocol. Messages are queued as objects (`protocol.Outgoing`) and written to JSON by the sender task.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from engine.errors import AudioError, EngineError
 from engine.events import Commit, Error, Partial
 from engine.languages import known_languages
 
 from . import protocol as p
 from .limits import TokenBucket
-from .mt_server import is_target_event, open_stage, render_target, translated_events
-from .rooms import room_message
+from .mt import is_target_event, open_stage, render_target, translated_events
 from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from engine.scheduler import LiveSession
     from engine.session_config import SessionConfig
 
+    from .hub import DragomanHub
     from .rooms import Room
-    from .server import DragomanHub
 
 log = logging.getLogger("app.server")  # one logger for the server's story, per-connection prefixes inside
 
@@ -53,7 +53,7 @@ class Connection:
         self.config = server.config
         self.ws = ws
         self.proto = p.ConnectionProtocol(self.config.limits, self.config.defaults)
-        self.out: asyncio.Queue[str] = asyncio.Queue(maxsize=self.config.send_queue_messages)
+        self.out: asyncio.Queue[p.Outgoing] = asyncio.Queue(maxsize=self.config.send_queue_messages)
         self.limits = self.config.server_limits
         self.messages = TokenBucket(self.limits.max_messages_per_s, self.limits.burst_messages)
         self.audio: TokenBucket | None = None  # audio seconds; one bucket per session
@@ -69,14 +69,14 @@ class Connection:
         self.prefix = f"[{ws.peer}] "
         self.dropped = 0  # partial/stats messages dropped under backpressure
         self.cut_off = False  # the client was too slow: nothing more is queued, the connection is closing
-        self.room: Room | None = None  # the session's audience (`start.room`), app/rooms.py
+        self.room: Room | None = None  # the session's audience (`start.room`), rooms.py
         self.language_sent: tuple[str, str, bool] | None = None  # (session id, language, decided) last announced
 
     # outgoing ----------------------------------------------------------------------------------------------------
 
-    def post(self, message: str) -> None:
+    def post(self, message: p.Outgoing) -> None:
         """Queue a message for the client without waiting; never blocks the caller."""
-        if self._droppable(message) and self.out.qsize() >= self.out.maxsize // 2:
+        if message.droppable and self.out.qsize() >= self.out.maxsize // 2:
             self.dropped += 1  # a later partial/stats supersedes this one; keep room for commits
             return
         if self.cut_off:
@@ -93,7 +93,7 @@ class Connection:
         while True:
             message = await self.out.get()
             try:
-                await asyncio.wait_for(self.ws.send(message), self.config.send_timeout_s)
+                await asyncio.wait_for(self.ws.send(message.to_json()), self.config.send_timeout_s)
             except TimeoutError:
                 log.warning("%sclient accepted nothing for %.0f s; closing", self.prefix, self.config.send_timeout_s)
                 self.ws.abort()  # a polite close would wait on the same stuck socket
@@ -129,24 +129,20 @@ class Connection:
 
     # wire format: what subclasses speaking another protocol override --------------------------------------------
 
-    def _droppable(self, message: str) -> bool:
-        """Messages a later one supersedes: dropped first under backpressure."""
-        return p.message_type(message) in ("partial", "stats", "target_partial")
+    def _error_message(self, code: p.ErrorCode | str, message: str) -> p.Outgoing:
+        return p.ErrorMessage(code, message)
 
-    def _error_message(self, code: p.ErrorCode | str, message: str) -> str:
-        return p.error_message(code, message)
-
-    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[str]:
+    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[p.Outgoing]:
         """The messages one engine event becomes."""
-        if is_target_event(event):  # captions in another language (app/mt_server.py)
+        if is_target_event(event):  # captions in another language (mt.py)
             return [render_target(event)]
         if isinstance(event, Commit):
-            return [*self._language(live), p.commit_message(event.text, event.start_s, event.end_s)]
+            return [*self._language(live), p.CommitMessage(event.text, event.start_s, event.end_s)]
         if isinstance(event, Partial):
-            return [*self._language(live), p.partial_message(event.text, event.start_s, event.end_s)]
-        return [p.error_message(event.code, event.message)]
+            return [*self._language(live), p.PartialMessage(event.text, event.start_s, event.end_s)]
+        return [p.ErrorMessage(event.code, event.message)]
 
-    def _language(self, live: LiveSession) -> list[str]:
+    def _language(self, live: LiveSession) -> list[p.Outgoing]:
         """A session that detects its language announces it (and when it is no longer a guess) before the text
         decoded in it, so the page can show it and the speaker can correct it (docs/protocol.md, `language`)."""
         session = getattr(live, "session", None)
@@ -158,17 +154,17 @@ class Connection:
         if now == self.language_sent:
             return []
         self.language_sent = now
-        return [p.language_message(now[1], now[2])]
+        return [p.LanguageMessage(now[1], now[2])]
 
     def _announce(self, live: LiveSession) -> None:
         """The session is open."""
-        self.post(p.ready_message(str(live.id), [s.to_browser() for s in self.config.webrtc.ice_servers],
-                                  replica=self.config.replica))
+        self.post(p.ReadyMessage(str(live.id), tuple(s.to_browser() for s in self.config.webrtc.ice_servers),
+                                 replica=self.config.replica))
 
     async def _session_over(self, live: LiveSession) -> None:
         """The session's last event has been forwarded: say so, free it."""
-        self.post(p.stats_message(live.lag_s, live.rtf, live.audio_s))
-        self.post(p.end_message())
+        self.post(p.StatsMessage(live.lag_s, live.rtf, live.audio_s))
+        self.post(p.EndMessage())
         await self._close_session()
 
     def _server_stop(self) -> bool:
@@ -329,7 +325,7 @@ class Connection:
         if start.room and rooms is not None:
             self.room = rooms.open()
             log.info("%sroom %s opened", self.prefix, self.room.id)
-            self.post(room_message(self.room.id, self.room.viewer_token, rooms.limits.max_viewers))
+            self.post(p.RoomMessage(self.room.id, self.room.viewer_token, rooms.limits.max_viewers))
         self.pump = self._spawn(self._pump(live))
         self._spawn(self._stats(live))
         self._spawn(self._deadline(live))
@@ -355,14 +351,14 @@ class Connection:
             log.info("%scould not restart in %s: %s", self.prefix, language or "auto", e)
             self.error(p.ErrorCode.BUSY, f"the session could not restart in the corrected language ({e}); "
                                          "press Start again")
-            self.post(p.end_message())
+            self.post(p.EndMessage())
             await self._close_session()
             return
         self.proto.start, self.stage, self.live = start, stage, live
         log.info("%srestarted as %s in %s", self.prefix, live.id, language or "auto")
         self.prefix = f"[{live.id}] "
         self.server.metrics.session_opened()
-        self.post(p.restarted_message(str(live.id), language))
+        self.post(p.RestartedMessage(str(live.id), language))
         self.pump = self._spawn(self._pump(live))
         self._spawn(self._stats(live))
         self._spawn(self._deadline(live))
@@ -426,7 +422,7 @@ class Connection:
         while self.live is live:
             await asyncio.sleep(self.config.stats_interval_s)
             if self.live is live and live.audio_s > 0:
-                self.post(p.stats_message(live.lag_s, live.rtf, live.audio_s))
+                self.post(p.StatsMessage(live.lag_s, live.rtf, live.audio_s))
 
     async def _stop(self) -> None:
         live = self.live
@@ -459,7 +455,7 @@ class Connection:
             await self.rtc.close()
             self.rtc = None
             raise p.ProtocolError(p.ErrorCode.WEBRTC_FAILED, f"cannot answer the WebRTC offer: {e}") from None
-        self.post(p.answer_message(answer))
+        self.post(p.AnswerMessage(answer))
 
     def _end_room(self, reason: str) -> None:
         room, self.room = self.room, None
@@ -486,5 +482,3 @@ class Connection:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-
-# --- the server ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Per-connection and per-server limits, and the token bucket that enforces rates. Sans-I/O: time is passed in.
 
-Every resource a client can make the server spend is bounded here or in `ProtocolLimits` (app/protocol.py):
+Every resource a client can make the server spend is bounded here or in `ProtocolLimits` (protocol.py):
 bytes per message, messages and audio seconds per wall second, audio waiting for the model, connections, idle and
 total session time. The defaults suit a venue captioning box on 2-4 cores; `dragoman serve` exposes each as a flag
 and docs/protocol.md lists them.
@@ -89,7 +89,7 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class FileLimits:
-    """Uploads to the OpenAI-compatible file endpoints (app/api_openai.py)."""
+    """Uploads to the OpenAI-compatible file endpoints (api/openai.py)."""
 
     max_upload_bytes: int = 100 * 2**20  # the request body; beyond: 413 before the rest is read
     max_audio_s: float = 3 * 3600.0  # decoded audio; beyond: 413 (memory: 16 kHz float32 is 230 MB per hour)

@@ -6,7 +6,7 @@ vtt, verbose_json), `timestamp_granularities[]`, `temperature`, `stream`. Errors
 `{"error": {"message", "type", "param", "code"}}`, with the status codes its clients map to exceptions.
 
 Two decoders serve a file:
-- without `stream`, the offline decoder of `dragoman file` (engine/transcribe.py: ≤ 30 s windows, beam 5,
+- without `stream`, the offline decoder of `dragoman file` (engine/models/whisper/transcribe.py: ≤ 30 s windows, beam 5,
   temperature fallback) runs in one file worker thread beside the live engine; at most `FileLimits.max_jobs`
   requests decode (the upload, then the speech) or wait (429 beyond), one runs the model at a time;
 - with `stream=true`, the file is fed to a live session on the shared Engine at `max_realtime` (4) x real time, as a
@@ -23,10 +23,9 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.datastructures import UploadFile
@@ -39,13 +38,14 @@ from engine.errors import AudioError, ConfigError
 from engine.events import Commit, Error
 from engine.languages import known_languages, parse_language
 
+from ..files import JobCancelled, JobsFull
+
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
 
-    from .server import DragomanHub
+    from ..hub import DragomanHub
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
@@ -68,45 +68,6 @@ class ApiError(Exception):
 
 class TooLarge(Exception):
     """The request body passed FileLimits.max_upload_bytes."""
-
-
-class JobCancelled(Exception):
-    """A file job was cancelled (the server is stopping, or the client went away)."""
-
-
-class FileJobs:
-    """The file worker: one thread decoding uploads beside the live engine, and a bounded line of jobs."""
-
-    def __init__(self, max_jobs: int) -> None:
-        self.max_jobs = max_jobs
-        self.active = 0  # decoding or waiting
-        self._executor: ThreadPoolExecutor | None = None
-        self._cancels: set[threading.Event] = set()
-
-    def admit(self) -> threading.Event:
-        """A slot in the line (its cancel flag), or ApiError 429."""
-        if self.active >= self.max_jobs:
-            raise ApiError(429, f"{self.active} file transcriptions are decoding or waiting; try again later",
-                           type="rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": "10"})
-        self.active += 1
-        cancel = threading.Event()
-        self._cancels.add(cancel)
-        return cancel
-
-    def release(self, cancel: threading.Event) -> None:
-        """Give the slot back (idempotent)."""
-        if cancel in self._cancels:
-            self.active -= 1
-            self._cancels.discard(cancel)
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="dragoman-files")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-
-    def cancel_all(self) -> None:
-        for cancel in list(self._cancels):
-            cancel.set()
 
 
 @dataclass(frozen=True)
@@ -222,7 +183,11 @@ async def parse_request(request: Request, hub: DragomanHub, task: str) -> FileRe
                            param="timestamp_granularities")
         stream = _parse_bool(_form_value(form, "stream"), "stream")
         # the body is in (reading it costs no CPU); decoding it does: from here on the request holds a job slot
-        job = hub.files.admit()
+        try:
+            job = hub.files.admit()
+        except JobsFull as e:
+            raise ApiError(429, f"{e.active} file transcriptions are decoding or waiting; try again later",
+                           type="rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": "10"}) from None
         try:
             audio = await _decode_upload(upload, limits.max_audio_s)
         except BaseException:
@@ -291,8 +256,8 @@ def _offline(hub: DragomanHub, req: FileRequest, cancel: threading.Event) -> tup
 
 
 def _session_config(hub: DragomanHub, req: FileRequest) -> Any:
-    from .connection import start_session_config
-    from .protocol import Start
+    from ..connection import start_session_config
+    from ..protocol import Start
 
     return start_session_config(hub.config.session, Start(task=req.task, language=req.language))  # type: ignore
 
@@ -382,7 +347,7 @@ def _text(pieces: list[Piece]) -> str:
 
 
 def render(req: FileRequest, language: str | None, pieces: list[Piece]) -> Response:
-    from .captions import build_cues, format_captions
+    from app.captions import build_cues, format_captions
 
     text = _text(pieces)
     fmt = req.response_format

@@ -11,7 +11,7 @@ Dragoman's extension lives in `session.dragoman` (either update event): `{"task"
 whatever is spoken; `{"partials": true}` adds `dragoman.transcription.partial` events carrying the tentative tail
 (replace, don't append). Turn detection is an energy gate on the appended audio (`server_vad`: `threshold` 0..1
 maps to -60..-20 dBFS, `silence_duration_ms`, `prefix_padding_ms`); `turn_detection: null` leaves turns to the
-client's `commit`. Each turn is one engine session (app/compat.py).
+client's `commit`. Each turn is one engine session (api/common.py).
 """
 from __future__ import annotations
 
@@ -30,15 +30,14 @@ from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
 from engine.languages import known_languages, parse_language
 
-from . import protocol as p
-from .compat import HandshakeRefused, TurnConnection
-from .compat_deepgram import TABLES
-from .sockets import MessageSocket
+from .. import protocol as p
+from ..sockets import MessageSocket
+from .common import TABLES, HandshakeRefused, JsonEvent, TurnConnection
 
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
 
-    from .server import DragomanHub
+    from ..hub import DragomanHub
 
 log = logging.getLogger("app.server")
 FORMATS = {"audio/pcm": "pcm16", "pcm16": "pcm16", "audio/pcmu": "mulaw", "g711_ulaw": "mulaw",
@@ -236,8 +235,10 @@ class RealtimeConnection(TurnConnection):
 
     # wire format -------------------------------------------------------------------------------------------------
 
-    def _event(self, kind: str, **fields: Any) -> str:
-        return json.dumps({"type": kind, "event_id": _event_id(), **fields}, ensure_ascii=False)
+    def _event(self, kind: str, **fields: Any) -> JsonEvent:
+        # the tentative tail (a Dragoman extension) is superseded by the next one: what backpressure drops first
+        return JsonEvent({"type": kind, "event_id": _event_id(), **fields},
+                         droppable=kind == "dragoman.transcription.partial")
 
     def _session_object(self) -> dict[str, Any]:
         s = self.settings
@@ -258,16 +259,13 @@ class RealtimeConnection(TurnConnection):
                                     "turn_detection": turn, "noise_reduction": None}},
                 "include": [], "dragoman": extension}
 
-    def _droppable(self, message: str) -> bool:
-        return '"dragoman.transcription.partial"' in message[:60]
-
-    def _error_message(self, code: p.ErrorCode | str, message: str, param: str | None = None) -> str:
+    def _error_message(self, code: p.ErrorCode | str, message: str, param: str | None = None) -> JsonEvent:
         code = code.value if isinstance(code, p.ErrorCode) else code
         kind = "server_error" if code in ("internal", "busy", "shutting_down", "timeout") else "invalid_request_error"
         return self._event("error", error={"type": kind, "code": code, "message": message, "param": param,
                                            "event_id": None})
 
-    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[str]:
+    def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[p.Outgoing]:
         item = self.turn_items.get(str(live.id), self.item_id or "")
         if isinstance(event, Commit):
             texts = self.turn_texts.setdefault(str(live.id), [])

@@ -2,15 +2,15 @@
 
 It carries
 - the page from web/ (GET), Dragoman's own caption protocol at /ws (docs/protocol.md) with WebRTC signalling on it;
-- the APIs existing clients speak (docs/api.md): OpenAI's audio endpoints (app/api_openai.py) and Realtime
-  transcription socket (app/compat_realtime.py), Deepgram's live socket (app/compat_deepgram.py);
+- the APIs existing clients speak (docs/api.md): OpenAI's audio endpoints (api/openai.py) and Realtime
+  transcription socket (api/realtime.py), Deepgram's live socket (api/deepgram.py);
 - operations: /healthz for load balancers, /metrics for Prometheus.
 
 `create_app(engine, config)` returns the ASGI app, to run under any ASGI server or mount elsewhere (Ray Serve);
 `DragomanServer` runs it under uvicorn for `dragoman serve` and the tests.
 
-Each WebSocket drives its sessions on the shared Engine through a framework-free connection (app/connection.py)
-over `AsgiSocket`, the thin adapter here. What keeps one client from delaying another:
+Each WebSocket drives its sessions on the shared Engine through a framework-free connection (connection.py)
+over `AsgiSocket`, the thin adapter in asgi.py. What keeps one client from delaying another:
 - nothing awaits a client while holding shared state: engine events go into a bounded per-connection queue that a
   per-connection sender task drains;
 - under backpressure partials and stats are dropped first (the next one supersedes them), commits never are;
@@ -18,13 +18,13 @@ over `AsgiSocket`, the thin adapter here. What keeps one client from delaying an
   with `slow_client`;
 - model work happens in the engine's worker thread (live sessions) or the file worker (uploads); the event loop
   never runs the model.
-What keeps one client from taking more than its share (issue 7, limits in app/limits.py): message size is capped by
+What keeps one client from taking more than its share (issue 7, limits in limits.py): message size is capped by
 uvicorn before anything is buffered (`ws_max_size`, close 1009), and uvicorn stops reading a socket until the app
 took its last message, so TCP pushes back; messages and audio seconds per wall second go through token buckets;
 a client over its rate, or whose uncommitted audio exceeds `max_backlog_s`, is simply read more slowly; idle
 connections and sessions past their time limit are flushed and closed. Uploads are capped in bytes and audio
 seconds, and file jobs queue in a bounded line (429 beyond). Access (token, Origin) is checked before a WebSocket
-is accepted or a request body is read (app/auth.py).
+is accepted or a request body is read (auth.py). The state every endpoint shares is the hub (hub.py).
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -46,196 +45,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from . import protocol as p
+from .api import deepgram, openai, realtime
+from .api.common import HandshakeRefused
+from .asgi import AsgiSocket, deny, raw_target, uvicorn_protocol
 from .auth import AccessConfig, Denial, RedactingFilter, check_access, request_token, subprotocol_token
-from .compat import HandshakeRefused
+from .config import ServerConfig
 from .connection import Connection
-from .limits import FileLimits, ServerLimits
-from .metrics import CONTENT_TYPE, Metrics
-from .rooms import RoomLimits, RoomRegistry, serve_viewer
-from .sockets import SocketClosed
-from .static import WEB_DIR, http_response, static_response
-from .webrtc import WebRTCConfig
+from .hub import DragomanHub, OpenConnection
+from .metrics import CONTENT_TYPE
+from .rooms import serve_viewer
+from .static import http_response, static_response
 
 if TYPE_CHECKING:
     from engine.scheduler import Engine
-    from engine.session import SessionConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("app.server")  # the package's logger: one story for the app and its connections
 # uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
 UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
-http_log = logging.getLogger(__name__ + ".http")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything the server needs besides the engine."""
-
-    host: str = "127.0.0.1"  # loopback by default: exposing the server is an explicit choice
-    port: int = 8000  # 0 picks a free port (tests); `DragomanServer.port` tells which
-    web_dir: Path = WEB_DIR  # static files for the page
-    ws_path: str = "/ws"
-    limits: p.ProtocolLimits = p.ProtocolLimits()
-    send_queue_messages: int = 256  # per connection; partials/stats are dropped once it is half full
-    send_timeout_s: float = 10.0  # a client that accepts no message for this long is closed as slow
-    stats_interval_s: float = 1.0  # how often each session reports lag and real-time factor
-    webrtc: WebRTCConfig = WebRTCConfig()
-    session: SessionConfig | None = None  # template for policy, chunking, ...; task/language come from `start`
-    defaults: p.Start = p.Start()  # task/language for a `start` that omits them (`dragoman serve --task/--language`)
-    server_limits: ServerLimits = ServerLimits()
-    access: AccessConfig = AccessConfig()
-    certfile: Path | None = None  # TLS certificate chain (PEM); with keyfile, serves https:// and wss://
-    keyfile: Path | None = None
-    files: FileLimits = FileLimits()
-    model_id: str = "whisper-base"  # the name /v1/models lists; any model a client asks for is served by this one
-    translation: Any = None  # app.mt_server.ServerTranslation: MT models and the targets `start.target` may ask for
-    rooms: RoomLimits = RoomLimits()  # audiences of shared sessions (`start.room`, app/rooms.py)
-    replica: str | None = None  # names this replica in `ready` and /healthz when several serve (app/scale/)
-
-
-# --- the ASGI WebSocket adapter -----------------------------------------------------------------------------------
-
-class AsgiSocket:
-    """`app.sockets.MessageSocket` over an accepted ASGI WebSocket.
-
-    A hard cut needs the transport, which ASGI does not expose: uvicorn (as run by DragomanServer) hands it over
-    through the `dragoman.abort` scope extension. Under another server a cut is a close the app stops waiting for.
-    """
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._receive, self._send = receive, send
-        client = scope.get("client")
-        self.peer = str(client[0]) if client else "?"
-        self._abort = (scope.get("extensions") or {}).get("dragoman.abort", {}).get("abort")
-        self._closing = False  # a close frame was sent or received, or the connection was cut
-        self._gone = asyncio.Event()  # the server (uvicorn) reported the disconnect, or we cut it
-        self.close_code: int | None = None
-
-    @property
-    def open(self) -> bool:
-        return not self._closing and not self._gone.is_set()
-
-    async def recv(self) -> str | bytes:
-        if self._gone.is_set():
-            raise SocketClosed(self.close_code)
-        message = await self._receive()
-        if message["type"] == "websocket.disconnect":
-            self.close_code = message.get("code", 1005)
-            self._closing = True
-            self._gone.set()
-            raise SocketClosed(self.close_code)
-        text = message.get("text")
-        return text if text is not None else (message.get("bytes") or b"")
-
-    async def send(self, message: str | bytes) -> None:
-        if not self.open:
-            raise SocketClosed(self.close_code)
-        event = {"type": "websocket.send", "text": message} if isinstance(message, str) else \
-            {"type": "websocket.send", "bytes": message}
-        try:
-            await self._send(event)
-        except (OSError, RuntimeError) as e:  # uvicorn's ClientDisconnected is an OSError
-            self._closing = True
-            self._gone.set()
-            raise SocketClosed(self.close_code) from e
-
-    async def close(self, code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        try:
-            await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
-        except (OSError, RuntimeError):
-            self._gone.set()
-
-    def abort(self) -> None:
-        self._closing = True
-        self._gone.set()
-        if self._abort is not None:
-            self._abort()
-
-    async def wait_closed(self) -> None:
-        await self._gone.wait()
-
-
-def _uvicorn_protocol() -> type:
-    """uvicorn's WebSocket protocol, handing the transport's abort to the app (see AsgiSocket)."""
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-    class DragomanWebSocketProtocol(WebSocketsSansIOProtocol):
-        def handle_connect(self, event: Any) -> None:
-            super().handle_connect(event)
-            scope = getattr(self, "scope", None)
-            if scope is not None:  # (None when the handshake was refused before a scope existed)
-                scope["extensions"]["dragoman.abort"] = {"abort": self.transport.abort}
-
-    return DragomanWebSocketProtocol
+http_log = logging.getLogger("app.server.http")
 
 
 # --- the application ----------------------------------------------------------------------------------------------
 
-def raw_target(scope: Scope) -> str:
-    """The request's path and query as sent (percent-encoding intact), for access checks and static files."""
-    raw = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    return raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-
-
-class DragomanHub:
-    """The state every endpoint shares: the engine, the configuration, open connections, metrics, file jobs."""
-
-    def __init__(self, engine: Engine | None, config: ServerConfig) -> None:
-        from .api_openai import FileJobs
-
-        self.engine = engine
-        self.config = config
-        self.connections: set[Connection] = set()
-        self.rooms = RoomRegistry(config.rooms)
-        self.metrics = Metrics()
-        self.files = FileJobs(config.files.max_jobs)
-        self.closing = False  # shutting down: no new connections or jobs
-        self.secure = config.certfile is not None  # set by whoever terminates TLS (same origin checks)
-        m = self.metrics
-        m.gauge("dragoman_connections_open", "WebSocket connections open (all APIs)", lambda: len(self.connections))
-        m.gauge("dragoman_send_queue_messages", "Messages waiting in the send queues of all connections",
-                lambda: sum(c.out.qsize() for c in list(self.connections)))
-        m.gauge("dragoman_backlog_seconds", "Audio received but not yet committed, all live sessions",
-                lambda: sum(c.live.lag_s for c in list(self.connections) if c.live is not None))
-        m.gauge("dragoman_file_jobs", "File transcriptions decoding or waiting", lambda: self.files.active)
-        m.gauge("dragoman_viewers", "Viewers connected to rooms", lambda: self.rooms.n_viewers)
-        m.gauge("dragoman_capacity_left", "Live session slots free", lambda: self.capacity_left)
-
-    @property
-    def capacity_left(self) -> int:
-        if self.engine is None:
-            return 0
-        return max(0, self.engine.config.max_sessions - self.engine.n_sessions)
-
-    @property
-    def model_name(self) -> str:
-        backend = getattr(self.engine, "backend", None)
-        return str(getattr(backend, "name", None) or self.config.model_id)
-
-    def check(self, scope: Scope) -> Denial | None:
-        """Origin and token for any request (WebSocket or HTTP)."""
-        return check_access(self.config.access, Headers(scope=scope), raw_target(scope),
-                            self.secure or scope.get("scheme") in ("https", "wss"))
-
-    async def end_connections(self, timeout_s: float) -> None:
-        """Graceful stop of every open connection: `shutting_down`, final commits, `end`, close 1001."""
-        conns = list(self.connections)
-        log.info("shutting down: ending %d connection(s)", len(conns))
-        if conns:
-            ends = [asyncio.ensure_future(c.end_by_server(p.ErrorCode.SHUTTING_DOWN, "the server is shutting down",
-                                                          1001, "server shutting down")) for c in conns]
-            await asyncio.wait(ends, timeout=timeout_s)
-        for c in list(self.connections):
-            c.ws.abort()  # over the deadline
-        self.files.cancel_all()
-
-
 async def watch_endpoint(hub: DragomanHub, scope: Scope, receive: Receive, send: Send) -> None:
-    """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (app/rooms.py).
+    """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (rooms.py).
 
     The viewer token replaces the server token here (viewers are given the link, not the speaker's token); it opens
     this one room and nothing else. The Origin rule is the same as for /ws.
@@ -276,18 +109,6 @@ class WatchEndpoint:
 
 
 ConnectionFactory = Callable[[DragomanHub, AsgiSocket, Scope], Connection]
-
-
-async def deny(scope: Scope, send: Send, status: int, body: str, headers: dict[str, str] | None = None) -> None:
-    """Refuse a WebSocket handshake with an HTTP status (the ASGI denial-response extension, else a plain 403)."""
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        all_headers = {"content-type": "text/plain; charset=utf-8", "referrer-policy": "no-referrer",
-                       **(headers or {})}
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in all_headers.items()]})
-        await send({"type": "websocket.http.response.body", "body": (body + "\n").encode()})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
 
 
 class SocketEndpoint:
@@ -345,8 +166,6 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
     DRAGOMAN_MODEL (default: the embedded one) into an Engine of DRAGOMAN_MAX_SESSIONS sessions (default 4), and the
     token comes from DRAGOMAN_TOKEN.
     """
-    from . import api_openai, compat_deepgram, compat_realtime
-
     if config is None:
         config = ServerConfig(access=AccessConfig(token=os.environ.get("DRAGOMAN_TOKEN") or None))
     load_own_engine = engine is None and hub is None
@@ -399,8 +218,8 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
     routes = [
         WebSocketRoute(config.ws_path, SocketEndpoint(hub, native)),
         WebSocketRoute("/ws/watch/{room}", WatchEndpoint(hub)),
-        WebSocketRoute("/v1/realtime", SocketEndpoint(hub, compat_realtime.RealtimeConnection.from_scope)),
-        WebSocketRoute("/v1/listen", SocketEndpoint(hub, compat_deepgram.ListenConnection.from_scope)),
+        WebSocketRoute("/v1/realtime", SocketEndpoint(hub, realtime.RealtimeConnection.from_scope)),
+        WebSocketRoute("/v1/listen", SocketEndpoint(hub, deepgram.ListenConnection.from_scope)),
         Route(config.ws_path, upgrade_required),
         Route("/v1/realtime", upgrade_required),
         Route("/v1/listen", upgrade_required),
@@ -409,7 +228,7 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
         Route("/healthz/live", live),
         Route("/metrics", metrics),
         Route("/v1/targets", targets),
-        *api_openai.routes(hub),
+        *openai.routes(hub),
         Route("/{path:path}", page, methods=["GET", "HEAD"]),
     ]
 
@@ -469,7 +288,7 @@ class DragomanServer:
         self.app = create_app(self.engine, self.config, hub=self.hub)
 
     @property
-    def _connections(self) -> set[Connection]:
+    def _connections(self) -> set[OpenConnection]:
         return self.hub.connections
 
     @property
@@ -510,7 +329,7 @@ class DragomanServer:
             logging.getLogger(name).addFilter(self._filter)
         limits = self.config.limits
         uv_config = uvicorn.Config(
-            self.app, log_config=None, lifespan="off", ws=_uvicorn_protocol(),
+            self.app, log_config=None, lifespan="off", ws=uvicorn_protocol(),
             http="h11",  # not "auto": installing the ray extra brings httptools, which would change the HTTP parser
             # uvicorn enforces the size before our parser sees the message: a 50 MB frame is never buffered (1009)
             ws_max_size=max(limits.max_text_bytes, limits.max_audio_frame_bytes),

@@ -1,5 +1,5 @@
 """What a connection needs from a WebSocket, and nothing more: the seam between the framework-free connection logic
-(app/connection.py, app/compat_*.py) and whichever server carries the bytes (app/server.py's ASGI adapter).
+(connection.py, api/) and whichever server carries the bytes (app.py's ASGI adapter).
 
 Keeping this small is what lets the same connection code run under uvicorn, under another ASGI server (Ray Serve)
 or against a queue-pair double in tests.

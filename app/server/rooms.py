@@ -8,12 +8,11 @@ far (up to `RoomLimits.max_replay_messages`). When the speaker's session ends th
 The speaker never waits for a viewer: `Room.publish` only appends to each viewer's bounded queue, and a viewer whose
 queue overflows (it does not read) is dropped with `slow_client`. Viewer sockets are read-only: whatever a viewer
 sends is answered with a `read_only` error and never reaches the session. Framework-free: the socket is an
-`app.sockets.MessageSocket`; app/server.py does the handshake.
+`sockets.MessageSocket`; app.py does the handshake.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections import deque
@@ -28,9 +27,9 @@ from .sockets import MessageSocket, SocketClosed
 log = logging.getLogger(__name__)
 
 # what viewers see of the speaker's messages; errors, stats, ready and answer stay with the speaker
-FORWARDED = ("partial", "commit", "target_partial", "target_commit")
-REPLAYED = ("commit", "target_commit")  # appended text: what a late joiner must see again
-SUPERSEDED = ("partial", "target_partial")  # a later one replaces these: dropped first when a viewer lags
+FORWARDED = (p.PartialMessage, p.CommitMessage, p.TargetPartialMessage, p.TargetCommitMessage)
+REPLAYED = (p.CommitMessage, p.TargetCommitMessage)  # appended text: what a late joiner must see again
+# the others (partials) a later one replaces: dropped first when a viewer lags (`ServerMessage.droppable`)
 
 
 @dataclass(frozen=True)
@@ -49,23 +48,10 @@ class RoomLimits:
             raise ConfigError("max_viewers >= 1, viewer_queue_messages >= 4 and max_replay_messages >= 1 are needed")
 
 
-def room_message(room: str, viewer_token: str, viewers: int) -> str:
-    """To the speaker, after `ready`: how viewers join."""
-    return p._dump({"type": "room", "room": room, "viewer_token": viewer_token,
-                    "watch_path": f"/watch/{room}?token={viewer_token}", "viewers": viewers})
-
-
-def room_end_message(reason: str) -> str:
-    return p._dump({"type": "room_end", "reason": reason})
-
-
-def joined_message(room: str, live: bool, replayed: int) -> str:
-    return p._dump({"type": "joined", "room": room, "live": live, "replayed": replayed})
-
-
 @dataclass(eq=False)
 class Viewer:
-    """One viewer socket and its bounded queue. Only the room's publish fills it; only `run` drains it."""
+    """One viewer socket and its bounded queue of messages already written (once for all viewers). Only the room
+    fills it; only `serve_viewer` drains it."""
 
     ws: MessageSocket
     queue_size: int
@@ -93,24 +79,25 @@ class Room:
         self.viewer_token = viewer_token
         self.limits = limits
         self.viewers: set[Viewer] = set()
-        self.log: deque[str] = deque(maxlen=limits.max_replay_messages)
+        self.log: deque[str] = deque(maxlen=limits.max_replay_messages)  # written commits
         self.partials: dict[str, str] = {}  # the latest partial / target_partial per (type, target)
         self.ended: str | None = None  # why the room ended, once it has
         self.n_dropped = 0  # viewers dropped for not reading
 
-    def publish(self, message: str) -> None:
+    def publish(self, message: p.Outgoing) -> None:
         """One of the speaker's messages; forwarded ones go to every viewer. Never waits, never raises."""
-        kind = p.message_type(message)
-        if kind not in FORWARDED or self.ended is not None:
+        if not isinstance(message, FORWARDED) or self.ended is not None:
             return
-        if kind in REPLAYED:
-            self.log.append(message)
+        text = message.to_json()  # once, whatever the audience
+        key = "partial" if isinstance(message, (p.PartialMessage, p.CommitMessage)) else "target:" + message.target
+        if isinstance(message, REPLAYED):
+            self.log.append(text)
             # a commit settles the tail; the next partial follows (the speaker's page does the same)
-            self.partials.pop("partial" if kind == "commit" else _target_key(message), None)
+            self.partials.pop(key, None)
         else:
-            self.partials["partial" if kind == "partial" else _target_key(message)] = message
+            self.partials[key] = text
         for viewer in list(self.viewers):
-            if not viewer.offer(message, kind in SUPERSEDED):
+            if not viewer.offer(text, message.droppable):
                 self._drop(viewer)
 
     def _drop(self, viewer: Viewer) -> None:
@@ -118,7 +105,8 @@ class Room:
         viewer.dropped = True
         self.n_dropped += 1
         viewer.out.clear()
-        viewer.out.append(p.error_message("slow_client", "this viewer fell too far behind the captions; reload"))
+        viewer.out.append(p.ErrorMessage(p.ErrorCode.SLOW_CLIENT, "this viewer fell too far behind the captions; "
+                                         "reload").to_json())
         viewer.finished = True
         viewer.wake.set()
         log.info("[room %s] a viewer that does not read was dropped", self.id)
@@ -126,12 +114,12 @@ class Room:
     def join(self, ws: MessageSocket) -> Viewer:
         """A viewer joins: it gets `joined`, every commit so far, the current partials, then live messages."""
         viewer = Viewer(ws, self.limits.viewer_queue_messages)
-        replay = [joined_message(self.id, self.ended is None, len(self.log)), *self.log]
+        replay = [p.JoinedMessage(self.id, self.ended is None, len(self.log)).to_json(), *self.log]
         if self.ended is None:
             replay += list(self.partials.values())
             self.viewers.add(viewer)
         else:
-            replay.append(room_end_message(self.ended))
+            replay.append(p.RoomEndMessage(self.ended).to_json())
             viewer.finished = True
         viewer.out.extend(replay)  # the replay may exceed the live queue's bound: it is already in memory
         viewer.wake.set()
@@ -142,7 +130,7 @@ class Room:
         if self.ended is not None:
             return
         self.ended = reason
-        message = room_end_message(reason)
+        message = p.RoomEndMessage(reason).to_json()
         for viewer in list(self.viewers):
             viewer.out.append(message)  # past the bound on purpose: the end notice is never dropped
             viewer.finished = True
@@ -154,10 +142,6 @@ class Room:
 
     def check(self, token: str | None) -> bool:
         return token_matches(self.viewer_token, token)
-
-
-def _target_key(message: str) -> str:
-    return "target:" + str(json.loads(message).get("target"))
 
 
 class RoomRegistry:
@@ -198,8 +182,8 @@ async def serve_viewer(room: Room, ws: MessageSocket, send_timeout_s: float | No
             message = await ws.recv()
             what = "audio" if isinstance(message, bytes) else "messages"
             if len(viewer.out) < viewer.queue_size:
-                viewer.out.append(p.error_message("read_only", f"a viewer cannot send {what}: this socket only "
-                                                               f"receives the room's captions"))
+                viewer.out.append(p.ErrorMessage(p.ErrorCode.READ_ONLY, f"a viewer cannot send {what}: this socket "
+                                                 "only receives the room's captions").to_json())
                 viewer.wake.set()
 
     reader = asyncio.ensure_future(read_only())

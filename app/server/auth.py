@@ -1,6 +1,6 @@
 """Who may use the server: a token (optional) and an Origin allowlist (same origin by default). Sans-I/O.
 
-Checked on every WebSocket handshake and every API request (app/server.py), before any session or upload exists:
+Checked on every WebSocket handshake and every API request (app.py), before any session or upload exists:
 a refused client gets 401 or 403 and never reaches the protocol. The token is accepted the way each family of
 clients sends it: `Authorization: Bearer T` (OpenAI's clients, scripts), `Authorization: Token T` (Deepgram's
 SDK) or `?token=T` (browsers, which cannot set headers on a WebSocket). The static page is not protected: it holds no data, and the

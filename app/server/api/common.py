@@ -1,4 +1,4 @@
-"""What the OpenAI Realtime and Deepgram sockets share: a connection whose stream is cut into turns.
+"""What the OpenAI Realtime and Deepgram sockets share: a connection whose stream is cut into turns, and G.711 audio.
 
 Both APIs let a client flush what it said so far and keep talking on the same socket (Deepgram's `Finalize`,
 OpenAI's `input_audio_buffer.commit` or server VAD). Dragoman flushes by finishing its live session (the final
@@ -10,19 +10,34 @@ Everything else — limits, rates, backpressure, idle and session timeouts, grac
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import protocol as p
-from .connection import Connection
+from .. import protocol as p
+from ..connection import Connection
 
 if TYPE_CHECKING:
     from engine.scheduler import LiveSession
 
 log = logging.getLogger("app.server")
+
+
+@dataclass(frozen=True)
+class JsonEvent:
+    """A compatible API's event (`protocol.Outgoing`): its JSON object, written the way that API's servers write it
+    (`json.dumps`' spacing; `ascii`: non-ASCII text \\u-escaped, as Deepgram's control events are)."""
+
+    body: dict[str, Any]
+    droppable: bool = False  # a later event supersedes it (interim results, partials): dropped first under backpressure
+    ascii: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(self.body, ensure_ascii=self.ascii)
 
 
 class HandshakeRefused(Exception):
@@ -142,3 +157,21 @@ def downmix(samples: np.ndarray, channels: int) -> np.ndarray:
     n = samples.size // channels * channels
     return samples[:n].reshape(-1, channels).mean(axis=1).astype(np.float32)
 
+
+# G.711 (Deepgram's mulaw/alaw encodings, OpenAI's audio/pcmu and audio/pcma): byte -> float32 sample
+def _ulaw_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.uint8)
+    exponent = ((u >> 4) & 7).astype(np.int32)
+    magnitude = ((((u & 0x0F).astype(np.int32)) << 3) + 0x84) << exponent
+    sample = magnitude - 0x84
+    return (np.where(u & 0x80, -sample, sample) / 32768.0).astype(np.float32)
+
+
+def _alaw_table() -> np.ndarray:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent, mantissa = (a >> 4) & 7, a & 0x0F
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+    return (np.where(a & 0x80, magnitude, -magnitude) / 32768.0).astype(np.float32)
+
+
+TABLES = {"mulaw": _ulaw_table(), "alaw": _alaw_table()}

@@ -2,8 +2,9 @@
 
 Nothing here touches a socket, the event loop or the engine, so the rules can be tested (and fuzzed, issue 7)
 without a server. `ConnectionProtocol` tracks one connection's phase and turns each incoming WebSocket message
-into a typed message or a `ProtocolError` with a stable `code`; the asyncio adapter in app/server.py only moves
-bytes. The wire format is documented in docs/protocol.md; bump PROTOCOL_VERSION when it changes incompatibly.
+into a typed message or a `ProtocolError` with a stable `code`; what the server sends is a typed message too
+(`ServerMessage`), written to JSON only when it is sent; connection.py runs a connection over these rules. The
+wire format is documented in docs/protocol.md; bump PROTOCOL_VERSION when it changes incompatibly.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -351,7 +352,18 @@ class ConnectionProtocol:
 
 # --- server -> client ---------------------------------------------------------------------------------------------
 
+class Outgoing(Protocol):
+    """Anything a connection sends: these messages, or a compatible API's events (app/server/api/). It is queued as
+    it is and serialised at the send; under backpressure the `droppable` ones go first."""
+
+    @property
+    def droppable(self) -> bool: ...
+
+    def to_json(self) -> str: ...
+
+
 def _dump(obj: dict[str, Any]) -> str:
+    # compact, and UTF-8 text as it is (not \u-escaped): half the bytes on the wire for most languages
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -360,61 +372,199 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 3)
 
 
-def ready_message(session: str, ice_servers: list[dict[str, Any]] | None = None, sample_rate: int = 16000,
-                  replica: str | None = None) -> str:
-    """`replica` names the replica serving the session when several do (`dragoman serve --replicas`)."""
-    return _dump({"type": "ready", "session": session, "protocol": PROTOCOL_VERSION,
-                  "sample_rate": sample_rate, "ice_servers": ice_servers or [],
-                  **({"replica": replica} if replica is not None else {})})
+@dataclass(frozen=True)
+class ServerMessage:
+    """A message of this protocol to the client: `{"type": TYPE, ...body()}`, fields in the order documented in
+    docs/protocol.md. Times are kept as given and rounded when the message is written."""
+
+    type: ClassVar[str]
+    # a later message of the same type supersedes this one: under backpressure it is dropped first (never a commit)
+    droppable: ClassVar[bool] = False
+
+    def body(self) -> dict[str, Any]:
+        """The fields after `type`, as written on the wire."""
+        return {}
+
+    def to_json(self) -> str:
+        return _dump({"type": self.type, **self.body()})
 
 
-def partial_message(text: str, start_s: float | None = None, end_s: float | None = None) -> str:
-    return _dump({"type": "partial", "text": text, "start_s": _seconds(start_s), "end_s": _seconds(end_s)})
+@dataclass(frozen=True)
+class ReadyMessage(ServerMessage):
+    """The session is open. `replica` names the replica serving it when several do (`dragoman serve --replicas`)."""
+
+    type: ClassVar[str] = "ready"
+    session: str
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    sample_rate: int = 16000
+    replica: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        replica = {"replica": self.replica} if self.replica is not None else {}
+        return {"session": self.session, "protocol": PROTOCOL_VERSION, "sample_rate": self.sample_rate,
+                "ice_servers": list(self.ice_servers), **replica}
 
 
-def commit_message(text: str, start_s: float, end_s: float) -> str:
-    return _dump({"type": "commit", "text": text, "start_s": _seconds(start_s), "end_s": _seconds(end_s)})
+@dataclass(frozen=True)
+class PartialMessage(ServerMessage):
+    """The tentative tail: replaces the previous partial."""
+
+    type: ClassVar[str] = "partial"
+    droppable: ClassVar[bool] = True
+    text: str
+    start_s: float | None = None
+    end_s: float | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"text": self.text, "start_s": _seconds(self.start_s), "end_s": _seconds(self.end_s)}
 
 
-def target_partial_message(target: str, text: str, source_text: str) -> str:
-    return _dump({"type": "target_partial", "target": target, "text": text, "source_text": source_text})
+@dataclass(frozen=True)
+class CommitMessage(ServerMessage):
+    """Final text, appended to what was committed before."""
+
+    type: ClassVar[str] = "commit"
+    text: str
+    start_s: float
+    end_s: float
+
+    def body(self) -> dict[str, Any]:
+        return {"text": self.text, "start_s": _seconds(self.start_s), "end_s": _seconds(self.end_s)}
 
 
-def target_commit_message(target: str, text: str, source_text: str, start_s: float, end_s: float,
-                          latency_s: float) -> str:
-    return _dump({"type": "target_commit", "target": target, "text": text, "source_text": source_text,
-                  "start_s": _seconds(start_s), "end_s": _seconds(end_s), "latency_s": _seconds(latency_s)})
+@dataclass(frozen=True)
+class TargetPartialMessage(ServerMessage):
+    """The tentative translation into `target` of the source text not yet translated for good."""
+
+    type: ClassVar[str] = "target_partial"
+    droppable: ClassVar[bool] = True
+    target: str
+    text: str
+    source_text: str
+
+    def body(self) -> dict[str, Any]:
+        return {"target": self.target, "text": self.text, "source_text": self.source_text}
 
 
-def stats_message(lag_s: float, rtf: float, audio_s: float) -> str:
-    return _dump({"type": "stats", "lag_s": _seconds(lag_s), "rtf": _seconds(rtf), "audio_s": _seconds(audio_s)})
+@dataclass(frozen=True)
+class TargetCommitMessage(ServerMessage):
+    """Final translation into `target` of `source_text`."""
+
+    type: ClassVar[str] = "target_commit"
+    target: str
+    text: str
+    source_text: str
+    start_s: float
+    end_s: float
+    latency_s: float
+
+    def body(self) -> dict[str, Any]:
+        return {"target": self.target, "text": self.text, "source_text": self.source_text,
+                "start_s": _seconds(self.start_s), "end_s": _seconds(self.end_s), "latency_s": _seconds(self.latency_s)}
 
 
-def language_message(language: str, decided: bool) -> str:
+@dataclass(frozen=True)
+class StatsMessage(ServerMessage):
+    """How far the session lags behind the audio, and how fast it decodes."""
+
+    type: ClassVar[str] = "stats"
+    droppable: ClassVar[bool] = True
+    lag_s: float
+    rtf: float
+    audio_s: float
+
+    def body(self) -> dict[str, Any]:
+        return {"lag_s": _seconds(self.lag_s), "rtf": _seconds(self.rtf), "audio_s": _seconds(self.audio_s)}
+
+
+@dataclass(frozen=True)
+class LanguageMessage(ServerMessage):
     """With auto-detection: the language the session decodes as; `decided` False while it is still a guess."""
-    return _dump({"type": "language", "language": language, "decided": decided})
+
+    type: ClassVar[str] = "language"
+    language: str
+    decided: bool
+
+    def body(self) -> dict[str, Any]:
+        return {"language": self.language, "decided": self.decided}
 
 
-def restarted_message(session: str, language: str | None) -> str:
+@dataclass(frozen=True)
+class RestartedMessage(ServerMessage):
     """After the client's `language`: the session runs anew in `language` (null: detecting); stream time is 0 again."""
-    return _dump({"type": "restarted", "session": session, "language": language})
+
+    type: ClassVar[str] = "restarted"
+    session: str
+    language: str | None
+
+    def body(self) -> dict[str, Any]:
+        return {"session": self.session, "language": self.language}
 
 
-def answer_message(sdp: str) -> str:
-    return _dump({"type": "answer", "sdp": sdp})
+@dataclass(frozen=True)
+class AnswerMessage(ServerMessage):
+    """The SDP answer to the client's WebRTC offer."""
+
+    type: ClassVar[str] = "answer"
+    sdp: str
+
+    def body(self) -> dict[str, Any]:
+        return {"sdp": self.sdp}
 
 
-def error_message(code: ErrorCode | str, message: str) -> str:
-    return _dump({"type": "error", "code": code.value if isinstance(code, ErrorCode) else str(code),
-                  "message": message})
+@dataclass(frozen=True)
+class ErrorMessage(ServerMessage):
+    """`code` is an ErrorCode (or an engine error's code string); `message` says what to do about it."""
+
+    type: ClassVar[str] = "error"
+    code: ErrorCode | str
+    message: str
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code.value if isinstance(self.code, ErrorCode) else str(self.code),
+                "message": self.message}
 
 
-def end_message() -> str:
-    return _dump({"type": "end"})
+@dataclass(frozen=True)
+class EndMessage(ServerMessage):
+    """The session's last message: everything was flushed and committed."""
+
+    type: ClassVar[str] = "end"
 
 
-def message_type(text: str) -> str:
-    """The `type` of a server message we built (cheap: used to decide what may be dropped under backpressure)."""
-    # Our own messages always start with {"type":"..." so no JSON parse is needed on the hot path
-    assert text.startswith('{"type":"'), text[:20]
-    return text[9:text.index('"', 9)]
+@dataclass(frozen=True)
+class RoomMessage(ServerMessage):
+    """To the speaker, after `ready`: how viewers join the session's room."""
+
+    type: ClassVar[str] = "room"
+    room: str
+    viewer_token: str
+    viewers: int  # how many viewers the room takes
+
+    def body(self) -> dict[str, Any]:
+        return {"room": self.room, "viewer_token": self.viewer_token,
+                "watch_path": f"/watch/{self.room}?token={self.viewer_token}", "viewers": self.viewers}
+
+
+@dataclass(frozen=True)
+class RoomEndMessage(ServerMessage):
+    """To a viewer: the speaker's session is over, the room closes."""
+
+    type: ClassVar[str] = "room_end"
+    reason: str
+
+    def body(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+
+@dataclass(frozen=True)
+class JoinedMessage(ServerMessage):
+    """To a viewer, first: the room it joined, whether it is still live, how many commits are replayed."""
+
+    type: ClassVar[str] = "joined"
+    room: str
+    live: bool
+    replayed: int
+
+    def body(self) -> dict[str, Any]:
+        return {"room": self.room, "live": self.live, "replayed": self.replayed}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from starlette.responses import Response
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"  # app/server/static.py -> the repository root
 
 # Only these file types are served; anything else in web/ is a 404 rather than a guess.
 MIME_TYPES = {

@@ -1,6 +1,6 @@
 """WebRTC audio input (aiortc): answer a browser's offer, pull its microphone track, hand 16 kHz mono to a callback.
 
-Signalling travels over the Dragoman WebSocket (app/server.py); this module only owns the peer connection.
+Signalling travels over the Dragoman WebSocket (connection.py); this module only owns the peer connection.
 Frames are pulled with `track.recv()`, so a slow consumer slows the pull instead of growing a queue.
 """
 from __future__ import annotations

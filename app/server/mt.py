@@ -8,8 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from app import protocol as p
 from engine.errors import ConfigError
+
+from . import protocol as p
 
 log = logging.getLogger("app.server")
 
@@ -22,20 +23,6 @@ class ServerTranslation:
     models: list = field(default_factory=list)  # engine.mt.loading.MTBundle
     unit: str = "sentence"
     translators: dict = field(default_factory=dict)  # model name -> Translator
-
-    @classmethod
-    def from_args(cls, args) -> "ServerTranslation | None":
-        """None without --target; ConfigError when a target cannot be reached from English or with --language."""
-        from app.cli import language_arg
-        from app.translation import mt_setup
-
-        spoken = language_arg(getattr(args, "language", None))
-        targets, plans = mt_setup(args, spoken, ("transcribe", "translate"))  # loads the models; checks each target
-        if not targets:
-            return None
-        # the models some offered target uses; a session's plan (its spoken language) chooses among them
-        models = list({id(pl.mt): pl.mt for pl in plans if pl.mt is not None}.values())
-        return cls(tuple(targets), models, getattr(args, "mt_unit", "sentence"))
 
     def open(self, start: p.Start):
         """(MTStage, the Start with the speech task the targets need) for a session; ProtocolError otherwise."""
@@ -114,13 +101,13 @@ async def translated_events(live, stage) -> AsyncIterator:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def render_target(event) -> str:
+def render_target(event) -> p.TargetCommitMessage | p.TargetPartialMessage:
     from engine.mt.stage import TargetCommit
 
     if isinstance(event, TargetCommit):
-        return p.target_commit_message(event.target, event.text, event.source_text, event.start_s, event.end_s,
-                                       event.latency_s)
-    return p.target_partial_message(event.target, event.text, event.source_text)
+        return p.TargetCommitMessage(event.target, event.text, event.source_text, event.start_s, event.end_s,
+                                     event.latency_s)
+    return p.TargetPartialMessage(event.target, event.text, event.source_text)
 
 
 def is_target_event(event) -> bool:
