@@ -27,8 +27,8 @@ from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
 if TYPE_CHECKING:
-    from engine.scheduler import LiveSession
-    from engine.session_config import SessionConfig
+    from .runtime import LiveSession
+    from engine.streaming.config import SessionConfig
 
     from .rooms import Room
     from .server import DragomanHub
@@ -39,7 +39,7 @@ log = logging.getLogger("app.server")  # one logger for the server's story, per-
 def start_session_config(template: SessionConfig | None, start: p.Start) -> SessionConfig:
     """A `start`'s session: the server's template (`dragoman serve --policy/--mode/--chunk`), else SessionConfig's
     defaults, with the task and language the client asked for."""
-    from engine.session_config import SessionConfig
+    from engine.streaming.config import SessionConfig
 
     extra = {"vocabulary": start.vocabulary} if start.vocabulary else {}
     return dataclasses.replace(template or SessionConfig(), task=start.task, language=start.language, **extra)
@@ -299,7 +299,7 @@ class Connection:
     # session lifecycle -------------------------------------------------------------------------------------------
 
     def _start(self, start: p.Start) -> None:
-        from engine.scheduler import EngineBusy
+        from .runtime import EngineBusy
 
         try:
             # checked here: in the engine's worker it would only surface later as an `internal` failure

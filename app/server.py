@@ -58,8 +58,8 @@ from .static import WEB_DIR, http_response, static_response
 from .webrtc import WebRTCConfig
 
 if TYPE_CHECKING:
-    from engine.scheduler import Engine
-    from engine.session import SessionConfig
+    from .runtime import Engine
+    from engine.streaming.session import SessionConfig
 
 log = logging.getLogger(__name__)
 # uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
@@ -436,7 +436,7 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
 def _engine_from_environment() -> Engine:
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from engine.scheduler import Engine, EngineConfig
+    from .runtime import Engine, EngineConfig
 
     backend = make_backend(load_model(os.environ.get("DRAGOMAN_MODEL") or None))
     return Engine(backend, EngineConfig(max_sessions=int(os.environ.get("DRAGOMAN_MAX_SESSIONS", "4"))))

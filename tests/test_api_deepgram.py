@@ -20,7 +20,7 @@ from app.auth import AccessConfig
 from app.compat import HandshakeRefused
 from app.compat_deepgram import ListenParams, PcmStream
 from app.server import DragomanServer, ServerConfig
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16, words
 from tests.speech import speech, write_wav
 

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from app.auth import AccessConfig
 from app.limits import FileLimits
 from app.server import DragomanServer, ServerConfig
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import words
 from tests.speech import SENTENCES, speech, write_wav
 

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.auth import AccessConfig, redact
 from app.limits import ServerLimits
 from app.server import DragomanServer, ServerConfig
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16
 
 TOKEN = "s3cret-T0ken-4f9a2b"

@@ -16,7 +16,7 @@ from app import protocol as p
 from app.mt_server import ServerTranslation
 from app.server import DragomanServer, ServerConfig
 from engine.mt.loading import load_mt
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.mt_reference import build_marian
 from tests.server_clients import pcm16
 from tests.speech import long_stream

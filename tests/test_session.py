@@ -8,7 +8,7 @@ import sacrebleu
 from engine.audio import SAMPLE_RATE, resample
 from engine.errors import AudioError, ConfigError, StreamStateError
 from engine.events import Commit, Partial
-from engine.session import SessionConfig, StreamingSession
+from engine.streaming.session import SessionConfig, StreamingSession
 from tests.speech import long_stream
 
 # Offline whole-sentence decoding of these German clips scores chrF ~55-60 against the references (Whisper

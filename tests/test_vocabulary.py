@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from app import protocol as p
-from engine.session import VOCABULARY_TOKENS, StreamingSession
-from engine.session_config import SessionConfig
+from engine.streaming.session import VOCABULARY_TOKENS, StreamingSession
+from engine.streaming.config import SessionConfig
 
 
 def test_start_vocabulary_is_parsed_and_bounded() -> None:

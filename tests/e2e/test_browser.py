@@ -19,7 +19,7 @@ import webvtt
 
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import words
 from tests.speech import speech, write_wav
 

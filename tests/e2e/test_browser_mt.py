@@ -9,7 +9,7 @@ from app.mt_server import ServerTranslation
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
 from engine.mt.loading import load_mt
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.e2e.test_browser import ARTIFACTS, CHROMIUM, chromium_flags, page_without_engine, require_chromium
 from tests.mt_reference import build_marian
 from tests.speech import speech, write_wav

@@ -158,7 +158,7 @@ async def test_speaker_page_and_two_viewers_with_the_real_model(backend, german_
     require_chromium()
     from playwright.async_api import async_playwright
 
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
     from tests.e2e.test_browser import KEY_WORDS, chromium_flags
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -27,17 +27,17 @@ from collections import deque
 import numpy as np
 from torch import Tensor
 
-from .audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
-from .backend import Backend
-from .errors import ConfigError, StreamStateError
-from .events import Commit, Event, Partial
+from ..audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
+from ..backend import Backend
+from ..errors import ConfigError, StreamStateError
+from ..events import Commit, Event, Partial
 from .language_id import LanguageId
 from .segment import PendingDecode, Segment, Stats, Update
-from .session_config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
+from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
 from .policy import Hypothesis, Policy, attended_frame, make_policy
-from .stream_decoding import (DecodeJob, DecodeResult, decode_batch, ends_sentence, is_prompt_echo,
+from .decoder import (DecodeJob, DecodeResult, decode_batch, ends_sentence, is_prompt_echo,
                               looks_like_source_language)
-from .tokenizer import split_complete_utf8
+from ..tokenizer import split_complete_utf8
 from .vad import StreamVad
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ from typing import AsyncIterator
 import numpy as np
 import torch
 
-from .backend import Backend
-from .errors import ConfigError, EngineError, StreamStateError
-from .events import Error, Event
-from .session import PendingDecode, SessionConfig, StreamingSession, Update
-from .stream_decoding import DecodeResult, decode_batch
+from engine.backend import Backend
+from engine.errors import ConfigError, EngineError, StreamStateError
+from engine.events import Error, Event
+from engine.streaming.session import PendingDecode, SessionConfig, StreamingSession, Update
+from engine.streaming.decoder import DecodeResult, decode_batch
 
 log = logging.getLogger(__name__)
 

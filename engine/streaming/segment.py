@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from .audio import SAMPLE_RATE
-from .kv_cache import DecoderState
-from .stream_decoding import DecodeJob
+from ..audio import SAMPLE_RATE
+from ..kv_cache import DecoderState
+from .decoder import DecodeJob
 
 @dataclass
 class Segment:

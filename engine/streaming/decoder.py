@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .backend import Backend
-from .kv_cache import DecoderState
+from ..backend import Backend
+from ..kv_cache import DecoderState
 from .policy import Policy, attended_frame
 
 
