@@ -23,8 +23,9 @@ import torch
 from engine.backend import Backend
 from engine.errors import ConfigError, EngineError, StreamStateError
 from engine.events import Error, Event
+from engine.streaming.batch import decode_batch
+from engine.streaming.decoder import DecodeResult
 from engine.streaming.session import PendingDecode, SessionConfig, StreamingSession, Update
-from engine.streaming.decoder import DecodeResult, decode_batch
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
         t_all = time.perf_counter()
         while (upd := session.next_update()) is not None:
             t0 = time.perf_counter()
-            session.apply(upd, backend.encode(upd.encoder_audio), None)
+            session.update(upd)
             windows.append((len(upd.encoder_audio) / SAMPLE_RATE, time.perf_counter() - t0))
         return time.perf_counter() - t_all
 

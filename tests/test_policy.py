@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.streaming.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy
-from engine.streaming.decoder import is_prompt_echo, looks_like_source_language, repetition_cut
+from engine.streaming.guards import is_prompt_echo, looks_like_source_language, repetition_cut
 
 
 def hyp(tokens, attention=None, n_frames=100, final=False) -> Hypothesis:

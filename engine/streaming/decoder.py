@@ -1,12 +1,13 @@
-"""One streaming decoder update over a session's DecoderState, and the guards against Whisper's failures.
+"""One streaming decoder update over a session's DecoderState: greedy, a token at a time (DecodeJob), or beam
+search for a segment's last update.
 
 Only the Backend protocol is used, so Whisper and Speech2Text2 stream the same way. The cache invariant a
 session keeps between updates (incremental mode): the state holds `sequence[:-1]` — prompt plus committed
 tokens except the last, whose step must be re-run to get the next token's logits against the new audio.
+Several streams' jobs run together in batch.py.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from ..backend import Backend
 from ..kv_cache import DecoderState
+from .guards import repetition_cut, reread_cut, reread_spans
 from .policy import Policy, attended_frame
 
 
@@ -138,48 +140,6 @@ class DecodeJob:
         return DecodeResult(self.out, attention, self.next_token, self.total, self.n_stepped, self.loop_cut, lps)
 
 
-def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
-                  policy: Policy, final: bool, max_new_tokens: int, refill: bool) -> DecodeResult:
-    """Greedy continuation of `sequence` (prompt + committed) against the audio installed in `state`.
-
-    refill=True re-runs the whole sequence in one forward pass (exact mode, or a fresh state); otherwise
-    only its last token is run on top of the cached prefix (incremental mode).
-    """
-    job = DecodeJob(backend, state, sequence=sequence, n_committed=n_committed, n_frames=n_frames, policy=policy,
-                    final=final, max_new_tokens=max_new_tokens, refill=refill)
-    return decode_batch(backend, [job])[0]
-
-
-def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
-    """Drive several streams' jobs: each prefix alone, then every generation step batched across the streams.
-
-    Prefixes differ in length and in what is cached, so each runs on its own state (one forward pass each);
-    the many one-token steps after it are where batching pays. The active rows' caches are merged once,
-    left-padded to a common length (DecoderState.left_pad) with each row's encoder frames masked
-    (cross_valid); a row that finishes gets its cache back and leaves the batch. Rows are independent:
-    batched and unbatched decoding give the same tokens (up to float rounding).
-    """
-    with torch.inference_mode():
-        active: list[tuple[DecodeJob, int]] = []
-        for job in jobs:
-            logits, att = job.prefill()
-            if job.beam_size > 1:
-                beam_search(backend, job, logits)
-                continue
-            tok = job.accept(logits, att)
-            if tok is not None:
-                active.append((job, tok))
-        if len(active) == 1:
-            job, tok = active[0]
-            device = job.state.cross_k[0].device
-            while tok is not None:
-                logits, att = backend.step_with_alignment(torch.tensor([[tok]], device=device), job.state)
-                tok = job.accept(logits[0, -1], att[0, :, -1] if att is not None and att.numel() else None)
-        elif active:
-            _run_merged(backend, active)
-        return [job.result() for job in jobs]
-
-
 def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     """Beam search for a segment's last update, after job.prefill() gave the first logits (V,).
 
@@ -254,179 +214,6 @@ def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list
     return [att[0, :, i, : job.n_valid].float().cpu().numpy() for i in range(len(tokens))]
 
 
-def ends_sentence(piece: bytes) -> bool:
-    """The token (its bytes) ends a sentence: '.', '?' or '!' before any trailing space."""
-    return piece.rstrip()[-1:] in (b".", b"?", b"!")
-
-
-def reread_spans(tokens: list[int], frames: list[int], token_bytes, is_content,
-                 prior: list[tuple[int, int]] = ()) -> list[tuple[int, int]]:
-    """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
-    their words are the same tokens at the same frames (within _REREAD_FRAMES) as earlier ones, in the hypothesis
-    or in `prior` ((token, frame) of the committed text). "Good morning and welcome ... Chicago." committed, then
-    "Good evening and welcome ... Chicago." from the same audio. A speaker who really says it again is heard at
-    other frames; heads parked on padding or sinks only miss a word or two."""
-    seen: dict[int, list[int]] = {}
-    for t, f in prior:
-        seen.setdefault(t, []).append(f)
-    spans: list[tuple[int, int]] = []
-    a = 0
-    while a < len(tokens):
-        b = a + 1
-        while b < len(tokens) and not (ends_sentence(token_bytes(tokens[b - 1]))
-                                       and token_bytes(tokens[b])[:1] == b" "):
-            b += 1  # a new word after a sentence end starts the next sentence ("5.2" stays one word)
-        content = [(tokens[i], frames[i]) for i in range(a, b) if is_content(tokens[i])]
-        same = sum(any(abs(f - g) <= _REREAD_FRAMES for g in seen.get(t, ())) for t, f in content)
-        if len(content) >= 2 and same >= max(2, 0.6 * len(content)):
-            spans.append((a, b))
-        for t, f in content:
-            seen.setdefault(t, []).append(f)
-        a = b
-    return spans
-
-
-def _run_merged(backend: Backend, active: list[tuple[DecodeJob, int]]) -> None:
-    states = [job.state for job, _ in active]
-    batch = merge_states(states)
-    ctx = backend_ctx(backend)
-    for job, _ in active:  # the batch's cache is as long as its longest row: keep every row inside the context
-        job.budget = min(job.budget, len(job.out) + ctx - batch.offset - 1)
-    device = batch.cross_k[0].device
-    valid = [job.n_valid for job, _ in active]
-    toks = [tok for _, tok in active]
-    rows = list(range(len(active)))  # row of the batch -> index into `active`
-    while rows:
-        logits, att = backend.step_with_alignment(torch.tensor([[t] for t in toks], device=device), batch)
-        keep, next_toks = [], []
-        for b, i in enumerate(rows):
-            job = active[i][0]
-            a = att[b, :, -1, : valid[i]] if att is not None and att.numel() else None
-            tok = job.accept(logits[b, -1], a)
-            if tok is None:
-                split_row(batch, b, job.state)
-            else:
-                keep.append(b)
-                next_toks.append(tok)
-        if len(keep) < len(rows):
-            if keep:
-                batch.reorder(torch.tensor(keep, device=device))
-            rows = [rows[b] for b in keep]
-        toks = next_toks
-
-
-def merge_states(states: list[DecoderState]) -> DecoderState:
-    """One batch state from single-row states: self caches left-padded to the longest, encoder frames masked."""
-    n_layers = states[0].n_layers
-    t_max = max(st.offset for st in states)
-    s_max = max(st.cross_k[0].shape[2] for st in states)
-    ref = states[0].cross_k[0]
-    valid = torch.zeros(len(states), s_max, dtype=torch.bool, device=ref.device)
-    for i, st in enumerate(states):
-        n = st.cross_k[0].shape[2]
-        valid[i, :n] = st.cross_valid[0, :n] if st.cross_valid is not None else True
-
-    def pad_to(x: Tensor, n: int, left: bool) -> Tensor:  # (1, H, T, D) -> (1, H, n, D)
-        if x.shape[2] == n:
-            return x
-        z = x.new_zeros(x.shape[0], x.shape[1], n - x.shape[2], x.shape[3])
-        return torch.cat([z, x] if left else [x, z], dim=2)
-
-    out = DecoderState(n_layers=n_layers)
-    for layer in range(n_layers):
-        if t_max:
-            out.self_k[layer] = torch.cat([pad_to(st.self_k[layer], t_max, True) for st in states])
-            out.self_v[layer] = torch.cat([pad_to(st.self_v[layer], t_max, True) for st in states])
-    out.cross_k = [torch.cat([pad_to(st.cross_k[l], s_max, False) for st in states]) for l in range(n_layers)]
-    out.cross_v = [torch.cat([pad_to(st.cross_v[l], s_max, False) for st in states]) for l in range(n_layers)]
-    out.cross_valid = None if bool(valid.all()) else valid
-    out.offset = t_max
-    out.left_pad = torch.tensor([t_max - st.offset for st in states], dtype=torch.long, device=ref.device)
-    return out
-
-
-def split_row(batch: DecoderState, row: int, into: DecoderState) -> None:
-    """Copy one batch row's self cache (without its left padding) back into that stream's own state."""
-    pad = int(batch.left_pad[row]) if batch.left_pad is not None else 0
-    for layer in range(batch.n_layers):
-        k, v = batch.self_k[layer], batch.self_v[layer]
-        into.self_k[layer] = k[row : row + 1, :, pad:].clone()
-        into.self_v[layer] = v[row : row + 1, :, pad:].clone()
-    into.offset = batch.offset - pad
-
-
 def backend_ctx(backend: Backend) -> int:
     """The decoder's context length in tokens (448 for Whisper)."""
     return int(getattr(backend, "max_text_tokens", 448))
-
-
-def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40) -> int | None:
-    """Where to cut a hypothesis ending in a loop (an n-gram repeated `min_repeats` times in a row): keep one copy.
-    A run of _LONG_NGRAM tokens or more needs only two copies: nobody says a whole clause twice in a row, but
-    Whisper does ("How long has it been since ... How long has it been since ...")."""
-    n_tok = len(tokens)
-    for n in range(1, max_ngram + 1):
-        # a single token may legitimately repeat twice ("no, no"); a long run never does
-        reps = min_repeats + 1 if n == 1 else 2 if n >= _LONG_NGRAM else min_repeats
-        if n_tok < n * reps:
-            continue
-        tail = tokens[n_tok - n :]
-        if all(tokens[n_tok - (r + 1) * n : n_tok - r * n] == tail for r in range(reps)):
-            return n_tok - (reps - 1) * n
-    return None
-
-
-_LONG_NGRAM = 8
-# A repeated phrase counts as a re-reading when its copy looks (median frame of its words) no further than this
-# many encoder frames past the first one (a speaker repeating himself is heard later: 0.3 s and more)
-_REREAD_FRAMES = 10
-
-
-def reread_cut(tokens: list[int], frames: list[int], is_content, max_ngram: int = 20) -> int | None:
-    """Where to cut a hypothesis that ends by reading the same audio twice ("Good evening. Good evening." from
-    one second of speech): the last n tokens equal the n before them and their attention did not move on."""
-    n_tok = len(tokens)
-    for n in range(2, min(max_ngram, n_tok // 2) + 1):
-        if tokens[n_tok - n :] != tokens[n_tok - 2 * n : n_tok - n]:
-            continue
-        first = [f for t, f in zip(tokens[n_tok - 2 * n : n_tok - n], frames[n_tok - 2 * n : n_tok - n]) if is_content(t)]
-        second = [f for t, f in zip(tokens[n_tok - n :], frames[n_tok - n :]) if is_content(t)]
-        if not second:
-            continue
-        # medians: a head parked on the padding or a sink frame does not make a copy look new
-        if float(np.median(second)) <= float(np.median(first)) + _REREAD_FRAMES:
-            return n_tok - n
-    return None
-
-
-def is_prompt_echo(tokens: list[int], prompt: list[int], min_len: int = 4) -> bool:
-    """The hypothesis starts by repeating a run of the previous-text prompt (Whisper's echo failure)."""
-    n = min(len(tokens), 8)
-    if n < min_len or len(prompt) < n:
-        return False
-    head = tokens[:n]
-    return any(prompt[i : i + n] == head for i in range(len(prompt) - n + 1))
-
-
-# Frequent function words that are not English words: their density tells a translation drifting into the
-# source language. Deliberately short lists of unambiguous words (no "die", "a", "in", "son").
-_SOURCE_WORDS = {
-    "de": "und der das ist nicht ich wir sie mit ein eine auf für sind wird haben heute sehr auch nach dem den des "
-          "zu von bitte vielen dank".split(),
-    "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour".split(),
-    "es": "el los las y es que con por una para nosotros muy hoy buenos días gracias del".split(),
-    "it": "il gli e è che con per una della sono molto oggi".split(),
-    "nl": "de het een en is niet ik wij zijn met voor ook".split(),
-}
-
-
-def looks_like_source_language(text: str, language: str | None) -> bool:
-    """Translate mode drifted into the spoken language: many of the words are that language's function words."""
-    words = _SOURCE_WORDS.get(language or "")
-    if not words:
-        return False
-    toks = re.findall(r"[^\W\d_]+", text.lower())
-    if len(toks) < 3:
-        return False
-    hits = sum(t in words for t in toks)
-    return hits / len(toks) >= 0.3

@@ -3,13 +3,16 @@ and the units of model work it hands to the scheduler."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
 
 from ..audio import SAMPLE_RATE
 from ..kv_cache import DecoderState
-from .decoder import DecodeJob
+
+if TYPE_CHECKING:  # decoder.py imports the guards, which read segments
+    from .decoder import DecodeJob
 
 @dataclass
 class Segment:
