@@ -1,8 +1,8 @@
 """The import graph of app/ and engine/, read from the source (ast, nothing imported): no cycle, every arrow down.
 
 Layers, lowest first: the shared core (errors, events, audio, the KV cache, Whisper's tokenizer, spoken-language
-codes); the model families (engine/models, then engine/mt, which builds on models); the Backend seam with Whisper's
-offline decoding (waiting to move into models/); the rest of engine/ (streaming, the scheduler; a new engine module
+codes, text rules); the model families (engine/models, then engine/mt, which builds on models); the Backend seam with Whisper's
+offline decoding (waiting to move into models/); the rest of engine/ (engine/streaming; a new engine module
 lands here until it is classified); app/. A module may import its own layer and the ones below. Imports under
 `if TYPE_CHECKING:` never run, so they cannot close a cycle; they still may not point up, except that a model family
 may name the Backend Protocol it implements in annotations.
@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "engine")
 CORE = frozenset({"engine", "engine.errors", "engine.events", "engine.audio", "engine.kv_cache", "engine.tokenizer",
-                  "engine.languages"})
+                  "engine.languages", "engine.text"})
 SEAM = "engine.backend"
 SEAM_LAYER = frozenset({SEAM, "engine.decoding", "engine.transcribe"})
 
