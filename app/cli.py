@@ -46,7 +46,7 @@ def language_arg(value: str | None) -> str | None:
 
 
 # Streaming flags -> SessionConfig fields. Every flag defaults to None ("not given"), so the defaults live in one
-# place, SessionConfig (engine/session_config.py), for every entry point: stream, mic, serve and the protocol.
+# place, SessionConfig (engine/streaming/config.py), for every entry point: stream, mic, serve and the protocol.
 SESSION_FLAGS = {"policy": "policy", "mode": "mode", "chunk": "chunk_s", "commit": "commit_unit"}
 
 

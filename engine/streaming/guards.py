@@ -5,6 +5,7 @@ The functions work on token ids and frames alone; Guards applies them to one ses
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ import numpy as np
 from ..backend import Backend
 from ..text import ends_sentence, starts_word
 from .policy import ONSET_MARGIN_S, attended_frame
-from .segment import Segment
+from .segment import Segment, Update
 
 if TYPE_CHECKING:  # (decoder.py imports this module's decode-time guards)
     from .config import SessionConfig
@@ -145,6 +146,23 @@ class Guards:
             self.log.debug("prompt echo discarded")
             return True
         return self.drifted(tokens, language) or self.unsure(seg, tokens, res)
+
+    def discard(self, seg: Segment, upd: Update, heard: list[int], res: DecodeResult,
+                language: str | None) -> tuple[list[int], DecodeResult]:
+        """An update that failed a guard (twice when a retry without the prompt was possible) shows and commits
+        nothing; in a segment's last update, what to commit instead so that a sentence does not vanish."""
+        if upd.final and seg.tentative:
+            # The whole segment's last decode failed a guard (it drifted into the source language, or the beam is
+            # unsure), yet earlier updates heard speech and showed it: commit what the screen showed.
+            self.log.info("last update discarded: its tentative text is committed instead")
+            return list(seg.tentative), dataclasses.replace(res, attention=None)
+        if upd.final and self.drifted(heard, language) and not self.unsure(seg, heard, res):
+            # Nothing was shown (earlier updates were unsure) and the last decode, twice, wrote the speech in its
+            # own language instead of translating it, and surely (speech, not noise). Committed as heard,
+            # untranslated (seen in `mic` on a German sentence).
+            self.log.warning("the segment's last decode stayed in %s: committed untranslated", language)
+            return heard, res
+        return [], res
 
     def unsure(self, seg: Segment, tokens: list[int], res: DecodeResult) -> bool:
         """Whisper's own rules for text decoded from something that is not speech."""

@@ -59,7 +59,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class Update:
-    """Model work one session asks for: encode `audio`, then decode (see StreamingSession.apply)."""
+    """Model work one session asks for: encode `audio`, then decode (the protocol in session.py)."""
 
     segment: Segment
     audio: np.ndarray  # the segment's audio so far (what the update decides about)

@@ -26,7 +26,6 @@ re-fills it in one forward pass per update instead.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -35,26 +34,25 @@ import uuid
 import numpy as np
 from torch import Tensor
 
-from ..audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
+from ..audio import SAMPLE_RATE
 from ..backend import Backend
-from ..errors import ConfigError, StreamStateError
+from ..errors import ConfigError
 from ..events import Event
 from .batch import decode_batch
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
 from .decoder import DecodeResult
 from .guards import Guards
+from .inbox import Inbox
 from .language_id import LanguageId
 from .modes import mode_for
 from .policy import Hypothesis, Policy, policy_for
+from .prompt import Prompt
 from .segment import PendingDecode, Segment, Stats, Update
 from .segmenter import Segmenter
 from .trim import trim
 
 log = logging.getLogger(__name__)
-
-VOCABULARY_TOKENS = 64  # SessionConfig.vocabulary's share of the prompt (Whisper keeps the last 112 prompt tokens)
-
 
 class _Prefixed(logging.LoggerAdapter):
     """Every log line of a session starts with its id."""
@@ -79,48 +77,24 @@ class StreamingSession:
         # None: the language is given (or the family has nothing to detect); else detection's state
         self.language_id: LanguageId | None = LanguageId() if config.language is None else None
         self.stats = Stats()
-        self._lock = threading.Lock()  # guards inbox, events and the finish flag (I/O thread vs worker)
-        self._inbox: list[np.ndarray] = []
-        self._resampler: StreamResampler | None = None
+        self.inbox = Inbox()
+        self._lock = threading.Lock()  # guards the events (worker vs I/O thread)
         self._events: list[tuple[float, Event]] = []  # (audio seconds processed when emitted, event)
-        self._finishing = False
         self.done = False  # finish() was processed: every commit is out
-        self.n_received = 0  # samples at 16 kHz accepted so far
         self.segmenter = Segmenter(config, self._idle_until, self.log)
         self.guards = Guards(backend, config, self.log)
         self.committer = Committer(backend, config, self.policy)
-        self._history: list[int] = []  # committed tokens of earlier segments (prompt source)
-        words = " ".join(config.vocabulary.split())  # names/terms before the history in every prompt
-        self._vocabulary = backend.text_tokens(" " + words)[:VOCABULARY_TOKENS] if words else []
+        self.prompt = Prompt(backend, config)
         self._committed_until_s = 0.0
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
         """Accept a chunk of PCM (any rate, mono or (n, channels)); raises AudioError on unusable input."""
-        sr = check_sample_rate(sample_rate)
-        x = to_mono_float32(samples)
-        with self._lock:
-            if self._finishing:
-                raise StreamStateError("feed_audio() after finish(): open a new session for more audio")
-            if self._resampler is None or self._resampler.from_rate != sr:
-                if self._resampler is not None and self._resampler.from_rate != SAMPLE_RATE:
-                    self._push(self._resampler.process(np.zeros(0, np.float32), last=True))
-                self._resampler = StreamResampler(sr, SAMPLE_RATE)
-            self._push(self._resampler.process(x))
-
-    def _push(self, x: np.ndarray) -> None:
-        if x.size:
-            self._inbox.append(np.ascontiguousarray(x, dtype=np.float32))
-            self.n_received += len(x)
+        self.inbox.feed(samples, sample_rate)
 
     def finish(self) -> None:
         """No more audio: the next process() decodes what is left and commits all of it."""
-        with self._lock:
-            if self._finishing:
-                return
-            if self._resampler is not None:
-                self._push(self._resampler.process(np.zeros(0, np.float32), last=True))
-            self._finishing = True
+        self.inbox.finish()
 
     def drain_events(self) -> list[Event]:
         return [e for _, e in self.drain_timed_events()]
@@ -130,6 +104,11 @@ class StreamingSession:
         with self._lock:
             out, self._events = self._events, []
         return out
+
+    @property
+    def n_received(self) -> int:
+        """Samples at 16 kHz accepted so far."""
+        return self.inbox.n_received
 
     @property
     def audio_s(self) -> float:
@@ -176,21 +155,16 @@ class StreamingSession:
         self.end_decode(step, decode_batch(self.backend, [step.job])[0])
 
     def has_work(self) -> bool:
-        with self._lock:
-            inbox = bool(self._inbox)
-            finishing = self._finishing
-        return not self.done and (inbox or finishing or self.segmenter.due() is not None)
+        return not self.done and (self.inbox.has_audio() or self.inbox.finishing or self.segmenter.due() is not None)
 
     def next_update(self) -> Update | None:
         """Step 1: run the VAD over new audio and return the next decoder update that is due, if any."""
         if self.done:
             return None
-        with self._lock:
-            new, self._inbox = self._inbox, []
-            finishing = self._finishing
+        new, finishing = self.inbox.take()
         for x in new:
             self.segmenter.feed(x)
-        if finishing and not self._inbox:
+        if finishing and not self.inbox.has_audio():
             self.segmenter.close_all()
         upd = self.segmenter.due()
         if upd is None and finishing and not self.segmenter.segments:
@@ -228,20 +202,7 @@ class StreamingSession:
                 res = self._retry_without_prompt(pending)
                 tokens = res.tokens
             if tokens and self.guards.looks_hallucinated(seg, tokens, res, self.language):
-                heard, tokens = tokens, []
-                if upd.final and seg.tentative:
-                    # The whole segment's last decode failed a guard (it drifted into the source language, or the
-                    # beam is unsure), yet earlier updates heard speech and showed it: commit what the screen
-                    # showed rather than let the sentence vanish.
-                    self.log.info("last update discarded: its tentative text is committed instead")
-                    tokens, res = list(seg.tentative), dataclasses.replace(res, attention=None)
-                elif upd.final and self.guards.drifted(heard, self.language) \
-                        and not self.guards.unsure(seg, heard, res):
-                    # Nothing was shown (earlier updates were unsure) and the last decode, twice, wrote the speech
-                    # in its own language instead of translating it, and surely (speech, not noise). Committed as
-                    # heard, untranslated, rather than let the sentence vanish (seen in `mic` on a German sentence).
-                    self.log.warning("the segment's last decode stayed in %s: committed untranslated", self.language)
-                    tokens = heard
+                tokens, res = self.guards.discard(seg, upd, tokens, res, self.language)
         k = self._stable_count(seg, upd, tokens, res, n_frames)
         if k:
             text_out = self.committer.text_out
@@ -308,17 +269,8 @@ class StreamingSession:
         return self.committer.stable_end(tokens, k, res.next_token)
 
     def _start_decoder(self, seg: Segment, encoder_out: Tensor, valid: Tensor | None) -> None:
-        self._set_start(seg, seg.committed)
+        self.prompt.start(seg, seg.committed, self.language)
         seg.state = self.backend.new_state(encoder_out, valid)
-
-    def _set_start(self, seg: Segment, committed: list[int]) -> None:
-        """sequence = start tokens (task, language, previous committed text as the prompt) + `committed`."""
-        prompt = self._history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
-        # the vocabulary leads the prompt; seg.prompt stays the history alone (echo checks compare against it)
-        vocabulary = self._vocabulary if seg.use_prompt else []  # (the retry without a prompt drops it too)
-        start = self.backend.start_tokens(self.config.task, self.language, vocabulary + prompt)
-        seg.prompt, seg.n_start = prompt, len(start)
-        seg.sequence = start + committed
 
     def _trim(self, seg: Segment) -> None:
         """Drop committed audio from the window's front; its text moves into the prompt (see SessionConfig.trim_s)."""
@@ -326,15 +278,14 @@ class StreamingSession:
         if cut is None:
             return
         kept = seg.committed[len(cut.moved) :]
-        self._history = (self._history + cut.moved)[-max(self.config.prompt_tokens, 1) :]
-        self._set_start(seg, kept)
+        self.prompt.remember(cut.moved)
+        self.prompt.start(seg, kept, self.language)
         seg.refill = True  # the cache holds the old start tokens
         self.log.debug("trimmed %.2f s (%d tokens to the prompt); window now %.2f s", cut.n_samples / SAMPLE_RATE,
                        len(cut.moved), seg.n_samples / SAMPLE_RATE)
 
     def _end_segment(self, seg: Segment) -> None:
-        self._history.extend(seg.committed)
-        self._history = self._history[-max(self.config.prompt_tokens, 1) :]
+        self.prompt.remember(seg.committed)
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)
         self.policy.reset()
