@@ -2,9 +2,11 @@
 
   config.py      SessionConfig: the user-facing knobs (strings stay strings here)
   session.py     StreamingSession: the coordinator and the one protocol the scheduler drives
+  inbox.py       audio in from the I/O thread: validated, resampled to 16 kHz
   segmenter.py   VAD segmentation: speech segments between pauses (vad.py: Silero per stream)
   segment.py     a segment's state, and the units of model work handed to the scheduler
   modes.py       incremental / exact / redecode: how a decoder job reuses the cache
+  prompt.py      a segment's start tokens: task, language, vocabulary and the previous committed text
   decoder.py     one greedy/beam decoder update over a DecoderState; batch.py: several streams per step
   language_id.py the spoken-language guess from the first speech
   guards.py      hallucination and repetition guards

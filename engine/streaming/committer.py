@@ -37,7 +37,7 @@ class Committer:
         """In an update that is not a segment's last: how many of the policy's `k` stable tokens to commit."""
         k = self._word_boundary(tokens, k, next_token)
         if self._unit_end is not None:
-            k = self._unit_boundary(tokens, k)
+            k = self._unit_boundary(tokens, k, self._unit_end)
         return self._hold_back_words(tokens, k)
 
     def _word_boundary(self, tokens: list[int], k: int, next_token: int | None) -> int:
@@ -53,10 +53,10 @@ class Committer:
             k -= 1
         return 0
 
-    def _unit_boundary(self, tokens: list[int], k: int) -> int:
+    def _unit_boundary(self, tokens: list[int], k: int, unit_end: Callable[[bytes], bool]) -> int:
         """The longest prefix of tokens[:k] that ends a unit (a clause or a sentence)."""
         for i in range(k, 0, -1):
-            if self._unit_end(self.backend.token_bytes(tokens[i - 1])):
+            if unit_end(self.backend.token_bytes(tokens[i - 1])):
                 return i
         return 0
 

@@ -29,6 +29,7 @@ class Incremental:
 
     def job(self, seg: Segment, upd: Update, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
         """The decoder job for one update of `seg` (its state already holds the update's audio)."""
+        assert seg.state is not None, "begin_decode installs the state first"
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
         # where in this window each committed token was read (the last update drops text read twice: reread_spans)
@@ -63,6 +64,7 @@ class Redecode(Incremental):
     refills_every_update: bool = True
 
     def job(self, seg: Segment, upd: Update, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
+        assert seg.state is not None, "begin_decode installs the state first"
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8
         start = seg.sequence[: seg.n_start]
@@ -73,7 +75,8 @@ class Redecode(Incremental):
         # the hypothesis covers the whole segment; drop what is already committed, by position
         c = len(seg.committed)
         att = res.attention[c:] if res.attention is not None else None
-        seg.state.reset()  # the invariant truncates to sequence[:-1]; nothing is reused anyway
+        if seg.state is not None:
+            seg.state.reset()  # the invariant truncates to sequence[:-1]; nothing is reused anyway
         return replace(res, tokens=res.tokens[c:], attention=att, n_stepped=0, logprobs=res.logprobs[c:])
 
     def keep_cache(self, seg: Segment) -> None:

@@ -184,7 +184,7 @@ class AlignAtt:
         self.started, self.previous = False, None
 
 
-POLICIES: dict[str, type[LocalAgreement] | type[AlignAtt]] = {"local-agreement": LocalAgreement, "alignatt": AlignAtt}
+POLICIES: dict[str, type[LocalAgreement | AlignAtt]] = {"local-agreement": LocalAgreement, "alignatt": AlignAtt}
 
 
 def make_policy(name: PolicyName, **kwargs) -> Policy:
