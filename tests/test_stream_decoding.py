@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engine.audio import SAMPLE_RATE
-from engine.streaming.policy import make_policy
 from engine.streaming.batch import decode_batch, merge_states, split_row
 from engine.streaming.decoder import DecodeJob
+from engine.streaming.policy import make_policy
 from tests.speech import speech
 
 

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from app import protocol as p
+from engine.streaming.config import SessionConfig
 from engine.streaming.prompt import VOCABULARY_TOKENS
 from engine.streaming.session import StreamingSession
-from engine.streaming.config import SessionConfig
 
 
 def test_start_vocabulary_is_parsed_and_bounded() -> None:
