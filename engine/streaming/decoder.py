@@ -36,7 +36,7 @@ class DecodeJob:
 
     The caller feeds the decoder: `prefill()` runs the stream's own prefix on its own state, then each step's
     logits and attention go to `accept()`, which returns the token to feed next or None when this stream is done.
-    `decode_update` drives one job alone; `decode_batch` drives several in one batched forward pass per step.
+    batch.py drives them: `decode_update` one job alone, `decode_batch` several in one batched forward pass per step.
     """
 
     def __init__(self, backend: Backend, state: DecoderState, *, sequence: list[int], n_committed: int,
