@@ -2,7 +2,7 @@
 
   config.py      SessionConfig: the user-facing knobs (strings stay strings here)
   session.py     StreamingSession: the coordinator and the one protocol the scheduler drives
-  inbox.py       audio in from the I/O thread: validated, resampled to 16 kHz
+  mailbox.py     audio in from the I/O thread (validated, resampled to 16 kHz), events out to it
   segmenter.py   VAD segmentation: speech segments between pauses (vad.py: Silero per stream)
   segment.py     a segment's state, and the units of model work handed to the scheduler
   modes.py       incremental / exact / redecode: how a decoder job reuses the cache

@@ -27,7 +27,6 @@ re-fills it in one forward pass per update instead.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 
@@ -43,8 +42,8 @@ from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
 from .decoder import DecodeResult
 from .guards import Guards
-from .inbox import Inbox
-from .language_id import LanguageId
+from .language_id import LanguageId, identify
+from .mailbox import Inbox, Outbox
 from .modes import mode_for
 from .policy import Hypothesis, Policy, policy_for
 from .prompt import Prompt
@@ -78,8 +77,7 @@ class StreamingSession:
         self.language_id: LanguageId | None = LanguageId() if config.language is None else None
         self.stats = Stats()
         self.inbox = Inbox()
-        self._lock = threading.Lock()  # guards the events (worker vs I/O thread)
-        self._events: list[tuple[float, Event]] = []  # (audio seconds processed when emitted, event)
+        self.outbox = Outbox()
         self.done = False  # finish() was processed: every commit is out
         self.segmenter = Segmenter(config, self._idle_until, self.log)
         self.guards = Guards(backend, config, self.log)
@@ -101,9 +99,7 @@ class StreamingSession:
 
     def drain_timed_events(self) -> list[tuple[float, Event]]:
         """Events with the stream time (seconds of audio processed) at which each was decided."""
-        with self._lock:
-            out, self._events = self._events, []
-        return out
+        return self.outbox.drain()
 
     @property
     def n_received(self) -> int:
@@ -226,21 +222,16 @@ class StreamingSession:
 
     # -- the steps ---------------------------------------------------------------------------------------------
     def _identify_language(self, upd: Update, encoder_out: Tensor) -> bool:
-        """Model step: update the language guess from this update's audio (see LanguageId); True: the decoder's
-        language token changes. A decision re-encodes the segment in a full-length window."""
+        """Model step: update the language guess from this update's audio (language_id.identify); True: the
+        decoder's language token changes."""
         lid = self.language_id
         if lid is None or (lid.decided and not upd.final):
             return False
-        probs = self.backend.language_probs(encoder_out)
-        if probs is None:  # one language per checkpoint
+        found = identify(lid, self.backend, upd.audio, upd.final, encoder_out)
+        if found is None:  # one language per checkpoint
             self.language_id = None
             return False
-        def confirm() -> dict[str, float]:  # the segment in a full-length window, as the model was trained
-            n = int(self.backend.max_window_s * SAMPLE_RATE)
-            audio = upd.audio[-n:]
-            return self.backend.language_probs(self.backend.encode(np.pad(audio, (0, n - len(audio)))))
-
-        language, decided_now = lid.observe(probs, len(upd.audio) / SAMPLE_RATE, upd.final, confirm)
+        language, decided_now = found
         if decided_now:
             self.log.info("language %s (after %.1f s of a segment)", language, len(upd.audio) / SAMPLE_RATE)
         changed, self.language = language != self.language, language
@@ -301,6 +292,4 @@ class StreamingSession:
                        self.stats.compute_s)
 
     def _emit(self, upd: Update, event: Event) -> None:
-        t_audio = upd.segment.start_s + len(upd.audio) / SAMPLE_RATE
-        with self._lock:
-            self._events.append((t_audio, event))
+        self.outbox.put(upd.segment.start_s + len(upd.audio) / SAMPLE_RATE, event)

@@ -1,5 +1,5 @@
-"""A stream's audio on its way in: validated, resampled to 16 kHz and queued by the I/O thread, taken by the
-model side. No model work: feed() costs microseconds."""
+"""Where a stream meets the I/O thread: audio in (Inbox: validated, resampled to 16 kHz, queued; no model work,
+feed() costs microseconds) and events out (Outbox: filled by the model side, drained by the I/O side)."""
 from __future__ import annotations
 
 import threading
@@ -8,6 +8,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
 from ..errors import StreamStateError
+from ..events import Event
 
 
 class Inbox:
@@ -57,3 +58,20 @@ class Inbox:
     def has_audio(self) -> bool:
         with self._lock:
             return bool(self._chunks)
+
+
+class Outbox:
+    """Events with the stream time (seconds of audio processed) at which each was decided; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[float, Event]] = []
+
+    def put(self, t_audio: float, event: Event) -> None:
+        with self._lock:
+            self._events.append((t_audio, event))
+
+    def drain(self) -> list[tuple[float, Event]]:
+        with self._lock:
+            out, self._events = self._events, []
+        return out
