@@ -40,7 +40,7 @@ from engine.events import Commit, Error
 from engine.languages import known_languages, parse_language
 
 if TYPE_CHECKING:
-    from .runtime import LiveSession
+    from app.runtime import LiveSession
 
     from .server import DragomanHub
 
@@ -299,7 +299,7 @@ def _session_config(hub: DragomanHub, req: FileRequest) -> Any:
 
 def _open_live(hub: DragomanHub, req: FileRequest) -> LiveSession:
     """A live session for a file, or ApiError 503 when every slot is taken."""
-    from .runtime import EngineBusy
+    from app.runtime import EngineBusy
 
     try:
         live = hub.engine.open_session(_session_config(hub, req))

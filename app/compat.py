@@ -20,7 +20,7 @@ from . import protocol as p
 from .connection import Connection
 
 if TYPE_CHECKING:
-    from .runtime import LiveSession
+    from app.runtime import LiveSession
 
 log = logging.getLogger("app.server")
 

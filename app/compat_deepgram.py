@@ -34,7 +34,7 @@ from .compat import HandshakeRefused, TurnConnection, downmix
 from .sockets import MessageSocket
 
 if TYPE_CHECKING:
-    from .runtime import LiveSession
+    from app.runtime import LiveSession
 
     from .server import DragomanHub
 

@@ -36,7 +36,7 @@ from .compat_deepgram import TABLES
 from .sockets import MessageSocket
 
 if TYPE_CHECKING:
-    from .runtime import LiveSession
+    from app.runtime import LiveSession
 
     from .server import DragomanHub
 

@@ -27,7 +27,7 @@ from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
 if TYPE_CHECKING:
-    from .runtime import LiveSession
+    from app.runtime import LiveSession
     from engine.streaming.config import SessionConfig
 
     from .rooms import Room
@@ -299,7 +299,7 @@ class Connection:
     # session lifecycle -------------------------------------------------------------------------------------------
 
     def _start(self, start: p.Start) -> None:
-        from .runtime import EngineBusy
+        from app.runtime import EngineBusy
 
         try:
             # checked here: in the engine's worker it would only surface later as an `internal` failure

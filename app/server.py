@@ -58,7 +58,7 @@ from .static import WEB_DIR, http_response, static_response
 from .webrtc import WebRTCConfig
 
 if TYPE_CHECKING:
-    from .runtime import Engine
+    from app.runtime import Engine
     from engine.streaming.session import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -436,7 +436,7 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
 def _engine_from_environment() -> Engine:
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from .runtime import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     backend = make_backend(load_model(os.environ.get("DRAGOMAN_MODEL") or None))
     return Engine(backend, EngineConfig(max_sessions=int(os.environ.get("DRAGOMAN_MAX_SESSIONS", "4"))))

@@ -31,7 +31,7 @@ from engine.languages import known_languages, parse_language
 if TYPE_CHECKING:  # the heavy imports (torch, PortAudio) wait until the command runs
     from app.mic import Microphone
     from engine.backend import Backend
-    from ..runtime import LiveSession
+    from app.runtime import LiveSession
     from engine.streaming.config import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def make_display(stream: TextIO) -> LiveCaptions:
 async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs,
                    config: SessionConfig, mt=None) -> int:
     from app.mic import DeviceLost
-    from ..runtime import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     loop = asyncio.get_running_loop()
     stopping = False

@@ -212,7 +212,7 @@ def _announce(url: str, ws_url: str, note: str, config: "ServerConfig") -> None:
 
 async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
     from app.server import DragomanServer
-    from ..runtime import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -155,7 +155,7 @@ def _fast(backend, config, audio: np.ndarray, show, sample_rate: int, mt=None) -
 
 async def _realtime(backend, config, audio: np.ndarray, show, mt=None) -> None:
     from engine.audio import SAMPLE_RATE
-    from ..runtime import Engine
+    from app.runtime import Engine
 
     async with Engine(backend) as engine:
         live = engine.open_session(config)
