@@ -46,7 +46,7 @@ def language_arg(value: str | None) -> str | None:
 
 
 # Streaming flags -> SessionConfig fields. Every flag defaults to None ("not given"), so the defaults live in one
-# place, SessionConfig (engine/session_config.py), for every entry point: stream, mic, serve and the protocol.
+# place, SessionConfig (engine/streaming/config.py), for every entry point: stream, mic, serve and the protocol.
 SESSION_FLAGS = {"policy": "policy", "mode": "mode", "chunk": "chunk_s", "commit": "commit_unit"}
 
 
@@ -65,9 +65,9 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
                         "sentence (best translation, a few seconds later) (default: the engine's)")
 
 
-def session_config(args: argparse.Namespace):  # -> engine.session_config.SessionConfig (torch loads lazily)
+def session_config(args: argparse.Namespace):  # -> engine.streaming.config.SessionConfig (torch loads lazily)
     """The SessionConfig the flags describe: SessionConfig's defaults, overridden only by the flags given."""
-    from engine.session_config import SessionConfig
+    from engine.streaming.config import SessionConfig
 
     fields = {"task": args.task, "language": language_arg(args.language)}
     for flag, name in SESSION_FLAGS.items():

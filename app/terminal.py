@@ -11,8 +11,9 @@ import os
 import sys
 from typing import TextIO
 
+from engine.text import text_ends_sentence
+
 DIM, RESET, ERASE_LINE = "\x1b[2m", "\x1b[0m", "\x1b[2K"
-SENTENCE_END = (".", "?", "!", "。", "？", "！")
 
 
 class LiveCaptions:
@@ -31,7 +32,7 @@ class LiveCaptions:
         if not self._line:
             text = text.lstrip()
         self._line += text
-        if self._line.rstrip().endswith(SENTENCE_END) or (self.tty and len(self._line) > self._width() - 10):
+        if text_ends_sentence(self._line) or (self.tty and len(self._line) > self._width() - 10):
             self._partial = ""
             self._end_line()
         elif self.tty:

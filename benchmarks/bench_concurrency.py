@@ -30,7 +30,7 @@ def _stream_audio() -> np.ndarray:
 # -- concurrency ------------------------------------------------------------------------------------------
 async def concurrent(backend, config, audio: np.ndarray, n: int, batch: bool) -> dict:
     """n streams fed at wall-clock pace into one Engine: lag over time per stream."""
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     lags: list[list[tuple[float, float]]] = [[] for _ in range(n)]
     texts = ["" for _ in range(n)]
@@ -82,7 +82,7 @@ def serving_child(n: int, threads: int) -> int:
 
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from engine.session import SessionConfig
+    from engine.streaming.session import SessionConfig
     torch.set_num_threads(threads)
     audio = _stream_audio()  # synthesised by the parent: only cached WAVs are read
     rss = {"start": _rss_mb()}
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from engine.session import SessionConfig
+    from engine.streaming.session import SessionConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", default="1,2,4", help="numbers of concurrent streams")

@@ -236,7 +236,7 @@ async def garbage(url: str, seed: int, until: asyncio.Event, tally: Counter, run
 async def in_process_server(backend, max_sessions: int):
     """(ws_url, processes whose memory counts) of a DragomanServer in this process."""
     from app.server import DragomanServer, ServerConfig
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     async with Engine(backend, EngineConfig(max_sessions=max_sessions)) as engine, \
             DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as server:

@@ -82,7 +82,7 @@ async def session(url: str, minutes: list[np.ndarray], on_minute) -> tuple[int, 
 async def soak(args, backend, sentences: list[np.ndarray]) -> dict:
     from app.server import DragomanServer, ServerConfig
     from app.server.limits import ServerLimits
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     proc = psutil.Process()
     rng = np.random.default_rng(0)

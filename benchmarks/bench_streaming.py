@@ -45,7 +45,7 @@ ALL_SYSTEMS = ("dragoman", "whisper_streaming", "simulstreaming", "offline-fw", 
 
 def stream_once(backend, config, audio: np.ndarray) -> Run:
     """One recording through a StreamingSession, fed in FEED_S pieces; every update timed."""
-    from engine.session import StreamingSession
+    from engine.streaming.session import StreamingSession
 
     session = StreamingSession(backend, config)
     step = int(FEED_S * SAMPLE_RATE)
@@ -76,7 +76,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
         t_all = time.perf_counter()
         while (upd := session.next_update()) is not None:
             t0 = time.perf_counter()
-            session.apply(upd, backend.encode(upd.encoder_audio), None)
+            session.update(upd)
             windows.append((len(upd.encoder_audio) / SAMPLE_RATE, time.perf_counter() - t0))
         return time.perf_counter() - t_all
 
@@ -155,12 +155,12 @@ def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run] | None, ver
 
 
 def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: dict | None = None) -> Run:
-    from engine.session import SessionConfig
+    from engine.streaming.session import SessionConfig
 
     if system == "dragoman":
         over = dict(variant or {})
         if isinstance(over.get("vad"), dict):
-            from engine.vad import VadConfig
+            from engine.streaming.vad import VadConfig
 
             over["vad"] = VadConfig(**over["vad"])
         cfg = SessionConfig(task=stream.task, language=stream.lang, **over)
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     bundle = load_model(quantize=args.quantize)
-    import engine.session  # noqa: F401  (imported now, with the tree read next: the code the runs come from)
+    import engine.streaming.session  # noqa: F401  (imported now, with the tree read next: the code the runs come from)
 
     ctx = Context(make_backend(bundle), bundle, out, args.fresh, args.reuse, args.engine_tree, _code_version())
     systems: list[tuple[str, str, dict | None]] = [(s, s, None) for s in args.systems.split(",") if s]

@@ -164,7 +164,7 @@ def server_in_thread(backend, max_sessions: int = 4, idle_timeout_s: float = 5.0
     synchronously, such as hypothesis); stopped on exit."""
     from app.server import DragomanServer, ServerConfig
     from app.server.limits import ServerLimits
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     lt = LoopThread()
     engine = Engine(backend, EngineConfig(max_sessions=max_sessions))

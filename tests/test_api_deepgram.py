@@ -20,7 +20,7 @@ from app.server import DragomanServer, ServerConfig
 from app.server.api.common import HandshakeRefused
 from app.server.api.deepgram import ListenParams, PcmStream
 from app.server.auth import AccessConfig
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16, words
 from tests.speech import speech, write_wav
 

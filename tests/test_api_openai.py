@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from app.server import DragomanServer, ServerConfig
 from app.server.auth import AccessConfig
 from app.server.limits import FileLimits
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import words
 from tests.speech import SENTENCES, speech, write_wav
 

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig, create_app
 from app.server.auth import AccessConfig
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16
 
 TOKEN = "ops-test-token-0e4d"

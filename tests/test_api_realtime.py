@@ -17,7 +17,7 @@ from app.server import DragomanServer, ServerConfig
 from app.server.api.realtime import EnergyGate, TurnDetection
 from app.server.auth import AccessConfig
 from engine.audio import resample
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16, words
 from tests.speech import speech
 

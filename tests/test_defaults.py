@@ -8,7 +8,7 @@ import pytest
 from app.cli import build_parser, session_config
 from app.server.connection import start_session_config
 from app.server.protocol import ProtocolLimits, parse_start
-from engine.session_config import SessionConfig
+from engine.streaming.config import SessionConfig
 
 # each command with no flags beyond what it needs to parse at all
 BARE = {"stream": ["stream", "talk.wav"], "mic": ["mic"], "serve": ["serve"]}
@@ -73,7 +73,7 @@ def test_words_held_back_at_the_stop_follow_the_task():
     """Transcription holds back the word at the audio's edge one update; translation does not (benchmarks/README.md);
     an explicit hold_words wins, and a nonsense one is refused."""
     from engine.errors import ConfigError
-    from engine.session import SessionConfig
+    from engine.streaming.session import SessionConfig
 
     assert SessionConfig(task="transcribe").held_words == 1
     assert SessionConfig(task="translate").held_words == 0

@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from engine.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SAMPLE_RATE
 from engine.errors import AudioError, EngineError
-from engine.session import SessionConfig, StreamingSession
+from engine.streaming.session import SessionConfig, StreamingSession
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.server import DragomanServer, ServerConfig
 from app.server.auth import AccessConfig, redact
 from app.server.limits import ServerLimits
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16
 
 TOKEN = "s3cret-T0ken-4f9a2b"

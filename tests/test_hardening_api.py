@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16, words
 from tests.speech import speech
 

@@ -1,5 +1,5 @@
 """LanguageId: a stream's language is not fixed on a short, unsure look, and a wrong choice is revised."""
-from engine.language_id import LanguageId
+from engine.streaming.language_id import LanguageId
 
 
 def test_unsure_short_looks_do_not_decide():

@@ -17,7 +17,7 @@ from app.cli import main
 from app.server import DragomanServer, ServerConfig
 from engine.errors import ConfigError
 from engine.languages import known_languages, language_error, parse_language
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.speech import write_wav
 
 # what every entry point says about an unknown code, before its own way of asking for detection

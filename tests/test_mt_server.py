@@ -16,7 +16,7 @@ from app.server import DragomanServer, ServerConfig
 from app.server import protocol as p
 from app.server.mt import ServerTranslation
 from engine.mt.loading import load_mt
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.mt_reference import build_marian
 from tests.server_clients import pcm16
 from tests.speech import long_stream

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy
-from engine.stream_decoding import is_prompt_echo, looks_like_source_language, repetition_cut
+from engine.streaming.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy
+from engine.streaming.guards import is_prompt_echo, looks_like_source_language, repetition_cut
 
 
 def hyp(tokens, attention=None, n_frames=100, final=False) -> Hypothesis:
@@ -131,3 +131,18 @@ def test_final_hypothesis_ignores_confidence():
     p = AlignAtt(min_prob=0.9)
     h = Hypothesis((1, 2), None, 100, True, tuple(np.log([0.1, 0.1])))
     assert p.stable_count(h) == 2
+
+
+def test_a_sessions_policy_and_mode_come_from_its_config_once():
+    """policy_for / mode_for build the objects the session asks, with the config's settings."""
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.modes import Exact, Incremental, Redecode, mode_for
+    from engine.streaming.policy import policy_for
+
+    aa = policy_for(SessionConfig(task="transcribe", frame_threshold=15, min_prob=0.2))
+    assert isinstance(aa, AlignAtt) and (aa.frame_threshold, aa.min_prob, aa.held_words) == (15, 0.2, 1)
+    la = policy_for(SessionConfig(policy="local-agreement", agreement_n=3))
+    assert isinstance(la, LocalAgreement) and (la.n, la.held_words) == (3, 0)
+    modes = [mode_for(None, SessionConfig(mode=m)) for m in ("incremental", "exact", "redecode")]  # type: ignore[arg-type]
+    assert [type(m) for m in modes] == [Incremental, Exact, Redecode]
+    assert [m.refills_every_update for m in modes] == [False, True, True]

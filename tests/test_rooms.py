@@ -83,7 +83,7 @@ class FakeEngine:
 
     def open_session(self, config: Any) -> FakeLive:
         if self.n_sessions >= self.config.max_sessions:
-            from engine.scheduler import EngineBusy
+            from app.runtime import EngineBusy
 
             raise EngineBusy(f"{self.n_sessions} sessions are open")
         live = FakeLive(config)

@@ -11,8 +11,8 @@ import pytest
 from engine.backend import make_backend
 from engine.events import Commit, Error, Partial
 from engine.models.loading import load_model
-from engine.scheduler import Engine, EngineConfig
-from engine.session import SessionConfig, StreamingSession
+from app.runtime import Engine, EngineConfig
+from engine.streaming.session import SessionConfig, StreamingSession
 from tests.s2t2_reference import VARIANTS, build_reference
 from tests.speech import speech
 

@@ -10,8 +10,8 @@ import sacrebleu
 
 from engine.audio import SAMPLE_RATE
 from engine.events import Commit, Error
-from engine.scheduler import Engine, EngineBusy, EngineConfig
-from engine.session import SessionConfig
+from app.runtime import Engine, EngineBusy, EngineConfig
+from engine.streaming.session import SessionConfig
 from tests.speech import speech
 
 

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.server_clients import SamplesTrack, Transcript, pcm16, stream_pcm, words
 from tests.speech import speech
 

@@ -8,7 +8,7 @@ import sacrebleu
 from engine.audio import SAMPLE_RATE, resample
 from engine.errors import AudioError, ConfigError, StreamStateError
 from engine.events import Commit, Partial
-from engine.session import SessionConfig, StreamingSession
+from engine.streaming.session import SessionConfig, StreamingSession
 from tests.speech import long_stream
 
 # Offline whole-sentence decoding of these German clips scores chrF ~55-60 against the references (Whisper
@@ -190,7 +190,7 @@ def test_long_speech_without_pauses_is_cut_before_the_window(backend, german):
     windows = []
     while (upd := session.next_update()) is not None:
         windows.append(len(upd.audio) / SAMPLE_RATE)
-        session.apply(upd, backend.encode(upd.audio), None)
+        session.update(upd)
     session.finish()
     session.process()
     assert max(windows) <= 10.0 + 1e-6
@@ -208,7 +208,7 @@ def english_without_pauses(backend, audio_dir):
         session.feed_audio(audio[i : i + step], SAMPLE_RATE)
         while (upd := session.next_update()) is not None:
             windows.append(len(upd.encoder_audio) / SAMPLE_RATE)
-            session.apply(upd, backend.encode(upd.encoder_audio), None)
+            session.update(upd)
         lags.append(session.lag_s)
         commit_times += [t for t, e in session.drain_timed_events() if isinstance(e, Commit)]
     session.finish()

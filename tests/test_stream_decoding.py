@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from engine.audio import SAMPLE_RATE
-from engine.policy import make_policy
-from engine.stream_decoding import DecodeJob, decode_batch, merge_states, split_row
+from engine.streaming.batch import decode_batch, merge_states, split_row
+from engine.streaming.decoder import DecodeJob
+from engine.streaming.policy import make_policy
 from tests.speech import speech
 
 
@@ -82,7 +83,7 @@ def test_beam_last_update_scores_at_least_greedy_and_batches_beside_greedy_jobs(
     (beam ranks and reports the length-normalised score including end-of-text, greedy's total leaves it out),
     keeps the job's own state at the prefix, and runs in one decode_batch call beside greedy jobs without
     changing them."""
-    from engine.stream_decoding import beam_search  # noqa: F401 (the path decode_batch takes for beam jobs)
+    from engine.streaming.decoder import beam_search  # noqa: F401 (the path decode_batch takes for beam jobs)
 
     greedy = _jobs(backend, clips, [[], [], []], "alignatt", pad_s=1.0)
     beam = _jobs(backend, clips, [[], [], []], "alignatt", pad_s=1.0)
@@ -100,7 +101,7 @@ def test_beam_last_update_scores_at_least_greedy_and_batches_beside_greedy_jobs(
 
 def test_a_long_run_repeated_twice_is_a_loop():
     """Two copies of an 8+ token run in a row are cut to one (Whisper's whole-sentence loops); short runs need 3."""
-    from engine.stream_decoding import repetition_cut
+    from engine.streaming.guards import repetition_cut
 
     sentence = list(range(100, 110))
     assert repetition_cut([1, 2] + sentence + sentence) == 2 + len(sentence)
@@ -111,7 +112,7 @@ def test_a_long_run_repeated_twice_is_a_loop():
 def test_reread_cut_drops_a_phrase_read_twice_from_the_same_audio():
     """'Good evening. Good evening.' whose copy attends the same frames is cut after the first copy; the same
     words heard again later (a speaker repeating himself) are kept."""
-    from engine.stream_decoding import reread_cut
+    from engine.streaming.guards import reread_cut
 
     content = lambda t: t != 0  # noqa: E731 (token 0 stands for punctuation)
     toks = [5, 6, 0, 5, 6, 0]
@@ -123,7 +124,7 @@ def test_reread_cut_drops_a_phrase_read_twice_from_the_same_audio():
 def test_reread_spans_find_a_sentence_read_again_from_the_same_audio():
     """A sentence whose words are the committed tokens at the same frames is a re-read; the same words at later
     frames (said again) and a sentence sharing one word are not; '5.2' does not split a sentence."""
-    from engine.stream_decoding import reread_spans
+    from engine.streaming.guards import reread_spans
 
     text = {1: b" Good", 2: b" morning", 3: b".", 4: b" Today", 5: b" we", 6: b" 5", 7: b"2"}
     tb, content = text.__getitem__, (lambda t: t != 3)

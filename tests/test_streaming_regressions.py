@@ -23,7 +23,7 @@ import pytest
 
 from engine.audio import SAMPLE_RATE, load_audio
 from engine.events import Commit
-from engine.session import SessionConfig, StreamingSession
+from engine.streaming.session import SessionConfig, StreamingSession
 from tests.speech import synthesize, write_wav
 
 pytestmark = pytest.mark.slow
@@ -261,12 +261,12 @@ def test_a_sentence_never_translated_is_committed_as_heard(backend, audio_dir, m
     Here every decode is judged to have drifted; the segment's last one is committed as heard, with a warning."""
     import logging
 
-    import engine.session as session_module
+    import engine.streaming.guards as guards_module
 
-    monkeypatch.setattr(session_module, "looks_like_source_language", lambda text, lang: True)
+    monkeypatch.setattr(guards_module, "looks_like_source_language", lambda text, lang: True)
     audio = load_audio(synthesize("Bitte schicken Sie mir den Bericht bis Freitag.", "mb-de6", audio_dir))
     audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), audio, np.zeros(SAMPLE_RATE, np.float32)])
-    with caplog.at_level(logging.WARNING, logger="engine.session"):
+    with caplog.at_level(logging.WARNING, logger="engine.streaming.session"):
         session = stream(backend, audio, SessionConfig(task="translate", language="de"))
     assert len(words(session.transcript)) >= 4, session.transcript
     assert "committed untranslated" in caplog.text

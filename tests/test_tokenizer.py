@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.models.whisper.load import _embedded_files
-from engine.models.whisper.tokenizer import WhisperTokenizer, complete_token_count, split_complete_utf8
+from engine.models.whisper.tokenizer import WhisperTokenizer, complete_token_count
+from engine.text import split_complete_utf8
 
 # Texts whose real tokens cut characters: "Ärztin" starts with Ä split into b"\xc3" + b"\x84"; the Japanese,
 # Chinese and emoji strings have 3- and 4-byte characters spread over two or three tokens.

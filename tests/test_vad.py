@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.audio import SAMPLE_RATE
-from engine.vad import StreamVad
+from engine.streaming.vad import StreamVad
 from tests.speech import long_stream
 
 

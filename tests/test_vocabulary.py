@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from app.server import protocol as p
-from engine.session import VOCABULARY_TOKENS, StreamingSession
-from engine.session_config import SessionConfig
+from engine.streaming.config import SessionConfig
+from engine.streaming.prompt import VOCABULARY_TOKENS
+from engine.streaming.session import StreamingSession
 
 
 def test_start_vocabulary_is_parsed_and_bounded() -> None:
@@ -28,11 +29,11 @@ def test_vocabulary_tokens_lead_the_prompt(backend) -> None:
     history = backend.text_tokens(" Good morning.")
     for words, expected in (("Dragoman,  Kubernetes", vocab), ("", [])):
         session = StreamingSession(backend, SessionConfig(language="de", vocabulary=words))
-        session._history = list(history)
+        session.prompt.history = list(history)
         seg = SimpleNamespace(use_prompt=True, prompt=None, n_start=0, sequence=None)
-        session._set_start(seg, [])  # type: ignore[arg-type]
+        session.prompt.start(seg, [], session.language)  # type: ignore[arg-type]
         sot_prev = backend.tokenizer.special.sot_prev
         assert seg.sequence[: 1 + len(expected) + len(history)] == [sot_prev, *expected, *history]
         assert seg.prompt == history  # echo checks still compare against the previous text only
     long = StreamingSession(backend, SessionConfig(vocabulary="word " * 200))
-    assert len(long._vocabulary) == VOCABULARY_TOKENS
+    assert len(long.prompt.vocabulary) == VOCABULARY_TOKENS

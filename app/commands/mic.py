@@ -31,8 +31,8 @@ from engine.languages import known_languages, parse_language
 if TYPE_CHECKING:  # the heavy imports (torch, PortAudio) wait until the command runs
     from app.mic import Microphone
     from engine.backend import Backend
-    from engine.scheduler import LiveSession
-    from engine.session_config import SessionConfig
+    from app.runtime import LiveSession
+    from engine.streaming.config import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def make_display(stream: TextIO) -> LiveCaptions:
 async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs,
                    config: SessionConfig, mt=None) -> int:
     from app.mic import DeviceLost
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     loop = asyncio.get_running_loop()
     stopping = False

@@ -214,7 +214,7 @@ def _announce(url: str, ws_url: str, note: str, config: "ServerConfig") -> None:
 
 async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
     from app.server.app import DragomanServer
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fast(backend, config, audio: np.ndarray, show, sample_rate: int, mt=None) -> None:
-    from engine.session import StreamingSession
+    from engine.streaming.session import StreamingSession
 
     session = StreamingSession(backend, config)
     if mt is not None:  # the MT stage reads the language the session detects
@@ -155,7 +155,7 @@ def _fast(backend, config, audio: np.ndarray, show, sample_rate: int, mt=None) -
 
 async def _realtime(backend, config, audio: np.ndarray, show, mt=None) -> None:
     from engine.audio import SAMPLE_RATE
-    from engine.scheduler import Engine
+    from app.runtime import Engine
 
     async with Engine(backend) as engine:
         live = engine.open_session(config)

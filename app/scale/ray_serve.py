@@ -178,7 +178,7 @@ class DragomanReplica:
 
         from engine.backend import make_backend
         from engine.models.loading import load_model
-        from engine.scheduler import Engine, EngineConfig
+        from app.runtime import Engine, EngineConfig
 
         from app.server.hub import DragomanHub
 

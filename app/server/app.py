@@ -57,7 +57,7 @@ from .rooms import serve_viewer
 from .static import http_response, static_response
 
 if TYPE_CHECKING:
-    from engine.scheduler import Engine
+    from app.runtime import Engine
 
 log = logging.getLogger("app.server")  # the package's logger: one story for the app and its connections
 # uvicorn's own loggers: their request lines carry ?token=, so a RedactingFilter sits on them while a server runs
@@ -255,7 +255,7 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
 def _engine_from_environment() -> Engine:
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     backend = make_backend(load_model(os.environ.get("DRAGOMAN_MODEL") or None))
     return Engine(backend, EngineConfig(max_sessions=int(os.environ.get("DRAGOMAN_MAX_SESSIONS", "4"))))

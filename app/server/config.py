@@ -17,7 +17,7 @@ from .static import WEB_DIR
 from .webrtc import WebRTCConfig
 
 if TYPE_CHECKING:
-    from engine.session_config import SessionConfig
+    from engine.streaming.config import SessionConfig
 
     from .mt import ServerTranslation
 

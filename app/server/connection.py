@@ -27,8 +27,8 @@ from .sockets import MessageSocket, SocketClosed
 from .webrtc import WebRTCAudioReceiver
 
 if TYPE_CHECKING:
-    from engine.scheduler import LiveSession
-    from engine.session_config import SessionConfig
+    from app.runtime import LiveSession
+    from engine.streaming.config import SessionConfig
 
     from .hub import DragomanHub
     from .rooms import Room
@@ -39,7 +39,7 @@ log = logging.getLogger("app.server")  # one logger for the server's story, per-
 def start_session_config(template: SessionConfig | None, start: p.Start) -> SessionConfig:
     """A `start`'s session: the server's template (`dragoman serve --policy/--mode/--chunk`), else SessionConfig's
     defaults, with the task and language the client asked for."""
-    from engine.session_config import SessionConfig
+    from engine.streaming.config import SessionConfig
 
     extra = {"vocabulary": start.vocabulary} if start.vocabulary else {}
     return dataclasses.replace(template or SessionConfig(), task=start.task, language=start.language, **extra)
@@ -295,7 +295,7 @@ class Connection:
     # session lifecycle -------------------------------------------------------------------------------------------
 
     def _start(self, start: p.Start) -> None:
-        from engine.scheduler import EngineBusy
+        from app.runtime import EngineBusy
 
         try:
             # checked here: in the engine's worker it would only surface later as an `internal` failure

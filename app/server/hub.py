@@ -23,7 +23,7 @@ from .rooms import RoomRegistry
 from .sockets import MessageSocket
 
 if TYPE_CHECKING:
-    from engine.scheduler import Engine, LiveSession
+    from app.runtime import Engine, LiveSession
 
 log = logging.getLogger("app.server")
 

@@ -17,15 +17,13 @@ Every committed source character belongs to exactly one unit, in order: nothing 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import ConfigError
+from ..text import CLAUSE_END, SENTENCE_END
 
 Unit = Literal["sentence", "clause", "agreement"]
-SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s|$)")
-CLAUSE_END = re.compile(r"[,;:，；：]+[\"'”’»)\]]*(?=\s|$)")
 
 
 @dataclass(frozen=True)

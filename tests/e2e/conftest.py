@@ -10,7 +10,7 @@ import pytest
 
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.e2e.pages import Chromium, require_chromium
 from tests.speech import speech, write_wav
 

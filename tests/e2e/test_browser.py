@@ -11,7 +11,7 @@ import srt
 import webvtt
 
 from app.server import DragomanServer, ServerConfig
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.e2e.pages import ARTIFACTS, KEY_WORDS, page_without_engine
 from tests.server_clients import words
 

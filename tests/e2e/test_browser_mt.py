@@ -9,7 +9,7 @@ from app.server import DragomanServer, ServerConfig
 from app.server.mt import ServerTranslation
 from engine.audio import resample
 from engine.mt.loading import load_mt
-from engine.scheduler import Engine, EngineConfig
+from app.runtime import Engine, EngineConfig
 from tests.e2e.pages import ARTIFACTS, page_without_engine
 from tests.mt_reference import build_marian
 from tests.speech import speech, write_wav

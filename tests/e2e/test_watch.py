@@ -140,7 +140,7 @@ async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
 async def test_speaker_page_and_two_viewers_with_the_real_model(backend, chromium, german_wav):
     """German speech into the speaker's page (fake microphone): two viewer pages, one joining late, show the same
     English captions as the speaker."""
-    from engine.scheduler import Engine, EngineConfig
+    from app.runtime import Engine, EngineConfig
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     has_keys = """(keys) => {

@@ -22,7 +22,7 @@ from .. import protocol as p
 from ..connection import Connection
 
 if TYPE_CHECKING:
-    from engine.scheduler import LiveSession
+    from app.runtime import LiveSession
 
 log = logging.getLogger("app.server")
 

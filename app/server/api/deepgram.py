@@ -34,7 +34,7 @@ from .common import TABLES, HandshakeRefused, JsonEvent, TurnConnection, downmix
 from .openai import Piece, word_times
 
 if TYPE_CHECKING:
-    from engine.scheduler import LiveSession
+    from app.runtime import LiveSession
 
     from ..hub import DragomanHub
 

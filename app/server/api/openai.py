@@ -41,7 +41,7 @@ from engine.languages import known_languages, parse_language
 from ..files import JobCancelled, JobsFull
 
 if TYPE_CHECKING:
-    from engine.scheduler import LiveSession
+    from app.runtime import LiveSession
 
     from ..hub import DragomanHub
 
@@ -264,7 +264,7 @@ def _session_config(hub: DragomanHub, req: FileRequest) -> Any:
 
 def _open_live(hub: DragomanHub, req: FileRequest) -> LiveSession:
     """A live session for a file, or ApiError 503 when every slot is taken."""
-    from engine.scheduler import EngineBusy
+    from app.runtime import EngineBusy
 
     try:
         live = hub.engine.open_session(_session_config(hub, req))

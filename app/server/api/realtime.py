@@ -35,7 +35,7 @@ from ..sockets import MessageSocket
 from .common import TABLES, HandshakeRefused, JsonEvent, TurnConnection
 
 if TYPE_CHECKING:
-    from engine.scheduler import LiveSession
+    from app.runtime import LiveSession
 
     from ..hub import DragomanHub
 

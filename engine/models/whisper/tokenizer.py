@@ -9,6 +9,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from ...errors import ModelLoadError
+from ...text import split_complete_utf8
 
 # Whisper's languages, in token order after <|en|> (openai/whisper tokenizer.py)
 LANGUAGES = (
@@ -130,18 +131,6 @@ class WhisperTokenizer:
     def decode(self, tokens: list[int]) -> str:
         """Text of the (non-special) tokens; invalid UTF-8 (a cut-off character) is replaced."""
         return self.decode_bytes(tokens).decode("utf-8", errors="replace")
-
-
-def split_complete_utf8(data: bytes) -> tuple[bytes, bytes]:
-    """Split `data` into (complete UTF-8 prefix, incomplete tail of at most 3 bytes to hold back)."""
-    n = len(data)
-    for back in range(1, min(4, n) + 1):
-        byte = data[n - back]
-        if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
-            continue
-        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
-        return (data, b"") if need <= back else (data[: n - back], data[n - back :])
-    return data, b""
 
 
 def complete_token_count(tokenizer: WhisperTokenizer, tokens: list[int]) -> int:

@@ -3,10 +3,14 @@
 The event loop only moves audio in (LiveSession.feed_audio: validate, resample, append — microseconds) and
 events out (an asyncio.Queue per session, filled from the worker with call_soon_threadsafe). The worker
 loops over sessions that have work, round-robin, one decoder update per session per round (fair: a busy
-stream cannot starve a quiet one). For up to `max_batch` sessions at a time it runs the encoder in one batched
-forward pass, then their decoder steps in one batched pass per generated token (stream_decoding.decode_batch:
-left-padded self caches, masked encoder frames), so N streams cost far less than N times one stream. A session that falls behind is not queued more work: its next update simply covers all the
-audio that arrived meanwhile (StreamingSession decodes whatever is buffered).
+stream cannot starve a quiet one). Each session is driven through its protocol (engine/streaming/session.py:
+next_update, encode, begin_decode, decode, end_decode); for up to `max_batch` sessions at a time the encoder runs
+in one batched forward pass, then their decoder steps in one batched pass per generated token
+(engine.streaming.batch.decode_batch: left-padded self caches, masked encoder frames), so N streams cost far less
+than N times one stream. A session that falls behind is not queued more work: its next update simply covers all
+the audio that arrived meanwhile (StreamingSession decodes whatever is buffered).
+
+The engine package stays sans-I/O; this module is the app's asyncio runtime around it.
 """
 from __future__ import annotations
 
@@ -20,11 +24,12 @@ from typing import AsyncIterator
 import numpy as np
 import torch
 
-from .backend import Backend
-from .errors import ConfigError, EngineError, StreamStateError
-from .events import Error, Event
-from .session import PendingDecode, SessionConfig, StreamingSession, Update
-from .stream_decoding import DecodeResult, decode_batch
+from engine.backend import Backend
+from engine.errors import ConfigError, EngineError, StreamStateError
+from engine.events import Error, Event
+from engine.streaming.batch import decode_batch
+from engine.streaming.decoder import DecodeResult
+from engine.streaming.session import PendingDecode, SessionConfig, StreamingSession, Update
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE
 
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 WINDOW_S = WINDOW / SAMPLE_RATE

@@ -3,13 +3,16 @@ and the units of model work it hands to the scheduler."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
 
-from .audio import SAMPLE_RATE
-from .kv_cache import DecoderState
-from .stream_decoding import DecodeJob
+from ..audio import SAMPLE_RATE
+from ..kv_cache import DecoderState
+
+if TYPE_CHECKING:  # decoder.py imports the guards, which read segments
+    from .decoder import DecodeJob
 
 @dataclass
 class Segment:
@@ -56,7 +59,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class Update:
-    """Model work one session asks for: encode `audio`, then decode (see StreamingSession.apply)."""
+    """Model work one session asks for: encode `audio`, then decode (the protocol in session.py)."""
 
     segment: Segment
     audio: np.ndarray  # the segment's audio so far (what the update decides about)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .policy import PolicyName
 from .vad import VadConfig
 

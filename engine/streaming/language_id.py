@@ -12,6 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..backend import Backend
 
 # no language code: nothing detected yet (the family cannot tell, or no speech was heard)
 UNDECIDED = None
@@ -65,3 +75,20 @@ class LanguageId:
         assert self.language is not None  # called once decided
         best = max(probs, key=probs.__getitem__)
         return best != self.language and probs[best] >= self.switch_p and probs.get(self.language, 0.0) < self.keep_p
+
+
+def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, final: bool,
+             encoder_out: Tensor) -> tuple[str, bool] | None:
+    """The model step of one update: the backend's language probabilities for `audio` (encoded as
+    `encoder_out`), observed by `lid`; a decision re-encodes the audio in a full-length window (confirm).
+    Returns LanguageId.observe's (language, decided now), or None when the family names no language."""
+    probs = backend.language_probs(encoder_out)
+    if probs is None:  # one language per checkpoint
+        return None
+
+    def confirm() -> dict[str, float]:  # the segment in a full-length window, as the model was trained
+        n = int(backend.max_window_s * SAMPLE_RATE)
+        tail = audio[-n:]
+        return backend.language_probs(backend.encode(np.pad(tail, (0, n - len(tail)))))
+
+    return lid.observe(probs, len(audio) / SAMPLE_RATE, final, confirm)

@@ -8,11 +8,17 @@ committed prefix off before asking.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:  # config.py imports PolicyName from here
+    from .config import SessionConfig
+
 PolicyName = Literal["local-agreement", "alignatt"]
+# Alignment heads point inside a word, not at its onset: the word's audio starts up to this much earlier than
+# the frame attended_frame gives (used where a time is cut or compared against committed audio).
+ONSET_MARGIN_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class Hypothesis:
 class Policy(Protocol):
     name: str
     wants_attention: bool  # the session must collect attention for this policy
+    held_words: int  # words before the stable end that still stay partial until the next update
 
     def begin_update(self) -> None:
         """A decoder update starts generating (should_stop may keep state within one update)."""
@@ -59,8 +66,13 @@ class LocalAgreement:
     n: int = 2
     name: str = "local-agreement"
     wants_attention: bool = False
+    held_words: int = 0
     # the last n-1 hypotheses, each relative to the current committed prefix
     history: list[tuple[int, ...]] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, config: SessionConfig) -> LocalAgreement:
+        return cls(n=config.agreement_n)
 
     def begin_update(self) -> None:
         pass
@@ -110,11 +122,19 @@ class AlignAtt:
     # a token decoded with a lower probability (and everything after it) is not stable yet
     min_prob: float = 0.0
     agree_unsure: bool = False  # ...unless the previous update decoded the same token there
+    # The words AlignAtt stopped next to are the least certain: their source word may not be complete
+    # ("Kranken|haus" -> "cramp") even though the model has moved on (SessionConfig.hold_words).
+    held_words: int = 0
     name: str = "alignatt"
     wants_attention: bool = True
     previous: tuple[int, ...] | None = None  # last hypothesis while nothing of the segment is committed
     started: bool = False  # something of this segment is committed
     frontier: int = -1  # furthest attended frame in the current update
+
+    @classmethod
+    def from_config(cls, config: SessionConfig) -> AlignAtt:
+        return cls(frame_threshold=config.frame_threshold, confirm_first=config.confirm_first, agree=config.agree,
+                   min_prob=config.min_prob, agree_unsure=config.agree_unsure, held_words=config.held_words)
 
     def begin_update(self) -> None:
         self.frontier = -1
@@ -164,13 +184,19 @@ class AlignAtt:
         self.started, self.previous = False, None
 
 
+POLICIES: dict[str, type[LocalAgreement | AlignAtt]] = {"local-agreement": LocalAgreement, "alignatt": AlignAtt}
+
+
 def make_policy(name: PolicyName, **kwargs) -> Policy:
     """A fresh policy object (policies hold per-stream state: one per session)."""
-    if name == "local-agreement":
-        return LocalAgreement(**kwargs)
-    if name == "alignatt":
-        return AlignAtt(**kwargs)
-    raise ValueError(f"unknown policy {name!r}: use 'local-agreement' or 'alignatt'")
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}: use 'local-agreement' or 'alignatt'")
+    return POLICIES[name](**kwargs)
+
+
+def policy_for(config: SessionConfig) -> Policy:
+    """The fresh policy a session with `config` uses, its settings taken from the config."""
+    return POLICIES[config.policy].from_config(config)
 
 
 def attended_frame(attention: np.ndarray, n_frames: int | None = None) -> int:

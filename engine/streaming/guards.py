@@ -1,0 +1,258 @@
+"""Guards against Whisper's failures: repetition loops and re-read audio (cut while decoding), prompt echoes,
+translations that drift into the spoken language, text decoded from non-speech, and repeats of committed text.
+
+The functions work on token ids and frames alone; Guards applies them to one session's decoded updates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..backend import Backend
+from ..text import ends_sentence, starts_word
+from .policy import ONSET_MARGIN_S, attended_frame
+from .segment import Segment, Update
+
+if TYPE_CHECKING:  # (decoder.py imports this module's decode-time guards)
+    from .config import SessionConfig
+    from .decoder import DecodeResult
+
+
+def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40) -> int | None:
+    """Where to cut a hypothesis ending in a loop (an n-gram repeated `min_repeats` times in a row): keep one copy.
+    A run of _LONG_NGRAM tokens or more needs only two copies: nobody says a whole clause twice in a row, but
+    Whisper does ("How long has it been since ... How long has it been since ...")."""
+    n_tok = len(tokens)
+    for n in range(1, max_ngram + 1):
+        # a single token may legitimately repeat twice ("no, no"); a long run never does
+        reps = min_repeats + 1 if n == 1 else 2 if n >= _LONG_NGRAM else min_repeats
+        if n_tok < n * reps:
+            continue
+        tail = tokens[n_tok - n :]
+        if all(tokens[n_tok - (r + 1) * n : n_tok - r * n] == tail for r in range(reps)):
+            return n_tok - (reps - 1) * n
+    return None
+
+
+_LONG_NGRAM = 8
+# A repeated phrase counts as a re-reading when its copy looks (median frame of its words) no further than this
+# many encoder frames past the first one (a speaker repeating himself is heard later: 0.3 s and more)
+_REREAD_FRAMES = 10
+
+
+def reread_cut(tokens: list[int], frames: list[int], is_content, max_ngram: int = 20) -> int | None:
+    """Where to cut a hypothesis that ends by reading the same audio twice ("Good evening. Good evening." from
+    one second of speech): the last n tokens equal the n before them and their attention did not move on."""
+    n_tok = len(tokens)
+    for n in range(2, min(max_ngram, n_tok // 2) + 1):
+        if tokens[n_tok - n :] != tokens[n_tok - 2 * n : n_tok - n]:
+            continue
+        first = [f for t, f in zip(tokens[n_tok - 2 * n : n_tok - n], frames[n_tok - 2 * n : n_tok - n]) if is_content(t)]
+        second = [f for t, f in zip(tokens[n_tok - n :], frames[n_tok - n :]) if is_content(t)]
+        if not second:
+            continue
+        # medians: a head parked on the padding or a sink frame does not make a copy look new
+        if float(np.median(second)) <= float(np.median(first)) + _REREAD_FRAMES:
+            return n_tok - n
+    return None
+
+
+def reread_spans(tokens: list[int], frames: list[int], token_bytes, is_content,
+                 prior: list[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
+    their words are the same tokens at the same frames (within _REREAD_FRAMES) as earlier ones, in the hypothesis
+    or in `prior` ((token, frame) of the committed text). "Good morning and welcome ... Chicago." committed, then
+    "Good evening and welcome ... Chicago." from the same audio. A speaker who really says it again is heard at
+    other frames; heads parked on padding or sinks only miss a word or two."""
+    seen: dict[int, list[int]] = {}
+    for t, f in prior:
+        seen.setdefault(t, []).append(f)
+    spans: list[tuple[int, int]] = []
+    a = 0
+    while a < len(tokens):
+        b = a + 1
+        while b < len(tokens) and not (ends_sentence(token_bytes(tokens[b - 1]))
+                                       and starts_word(token_bytes(tokens[b]))):
+            b += 1  # a new word after a sentence end starts the next sentence ("5.2" stays one word)
+        content = [(tokens[i], frames[i]) for i in range(a, b) if is_content(tokens[i])]
+        same = sum(any(abs(f - g) <= _REREAD_FRAMES for g in seen.get(t, ())) for t, f in content)
+        if len(content) >= 2 and same >= max(2, 0.6 * len(content)):
+            spans.append((a, b))
+        for t, f in content:
+            seen.setdefault(t, []).append(f)
+        a = b
+    return spans
+
+
+def is_prompt_echo(tokens: list[int], prompt: list[int], min_len: int = 4) -> bool:
+    """The hypothesis starts by repeating a run of the previous-text prompt (Whisper's echo failure)."""
+    n = min(len(tokens), 8)
+    if n < min_len or len(prompt) < n:
+        return False
+    head = tokens[:n]
+    return any(prompt[i : i + n] == head for i in range(len(prompt) - n + 1))
+
+
+# Frequent function words that are not English words: their density tells a translation drifting into the
+# source language. Deliberately short lists of unambiguous words (no "die", "a", "in", "son").
+_SOURCE_WORDS = {
+    "de": "und der das ist nicht ich wir sie mit ein eine auf für sind wird haben heute sehr auch nach dem den des "
+          "zu von bitte vielen dank".split(),
+    "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour".split(),
+    "es": "el los las y es que con por una para nosotros muy hoy buenos días gracias del".split(),
+    "it": "il gli e è che con per una della sono molto oggi".split(),
+    "nl": "de het een en is niet ik wij zijn met voor ook".split(),
+}
+
+
+def looks_like_source_language(text: str, language: str | None) -> bool:
+    """Translate mode drifted into the spoken language: many of the words are that language's function words."""
+    words = _SOURCE_WORDS.get(language or "")
+    if not words:
+        return False
+    toks = re.findall(r"[^\W\d_]+", text.lower())
+    if len(toks) < 3:
+        return False
+    hits = sum(t in words for t in toks)
+    return hits / len(toks) >= 0.3
+
+
+# Duplicate guard (see Guards.repeated_prefix): how many committed words are searched for a repeat, and how long a
+# run opening a segment must be to count as a re-translation of the previous sentence
+_REPEAT_TAIL_WORDS = 40
+_REPEAT_WORDS = 4
+
+
+def _norm_words(text: str) -> list[str]:
+    """Words reduced to lower-case letters and digits (punctuation and spacing ignored); empty ones dropped."""
+    out = ("".join(c for c in w.lower() if c.isalnum()) for w in text.split())
+    return [w for w in out if w]
+
+
+class Guards:
+    """One session's checks on a decoded update: is it a hallucination (echo, drift, non-speech), and which of its
+    words only repeat committed text. Stateless apart from what is passed in; `no_speech_prob` is a model step
+    (Backend.no_speech_prob reads the decoder state of the update)."""
+
+    def __init__(self, backend: Backend, config: SessionConfig, log: logging.LoggerAdapter) -> None:
+        self.backend, self.config, self.log = backend, config, log
+
+    def looks_hallucinated(self, seg: Segment, tokens: list[int], res: DecodeResult, language: str | None) -> bool:
+        if seg.prompt and is_prompt_echo(tokens, seg.prompt):
+            self.log.debug("prompt echo discarded")
+            return True
+        return self.drifted(tokens, language) or self.unsure(seg, tokens, res)
+
+    def discard(self, seg: Segment, upd: Update, heard: list[int], res: DecodeResult,
+                language: str | None) -> tuple[list[int], DecodeResult]:
+        """An update that failed a guard (twice when a retry without the prompt was possible) shows and commits
+        nothing; in a segment's last update, what to commit instead so that a sentence does not vanish."""
+        if upd.final and seg.tentative:
+            # The whole segment's last decode failed a guard (it drifted into the source language, or the beam is
+            # unsure), yet earlier updates heard speech and showed it: commit what the screen showed.
+            self.log.info("last update discarded: its tentative text is committed instead")
+            return list(seg.tentative), dataclasses.replace(res, attention=None)
+        if upd.final and self.drifted(heard, language) and not self.unsure(seg, heard, res):
+            # Nothing was shown (earlier updates were unsure) and the last decode, twice, wrote the speech in its
+            # own language instead of translating it, and surely (speech, not noise). Committed as heard,
+            # untranslated (seen in `mic` on a German sentence).
+            self.log.warning("the segment's last decode stayed in %s: committed untranslated", language)
+            return heard, res
+        return [], res
+
+    def unsure(self, seg: Segment, tokens: list[int], res: DecodeResult) -> bool:
+        """Whisper's own rules for text decoded from something that is not speech."""
+        cfg = self.config
+        nsp = self.backend.no_speech_prob(seg.state) if seg.state is not None else None
+        avg_lp = res.sum_logprob / max(1, len(tokens))
+        if nsp is not None and nsp > cfg.no_speech_threshold and avg_lp < cfg.logprob_threshold:
+            self.log.debug("no speech (p=%.2f, avg logprob %.2f): discarded", nsp, avg_lp)
+            return True
+        if avg_lp < 2 * cfg.logprob_threshold:  # the model is guessing: noise, tones, music
+            self.log.debug("very low confidence (avg logprob %.2f): discarded", avg_lp)
+            return True
+        return False
+
+    def drifted(self, tokens: list[int], language: str | None) -> bool:
+        """A translation written in the spoken language instead (Whisper sometimes ignores its task)."""
+        if self.config.task != "translate" or language in (None, "en"):
+            return False
+        text = b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+        if looks_like_source_language(text, language):
+            self.log.debug("translation drifted into %s: %r", language, text)
+            return True
+        return False
+
+    def repeated_prefix(self, seg: Segment, new: list[int], attention: np.ndarray | None, text_out: str) -> int:
+        """How many leading tokens of `new` say again what is already committed (`text_out`): the decoder restarted
+        the sentence ("the temperature rise" -> ", the temperature rise, on the weekend") or repeated the last
+        sentence. They stay in the decoder's sequence (it continues from them) but are not shown again.
+
+        A run of at least two words counts as repeated when it matches committed text word for word (letters and
+        digits only, so "5. 2%" equals "5.2%") and either repeats the very end of the committed text, is read
+        from audio that is already committed (its alignment heads point before the committed end), or opens a
+        segment with at least `_REPEAT_WORDS` words of it. Sentences that merely start alike ("The temperature
+        rises. The temperature falls") and a speaker who really says something twice within a segment (new
+        audio) match none of these."""
+        tail = "".join(_norm_words(text_out)[-_REPEAT_TAIL_WORDS:])
+        if not tail:
+            return 0
+        words = self.words(new)  # (first token, normalised word)
+        for j in range(len(words), 1, -1):
+            head = "".join(w for _, w in words[:j])
+            if len(head) < 6 or head not in tail:
+                continue
+            cut = words[j][0] if j < len(words) else len(new)
+            old_audio = False
+            if attention is not None and len(attention) >= cut and seg.committed:
+                frame = float(np.median([attended_frame(attention[i], attention.shape[-1]) for i in range(cut)]))
+                old_audio = seg.start_s + frame * self.backend.frame_s < seg.committed_end_s - ONSET_MARGIN_S
+            # a segment that opens by repeating a whole phrase of what was just committed re-translates the
+            # previous sentence (its audio is not in this segment; the prompt carried it over)
+            seg_start = (not seg.committed or attention is None) and j >= _REPEAT_WORDS
+            if tail.endswith(head) or old_audio or seg_start:
+                self.log.debug("repeated words not shown again: %r", head)
+                return cut
+        return 0
+
+    def repeated_sentence(self, new: list[int], hidden: tuple[int, int], text_out: str) -> tuple[int, int]:
+        """In a segment's last update (beam search, no attention to check), a sentence inside `new` that opens
+        with `_REPEAT_WORDS` words said just before it ("... up to 5.2 percent. The price for electricity is
+        always up to 5.2 percent.") translates that sentence again: it is hidden to its end, as repeated_prefix
+        hides a repeat at the start."""
+        if hidden[1]:
+            return hidden
+        words = self.words(new)
+        tail = "".join(_norm_words(text_out)[-_REPEAT_TAIL_WORDS:])
+        for i in range(1, len(words) - _REPEAT_WORDS + 1):
+            before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
+            if not ends_sentence(before):
+                continue
+            context = tail + "".join(w for _, w in words[:i])
+            if "".join(w for _, w in words[i : i + _REPEAT_WORDS]) in context:
+                # the whole restarted sentence goes: its opening repeats, the rest is a second translation
+                end = len(new)
+                for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
+                    if ends_sentence(self.backend.token_bytes(new[t])):
+                        end = t + 1
+                        break
+                self.log.debug("repeated sentence not shown again")
+                return words[i][0], end
+        return hidden
+
+    def words(self, tokens: list[int]) -> list[tuple[int, str]]:
+        """The words of `tokens`: (index of the token the word starts at, letters and digits in lower case).
+        Punctuation-only pieces belong to the word before them."""
+        out: list[tuple[int, str]] = []
+        for i, t in enumerate(tokens):
+            piece = self.backend.token_bytes(t).decode("utf-8", "ignore")
+            norm = "".join(c for c in piece.lower() if c.isalnum())
+            if out and (not norm or not piece[:1].isspace()):
+                out[-1] = (out[-1][0], out[-1][1] + norm)
+            elif norm or not out:
+                out.append((i, norm))
+        return [w for w in out if w[1]]

@@ -1,0 +1,35 @@
+"""A segment's start tokens: task, language, and the previous-text prompt (vocabulary, then recent committed text).
+
+The committed text of earlier segments (and of audio trimmed off a window's front) becomes context for the next
+decode; SessionConfig.vocabulary leads it in every prompt.
+"""
+from __future__ import annotations
+
+from ..backend import Backend
+from .config import SessionConfig
+from .segment import Segment
+
+VOCABULARY_TOKENS = 64  # SessionConfig.vocabulary's share of the prompt (Whisper keeps the last 112 prompt tokens)
+
+
+class Prompt:
+    """One stream's prompt source: the vocabulary's tokens and the latest committed tokens."""
+
+    def __init__(self, backend: Backend, config: SessionConfig) -> None:
+        self.backend, self.config = backend, config
+        self.history: list[int] = []  # committed tokens of earlier segments (prompt source)
+        words = " ".join(config.vocabulary.split())  # names/terms before the history in every prompt
+        self.vocabulary = backend.text_tokens(" " + words)[:VOCABULARY_TOKENS] if words else []
+
+    def remember(self, tokens: list[int]) -> None:
+        """Committed tokens whose segment ended (or whose audio was trimmed) join the history."""
+        self.history = (self.history + tokens)[-max(self.config.prompt_tokens, 1) :]
+
+    def start(self, seg: Segment, committed: list[int], language: str | None) -> None:
+        """sequence = start tokens (task, language, previous committed text as the prompt) + `committed`."""
+        prompt = self.history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
+        # the vocabulary leads the prompt; seg.prompt stays the history alone (echo checks compare against it)
+        vocabulary = self.vocabulary if seg.use_prompt else []  # (the retry without a prompt drops it too)
+        start = self.backend.start_tokens(self.config.task, language, vocabulary + prompt)
+        seg.prompt, seg.n_start = prompt, len(start)
+        seg.sequence = start + committed

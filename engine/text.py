@@ -1,0 +1,58 @@
+"""Text rules, written once each: complete UTF-8, where a word starts, where a sentence or a clause ends.
+
+Two levels, on purpose with different values:
+- token pieces (the bytes one token decodes to, Whisper's byte-level BPE and Speech2Text2 alike): the streaming
+  core decides commits on these, and its punctuation is the ASCII Whisper writes for its English output;
+- committed text in any script (MT units, terminal lines): CJK stops, the ellipsis and closing quotes count too.
+  The caption files keep theirs in web/caption-rules.json, shared with the page's JavaScript; a test checks that
+  its sentence-end marks are SENTENCE_END_MARKS.
+"""
+from __future__ import annotations
+
+import re
+
+# -- token pieces (bytes) -------------------------------------------------------------------------------------
+_PIECE_SENTENCE_END = (b".", b"?", b"!")
+_PIECE_CLAUSE_END = _PIECE_SENTENCE_END + (b",", b";", b":")
+
+
+def split_complete_utf8(data: bytes) -> tuple[bytes, bytes]:
+    """Split `data` into (complete UTF-8 prefix, incomplete tail of at most 3 bytes to hold back)."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        byte = data[n - back]
+        if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+        return (data, b"") if need <= back else (data[: n - back], data[n - back :])
+    return data, b""
+
+
+def starts_word(piece: bytes) -> bool:
+    """The token opens a new word: its piece begins with a space (both tokenizers mark word starts so)."""
+    return piece[:1] == b" "
+
+
+def ends_sentence(piece: bytes) -> bool:
+    """The token ends a sentence: '.', '?' or '!' before any trailing space."""
+    return piece.rstrip()[-1:] in _PIECE_SENTENCE_END
+
+
+def ends_clause(piece: bytes) -> bool:
+    """The token ends a clause: a sentence end or ',', ';', ':' before any trailing space."""
+    return piece.rstrip()[-1:] in _PIECE_CLAUSE_END
+
+
+# -- committed text (str, any script) -----------------------------------------------------------------------
+SENTENCE_END_MARKS = ".!?…。！？"
+CLAUSE_END_MARKS = ",;:，；："
+CLOSING_MARKS = "\"'”’»)]"  # a quote or bracket closing after the stop still belongs to the sentence
+# an end inside the text: the marks (and closing quotes) followed by a space or the end of the text
+SENTENCE_END = re.compile(f"[{re.escape(SENTENCE_END_MARKS)}]+[{re.escape(CLOSING_MARKS)}]*(?=\\s|$)")
+CLAUSE_END = re.compile(f"[{re.escape(CLAUSE_END_MARKS)}]+[{re.escape(CLOSING_MARKS)}]*(?=\\s|$)")
+_TEXT_ENDS_SENTENCE = re.compile(f"[{re.escape(SENTENCE_END_MARKS)}][{re.escape(CLOSING_MARKS)}]*$")
+
+
+def text_ends_sentence(text: str) -> bool:
+    """`text` (trailing spaces ignored) ends with a sentence end, closing quotes or brackets after it included."""
+    return _TEXT_ENDS_SENTENCE.search(text.rstrip()) is not None
