@@ -101,15 +101,16 @@ def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | No
     `language` was checked against the model by the caller (`dragoman file`)."""
     import json
 
-    from engine.models.whisper.transcribe import TranscribeOptions, transcribe
+    from engine.backend import OfflineOptions, make_backend, transcribe
 
-    if bundle.family != "whisper":
-        raise ConfigError("--target needs a Whisper speech model (it transcribes any language)")
-    targets, plans = mt_setup(args, language, ("transcribe", "translate"))
+    tasks = make_backend(bundle).tasks
+    if "transcribe" not in tasks:
+        raise ConfigError("--target needs a speech model that transcribes any language (Whisper)")
+    targets, plans = mt_setup(args, language, tasks)
     transcripts = {}
     for task in dict.fromkeys(p.task for p in plans):
-        transcripts[task] = transcribe(bundle, audio, TranscribeOptions(task=task, language=language,
-                                                                         beam_size=args.beam),
+        transcripts[task] = transcribe(bundle, audio, OfflineOptions(task=task, language=language,
+                                                                     beam_size=args.beam),
                                        progress=lambda done, total: bar.update(done - bar.n))
     bar.close()
     translators: dict = {}
@@ -200,12 +201,12 @@ def live_translation(args: argparse.Namespace, config, backend):
     from engine.mt.policy import MTPolicyConfig
     from engine.mt.stage import MTStage
 
-    tasks = tuple(getattr(backend, "tasks", ("transcribe", "translate")))
+    tasks = tuple(backend.tasks)
     targets, plans = mt_setup(args, config.language, tasks)
     if not targets:
         return config, None
-    if getattr(backend, "family", "whisper") != "whisper":
-        raise ConfigError("--target needs a Whisper speech model (it transcribes any language)")
+    if "transcribe" not in tasks:
+        raise ConfigError("--target needs a speech model that transcribes any language (Whisper)")
     config = replace(config, task=speech_task(plans))
     stage = MTStage(routes_for(plans), MTPolicyConfig(unit=getattr(args, "mt_unit", "sentence")))
     return config, LiveTranslation(stage)

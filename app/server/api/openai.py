@@ -306,8 +306,10 @@ async def _live_pieces(hub: DragomanHub, req: FileRequest, live: LiveSession) ->
 
 
 def _uses_offline(hub: DragomanHub) -> bool:
-    return getattr(hub.engine.backend, "bundle", None) is not None and \
-        getattr(hub.engine.backend.bundle, "family", "whisper") == "whisper"
+    """Whisper's offline decoder takes what this endpoint offers (temperatures, a prompt); other families stream."""
+    from engine.models.whisper import WhisperBundle
+
+    return isinstance(getattr(hub.engine.backend, "bundle", None), WhisperBundle)
 
 
 async def decode_file(hub: DragomanHub, req: FileRequest) -> tuple[str | None, list[Piece]]:
