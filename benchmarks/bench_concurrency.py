@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -119,19 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", default="1,2,4", help="numbers of concurrent streams")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--config", default="{}", help='SessionConfig overrides as JSON, e.g. \'{"chunk_s": 0.5}\'')
     ap.add_argument("--serving-child", type=int, default=0, help=argparse.SUPPRESS)  # see serving_rss
     args = ap.parse_args(argv)
     if args.serving_child:
         return serving_child(args.serving_child, args.threads)
     torch.set_num_threads(args.threads)
+    config = SessionConfig(task="translate", language="de", **json.loads(args.config))
     audio = _stream_audio()
     backend = make_backend(load_model())
-    print(f"## concurrency (German, {len(audio) / SAMPLE_RATE:.0f} s paced in real time, default session config)")
+    print(f"## concurrency (German, {len(audio) / SAMPLE_RATE:.0f} s paced in real time, session config "
+          f"{args.config if args.config != '{}' else 'default'})")
     print("| N | batched | max lag s | median lag s | drain after end s | sum of RTFs | words per stream (min..max) |")
     print("|---|---|---|---|---|---|---|")
     for n in (int(x) for x in args.n.split(",")):
         for batch in ((True, False) if n > 1 else (True,)):
-            c = asyncio.run(concurrent(backend, SessionConfig(task="translate", language="de"), audio, n, batch))
+            c = asyncio.run(concurrent(backend, config, audio, n, batch))
             words = [len(t.split()) for t in c["texts"]]
             print(f"| {n} | {'yes' if batch else 'no'} | {c['max_lag']:.2f} | {c['p50_lag']:.2f} | "
                   f"{c['drain_s']:.2f} | {c['rtf_sum']:.2f} | {min(words)}..{max(words)} |", flush=True)
