@@ -8,7 +8,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +17,12 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from engine.audio import resample
+
+
+TOKEN = "s3cret-T0ken-4f9a2b"  # a server token for the access tests
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -181,3 +185,34 @@ def server_in_thread(backend, max_sessions: int = 4, idle_timeout_s: float = 5.0
         lt.run(server.stop())
         lt.run(engine.stop())
         lt.close()
+
+
+async def ready(ws) -> dict:
+    """Start a German session on an open caption socket; the server's `ready`."""
+    await ws.send('{"type": "start", "language": "de"}')
+    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert msg["type"] == "ready", msg
+    return msg
+
+
+async def collect(ws, timeout_s: float = 30.0) -> tuple[list[dict], int | None]:
+    """Every message until the server closes; and the close code."""
+    out: list[dict] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for raw in ws:
+                out.append(json.loads(raw))
+    except ConnectionClosed:
+        pass
+    return out, (ws.close_code if ws.close_code is not None else None)
+
+
+@contextlib.asynccontextmanager
+async def serving(backend, max_sessions: int = 3, **config) -> AsyncIterator[Any]:
+    """A DragomanServer on a free port (ServerConfig(**config)) over its own Engine, stopped on exit."""
+    from app.runtime import Engine, EngineConfig
+    from app.server import DragomanServer, ServerConfig
+
+    async with Engine(backend, EngineConfig(max_sessions=max_sessions)) as engine:
+        async with DragomanServer(engine, ServerConfig(port=0, **config)) as server:
+            yield server

@@ -1,7 +1,7 @@
 """The audience page in real headless Chromium: viewers (normal and projection view) show a speaker's captions live,
 a late joiner sees the earlier ones, viewers are told when the talk ends, and a wrong link says so.
 
-The speaker is a protocol client and the engine the scripted stand-in of tests/test_rooms.py (one word per 0.1 s of
+The speaker is a protocol client and the engine the scripted stand-in of tests/app/server/test_rooms.py (one word per 0.1 s of
 audio), so this runs without the model; test_browser.py covers the speaker's page with the real model.
 Screenshots go to artifacts/e2e/ (gitignored): look at watch-projection-*.png to judge readability at a distance.
 """
@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
 from tests.e2e.pages import ARTIFACTS, KEY_WORDS
-from tests.test_rooms import FakeEngine, open_room, read_until, speak
+from tests.app.server.test_rooms import FakeEngine, open_room, read_until, speak
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from engine.errors import ModelLoadError
 from engine.models.loading import load_model
 from engine.models.whisper import ct2 as ct2_module
 from engine.models.whisper.load import WhisperBundle, _embedded_files, load_embedded
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_hf_config():

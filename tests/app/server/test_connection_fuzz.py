@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.server.protocol import ErrorCode
 from tests.server_clients import server_in_thread
-from tests.test_fuzz_protocol import actions
+from tests.app.server.test_protocol_fuzz import actions
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 # every message type app/server/protocol.py writes (target_* only with --target, which this server lacks)

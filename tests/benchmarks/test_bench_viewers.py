@@ -1,4 +1,4 @@
-"""benchmarks/bench_viewers.py measures what it says: with the scripted engine of tests/test_rooms.py (one commit per
+"""benchmarks/bench_viewers.py measures what it says: with the scripted engine of tests/app/server/test_rooms.py (one commit per
 0.1 s of audio), a round reports every speaker commit with its latency, and every viewer complete."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from app.server import DragomanServer, ServerConfig
 from benchmarks.bench_viewers import run_round, table
-from tests.test_rooms import FakeEngine
+from tests.app.server.test_rooms import FakeEngine
 
 
 async def test_a_round_with_viewers_counts_every_commit():

@@ -16,6 +16,7 @@ from app.captions import (CaptionConfig, CaptionWriter, Cue, build_cues, caption
                           write_captions)
 from engine.errors import ConfigError
 from engine.events import Commit
+from tests import REPO
 
 # Commits as a streaming session emits them: a few words each, stream time, pauses between sentences.
 TALK = [
@@ -203,7 +204,7 @@ def test_killed_writer_keeps_finished_cues(tmp_path: Path) -> None:
         w.add(Commit(" and an unfinished", 4.0, 5.0))
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)
     assert proc.returncode == -signal.SIGKILL
     subs = list(srt.parse(path.read_text(), ignore_errors=False))
     assert [s.content for s in subs] == ["First sentence.", "Second sentence."]

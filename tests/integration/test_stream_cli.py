@@ -1,7 +1,6 @@
-"""`dragoman stream` on a real recording, and the terminal caption renderer."""
+"""`dragoman stream` on a real recording."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 import sacrebleu
 
 from app.cli import main
-from app.terminal import LiveCaptions
 from engine.audio import SAMPLE_RATE
 from tests.speech import speech, write_wav
 
@@ -41,26 +39,3 @@ def test_stream_missing_file_is_one_clear_error(tmp_path, capsys):
     assert main(["stream", str(tmp_path / "nope.wav")]) != 0
     err = capsys.readouterr().err
     assert "not found" in err and "Traceback" not in err
-
-
-def test_captions_plain_lines_when_not_a_tty():
-    """Without a TTY only committed text is written, as whole lines at sentence ends, without escape codes."""
-    out = io.StringIO()
-    c = LiveCaptions(out, tty=False)
-    c.partial("Good mor")
-    c.commit(" Good morning.")
-    c.commit(" Today")
-    c.partial(" is the")
-    c.close()
-    assert out.getvalue() == "Good morning.\nToday\n"
-
-
-def test_captions_dim_partial_rewritten_in_place_on_a_tty():
-    """On a TTY the partial tail is dimmed and the line is redrawn in place."""
-    out = io.StringIO()
-    c = LiveCaptions(out, tty=True)
-    c.commit(" Good")
-    c.partial(" morning")
-    assert out.getvalue().endswith("\r\x1b[2KGood\x1b[2m morning\x1b[0m")
-    c.commit(" morning.")
-    assert out.getvalue().endswith("\r\x1b[2KGood morning.\n")

@@ -10,10 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests import REPO
 
 qrcode = pytest.importorskip("qrcode")
 
-QR_JS = Path(__file__).resolve().parents[1] / "web" / "qr.js"
+QR_JS = REPO / "web" / "qr.js"
 LINK = "http://192.168.1.20:8765/watch/ab12cd34?token=Vq3xP0_kLm9sTz8aBc4d&view=projection"
 
 # Reads [[text, mask or null], ...] on stdin; prints [[version, mask, "0101\n...", ...] or [error], ...].

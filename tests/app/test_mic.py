@@ -14,10 +14,10 @@ import pytest
 from app.mic import (DeviceLost, DeviceNotFound, InputDevice, MicConfig, Microphone, NoInputDevice, PortAudioMissing,
                      import_sounddevice, resolve_device)
 from engine.audio import SAMPLE_RATE, resample
+from tests import REPO
 from tests.pulse import pulse_available, pulse_server
 from tests.speech import speech, write_wav
 
-REPO = Path(__file__).parents[1]
 DEVICES = [InputDevice(0, "Built-in Microphone", 2, 48000, "ALSA", False),
            InputDevice(3, "USB Headset Mic", 1, 44100, "ALSA", True),
            InputDevice(7, "USB Webcam Mic", 1, 16000, "ALSA", False)]

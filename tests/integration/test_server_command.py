@@ -9,15 +9,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from app.cli import build_parser
+from tests import REPO
 from tests.server_clients import stream_pcm, words
 from tests.speech import speech
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_serve_options_parse():
@@ -30,7 +29,7 @@ def test_serve_options_parse():
 
 def test_serve_refuses_a_bad_ice_server():
     """A malformed --ice-server fails before the model loads, with a message that shows the expected form."""
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--ice-server", "http://x"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--ice-server", "http://x"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "stun:host:port" in proc.stderr
@@ -41,7 +40,7 @@ def test_serve_refuses_a_bad_ice_server():
 def test_serve_command_end_to_end(audio_dir):
     """`dragoman serve --port 0` reports loading, prints its address, serves the page and translates over /ws."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", "0", "--threads", "2"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", "0", "--threads", "2"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120

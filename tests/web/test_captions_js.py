@@ -8,15 +8,15 @@ import os
 import random
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from app.captions import RULES_PATH, CaptionConfig, build_cues, format_captions
 from engine.events import Commit
-from tests.test_captions import TALK
+from tests import REPO
+from tests.app.test_captions import TALK
 
-CAPTIONS_JS = Path(__file__).resolve().parents[1] / "web" / "captions.js"
+CAPTIONS_JS = REPO / "web" / "captions.js"
 
 # Reads [[commit, ...], ...] as JSON on stdin; prints [[vtt, srt], ...] as JSON.
 RUNNER = f"""

@@ -1,10 +1,9 @@
-"""Commit policies and hallucination guards: pure functions over token ids and attention arrays."""
+"""Commit policies: pure functions over token ids and attention arrays."""
 from __future__ import annotations
 
 import numpy as np
 
 from engine.streaming.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy
-from engine.streaming.guards import is_prompt_echo, looks_like_source_language, repetition_cut
 
 
 def hyp(tokens, attention=None, n_frames=100, final=False) -> Hypothesis:
@@ -43,21 +42,6 @@ def test_attended_frame_ignores_one_head_on_an_attention_sink():
     att[:4, 30] = 1.0
     att[4, 90] = 5.0
     assert attended_frame(att, 100) == 30
-
-
-def test_repetition_loop_is_cut_to_one_copy():
-    """A 3-gram repeated three times is cut back to a single copy; normal text is untouched."""
-    assert repetition_cut([1, 2, 3, 4, 5, 6]) is None
-    tokens = [9, 1, 2, 3, 1, 2, 3, 1, 2, 3]
-    assert tokens[: repetition_cut(tokens)] == [9, 1, 2, 3]
-
-
-def test_prompt_echo_and_source_language_drift():
-    """Echoing the previous text and answering in German in translate mode are recognised."""
-    assert is_prompt_echo([5, 6, 7, 8, 9], [1, 5, 6, 7, 8, 9, 2])
-    assert not is_prompt_echo([5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6])
-    assert looks_like_source_language("Bitte schicken Sie mir den Bericht bis Freitag", "de")
-    assert not looks_like_source_language("Please send me the report by Friday", "de")
 
 
 def test_alignatt_stops_when_attention_jumps_back_to_the_start():

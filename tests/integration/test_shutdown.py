@@ -10,23 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
+from tests import REPO
 from tests.server_clients import pcm16, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "shutdown-test-token-81c2"
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", DRAGOMAN_TOKEN=TOKEN)
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "-v", "serve", "--port", "0", "--threads", "2",
-                             "--language", "de"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--language", "de"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

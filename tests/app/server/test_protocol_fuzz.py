@@ -2,7 +2,7 @@
 ProtocolError with a stable code — never another exception, never a hang — and the connection's phase stays sane.
 
 Example counts (the issue asks for >= 10,000 malformed inputs in CI across the fuzz tests): 2,500 + 3,000 + 2,000
-+ 1,000 sequences (up to 40 messages each) + 500 here, plus tests/test_fuzz_session.py and test_fuzz_server.py.
++ 1,000 sequences (up to 40 messages each) + 500 here, plus tests/engine/streaming/test_session_fuzz.py and test_connection_fuzz.py.
 """
 from __future__ import annotations
 

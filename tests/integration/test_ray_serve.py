@@ -22,7 +22,6 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests import REPO
 from tests.server_clients import Transcript, pcm16, stream_pcm, words
 from tests.speech import speech, write_wav
 
@@ -39,7 +39,6 @@ from tests.speech import speech, write_wav
 # subprocesses here import it.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                                    reason="the ray extra: scripts/setup.sh --test installs it")]
-ROOT = Path(__file__).resolve().parent.parent
 MAX_SESSIONS = 2  # per replica: two replicas hold the four clients of the first test exactly
 MAX_WAITING = 4  # connections the proxy holds while both replicas are full (no fewer than the first test's burst)
 # Words the English translation of SENTENCES["de"][i] must bring (the two Whisper base streams reliably)
@@ -107,7 +106,7 @@ def running_cluster(*flags: str) -> Iterator[Cluster]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--ray-cpus", "2", "--threads", "1", "--port", str(port),
          "--language", "de", *flags],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     c = Cluster(proc, port, 0.0)
     threading.Thread(target=read_stderr, args=(proc, c.stderr), daemon=True).start()
     try:
@@ -228,7 +227,7 @@ def test_without_replicas_ray_is_never_imported():
     code = ("import sys; from app.cli import build_parser; from app.commands.serve import server_config; "
             "import app.server.app, app.server.connection; server_config(build_parser().parse_args(['serve'])); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
 
 
@@ -246,10 +245,10 @@ def test_serve_flags_become_the_deployment():
                           d._deployment_config.max_queued_requests, d.ray_actor_options["num_gpus"],
                           spec.device, spec.max_sessions, spec.server.defaults.language]))
     """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1]) == [3, 5, 7, 0.5, "cuda", 5, "de"]
-    refused = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--port", "0"], cwd=ROOT,
+    refused = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--port", "0"], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--port must be a fixed port" in refused.stderr, refused.stderr
 

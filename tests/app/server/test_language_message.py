@@ -1,7 +1,7 @@
 """Auto-detection is visible: a session that detects its language announces it (`language`, with `decided`) before
 the text decoded in it, again only when it changes; a session given its language, and room viewers, get none.
 
-The server is the real one; the engine is tests/test_rooms.py's scripted stand-in with a detector attached (the real
+The server is the real one; the engine is test_rooms.py's scripted stand-in with a detector attached (the real
 model's German is checked in tests/e2e/test_browser.py)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
-from tests.test_rooms import FakeEngine, FakeLive, commits, open_room, read_until, speak, watch_url
+from tests.app.server.test_rooms import FakeEngine, FakeLive, commits, open_room, read_until, speak, watch_url
 
 
 class DetectingEngine(FakeEngine):
