@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import pcm16, words
+from tests.server_clients import junk_socket, pcm16, upload_status, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
@@ -51,31 +48,10 @@ async def hostile(base: str, http: str) -> list[str]:
     got: list[str] = []
 
     async def socket(url: str, sends: list) -> None:
-        try:
-            async with connect(url, max_size=2**20, close_timeout=2) as ws:
-                for item in sends:
-                    await ws.send(item)
-                try:
-                    async with asyncio.timeout(2):
-                        async for raw in ws:
-                            got.append(json.loads(raw)["type"])
-                except TimeoutError:
-                    pass
-        except ConnectionClosed as e:
-            got.append(f"close {e.rcvd.code if e.rcvd else 1006}")
-        except InvalidStatus as e:
-            got.append(f"http {e.response.status_code}")
+        got.extend(await junk_socket(url, sends, label=lambda msg: msg["type"], read_s=2, close_timeout_s=2))
 
     def upload(payload: bytes, name: str = "file") -> None:
-        body = (f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="x.wav"\r\n\r\n'.encode() + payload
-                + b"\r\n--b--\r\n")
-        req = urllib.request.Request(http + "/v1/audio/transcriptions", data=body, method="POST",
-                                     headers={"Content-Type": "multipart/form-data; boundary=b"})
-        try:
-            urllib.request.urlopen(req, timeout=30)
-            got.append("http 200")
-        except urllib.error.HTTPError as e:
-            got.append(f"http {e.code}")
+        got.append(f"http {upload_status(http, payload, name)}")
 
     huge_b64 = base64.b64encode(bytes(300_000)).decode()
     await asyncio.gather(
