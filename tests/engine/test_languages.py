@@ -14,10 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from app.cli import main
-from app.server import DragomanServer, ServerConfig
 from engine.errors import ConfigError
 from engine.languages import known_languages, language_error, parse_language
-from app.runtime import Engine, EngineConfig
+from tests.server_clients import serving
 from tests.speech import write_wav
 
 # what every entry point says about an unknown code, before its own way of asking for detection
@@ -118,9 +117,8 @@ def test_the_protocol_refuses_a_malformed_language_with_the_same_message() -> No
 
 @pytest.fixture
 async def tiny_server(tiny_backend):
-    async with Engine(tiny_backend, EngineConfig(max_sessions=2)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0)) as srv:
-            yield srv
+    async with serving(tiny_backend, max_sessions=2) as srv:
+        yield srv
 
 
 async def test_every_server_api_refuses_an_unknown_language_alike(tiny_server, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from app.server import DragomanServer, ServerConfig, create_app
 from app.server.auth import AccessConfig
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import pcm16
+from tests.server_clients import pcm16, serving
 
 TOKEN = "ops-test-token-0e4d"
 
@@ -31,9 +31,8 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, di
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=1)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, access=AccessConfig(token=TOKEN))) as srv:
-            yield srv
+    async with serving(backend, max_sessions=1, access=AccessConfig(token=TOKEN)) as srv:
+        yield srv
 
 
 def metrics(srv: DragomanServer) -> dict[str, float]:

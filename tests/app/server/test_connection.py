@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import SamplesTrack, Transcript, pcm16, stream_pcm, words
+from tests.server_clients import SamplesTrack, Transcript, pcm16, serving, stream_pcm, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
@@ -43,9 +43,8 @@ def assert_well_formed(transcript: Transcript) -> None:
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=3)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as srv:
-            yield srv
+    async with serving(backend, max_sessions=3, stats_interval_s=0.5) as srv:
+        yield srv
 
 
 async def test_german_stream_gives_english_commits_then_end(server, audio_dir):

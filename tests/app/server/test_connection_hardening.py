@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.server import DragomanServer, ServerConfig
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import pcm16, stream_pcm, words
+from tests.server_clients import pcm16, serving, stream_pcm, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
@@ -56,9 +56,8 @@ def codes(out: list[dict]) -> list[str]:
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=10)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as srv:
-            yield srv
+    async with serving(backend, max_sessions=10, stats_interval_s=0.5) as srv:
+        yield srv
 
 
 async def test_bad_input_gets_codes_while_a_good_client_is_unaffected(server, audio_dir):

@@ -12,13 +12,11 @@ import pytest
 import torch
 from websockets.asyncio.client import connect
 
-from app.server import DragomanServer, ServerConfig
 from app.server import protocol as p
 from app.server.mt import ServerTranslation
 from engine.mt.loading import load_mt
-from app.runtime import Engine, EngineConfig
 from tests.mt_reference import build_marian
-from tests.server_clients import pcm16
+from tests.server_clients import pcm16, serving
 from tests.speech import long_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -56,9 +54,8 @@ def marian_es(tmp_path_factory):
 @pytest.fixture
 async def server(backend, marian, marian_es):
     translation = ServerTranslation(("de", "es"), [marian[2], marian_es])
-    async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, translation=translation)) as srv:
-            yield srv
+    async with serving(backend, max_sessions=2, translation=translation) as srv:
+        yield srv
 
 
 async def _session(ws_url: str, start: dict, samples, realtime: float = 4.0) -> list[dict]:

@@ -16,12 +16,11 @@ from deepgram.environment import DeepgramClientEnvironment
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.server import DragomanServer, ServerConfig
+from app.server import DragomanServer
 from app.server.api.common import HandshakeRefused
 from app.server.api.deepgram import ListenParams, PcmStream
 from app.server.auth import AccessConfig
-from app.runtime import Engine, EngineConfig
-from tests.server_clients import pcm16, words
+from tests.server_clients import pcm16, serving, words
 from tests.speech import speech, write_wav
 
 TOKEN = "deepgram-test-token-77ab"
@@ -30,9 +29,8 @@ EN_WORDS = {"morning", "everyone", "weather", "london", "price", "coffee"}  # SE
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=3)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, access=AccessConfig(token=TOKEN))) as srv:
-            yield srv
+    async with serving(backend, max_sessions=3, access=AccessConfig(token=TOKEN)) as srv:
+        yield srv
 
 
 def deepgram(srv: DragomanServer, key: str = TOKEN) -> AsyncDeepgramClient:

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
-from app.runtime import Engine, EngineConfig
-from tests.server_clients import junk_socket, pcm16, upload_status, words
+from tests.server_clients import junk_socket, pcm16, serving, upload_status, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
@@ -22,9 +20,8 @@ EN_WORDS = {"morning", "everyone", "weather", "london", "price", "coffee"}  # SE
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=8)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0)) as srv:
-            yield srv
+    async with serving(backend, max_sessions=8) as srv:
+        yield srv
 
 
 async def deepgram_stream(base: str, audio: np.ndarray, *, realtime: float = 3.0) -> list[dict]:

@@ -19,7 +19,7 @@ from app.server import DragomanServer, ServerConfig
 from app.server.auth import AccessConfig
 from app.server.limits import FileLimits
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import words
+from tests.server_clients import serving, words
 from tests.speech import SENTENCES, speech, write_wav
 
 TOKEN = "openai-test-token-5d1e"
@@ -29,11 +29,9 @@ DE_WORDS = {"morning", "weather", "berlin", "park", "afternoon"}  # SENTENCES["d
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
-        config = ServerConfig(port=0, access=AccessConfig(token=TOKEN),
-                              files=FileLimits(max_upload_bytes=4 * 2**20, max_audio_s=60.0))
-        async with DragomanServer(engine, config) as srv:
-            yield srv
+    files = FileLimits(max_upload_bytes=4 * 2**20, max_audio_s=60.0)
+    async with serving(backend, max_sessions=2, access=AccessConfig(token=TOKEN), files=files) as srv:
+        yield srv
 
 
 def client(srv: DragomanServer, key: str = TOKEN) -> AsyncOpenAI:

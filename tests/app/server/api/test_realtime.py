@@ -13,12 +13,11 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.server import DragomanServer, ServerConfig
+from app.server import DragomanServer
 from app.server.api.realtime import EnergyGate, TurnDetection
 from app.server.auth import AccessConfig
 from engine.audio import resample
-from app.runtime import Engine, EngineConfig
-from tests.server_clients import pcm16, words
+from tests.server_clients import pcm16, serving, words
 from tests.speech import speech
 
 TOKEN = "realtime-test-token-3c9f"
@@ -29,9 +28,8 @@ EN1_WORDS = {"meeting", "meetings", "starts", "nine", "o'clock", "please", "brin
 
 @pytest.fixture
 async def server(backend):
-    async with Engine(backend, EngineConfig(max_sessions=3)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, access=AccessConfig(token=TOKEN))) as srv:
-            yield srv
+    async with serving(backend, max_sessions=3, access=AccessConfig(token=TOKEN)) as srv:
+        yield srv
 
 
 def client(srv: DragomanServer, key: str = TOKEN) -> AsyncOpenAI:
