@@ -52,6 +52,15 @@ async def collect_until(conn, done, timeout_s: float = 120.0) -> list:
     return events
 
 
+async def commit_turn(conn, audio_16k: np.ndarray) -> list:
+    """Append the audio in 0.1 s chunks (5x real time), commit it by hand: every event up to the turn's transcript."""
+    for chunk in b64_chunks(audio_16k):
+        await conn.input_audio_buffer.append(audio=chunk)
+        await asyncio.sleep(0.02)
+    await conn.input_audio_buffer.commit()
+    return await collect_until(conn, lambda ev: ev[-1].type == "conversation.item.input_audio_transcription.completed")
+
+
 @pytest.mark.slow
 async def test_server_vad_turns_with_the_openai_realtime_client(server, audio_dir):
     """Two sentences with a pause: speech_started/stopped, committed, deltas and a completed transcript per turn."""
@@ -106,12 +115,7 @@ async def test_manual_commit_with_the_older_transcription_session_events(server,
             "input_audio_format": "pcm16", "turn_detection": None,
             "input_audio_transcription": {"model": "whisper-1", "language": "de"},
             "dragoman": {"task": "translate", "partials": True}}})
-        for chunk in b64_chunks(audio):
-            await conn.input_audio_buffer.append(audio=chunk)
-            await asyncio.sleep(0.02)
-        await conn.input_audio_buffer.commit()
-        events = await collect_until(conn, lambda ev: ev[-1].type ==
-                                     "conversation.item.input_audio_transcription.completed")
+        events = await commit_turn(conn, audio)
     types = [e.type for e in events]
     assert types[0] == "transcription_session.updated" and "input_audio_buffer.speech_started" not in types
     assert "dragoman.transcription.partial" in types and "input_audio_buffer.committed" in types
@@ -131,12 +135,7 @@ async def test_clear_drops_the_uncommitted_turn(server, audio_dir):
             await conn.input_audio_buffer.append(audio=chunk)
         await asyncio.sleep(1.0)  # let the engine decode some of it
         await conn.input_audio_buffer.clear()
-        for chunk in b64_chunks(b):
-            await conn.input_audio_buffer.append(audio=chunk)
-            await asyncio.sleep(0.02)
-        await conn.input_audio_buffer.commit()
-        events = await collect_until(conn, lambda ev: ev[-1].type ==
-                                     "conversation.item.input_audio_transcription.completed")
+        events = await commit_turn(conn, b)
     types = [e.type for e in events]
     assert "input_audio_buffer.cleared" in types and types.count(
         "conversation.item.input_audio_transcription.completed") == 1
