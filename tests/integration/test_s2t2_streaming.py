@@ -29,22 +29,22 @@ def s2t2(tmp_path_factory):
     return bundle, make_backend(bundle)
 
 
+def _two_sentences(language: str, audio_dir, pause_s: float) -> np.ndarray:
+    """Sentences 0 and 1 of a language, with a pause before, between and after."""
+    pause = np.zeros(int(pause_s * 16000), np.float32)
+    return np.concatenate([pause, speech(language, 0, audio_dir)[0], pause, speech(language, 1, audio_dir)[0], pause])
+
+
 @pytest.fixture(scope="module")
 def talk(audio_dir):
     """Two English sentences with pauses (the en→de direction of the real checkpoint)."""
-    a, _ = speech("en", 0, audio_dir)
-    b, _ = speech("en", 1, audio_dir)
-    pause = np.zeros(16000, np.float32)
-    return np.concatenate([pause, a, pause, b, pause])
+    return _two_sentences("en", audio_dir, pause_s=1.0)
 
 
 @pytest.fixture(scope="module")
 def other_talk(audio_dir):
     """Two German sentences, another voice and length: a second speaker for the concurrency test."""
-    a, _ = speech("de", 0, audio_dir)
-    b, _ = speech("de", 1, audio_dir)
-    pause = np.zeros(12000, np.float32)
-    return np.concatenate([pause, a, pause, b, pause])
+    return _two_sentences("de", audio_dir, pause_s=0.75)
 
 
 def _stream(backend, config: SessionConfig, audio: np.ndarray) -> tuple[StreamingSession, list]:
