@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import SamplesTrack, Transcript, pcm16, serving, stream_pcm, words
+from tests.server_clients import SamplesTrack, Transcript, pcm16, stream_pcm, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
@@ -39,12 +39,6 @@ def assert_well_formed(transcript: Transcript) -> None:
     assert transcript.commits, "no commits"
     for c in transcript.commits:
         assert 0 <= c["start_s"] <= c["end_s"]
-
-
-@pytest.fixture
-async def server(backend):
-    async with serving(backend, max_sessions=3, stats_interval_s=0.5) as srv:
-        yield srv
 
 
 async def test_german_stream_gives_english_commits_then_end(server, audio_dir):

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.server import DragomanServer, ServerConfig
 from app.runtime import Engine, EngineConfig
-from tests.server_clients import pcm16, serving, stream_pcm, words
+from tests.server_clients import pcm16, stream_pcm, words
 from tests.speech import speech
 
 pytestmark = pytest.mark.slow
@@ -52,12 +52,6 @@ async def replies_to(url: str, sends: list, *, start: dict | None = None, wait_s
 
 def codes(out: list[dict]) -> list[str]:
     return [m["code"] for m in out if m["type"] == "error"]
-
-
-@pytest.fixture
-async def server(backend):
-    async with serving(backend, max_sessions=10, stats_interval_s=0.5) as srv:
-        yield srv
 
 
 async def test_bad_input_gets_codes_while_a_good_client_is_unaffected(server, audio_dir):
