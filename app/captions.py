@@ -29,7 +29,7 @@ the next cue, the next cue starts later instead (cues never overlap, which some 
 Word times inside a commit are interpolated by character count, because commits carry one span for all words.
 
 The rules' numbers and patterns live in web/caption-rules.json, which the page's web/captions.js reads too: the
-page's downloads and these files follow one rule (tests/test_caption_rules_js.py runs both on the same commits and
+page's downloads and these files follow one rule (tests/web/test_captions_js.py runs both on the same commits and
 compares the files byte for byte). Lengths count code points, times round half up to the millisecond, and words
 split at the file's `space` characters, so the two languages agree exactly.
 """

@@ -42,14 +42,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.audio import SAMPLE_RATE  # noqa: E402
-from tests.server_clients import pcm16, stream_pcm  # noqa: E402
+from tests.server_clients import junk_socket, pcm16, stream_pcm, upload_status  # noqa: E402
 from tests.speech import speech  # noqa: E402
 
 _WORD = re.compile(r"[a-z']+")
@@ -151,46 +151,18 @@ def _behaviours(rng: random.Random) -> dict:
 
 async def _api_junk(url: str, sends: list) -> list[str]:
     """A Realtime or Deepgram client sending junk: what came back, by error code (or close code)."""
-    codes: list[str] = []
-    try:
-        async with connect(url, max_size=2**20, close_timeout=1) as ws:
-            for item in sends:
-                await ws.send(item)
-            try:
-                async with asyncio.timeout(0.5):
-                    async for raw in ws:
-                        msg = json.loads(raw)
-                        if msg["type"] in ("error", "Error"):
-                            codes.append("api " + str(msg.get("error", {}).get("code") or msg.get("variant")))
-            except TimeoutError:
-                pass
-    except ConnectionClosed as e:
-        codes.append(f"close {e.rcvd.code if e.rcvd else 1006}")
-    except InvalidStatus as e:
-        codes.append(f"http {e.response.status_code}")
-    return codes
+    def error_code(msg: dict) -> str | None:
+        if msg["type"] not in ("error", "Error"):
+            return None
+        return "api " + str(msg.get("error", {}).get("code") or msg.get("variant"))
+
+    return await junk_socket(url, sends, label=error_code, read_s=0.5, close_timeout_s=1)
 
 
 async def _upload_junk(ws_url: str, payload: bytes) -> list[str]:
     """POST random bytes as a file to /v1/audio/transcriptions: the status code."""
-    import urllib.error
-    import urllib.request
-
-    url = "http" + ws_url[len("ws"):].rsplit("/", 1)[0] + "/v1/audio/transcriptions"
-    boundary = "junk"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.wav"\r\n\r\n'.encode()
-            + payload + f"\r\n--{boundary}--\r\n".encode())
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-
-    def post() -> int:
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-
-    return [f"http {await asyncio.to_thread(post)}"]
+    http = "http" + ws_url[len("ws"):].rsplit("/", 1)[0]
+    return [f"http {await asyncio.to_thread(upload_status, http, payload)}"]
 
 
 async def _disconnect(url: str) -> list[str]:

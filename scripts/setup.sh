@@ -49,6 +49,6 @@ fi
 PIP=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
 # torch first: 2.13.0 is a CPU wheel on this machine's disk; a bare requirement would pull a CUDA build.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
-# --test adds the ray extra too: tests/test_ray_serve.py runs `dragoman serve --replicas 2` on a local Ray cluster
+# --test adds the ray extra too: tests/integration/test_ray_serve.py runs `dragoman serve --replicas 2` on a local Ray cluster
 if [[ $WITH_TEST -eq 1 ]]; then "${PIP[@]}" install -e ".[test,ray]"; else "${PIP[@]}" install -e .; fi
 echo "setup done: $VENV"

@@ -1,5 +1,5 @@
 """Tiny random MarianMT and M2M100 checkpoints built with transformers 4.46.3 (the reference), saved in HF format
-with SentencePiece vocabularies trained here on a few sentences. Shared by tests/test_mt_*.py; no tests here."""
+with SentencePiece vocabularies trained here on a few sentences. Shared by tests/engine/mt/ and the MT tests of app/ and integration/; no tests here."""
 from __future__ import annotations
 
 import io

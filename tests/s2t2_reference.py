@@ -1,6 +1,6 @@
 """Tiny random wav2vec2 + Speech2Text2 checkpoints built with transformers 4.46.3 (the reference), saved in HF format.
 
-Shared by the tests/test_s2t2_*.py and tests/test_wav2vec2*.py files; nothing here is a test itself.
+Shared by tests/engine/models/s2t2/ and tests/integration/test_s2t2_streaming.py; nothing here is a test itself.
 """
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +19,12 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.audio import resample
+
+
+TOKEN = "s3cret-T0ken-4f9a2b"  # a server token for the access tests
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -181,3 +187,72 @@ def server_in_thread(backend, max_sessions: int = 4, idle_timeout_s: float = 5.0
         lt.run(server.stop())
         lt.run(engine.stop())
         lt.close()
+
+
+async def ready(ws) -> dict:
+    """Start a German session on an open caption socket; the server's `ready`."""
+    await ws.send('{"type": "start", "language": "de"}')
+    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert msg["type"] == "ready", msg
+    return msg
+
+
+async def collect(ws, timeout_s: float = 30.0) -> tuple[list[dict], int | None]:
+    """Every message until the server closes; and the close code."""
+    out: list[dict] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for raw in ws:
+                out.append(json.loads(raw))
+    except ConnectionClosed:
+        pass
+    return out, (ws.close_code if ws.close_code is not None else None)
+
+
+@contextlib.asynccontextmanager
+async def serving(backend, max_sessions: int = 3, **config) -> AsyncIterator[Any]:
+    """A DragomanServer on a free port (ServerConfig(**config)) over its own Engine, stopped on exit."""
+    from app.runtime import Engine, EngineConfig
+    from app.server import DragomanServer, ServerConfig
+
+    async with Engine(backend, EngineConfig(max_sessions=max_sessions)) as engine:
+        async with DragomanServer(engine, ServerConfig(port=0, **config)) as server:
+            yield server
+
+
+async def junk_socket(url: str, sends: list, *, label: Callable[[dict], str | None], read_s: float,
+                      close_timeout_s: float) -> list[str]:
+    """A client that sends `sends` over a WebSocket and reads what comes back for `read_s`: label(message) for each
+    message (None: not recorded), then how the socket ended badly: `close CODE` if the server closed it, `http
+    STATUS` if it refused the handshake."""
+    got: list[str] = []
+    try:
+        async with connect(url, max_size=2**20, close_timeout=close_timeout_s) as ws:
+            for item in sends:
+                await ws.send(item)
+            try:
+                async with asyncio.timeout(read_s):
+                    async for raw in ws:
+                        if (name := label(json.loads(raw))) is not None:
+                            got.append(name)
+            except TimeoutError:
+                pass
+    except ConnectionClosed as e:
+        got.append(f"close {e.rcvd.code if e.rcvd else 1006}")
+    except InvalidStatus as e:
+        got.append(f"http {e.response.status_code}")
+    return got
+
+
+def upload_status(http_url: str, payload: bytes, name: str = "file") -> int:
+    """POST `payload` as a multipart file (form field `name`) to http_url's /v1/audio/transcriptions (blocking): the
+    HTTP status."""
+    body = (f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="x.wav"\r\n\r\n'.encode() + payload
+            + b"\r\n--b--\r\n")
+    req = urllib.request.Request(http_url.rstrip("/") + "/v1/audio/transcriptions", data=body, method="POST",
+                                 headers={"Content-Type": "multipart/form-data; boundary=b"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code

@@ -17,7 +17,7 @@ import soundfile as sf
 from engine.audio import SAMPLE_RATE, load_audio
 
 # Voices that speak naturally enough for Whisper base; plain espeak voices are robotic. Spanish: es1 first, its
-# translations came out closer to the references than es2's (measured with tests/test_translate_e2e.py).
+# translations came out closer to the references than es2's (measured with tests/integration/test_translate_e2e.py).
 VOICES = {"en": "mb-us1", "en2": "mb-us2", "de": "mb-de6", "de2": "mb-de7", "fr": "mb-fr1", "fr2": "mb-fr4",
           "es": "mb-es1", "es2": "mb-es2"}
 

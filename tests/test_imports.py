@@ -13,8 +13,8 @@ import ast
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "engine")
 # Lowest first. A module belongs to the layer of the most specific pattern naming it: its exact name, else the
 # longest `package.*` (the package and everything under it), so a module that moves keeps its rule.

@@ -1,6 +1,6 @@
 // Caption files from committed text: WebVTT and SRT, built in the browser (no server round trip).
 // The same cue rule as app/captions.py, whose CueBuilder this follows line by line; the numbers and patterns come
-// from caption-rules.json, read by both. tests/test_caption_rules_js.py runs this file and the Python one on the
+// from caption-rules.json, read by both. tests/web/test_captions_js.py runs this file and the Python one on the
 // same commits and compares the files byte for byte, so a change to either must be made to both.
 // Lengths count code points (Python's len), times round half up to the millisecond: both languages agree exactly.
 import RULES from "./caption-rules.json" with { type: "json" };

@@ -1,6 +1,6 @@
 // QR codes for the audience link, drawn in the page (no network: the page works offline and on a LAN).
 // ISO/IEC 18004 in byte mode (UTF-8), error correction level M (15 % of the code may be damaged or covered),
-// versions 1-15 (up to 412 bytes: any link Dragoman prints fits). tests/test_qr_js.py compares every version and
+// versions 1-15 (up to 412 bytes: any link Dragoman prints fits). tests/web/test_qr_js.py compares every version and
 // mask with an independent encoder (segno) module by module, and reads the code back with a decoder where installed.
 
 const MAX_VERSION = 15;

@@ -6,7 +6,7 @@ sessions, and the ASGI app of app/server/app.py (`create_app`). Ray Serve's prox
 is minutes of decoder state bound to its socket, so it stays where it started; when its replica dies the client
 reconnects and starts a new session elsewhere (the page does this by itself).
 
-Routing, as measured on Ray 2.60 (docs/deploy.md, tests/test_ray_serve.py):
+Routing, as measured on Ray 2.60 (docs/deploy.md, tests/integration/test_ray_serve.py):
 - an open WebSocket is one ongoing request of its replica from the handshake until it closes, so
   `max_ongoing_requests` = `--max-sessions`: Serve's router (power of two choices, retrying while both picks are
   full) sends a new connection only to a replica with a free session slot, and each replica refuses the rest;

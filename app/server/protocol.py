@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
@@ -382,8 +382,10 @@ class ServerMessage:
     droppable: ClassVar[bool] = False
 
     def body(self) -> dict[str, Any]:
-        """The fields after `type`, as written on the wire."""
-        return {}
+        """The fields after `type`, as written on the wire: by default the dataclass's fields in their order, those
+        typed float (seconds, rates) rounded by _seconds. A message whose wire form differs overrides this."""
+        return {f.name: _seconds(getattr(self, f.name)) if "float" in str(f.type) else getattr(self, f.name)
+                for f in fields(self)}
 
     def to_json(self) -> str:
         return _dump({"type": self.type, **self.body()})
@@ -415,9 +417,6 @@ class PartialMessage(ServerMessage):
     start_s: float | None = None
     end_s: float | None = None
 
-    def body(self) -> dict[str, Any]:
-        return {"text": self.text, "start_s": _seconds(self.start_s), "end_s": _seconds(self.end_s)}
-
 
 @dataclass(frozen=True)
 class CommitMessage(ServerMessage):
@@ -427,9 +426,6 @@ class CommitMessage(ServerMessage):
     text: str
     start_s: float
     end_s: float
-
-    def body(self) -> dict[str, Any]:
-        return {"text": self.text, "start_s": _seconds(self.start_s), "end_s": _seconds(self.end_s)}
 
 
 @dataclass(frozen=True)
@@ -441,9 +437,6 @@ class TargetPartialMessage(ServerMessage):
     target: str
     text: str
     source_text: str
-
-    def body(self) -> dict[str, Any]:
-        return {"target": self.target, "text": self.text, "source_text": self.source_text}
 
 
 @dataclass(frozen=True)
@@ -458,10 +451,6 @@ class TargetCommitMessage(ServerMessage):
     end_s: float
     latency_s: float
 
-    def body(self) -> dict[str, Any]:
-        return {"target": self.target, "text": self.text, "source_text": self.source_text,
-                "start_s": _seconds(self.start_s), "end_s": _seconds(self.end_s), "latency_s": _seconds(self.latency_s)}
-
 
 @dataclass(frozen=True)
 class StatsMessage(ServerMessage):
@@ -473,9 +462,6 @@ class StatsMessage(ServerMessage):
     rtf: float
     audio_s: float
 
-    def body(self) -> dict[str, Any]:
-        return {"lag_s": _seconds(self.lag_s), "rtf": _seconds(self.rtf), "audio_s": _seconds(self.audio_s)}
-
 
 @dataclass(frozen=True)
 class LanguageMessage(ServerMessage):
@@ -484,9 +470,6 @@ class LanguageMessage(ServerMessage):
     type: ClassVar[str] = "language"
     language: str
     decided: bool
-
-    def body(self) -> dict[str, Any]:
-        return {"language": self.language, "decided": self.decided}
 
 
 @dataclass(frozen=True)
@@ -497,9 +480,6 @@ class RestartedMessage(ServerMessage):
     session: str
     language: str | None
 
-    def body(self) -> dict[str, Any]:
-        return {"session": self.session, "language": self.language}
-
 
 @dataclass(frozen=True)
 class AnswerMessage(ServerMessage):
@@ -507,9 +487,6 @@ class AnswerMessage(ServerMessage):
 
     type: ClassVar[str] = "answer"
     sdp: str
-
-    def body(self) -> dict[str, Any]:
-        return {"sdp": self.sdp}
 
 
 @dataclass(frozen=True)
@@ -553,9 +530,6 @@ class RoomEndMessage(ServerMessage):
     type: ClassVar[str] = "room_end"
     reason: str
 
-    def body(self) -> dict[str, Any]:
-        return {"reason": self.reason}
-
 
 @dataclass(frozen=True)
 class JoinedMessage(ServerMessage):
@@ -565,6 +539,3 @@ class JoinedMessage(ServerMessage):
     room: str
     live: bool
     replayed: int
-
-    def body(self) -> dict[str, Any]:
-        return {"room": self.room, "live": self.live, "replayed": self.replayed}

@@ -26,7 +26,7 @@ class VadConfig:
     # this much silence inside a segment closes it (its last update then commits it with beam search). 0.5 s:
     # 0.35 s scored a little better on the German and English own sets (23.8 vs 23.0 BLEU, 12.5 vs 13.5 % WER)
     # but split pause-free speech at espeak's sentence-end pauses into one-second segments, where Whisper
-    # repeats itself (tests/test_session.py: 18 inserted or lost words of 150 instead of 1)
+    # repeats itself (tests/engine/streaming/test_session.py: 18 inserted or lost words of 150 instead of 1)
     min_silence_s: float = 0.5
     min_speech_s: float = 0.25  # shorter bursts (clicks, coughs) are discarded instead of decoded
     pad_s: float = 0.2  # audio kept before speech starts and after it ends (word onsets / tails)

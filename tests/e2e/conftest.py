@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.server import DragomanServer, ServerConfig
+from app.server import DragomanServer
 from engine.audio import resample
-from app.runtime import Engine, EngineConfig
+from tests.server_clients import serving
 from tests.e2e.pages import Chromium, require_chromium
 from tests.speech import speech, write_wav
 
@@ -36,6 +36,5 @@ def german_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def server(backend) -> AsyncIterator[DragomanServer]:
-    async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as srv:
-            yield srv
+    async with serving(backend, max_sessions=2, stats_interval_s=0.5) as srv:
+        yield srv

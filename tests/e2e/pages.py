@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from app.server import DragomanServer, ServerConfig
+from tests import REPO
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
+ARTIFACTS = REPO / "artifacts" / "e2e"
 KEY_WORDS = {"morning", "weather", "berlin", "park", "afternoon"}  # SENTENCES["de"][0].english
 # without --use-fake-ui-for-media-stream, headless Chromium denies getUserMedia
 NO_MICROPHONE = ["--no-sandbox", "--disable-gpu"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.server import DragomanServer, ServerConfig
 from app.server.mt import ServerTranslation
 from engine.audio import resample
 from engine.mt.loading import load_mt
-from app.runtime import Engine, EngineConfig
+from tests.server_clients import serving
 from tests.e2e.pages import ARTIFACTS, page_without_engine
 from tests.mt_reference import build_marian
 from tests.speech import speech, write_wav
@@ -29,9 +28,8 @@ def english_wav(tmp_path_factory):
 async def server(backend, tmp_path):
     build_marian(tmp_path / "opus-mt-en-de-tiny")
     translation = ServerTranslation(("de",), [load_mt(str(tmp_path / "opus-mt-en-de-tiny"), quantize="none")])
-    async with Engine(backend, EngineConfig(max_sessions=2)) as engine:
-        async with DragomanServer(engine, ServerConfig(port=0, translation=translation)) as srv:
-            yield srv
+    async with serving(backend, max_sessions=2, translation=translation) as srv:
+        yield srv
 
 
 async def test_selector_hidden_without_mt(chromium) -> None:

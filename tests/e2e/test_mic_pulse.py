@@ -17,13 +17,13 @@ import srt
 import webvtt
 
 from engine.audio import SAMPLE_RATE
+from tests import REPO
 from tests.pulse import PulseServer, pulse_available, pulse_server
 from tests.speech import speech, write_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed")]
 
-REPO = Path(__file__).parents[2]
 LEAD_S = 0.5  # silence before the first word in the played file
 PAUSE_S = 1.0  # between the sentences
 

@@ -1,5 +1,5 @@
 """The speaker's page never pretends to listen: a wrong token, a busy server and a failed session each show a
-message that says what happened and what to do (headless Chromium, the scripted engine of tests/test_rooms.py;
+message that says what happened and what to do (headless Chromium, the scripted engine of tests/app/server/test_rooms.py;
 a denied microphone and an unreachable server are in test_browser.py)."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from app.server.auth import AccessConfig
 from engine.events import Error
 from tests.e2e.pages import ARTIFACTS, Chromium
 from tests.speech import write_wav
-from tests.test_language_message import DetectingEngine
-from tests.test_rooms import FakeEngine
+from tests.app.server.test_language_message import DetectingEngine
+from tests.app.server.test_rooms import FakeEngine
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 """The audience page in real headless Chromium: viewers (normal and projection view) show a speaker's captions live,
 a late joiner sees the earlier ones, viewers are told when the talk ends, and a wrong link says so.
 
-The speaker is a protocol client and the engine the scripted stand-in of tests/test_rooms.py (one word per 0.1 s of
+The speaker is a protocol client and the engine the scripted stand-in of tests/app/server/test_rooms.py (one word per 0.1 s of
 audio), so this runs without the model; test_browser.py covers the speaker's page with the real model.
 Screenshots go to artifacts/e2e/ (gitignored): look at watch-projection-*.png to judge readability at a distance.
 """
@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
 from tests.e2e.pages import ARTIFACTS, KEY_WORDS
-from tests.test_rooms import FakeEngine, open_room, read_until, speak
+from tests.app.server.test_rooms import FakeEngine, open_room, read_until, speak
 
 pytestmark = pytest.mark.e2e
 
@@ -97,6 +97,15 @@ async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
     assert not errors, errors
 
 
+async def start_sharing(page, timeout_ms: int) -> str | None:
+    """On the speaker's page: tick "Let others watch" and start; the audience link, once the page shows it."""
+    await page.check("#share")
+    await page.click("#start")
+    link = page.locator("#share-link")
+    await link.wait_for(state="visible", timeout=timeout_ms)
+    return await link.get_attribute("href")
+
+
 async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
     """With "Let others watch" ticked, the speaker's page shows the audience link from the server's `room`."""
     from tests.speech import write_wav
@@ -110,11 +119,7 @@ async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
             await page.goto(server.url)
             assert await page.locator("#share-box").is_hidden()
             await page.fill("#vocabulary", "Dragoman, council")
-            await page.check("#share")
-            await page.click("#start")
-            link = page.locator("#share-link")
-            await link.wait_for(state="visible", timeout=15000)
-            href = await link.get_attribute("href")
+            href = await start_sharing(page, timeout_ms=15000)
             assert href and "/watch/" in href and "token=" in href
             live = server.hub.engine.sessions[-1]  # type: ignore[union-attr]
             assert live.config.vocabulary == "Dragoman, council"
@@ -153,11 +158,7 @@ async def test_speaker_page_and_two_viewers_with_the_real_model(backend, chromiu
         speaker = await browser.new_page(viewport={"width": 1000, "height": 700})
         await speaker.goto(server.url)
         await speaker.select_option("#language", "de")
-        await speaker.check("#share")
-        await speaker.click("#start")
-        link = speaker.locator("#share-link")
-        await link.wait_for(state="visible", timeout=30000)
-        href = await link.get_attribute("href")
+        href = await start_sharing(speaker, timeout_ms=30000)
         early = await browser.new_page(viewport={"width": 1280, "height": 720})
         await early.goto(f"{href}&view=projection")
         await speaker.wait_for_function(has_keys, arg=sorted(KEY_WORDS), timeout=90000)  # (no #committed)
