@@ -35,9 +35,13 @@ class SessionConfig:
     # loses more from stale keys/values: use exact with it).
     mode: Mode = "incremental"
     # Seconds of new speech between decoder updates (smaller: lower latency, more compute: each update
-    # re-encodes the segment). 1.0 s: with AlignAtt 0.5 s cut StreamLAAL only from 1.33 to 1.13 s but lost
-    # ~5 BLEU (more commits from less context) and doubled RTF (0.28 vs 0.14).
-    chunk_s: float = 1.0
+    # re-encodes the segment); None: by task (`update_s`), 0.5 for transcription and 1.0 for translation.
+    # Own + dev, 80 sentences per language, one run side by side (benchmarks/README.md): in transcription 0.5 s
+    # with two held words scored English WER 10.7 % at StreamLAAL 1.86 s against 1.0 s's 11.5 % at 1.98 s (own
+    # set alone: 9.2 % at 1.88 vs 2.10 s), for about 1.5x the compute. In translation 0.5 s gave no clear win:
+    # German 20.3 -> 19.8 BLEU at 4.30 -> 3.90 s, French 22.0 -> 22.3 at 2.97 -> 2.81 s, Spanish 22.2 -> 21.4 at
+    # 3.44 -> 3.08 s (own set: 25.6 -> 22.3), so it stays 1.0 s there.
+    chunk_s: float | None = None
     agreement_n: int = 2  # LocalAgreement-n
     # Beam width of a segment's last update (everything left is committed then, so nothing is held back and
     # the wider search costs one decode per segment); 1: greedy like every other update. 5 (faster-whisper's
@@ -70,11 +74,12 @@ class SessionConfig:
     # an unsure token counts as sure when the previous update decoded it too. Off: it lowered BLEU more than
     # latency (German own set: 18.3 at 3.3 s vs 23.0 at 4.3 s with min_prob 0.3 alone)
     agree_unsure: bool = False
-    # AlignAtt: words before the stop kept partial until the next update; None: by task, 1 for transcription and
-    # 0 for translation. In transcription the word next to the stop is the one at the audio's edge, often heard
-    # only in part ("to Conway" for "took only"): holding it back one update took English WER from 13.2 to 11.5 %
-    # at StreamLAAL 1.62 -> 1.98 s (own + dev, 80 sentences; a stricter min_prob 0.4 bought less: 12.7 % at
-    # 1.97 s). In translation it lost on both counts (own + dev: German 20.3 -> 19.8 BLEU at 4.30 -> 5.02 s,
+    # AlignAtt: words before the stop kept partial until the next update; None: by task, in transcription about a
+    # second's worth of updates (1 word at 1.0 s updates, 2 at 0.5 s), 0 in translation. In transcription the
+    # word next to the stop is the one at the audio's edge, often heard only in part ("to Conway" for "took
+    # only"): at 1.0 s updates holding it back one update took English WER from 13.2 to 11.5 % at StreamLAAL
+    # 1.62 -> 1.98 s (own + dev, 80 sentences; a stricter min_prob 0.4 bought less: 12.7 % at 1.97 s); at 0.5 s
+    # updates one word was 12.1 % at 1.66 s and two 10.7 % at 1.86 s (frame_threshold 25 instead: 11.8 % at 1.69 s). In translation it lost on both counts (own + dev: German 20.3 -> 19.8 BLEU at 4.30 -> 5.02 s,
     # French 22.0 -> 21.4 at 2.97 -> 3.30 s; Spanish 22.2 -> 23.1 at 3.44 -> 3.99 s), the confidence rule
     # already holding back the unsure words there.
     hold_words: int | None = None
@@ -122,8 +127,8 @@ class SessionConfig:
             raise ConfigError(f"policy must be 'local-agreement' or 'alignatt', got {self.policy!r}")
         if self.mode not in ("incremental", "exact", "redecode"):
             raise ConfigError(f"mode must be 'incremental', 'exact' or 'redecode', got {self.mode!r}")
-        if not 0.1 <= self.chunk_s <= 10.0:
-            raise ConfigError(f"chunk_s must be between 0.1 and 10 seconds, got {self.chunk_s}")
+        if self.chunk_s is not None and not 0.1 <= self.chunk_s <= 10.0:
+            raise ConfigError(f"chunk_s must be None (by task) or between 0.1 and 10 seconds, got {self.chunk_s}")
         if self.commit_unit not in ("word", "clause", "sentence"):
             raise ConfigError(f"commit_unit must be 'word', 'clause' or 'sentence', got {self.commit_unit!r}")
         if not 1 <= self.final_beam <= 16:
@@ -142,8 +147,17 @@ class SessionConfig:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
     @property
+    def update_s(self) -> float:
+        """chunk_s with None resolved by task: seconds of new speech between a segment's updates."""
+        if self.chunk_s is not None:
+            return self.chunk_s
+        return 0.5 if self.task == "transcribe" else 1.0
+
+    @property
     def held_words(self) -> int:
-        """hold_words with None resolved by task."""
+        """hold_words with None resolved by task (and, in transcription, by the update interval)."""
         if self.hold_words is not None:
             return self.hold_words
-        return 1 if self.task == "transcribe" else 0
+        if self.task == "translate":
+            return 0
+        return min(4, max(1, round(1.0 / self.update_s)))

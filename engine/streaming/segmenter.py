@@ -1,7 +1,7 @@
 """VAD segmentation: incoming 16 kHz audio becomes speech segments between pauses (silence is never decoded).
 
 Without a VAD (SessionConfig.use_vad=False) every sample is speech and segments are cut at max_segment_s only.
-A segment's updates are due every chunk_s of new speech; a closed segment's next update is its last.
+A segment's updates are due every update_s (chunk_s) of new speech; a closed segment's next update is its last.
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class Segmenter:
         if seg.closed:
             return Update(seg, seg.audio(), final=True, pad_samples=self._pad)
         new = seg.n_samples - seg.n_decoded
-        need = self.config.chunk_s if seg.n_decoded else max(self.config.chunk_s, self.config.min_first_s)
+        need = self.config.update_s if seg.n_decoded else max(self.config.update_s, self.config.min_first_s)
         if new >= need * SAMPLE_RATE:
             return Update(seg, seg.audio(), final=False, pad_samples=self._pad)
         return None

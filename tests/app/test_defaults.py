@@ -69,14 +69,18 @@ def test_task_and_language_flags_reach_the_session():
     assert (config.task, config.language) == ("transcribe", "de")
 
 
-def test_words_held_back_at_the_stop_follow_the_task():
-    """Transcription holds back the word at the audio's edge one update; translation does not (benchmarks/README.md);
-    an explicit hold_words wins, and a nonsense one is refused."""
+def test_update_interval_and_held_words_follow_the_task():
+    """Transcription updates every 0.5 s and holds back about a second's worth of edge words (2); translation
+    updates every 1.0 s and holds back none (benchmarks/README.md); explicit values win, nonsense is refused."""
     from engine.errors import ConfigError
     from engine.streaming.session import SessionConfig
 
-    assert SessionConfig(task="transcribe").held_words == 1
-    assert SessionConfig(task="translate").held_words == 0
+    assert (SessionConfig(task="transcribe").update_s, SessionConfig(task="transcribe").held_words) == (0.5, 2)
+    assert (SessionConfig(task="translate").update_s, SessionConfig(task="translate").held_words) == (1.0, 0)
+    assert SessionConfig(task="transcribe", chunk_s=1.0).held_words == 1  # the 1.0 s measurement
     assert SessionConfig(task="transcribe", hold_words=0).held_words == 0
+    assert SessionConfig(task="translate", chunk_s=0.25).update_s == 0.25
     with pytest.raises(ConfigError, match="hold_words"):
         SessionConfig(hold_words=-1)
+    with pytest.raises(ConfigError, match="chunk_s"):
+        SessionConfig(chunk_s=0.0)

@@ -124,7 +124,7 @@ def test_a_sessions_policy_and_mode_come_from_its_config_once():
     from engine.streaming.policy import policy_for
 
     aa = policy_for(SessionConfig(task="transcribe", frame_threshold=15, min_prob=0.2))
-    assert isinstance(aa, AlignAtt) and (aa.frame_threshold, aa.min_prob, aa.held_words) == (15, 0.2, 1)
+    assert isinstance(aa, AlignAtt) and (aa.frame_threshold, aa.min_prob, aa.held_words) == (15, 0.2, 2)
     la = policy_for(SessionConfig(policy="local-agreement", agreement_n=3))
     assert isinstance(la, LocalAgreement) and (la.n, la.held_words) == (3, 0)
     modes = [mode_for(None, SessionConfig(mode=m)) for m in ("incremental", "exact", "redecode")]  # type: ignore[arg-type]
