@@ -8,6 +8,7 @@ Several streams' jobs run together in batch.py.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,7 @@ class DecodeJob:
 
     def __init__(self, backend: Backend, state: DecoderState, *, sequence: list[int], n_committed: int,
                  n_frames: int, policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
-                 prior: list[tuple[int, int]] = ()) -> None:
+                 prior: Sequence[tuple[int, int]] = ()) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
         (else only its last token, on the cached prefix). Keywords only: nine values of like types in a row."""
@@ -56,16 +57,17 @@ class DecodeJob:
         self.lps: list[float] = []  # log-probability of each token in `out`
         self.rows: list[np.ndarray] = []
         self.frames: list[int] = []  # attended_frame of each row, kept alongside (reread_cut runs every step)
-        self.total, self.next_token, self.loop_cut, self.done = 0.0, None, False, False
+        self.total, self.loop_cut, self.done = 0.0, False, False
+        self.next_token: int | None = None
         self.n_stepped = 0  # tokens generated and fed back (their keys/values are cached)
 
     @property
     def n_valid(self) -> int:
         """Encoder frames of this stream (padding of a batch excluded; a padded encoder window included)."""
         st = self.state
-        return int(st.cross_valid[0].sum()) if st.cross_valid is not None else st.cross_k[0].shape[2]
+        return int(st.cross_valid[0].sum()) if st.cross_valid is not None else st.n_frames
 
-    def prefill(self) -> tuple[Tensor, Tensor]:
+    def prefill(self) -> tuple[Tensor, Tensor | None]:
         """Run the prefix on the job's own state: the whole sequence (refill) or only its last token."""
         st = self.state
         device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
@@ -89,7 +91,8 @@ class DecodeJob:
         if self.done:
             return None
         if len(self.out) >= self.budget:
-            return self._stop()
+            self.done = True
+            return None
         lg = logits.float().clone()[None]  # (1, V)
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
         tok = int(lg.argmax(-1))
@@ -97,7 +100,8 @@ class DecodeJob:
         if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, self.final,
                                                               content=self._is_content(tok)):
             self.next_token = tok
-            return self._stop()
+            self.done = True
+            return None
         lp = float(lg.log_softmax(-1)[0, tok])
         self.total += lp
         self.out.append(tok)
@@ -110,14 +114,17 @@ class DecodeJob:
         if cut is not None:
             cut = max(0, cut - len(self.committed))
             self._truncate(cut)
-            return self._stop()
+            self.done = True
+            return None
         if self.rows and len(self.rows) == len(self.out):
             cut = reread_cut(self.out, self.frames, self._is_content)
             if cut is not None:
                 self._truncate(cut)
-                return self._stop()
+                self.done = True
+                return None
         if len(self.out) >= self.budget:
-            return self._stop()
+            self.done = True
+            return None
         self.n_stepped += 1
         return tok
 
@@ -129,10 +136,6 @@ class DecodeJob:
     def _is_content(self, tok: int) -> bool:
         return any(c.isalnum() for c in self.backend.token_bytes(tok).decode("utf-8", "ignore")) \
             or self.backend.token_bytes(tok)[:1] >= b"\x80"  # part of a multi-byte character
-
-    def _stop(self) -> None:
-        self.done = True
-        return None
 
     def result(self) -> DecodeResult:
         attention = np.stack(self.rows) if self.rows and len(self.rows) == len(self.out) else None
@@ -149,7 +152,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     beam, eot = job.beam_size, backend.eot
     st = job.state.clone()
     st.repeat(beam)
-    device = st.cross_k[0].device
+    device = st.device
     logits = logits.float()[None].repeat(beam, 1)
     sum_lp = torch.zeros(beam, device=device)
     sum_lp[1:] = float("-inf")  # all beams start identical: expand only the first
@@ -206,7 +209,7 @@ def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list
         return []
     probe = job.state.clone()
     probe.truncate(len(job.sequence) - 1)
-    device = probe.cross_k[0].device
+    device = probe.device
     feed = torch.tensor([job.sequence[-1:] + tokens[:-1]], device=device)
     _, att = backend.step_with_alignment(feed, probe)
     if att is None or not att.numel():

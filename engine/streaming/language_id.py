@@ -89,6 +89,8 @@ def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, final: bool,
     def confirm() -> dict[str, float]:  # the segment in a full-length window, as the model was trained
         n = int(backend.max_window_s * SAMPLE_RATE)
         tail = audio[-n:]
-        return backend.language_probs(backend.encode(np.pad(tail, (0, n - len(tail)))))
+        full = backend.language_probs(backend.encode(np.pad(tail, (0, n - len(tail)))))
+        assert full is not None  # the family named a language for the same audio above
+        return full
 
     return lid.observe(probs, len(audio) / SAMPLE_RATE, final, confirm)

@@ -8,7 +8,7 @@ committed prefix off before asking.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -187,8 +187,8 @@ class AlignAtt:
 POLICIES: dict[str, type[LocalAgreement | AlignAtt]] = {"local-agreement": LocalAgreement, "alignatt": AlignAtt}
 
 
-def make_policy(name: PolicyName, **kwargs) -> Policy:
-    """A fresh policy object (policies hold per-stream state: one per session)."""
+def make_policy(name: PolicyName, **kwargs: Any) -> Policy:
+    """A fresh policy object (policies hold per-stream state: one per session); `kwargs` set its fields."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: use 'local-agreement' or 'alignatt'")
     return POLICIES[name](**kwargs)

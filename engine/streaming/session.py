@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import MutableMapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -53,23 +55,27 @@ from .trim import trim
 
 log = logging.getLogger(__name__)
 
-class _Prefixed(logging.LoggerAdapter):
+class _Prefixed(logging.LoggerAdapter[logging.Logger]):
     """Every log line of a session starts with its id."""
 
-    def process(self, msg, kwargs):
-        return f"[{self.extra['session']}] {msg}", kwargs
+    def __init__(self, logger: logging.Logger, session_id: str) -> None:
+        super().__init__(logger, {"session": session_id})
+        self.session_id = session_id
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"[{self.session_id}] {msg}", kwargs
 
 
 class StreamingSession:
     """One stream. feed_audio/drain_events/finish are safe from the I/O thread; model work runs the protocol."""
 
-    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(), session_id: str | None = None):
+    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(), session_id: str | None = None) -> None:
         if config.task not in backend.tasks:
             raise ConfigError(f"model {backend.name} cannot {config.task}; it supports {', '.join(backend.tasks)}")
         self.backend = backend
         self.config = config
         self.id = session_id or uuid.uuid4().hex[:8]
-        self.log = _Prefixed(log, {"session": self.id})
+        self.log = _Prefixed(log, self.id)
         self.policy: Policy = policy_for(config)
         self.mode = mode_for(backend, config)
         self.language = config.language
