@@ -38,7 +38,7 @@ from torch import Tensor
 from ..audio import SAMPLE_RATE
 from ..backend import Backend
 from ..errors import ConfigError
-from ..events import Event
+from ..events import Event, TimedEvent
 from .batch import decode_batch
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
@@ -101,9 +101,9 @@ class StreamingSession:
         self.inbox.finish()
 
     def drain_events(self) -> list[Event]:
-        return [e for _, e in self.drain_timed_events()]
+        return [timed.event for timed in self.drain_timed_events()]
 
-    def drain_timed_events(self) -> list[tuple[float, Event]]:
+    def drain_timed_events(self) -> list[TimedEvent]:
         """Events with the stream time (seconds of audio processed) at which each was decided."""
         return self.outbox.drain()
 
@@ -191,7 +191,8 @@ class StreamingSession:
             refill = True
         else:
             self.backend.set_audio(seg.state, encoder_out, valid)
-        return PendingDecode(upd, self.mode.job(seg, upd, n_frames, refill, self.policy), n_frames, encoder_out, valid)
+        job = self.mode.job(seg, upd, n_frames=n_frames, refill=refill, policy=self.policy)
+        return PendingDecode(upd=upd, job=job, n_frames=n_frames, encoder_out=encoder_out, valid=valid)
 
     def end_decode(self, pending: PendingDecode, res: DecodeResult) -> None:
         """Step 5: guards, policy, commits and partials for one decoded update."""
@@ -233,7 +234,7 @@ class StreamingSession:
         lid = self.language_id
         if lid is None or (lid.decided and not upd.final):
             return False
-        found = identify(lid, self.backend, upd.audio, upd.final, encoder_out)
+        found = identify(lid, self.backend, upd.audio, final=upd.final, encoder_out=encoder_out)
         if found is None:  # one language per checkpoint
             self.language_id = None
             return False
@@ -249,7 +250,7 @@ class StreamingSession:
         seg = upd.segment
         seg.use_prompt = False
         self._start_decoder(seg, pending.encoder_out, pending.valid)
-        job = self.mode.job(seg, upd, pending.n_frames, True, self.policy)
+        job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
