@@ -40,7 +40,7 @@ class BeamOptions:
             raise ConfigError("max_length must leave room for at least one token after the start token")
 
 
-def greedy(step: Step, start: list[int], eos: int, max_length: int, process: Process | None = None,
+def greedy(step: Step, start: list[int], *, eos: int, max_length: int, process: Process | None = None,
            device: torch.device | None = None) -> list[int]:
     """The argmax token at every step until eos or `max_length`: the whole sequence, start tokens included."""
     seq = list(start)
@@ -92,7 +92,7 @@ class BeamHypotheses:
         return sorted(self.beams, key=lambda b: b[0])[-1][1]  # stable sort: among ties the last added wins, as HF
 
 
-def beam(step: Step, state: DecoderState, start: list[int], options: BeamOptions, eos: int, n_prompt: int,
+def beam(step: Step, state: DecoderState, start: list[int], *, options: BeamOptions, eos: int, n_prompt: int,
          process: Process | None = None, device: torch.device | None = None) -> list[int]:
     """Beam search over `state` (its cache is repeated and reordered here): the best sequence, start tokens
     included, with eos appended when it fits."""

@@ -10,19 +10,6 @@ from torch import Tensor
 from ..backend import Backend
 from ..kv_cache import DecoderState
 from .decoder import DecodeJob, DecodeResult, backend_ctx, beam_search
-from .policy import Policy
-
-
-def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
-                  policy: Policy, final: bool, max_new_tokens: int, refill: bool) -> DecodeResult:
-    """Greedy continuation of `sequence` (prompt + committed) against the audio installed in `state`.
-
-    refill=True re-runs the whole sequence in one forward pass (exact mode, or a fresh state); otherwise
-    only its last token is run on top of the cached prefix (incremental mode).
-    """
-    job = DecodeJob(backend, state, sequence=sequence, n_committed=n_committed, n_frames=n_frames, policy=policy,
-                    final=final, max_new_tokens=max_new_tokens, refill=refill)
-    return decode_batch(backend, [job])[0]
 
 
 def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:

@@ -37,7 +37,7 @@ class DecodeJob:
 
     The caller feeds the decoder: `prefill()` runs the stream's own prefix on its own state, then each step's
     logits and attention go to `accept()`, which returns the token to feed next or None when this stream is done.
-    batch.py drives them: `decode_update` one job alone, `decode_batch` several in one batched forward pass per step.
+    batch.py drives them: `decode_batch`, one job alone or several in one batched forward pass per step.
     """
 
     def __init__(self, backend: Backend, state: DecoderState, *, sequence: list[int], n_committed: int,
@@ -97,7 +97,7 @@ class DecodeJob:
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
-        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, self.final,
+        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, final=self.final,
                                                               content=self._is_content(tok)):
             self.next_token = tok
             self.done = True

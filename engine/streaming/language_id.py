@@ -77,7 +77,7 @@ class LanguageId:
         return best != self.language and probs[best] >= self.switch_p and probs.get(self.language, 0.0) < self.keep_p
 
 
-def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, final: bool,
+def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, *, final: bool,
              encoder_out: Tensor) -> tuple[str, bool] | None:
     """The model step of one update: the backend's language probabilities for `audio` (encoded as
     `encoder_out`), observed by `lid`; a decision re-encodes the audio in a full-length window (confirm).

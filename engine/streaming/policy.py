@@ -42,7 +42,7 @@ class Policy(Protocol):
     def begin_update(self) -> None:
         """A decoder update starts generating (should_stop may keep state within one update)."""
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
                     content: bool = True) -> bool:
         """Called per generated token during decoding: True ends this update's hypothesis before that token.
 
@@ -77,7 +77,7 @@ class LocalAgreement:
     def begin_update(self) -> None:
         pass
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
                     content: bool = True) -> bool:
         return False
 
@@ -139,7 +139,7 @@ class AlignAtt:
     def begin_update(self) -> None:
         self.frontier = -1
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
                     content: bool = True) -> bool:
         # A segment's last update is never cut by attention: a stop there loses the rest of what was said, and
         # the heads do park on sink frames (a punctuation mark on the window's start, "a.m" on the appended
