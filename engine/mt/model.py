@@ -70,61 +70,69 @@ def marian_table(n_positions: int, dim: int) -> Tensor:
     return table.float()
 
 
-class EncoderLayer(nn.Module):
-    def __init__(self, cfg: MTConfig) -> None:
+class _Layer(nn.Module):
+    """What encoder and decoder layers share: self-attention and the feed-forward block, each with its LayerNorm
+    (before the block and its residual with `pre_ln`, after them otherwise)."""
+
+    def __init__(self, cfg: MTConfig, n_heads: int, ffn_dim: int) -> None:
         super().__init__()
         d = cfg.d_model
         self.pre_ln = cfg.pre_ln
-        self.self_attn = Attention(d, cfg.encoder_attention_heads)
+        self.self_attn = Attention(d, n_heads)
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.fc1 = nn.Linear(d, cfg.encoder_ffn_dim)
-        self.fc2 = nn.Linear(cfg.encoder_ffn_dim, d)
+        self.fc1 = nn.Linear(d, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d)
         self.final_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.act = activation(cfg.activation_function)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The feed-forward block with its residual and LayerNorm, (B, T, D) -> (B, T, D)."""
+        h = self.final_layer_norm(x) if self.pre_ln else x
+        x = x + self.fc2(self.act(self.fc1(h)))
+        out: Tensor = x if self.pre_ln else self.final_layer_norm(x)
+        return out
+
+
+class EncoderLayer(_Layer):
+    def __init__(self, cfg: MTConfig) -> None:
+        super().__init__(cfg, cfg.encoder_attention_heads, cfg.encoder_ffn_dim)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """x (B, S, D); mask (B, 1, 1, S) True where the source token is real."""
         attn = self.self_attn
-        if self.pre_ln:
-            h = self.self_attn_layer_norm(x)
-            k, v = attn.kv(h)
-            x = x + attn.attend(attn.query(h), k, v, mask)[0]
-            ff: Tensor = self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
-            return x + ff
-        k, v = attn.kv(x)
-        x = self.self_attn_layer_norm(x + attn.attend(attn.query(x), k, v, mask)[0])
-        out: Tensor = self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
-        return out
+        h = self.self_attn_layer_norm(x) if self.pre_ln else x
+        k, v = attn.kv(h)
+        x = x + attn.attend(attn.query(h), k, v, mask)[0]
+        if not self.pre_ln:
+            x = self.self_attn_layer_norm(x)
+        return self.feed_forward(x)
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_Layer):
     def __init__(self, cfg: MTConfig) -> None:
-        super().__init__()
-        d = cfg.d_model
-        self.self_attn = Attention(d, cfg.decoder_attention_heads)
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.encoder_attn = Attention(d, cfg.decoder_attention_heads)
-        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.fc1 = nn.Linear(d, cfg.decoder_ffn_dim)
-        self.fc2 = nn.Linear(cfg.decoder_ffn_dim, d)
-        self.final_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.act = activation(cfg.activation_function)
+        super().__init__(cfg, cfg.decoder_attention_heads, cfg.decoder_ffn_dim)
+        self.encoder_attn = Attention(cfg.d_model, cfg.decoder_attention_heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
 
-class Encoder(nn.Module):
-    def __init__(self, cfg: MTConfig) -> None:
+class _Stack(nn.Module):
+    """Token embedding, layers and (pre_ln) a final LayerNorm: the encoder, and the decoder before its head."""
+
+    def __init__(self, cfg: MTConfig, vocab_size: int, layers: Iterable[nn.Module]) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.embed_tokens = nn.Embedding(vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(layers)
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
 
 
-class Decoder(nn.Module):
+class Encoder(_Stack):
     def __init__(self, cfg: MTConfig) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.decoder_vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
-        self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
+        super().__init__(cfg, cfg.vocab_size, (EncoderLayer(cfg) for _ in range(cfg.encoder_layers)))
+
+
+class Decoder(_Stack):
+    def __init__(self, cfg: MTConfig) -> None:
+        super().__init__(cfg, cfg.decoder_vocab_size, (DecoderLayer(cfg) for _ in range(cfg.decoder_layers)))
         self.lm_head = nn.Linear(cfg.d_model, cfg.decoder_vocab_size, bias=False)
 
 
@@ -234,10 +242,7 @@ class MTModel(CachedDecoding, nn.Module):
             if want_alignment and i == last:
                 align = w.mean(dim=1, keepdim=True)  # (B, 1, T, S)
 
-            h = layer.final_layer_norm(x) if pre else x
-            x = x + layer.fc2(layer.act(layer.fc1(h)))
-            if not pre:
-                x = layer.final_layer_norm(x)
+            x = layer.feed_forward(x)
         state.advance(n_new)
         if dec.layer_norm is not None:
             x = dec.layer_norm(x)
