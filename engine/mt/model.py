@@ -217,7 +217,6 @@ class MTModel(CachedDecoding, nn.Module):
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
-        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         x = dec.embed_tokens(tokens) * self.embed_scale + self._positions(tokens, state.offset, state.left_pad)
@@ -235,7 +234,7 @@ class MTModel(CachedDecoding, nn.Module):
                 x = layer.self_attn_layer_norm(x)
 
             h = layer.encoder_attn_layer_norm(x) if pre else x
-            out, w = ca.attend(ca.query(h), state.cross_k[i], state.cross_v[i], cross_mask)  # w (B, H, T, S)
+            out, w = ca.attend(ca.query(h), *state.cross_cache(i), cross_mask)  # w (B, H, T, S)
             x = x + out
             if not pre:
                 x = layer.encoder_attn_layer_norm(x)

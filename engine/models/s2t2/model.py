@@ -186,7 +186,6 @@ class S2T2(CachedDecoding, nn.Module):
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
-        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         x = dec.embed_tokens(tokens) * dec.embed_scale + dec.embed_positions[self.positions(tokens, state)]
@@ -200,7 +199,7 @@ class S2T2(CachedDecoding, nn.Module):
             x = layer.self_attn_layer_norm(x + layer.self_attn.attend(q, k, v, self_mask)[0])
 
             q = layer.encoder_attn.query(x)
-            out, w = layer.encoder_attn.attend(q, state.cross_k[i], state.cross_v[i], cross_mask)
+            out, w = layer.encoder_attn.attend(q, *state.cross_cache(i), cross_mask)
             x = layer.encoder_attn_layer_norm(x + out)
             if want_alignment and i == last:
                 align = w.mean(dim=1, keepdim=True)  # (B, 1, T, S)

@@ -192,7 +192,6 @@ class Whisper(CachedDecoding, nn.Module):
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
-        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         device = tokens.device
@@ -210,7 +209,7 @@ class Whisper(CachedDecoding, nn.Module):
             h = block.cross_attn_ln(x)
             q = _split_heads(block.cross_attn.query(h), self.decoder.n_head)
             need = want_alignment and i in self._align_layers
-            out, w = block.cross_attn.attend(q, state.cross_k[i], state.cross_v[i], cross_mask, want_weights=need)
+            out, w = block.cross_attn.attend(q, *state.cross_cache(i), cross_mask, want_weights=need)
             x = x + out
             if need:
                 assert w is not None  # asked for with want_weights
