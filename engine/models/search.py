@@ -9,6 +9,10 @@ in greedy search and on log-probabilities in beam search, where the reference ap
 Sequences start with the given start tokens and end with eos when that fits within `max_length` (which counts the
 start tokens). Beam hypotheses are ranked by sum(logprob) / n_generated ** length_penalty, `n_prompt` leading
 tokens not counted as generated, with HF's stopping rules.
+
+Whisper's beam search (openai's and faster-whisper's flavour) is another: its offline decoder
+(models/whisper/decoding.py) and the streaming decoder's last update (streaming/decoder.py) share its step,
+whisper_beam_step.
 """
 from __future__ import annotations
 
@@ -53,6 +57,41 @@ def greedy(step: Step, start: list[int], *, eos: int, max_length: int, process: 
         if token == eos or len(seq) >= max_length:
             return seq
         scores = step(torch.tensor([[token]], device=device), len(seq))
+
+
+@dataclass(frozen=True)
+class WhisperBeamStep:
+    """One step of Whisper's beam search: the hypotheses that go on and those that end here."""
+
+    rows: list[int]  # per continuing hypothesis: the beam it extends
+    tokens: list[int]  # its next token
+    scores: list[float]  # its summed log-probability
+    ended_rows: list[int]  # per hypothesis ending with eot: the beam it ends
+    ended_scores: list[float]  # its summed log-probability, eot included
+
+
+def whisper_beam_step(sum_logprobs: Tensor, logprobs: Tensor, *, beam: int, eot: int, room: int) -> WhisperBeamStep:
+    """Expand `beam` live hypotheses (summed log-probabilities (beam,), next-token log-probabilities (beam, V)):
+    of the 2 * beam + 1 best continuations in order, the first `beam` that are not eot go on, and those that are
+    eot end, at most `room` of them. A beam at -inf (not started yet) expands nothing."""
+    cand = (sum_logprobs[:, None] + logprobs).view(-1)
+    top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
+    out = WhisperBeamStep([], [], [], [], [])
+    for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
+        if score == float("-inf"):
+            break
+        row, token = divmod(idx, logprobs.shape[1])
+        if token == eot:
+            if len(out.ended_rows) < room:
+                out.ended_rows.append(row)
+                out.ended_scores.append(score)
+            continue
+        out.rows.append(row)
+        out.tokens.append(token)
+        out.scores.append(score)
+        if len(out.rows) == beam:
+            break
+    return out
 
 
 class BeamHypotheses:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..backend import Backend
 from ..kv_cache import DecoderState
+from ..models.search import whisper_beam_step
 from .guards import repetition_cut, reread_cut, reread_spans
 from .policy import Policy, attended_frame
 
@@ -161,28 +162,14 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     for _ in range(job.budget):
         lg = logits.float().clone()
         backend.filter_logits(lg, job.n_committed + len(seqs[0]))
-        cand = (sum_lp[:, None] + lg.log_softmax(-1)).view(-1)
-        top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
-        rows, toks, lps = [], [], []
-        for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
-            if score == float("-inf"):
-                break
-            row, tok = divmod(idx, lg.shape[1])
-            if tok == eot:
-                if len(finished) < beam:
-                    finished.append((seqs[row], score))
-                continue
-            rows.append(row)
-            toks.append(tok)
-            lps.append(score)
-            if len(rows) == beam:
-                break
-        if len(finished) >= beam or not rows:
+        nxt = whisper_beam_step(sum_lp, lg.log_softmax(-1), beam=beam, eot=eot, room=beam - len(finished))
+        finished += [(seqs[r], score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
+        if len(finished) >= beam or not nxt.rows:
             break
-        st.reorder(torch.tensor(rows, device=device))
-        seqs = [seqs[r] + [t] for r, t in zip(rows, toks)]
-        sum_lp = torch.tensor(lps, device=device)
-        logits = backend.step(torch.tensor([[t] for t in toks], device=device), st)[:, -1]
+        st.reorder(torch.tensor(nxt.rows, device=device))
+        seqs = [seqs[r] + [t] for r, t in zip(nxt.rows, nxt.tokens)]
+        sum_lp = torch.tensor(nxt.scores, device=device)
+        logits = backend.step(torch.tensor([[t] for t in nxt.tokens], device=device), st)[:, -1]
     if finished:
         best, score = max(finished, key=lambda c: c[1] / (len(c[0]) + 1))
         job.next_token = eot

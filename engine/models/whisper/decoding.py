@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...kv_cache import DecoderState
+from ..search import whisper_beam_step
 from .load import WhisperBundle
 
 Task = Literal["transcribe", "translate"]
@@ -221,29 +222,14 @@ def _beam(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, *, logits:
     for step in range(budget):
         logits = logits.float()
         filt(logits, tokens)
-        lp = logits.log_softmax(-1)  # (beam, V)
-        cand = (sum_lp[:, None] + lp).view(-1)
-        top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
-        keep_rows, keep_tok, keep_lp = [], [], []
-        for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
-            if score == float("-inf"):
-                break
-            row, t = divmod(idx, lp.shape[1])
-            if t == eot:
-                if len(finished) < max_finished:
-                    finished.append((tokens[row, n_init:].tolist(), score))
-                continue
-            keep_rows.append(row)
-            keep_tok.append(t)
-            keep_lp.append(score)
-            if len(keep_rows) == beam:
-                break
-        if len(finished) >= max_finished or not keep_rows or step == budget - 1:
+        nxt = whisper_beam_step(sum_lp, logits.log_softmax(-1), beam=beam, eot=eot, room=max_finished - len(finished))
+        finished += [(tokens[r, n_init:].tolist(), score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
+        if len(finished) >= max_finished or not nxt.rows or step == budget - 1:
             break
-        rows = torch.tensor(keep_rows, device=tokens.device)
+        rows = torch.tensor(nxt.rows, device=tokens.device)
         state.reorder(rows)
-        tokens = torch.cat([tokens[rows], torch.tensor(keep_tok, device=tokens.device)[:, None]], dim=1)
-        sum_lp = torch.tensor(keep_lp, device=tokens.device)
+        tokens = torch.cat([tokens[rows], torch.tensor(nxt.tokens, device=tokens.device)[:, None]], dim=1)
+        sum_lp = torch.tensor(nxt.scores, device=tokens.device)
         logits = _step(bundle, tokens, state, n_new=1, use_cache=options.use_cache)
     done = True
     if not finished:  # nothing reached eot within the budget: rank the live beams
