@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ...kv_cache import DecoderState
 from ..seq2seq import CachedDecoding
-from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, activation
+from .wav2vec2 import AttentionProjections, Wav2Vec2Config, Wav2Vec2Encoder, activation
 
 
 @dataclass(frozen=True)
@@ -45,29 +45,19 @@ def sinusoidal_table(n_positions: int, dim: int, padding_idx: int) -> Tensor:
     return table
 
 
-def _split_heads(x: Tensor, n_head: int) -> Tensor:
-    b, t, d = x.shape
-    return x.view(b, t, n_head, d // n_head).transpose(1, 2)  # (B, H, T, Dh)
+class Attention(AttentionProjections):
+    """The decoders' attention, in steps: keys/values (cached by the caller), the query, then attend."""
 
-
-class Attention(nn.Module):
     def __init__(self, d: int, n_head: int) -> None:
-        super().__init__()
-        if d % n_head:
-            raise ValueError(f"d_model {d} is not divisible by {n_head} attention heads")
-        self.n_head = n_head
+        super().__init__(d, n_head)
         self.scaling = (d // n_head) ** -0.5
-        self.k_proj = nn.Linear(d, d)
-        self.v_proj = nn.Linear(d, d)
-        self.q_proj = nn.Linear(d, d)
-        self.out_proj = nn.Linear(d, d)
 
     def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return _split_heads(self.k_proj(x), self.n_head), _split_heads(self.v_proj(x), self.n_head)
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
     def query(self, x: Tensor) -> Tensor:
         # scaled before the product, as the reference does (keeps fp32 results bit-close to it)
-        return _split_heads(self.q_proj(x) * self.scaling, self.n_head)
+        return self.split_heads(self.q_proj(x) * self.scaling)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """q (B,H,Tq,Dh), k/v (B|1,H,Tk,Dh), bool mask broadcastable to (B,H,Tq,Tk) (True = may attend).

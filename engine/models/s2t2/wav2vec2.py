@@ -168,26 +168,31 @@ class PositionalConv(nn.Module):
         return self.act(y).transpose(1, 2)
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """Multi-head attention's four width-preserving projections, named as the BART-style checkpoints name them
+    (q_proj, k_proj, v_proj, out_proj): the wav2vec2 encoder's self-attention, and (model.Attention) the
+    Speech2Text2 and text-MT decoders' attention."""
+
     def __init__(self, d: int, n_head: int) -> None:
         super().__init__()
         if d % n_head:
-            raise ValueError(f"hidden size {d} is not divisible by {n_head} attention heads")
+            raise ValueError(f"width {d} is not divisible by {n_head} attention heads")
         self.n_head = n_head
         self.q_proj = nn.Linear(d, d)
         self.k_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
+    def split_heads(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)  # (B, H, T, Dh)
+
+
+class SelfAttention(AttentionProjections):
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         b, t, d = x.shape
-        h = self.n_head
-
-        def split(y: Tensor) -> Tensor:
-            return y.view(b, t, h, d // h).transpose(1, 2)  # (B, H, T, Dh)
-
-        out = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)),
-                                             attn_mask=mask)
+        out = F.scaled_dot_product_attention(self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)),
+                                             self.split_heads(self.v_proj(x)), attn_mask=mask)
         merged: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, t, d))
         return merged
 
