@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ..kv_cache import DecoderState
+from ..models.common import Layers
 from ..models.s2t2.model import Attention, sinusoidal_table
 from ..models.s2t2.wav2vec2 import activation
 from ..models.seq2seq import CachedDecoding
@@ -115,22 +116,25 @@ class DecoderLayer(_Layer):
         self.encoder_attn_layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
 
-class _Stack(nn.Module):
+L = TypeVar("L", bound=_Layer)
+
+
+class _Stack(nn.Module, Generic[L]):
     """Token embedding, layers and (pre_ln) a final LayerNorm: the encoder, and the decoder before its head."""
 
-    def __init__(self, cfg: MTConfig, vocab_size: int, layers: Iterable[nn.Module]) -> None:
+    def __init__(self, cfg: MTConfig, vocab_size: int, layers: Iterable[L]) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(layers)
+        self.layers = Layers[L](layers)
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
 
 
-class Encoder(_Stack):
+class Encoder(_Stack[EncoderLayer]):
     def __init__(self, cfg: MTConfig) -> None:
         super().__init__(cfg, cfg.vocab_size, (EncoderLayer(cfg) for _ in range(cfg.encoder_layers)))
 
 
-class Decoder(_Stack):
+class Decoder(_Stack[DecoderLayer]):
     def __init__(self, cfg: MTConfig) -> None:
         super().__init__(cfg, cfg.decoder_vocab_size, (DecoderLayer(cfg) for _ in range(cfg.decoder_layers)))
         self.lm_head = nn.Linear(cfg.d_model, cfg.decoder_vocab_size, bias=False)
@@ -209,11 +213,8 @@ class MTModel(CachedDecoding, nn.Module):
         return out
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _decoder_layers(self) -> Iterable[DecoderLayer]:
-        return cast(Iterable[DecoderLayer], self.decoder.layers)
-
     def _cross_attentions(self) -> list[Attention]:
-        return [layer.encoder_attn for layer in self._decoder_layers()]
+        return [layer.encoder_attn for layer in self.decoder.layers]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
@@ -224,7 +225,7 @@ class MTModel(CachedDecoding, nn.Module):
         align: Tensor | None = None
         last = len(dec.layers) - 1
         pre = self.config.pre_ln
-        for i, layer in enumerate(self._decoder_layers()):
+        for i, layer in enumerate(dec.layers):
             sa, ca = layer.self_attn, layer.encoder_attn
             h = layer.self_attn_layer_norm(x) if pre else x
             k_new, v_new = sa.kv(h)

@@ -7,14 +7,13 @@ checkpoint (`self_attn.k_proj`, `encoder_attn_layer_norm`, `fc1`, ...) so the lo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ...kv_cache import DecoderState
+from ..common import Layers
 from ..seq2seq import CachedDecoding
 from .wav2vec2 import AttentionProjections, Wav2Vec2Config, Wav2Vec2Encoder, activation
 
@@ -102,7 +101,7 @@ class S2T2Decoder(nn.Module):
         n_rows = cfg.pad_token_id + 1 + cfg.max_target_positions
         self.register_buffer("embed_positions", sinusoidal_table(n_rows, cfg.d_model, cfg.pad_token_id),
                              persistent=False)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.layers = Layers[DecoderLayer](DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
 
@@ -151,11 +150,8 @@ class S2T2(CachedDecoding, nn.Module):
         return out, valid
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _decoder_layers(self) -> Iterable[DecoderLayer]:
-        return cast(Iterable[DecoderLayer], self.decoder.layers)
-
     def _cross_attentions(self) -> list[Attention]:
-        return [layer.encoder_attn for layer in self._decoder_layers()]
+        return [layer.encoder_attn for layer in self.decoder.layers]
 
     def positions(self, tokens: Tensor, state: DecoderState) -> Tensor:
         """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them:
@@ -182,7 +178,7 @@ class S2T2(CachedDecoding, nn.Module):
         x = x.to(self.dtype)
         align: Tensor | None = None
         last = len(dec.layers) - 1
-        for i, layer in enumerate(self._decoder_layers()):
+        for i, layer in enumerate(dec.layers):
             q = layer.self_attn.query(x)
             k_new, v_new = layer.self_attn.kv(x)
             k, v = state.extend_layer(i, k_new, v_new)

@@ -7,15 +7,17 @@ weight when the checkpoint is read (it never changes at inference time).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..common import Layers
 
 SAMPLE_RATE = 16000  # wav2vec2 is trained on 16 kHz audio only
 
@@ -259,14 +261,14 @@ class Adapter(nn.Module):
         if out != cfg.hidden_size:
             self.proj = nn.Linear(cfg.hidden_size, out)
             self.proj_layer_norm = nn.LayerNorm(out)
-        self.layers = nn.ModuleList(_AdapterLayer(out, cfg.adapter_kernel_size, cfg.adapter_stride)
-                                    for _ in range(cfg.num_adapter_layers))
+        self.layers = Layers[_AdapterLayer](_AdapterLayer(out, cfg.adapter_kernel_size, cfg.adapter_stride)
+                                           for _ in range(cfg.num_adapter_layers))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.proj is not None:
             x = self.proj_layer_norm(self.proj(x))
         x = x.transpose(1, 2)
-        for layer in cast(Iterable[_AdapterLayer], self.layers):
+        for layer in self.layers:
             x = F.glu(layer.conv(x), dim=1)
         return x.transpose(1, 2)
 
