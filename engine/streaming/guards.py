@@ -45,7 +45,8 @@ _LONG_NGRAM = 8
 _REREAD_FRAMES = 10
 
 
-def reread_cut(tokens: list[int], frames: list[int], is_content: Callable[[int], bool], max_ngram: int = 20) -> int | None:
+def reread_cut(tokens: list[int], frames: list[int], is_content: Callable[[int], bool],
+               max_ngram: int = 20) -> int | None:
     """Where to cut a hypothesis that ends by reading the same audio twice ("Good evening. Good evening." from
     one second of speech): the last n tokens equal the n before them and their attention did not move on."""
     n_tok = len(tokens)

@@ -69,7 +69,8 @@ class _Prefixed(logging.LoggerAdapter[logging.Logger]):
 class StreamingSession:
     """One stream. feed_audio/drain_events/finish are safe from the I/O thread; model work runs the protocol."""
 
-    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(), session_id: str | None = None) -> None:
+    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(),
+                 session_id: str | None = None) -> None:
         if config.task not in backend.tasks:
             raise ConfigError(f"model {backend.name} cannot {config.task}; it supports {', '.join(backend.tasks)}")
         self.backend = backend
