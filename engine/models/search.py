@@ -76,22 +76,26 @@ def whisper_beam_step(sum_logprobs: Tensor, logprobs: Tensor, *, beam: int, eot:
     eot end, at most `room` of them. A beam at -inf (not started yet) expands nothing."""
     cand = (sum_logprobs[:, None] + logprobs).view(-1)
     top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
-    out = WhisperBeamStep([], [], [], [], [])
+    rows: list[int] = []
+    tokens: list[int] = []
+    scores: list[float] = []
+    ended_rows: list[int] = []
+    ended_scores: list[float] = []
     for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
         if score == float("-inf"):
             break
         row, token = divmod(idx, logprobs.shape[1])
         if token == eot:
-            if len(out.ended_rows) < room:
-                out.ended_rows.append(row)
-                out.ended_scores.append(score)
+            if len(ended_rows) < room:
+                ended_rows.append(row)
+                ended_scores.append(score)
             continue
-        out.rows.append(row)
-        out.tokens.append(token)
-        out.scores.append(score)
-        if len(out.rows) == beam:
+        rows.append(row)
+        tokens.append(token)
+        scores.append(score)
+        if len(rows) == beam:
             break
-    return out
+    return WhisperBeamStep(rows, tokens, scores, ended_rows, ended_scores)
 
 
 class BeamHypotheses:
