@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..kv_cache import DecoderState
 from ..models.common import Layers
-from ..models.s2t2.model import Attention, sinusoidal_table
+from ..models.s2t2.model import Attention, fairseq_positions, sinusoidal_table
 from ..models.s2t2.wav2vec2 import activation
 from ..models.seq2seq import CachedDecoding
 
@@ -182,22 +182,11 @@ class MTModel(CachedDecoding, nn.Module):
             rows = torch.arange(offset, offset + tokens.shape[1], device=tokens.device).unsqueeze(0)
             if left_pad is not None:
                 rows = (rows - left_pad.to(tokens.device).view(-1, 1)).clamp(min=0)
-            if int(rows.max()) >= self.position_table.shape[0]:
-                raise ValueError(f"more than {cfg.max_position_embeddings} tokens: the model's positions end there")
-            return self.position_table[rows].expand(tokens.shape[0], -1, -1)
-        pad = cfg.pad_token_id
-        real = tokens.ne(pad)
-        base = torch.full((1, 1), offset, dtype=torch.long, device=tokens.device)
-        if left_pad is not None:
-            left = left_pad.to(tokens.device).view(-1, 1)
-            slots = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)[None, :]
-            real = real & (slots >= left)
-            base = (base - left).clamp(min=0)
-        real = real.to(torch.long)
-        rows = (torch.cumsum(real, dim=1) + base) * real + pad
+        else:
+            rows = fairseq_positions(tokens, offset, left_pad, cfg.pad_token_id)  # (B, T)
         if int(rows.max()) >= self.position_table.shape[0]:
             raise ValueError(f"more than {cfg.max_position_embeddings} tokens: the model's positions end there")
-        return self.position_table[rows]
+        return self.position_table[rows].expand(tokens.shape[0], -1, -1)  # marian's rows may be one for all
 
     # -- encoder -------------------------------------------------------------------------------------------
     def encode(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:

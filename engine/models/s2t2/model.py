@@ -44,6 +44,23 @@ def sinusoidal_table(n_positions: int, dim: int, padding_idx: int) -> Tensor:
     return table
 
 
+def fairseq_positions(tokens: Tensor, offset: int, left_pad: Tensor | None, pad: int) -> Tensor:
+    """Rows of a sinusoidal_table for `tokens` (B, T) after `offset` cached tokens, as fairseq numbers them: real
+    tokens count up from pad + 1 + offset, pad tokens take the zero row `pad` and are not counted.
+
+    A batched row's left-padding slots (`left_pad` (B,), whatever token fills them) are not counted either, so
+    the row's first real token is at pad + 1, as it would be alone."""
+    real = tokens.ne(pad)
+    base = torch.full((1, 1), offset, dtype=torch.long, device=tokens.device)
+    if left_pad is not None:
+        left = left_pad.to(tokens.device).view(-1, 1)  # (B, 1)
+        slots = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)[None, :]
+        real = real & (slots >= left)
+        base = (base - left).clamp(min=0)
+    real = real.to(torch.long)
+    return (torch.cumsum(real, dim=1) + base) * real + pad
+
+
 class Attention(AttentionProjections):
     """The decoders' attention, in steps: keys/values (cached by the caller), the query, then attend."""
 
@@ -154,21 +171,9 @@ class S2T2(CachedDecoding, nn.Module):
         return [layer.encoder_attn for layer in self.decoder.layers]
 
     def positions(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them:
-        real tokens count up from pad + 1 + offset, pad tokens take the zero row and are not counted.
-
-        A batched row's left-padding slots (whatever token fills them) are not counted either, so the row's first
-        real token is at pad + 1, as it would be alone."""
-        pad = self.config.pad_token_id
-        real = tokens.ne(pad)
-        base = torch.full((1, 1), state.offset, dtype=torch.long, device=tokens.device)
-        if state.left_pad is not None:
-            left = state.left_pad.to(tokens.device).view(-1, 1)  # (B, 1)
-            slots = torch.arange(state.offset, state.offset + tokens.shape[1], device=tokens.device)[None, :]
-            real = real & (slots >= left)
-            base = (base - left).clamp(min=0)
-        real = real.to(torch.long)
-        return (torch.cumsum(real, dim=1) + base) * real + pad
+        """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them
+        (fairseq_positions)."""
+        return fairseq_positions(tokens, state.offset, state.left_pad, self.config.pad_token_id)
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
