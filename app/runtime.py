@@ -28,12 +28,12 @@ from engine.backend import Backend
 from engine.errors import ConfigError, EngineError, StreamStateError
 from engine.events import Error, Event
 from engine.streaming.batch import decode_batch
+from engine.streaming.config import SessionConfig
 from engine.streaming.decoder import DecodeResult
-from engine.streaming.session import PendingDecode, SessionConfig, StreamingSession, Update
+from engine.streaming.segment import PendingDecode, Update
+from engine.streaming.session import StreamingSession
 
 log = logging.getLogger(__name__)
-
-_END = object()  # sentinel closing a session's event queue
 
 
 class EngineBusy(EngineError):
@@ -61,8 +61,8 @@ class LiveSession:
         self.session = session
         self.id = session.id
         self._loop = loop
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._finished: asyncio.Future = loop.create_future()
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()  # None: the end
+        self._finished: asyncio.Future[None] = loop.create_future()
         self.closed = False
         self.failed = False
 
@@ -77,7 +77,7 @@ class LiveSession:
         """Partial / Commit / Error events; ends after finish() has flushed the final commits (or close())."""
         while True:
             item = await self._queue.get()
-            if item is _END:
+            if item is None:
                 return
             yield item
 
@@ -120,7 +120,7 @@ class LiveSession:
             self._loop.call_soon_threadsafe(put)
 
     def _end(self) -> None:
-        self._queue.put_nowait(_END)
+        self._queue.put_nowait(None)
         if not self._finished.done():
             self._finished.set_result(None)
 
@@ -162,7 +162,7 @@ class Engine:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     @property

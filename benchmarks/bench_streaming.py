@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scoring import Run, SetScore, Span
+from benchmarks.scoring import Run, SetScore, Span, Word
 from engine.audio import SAMPLE_RATE
 from engine.events import Commit, Partial
 
@@ -51,7 +51,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
     step = int(FEED_S * SAMPLE_RATE)
     clock = compute = 0.0
     committed: list[str] = []
-    words: list[tuple[str, float, float]] = []
+    words: list[Word] = []
     displays: list[list[str]] = []
     partial: list[str] = []
     windows: list[tuple[float, float]] = []
@@ -59,14 +59,15 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
     def take(t_audio_now: float, dt: float) -> None:
         nonlocal clock, partial
         clock = max(clock, t_audio_now) + dt
-        for t_audio, ev in session.drain_timed_events():
+        for timed in session.drain_timed_events():
+            t_audio, ev = timed.at_s, timed.event
             if isinstance(ev, Commit):
                 pieces = ev.text.split()
                 if pieces and words and not ev.text[:1].isspace():  # a commit continuing the last word
                     w = pieces.pop(0)
-                    words[-1] = (words[-1][0] + w, t_audio, clock)
+                    words[-1] = Word(words[-1].text + w, t_audio, clock)
                     committed[-1] += w
-                words.extend((w, t_audio, clock) for w in pieces)
+                words.extend(Word(w, t_audio, clock) for w in pieces)
                 committed.extend(pieces)
             elif isinstance(ev, Partial):
                 partial = ev.text.split()
@@ -94,7 +95,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
 
 def offline_run(texts: list[str], spans: list[Span], compute_s: float, audio_s: float) -> Run:
     """Per-sentence offline output as a Run: every word 'emitted' at its sentence's end."""
-    words = [(w, s.end_s, s.end_s) for t, s in zip(texts, spans) for w in t.split()]
+    words = [Word(w, s.end_s, s.end_s) for t, s in zip(texts, spans) for w in t.split()]
     return Run(words, [], compute_s, audio_s)
 
 
@@ -141,7 +142,7 @@ def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run] | None, ver
     path = ctx.out / "runs" / f"{system}-{stream.name}-{key}-{version or _peer_version()}.json"
     if path.exists() and (not ctx.fresh or fn is None):
         d = json.loads(path.read_text())
-        return Run([tuple(w) for w in d["words"]], [], d["compute_s"], d["audio_s"], n_erased=d["n_erased"])
+        return Run([Word(*w) for w in d["words"]], [], d["compute_s"], d["audio_s"], n_erased=d["n_erased"])
     if fn is None:
         raise SystemExit(f"no cached run {path.name}: --engine-tree {version} only reads runs that engine tree "
                          f"made (this checkout's engine tree is {ctx.loaded_tree or 'modified'})")
@@ -209,8 +210,8 @@ def _truncate(stream, max_s: float):
     """The stream's first `max_s` seconds, with the sentences that end inside them (cost runs)."""
     import dataclasses
 
-    keep = [t for t in stream.sentences if t[1] <= max_s - 1.0]
-    end = int((keep[-1][1] + 1.0) * SAMPLE_RATE) if keep else int(max_s * SAMPLE_RATE)
+    keep = [placed for placed in stream.sentences if placed.end_s <= max_s - 1.0]
+    end = int((keep[-1].end_s + 1.0) * SAMPLE_RATE) if keep else int(max_s * SAMPLE_RATE)
     return dataclasses.replace(stream, name=f"{stream.name}-{max_s:g}s", audio=stream.audio[:end], sentences=keep)
 
 

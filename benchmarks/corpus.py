@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -72,6 +72,14 @@ class Sentence:
     voice: str = ""  # set in a Stream: the MBROLA voice, or "human:<recording path>" for real speech
 
 
+class Placed(NamedTuple):
+    """Where one sentence lies in a stream."""
+
+    start_s: float
+    end_s: float
+    sentence: Sentence
+
+
 @dataclass
 class Stream:
     """One long-form recording: continuous speech with short pauses, and where each sentence lies in it."""
@@ -80,7 +88,7 @@ class Stream:
     lang: Lang
     task: Literal["translate", "transcribe"]  # transcribe for en, translate to English otherwise
     audio: np.ndarray  # 16 kHz float32 mono
-    sentences: list[tuple[float, float, Sentence]]  # (start_s, end_s, sentence), in order
+    sentences: list[Placed]  # in order
 
     @property
     def duration_s(self) -> float:
@@ -89,7 +97,7 @@ class Stream:
     @property
     def pauses_s(self) -> list[float]:
         """Silence between consecutive sentences."""
-        return [b[0] - a[1] for a, b in zip(self.sentences, self.sentences[1:])]
+        return [b.start_s - a.end_s for a, b in zip(self.sentences, self.sentences[1:])]
 
 
 def task_for(lang: str) -> Literal["translate", "transcribe"]:
@@ -150,7 +158,7 @@ def join_clips(name: str, lang: Lang, clips: Sequence[tuple[np.ndarray, Sentence
                rng: np.random.Generator) -> Stream:
     """Clips one after another: LEAD_S of silence, a random PAUSE_S gap between clips, TAIL_S at the end."""
     pieces = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.float32)]
-    spans: list[tuple[float, float, Sentence]] = []
+    spans: list[Placed] = []
     n_samples = len(pieces[0])
     for i, (audio, sentence) in enumerate(clips):
         if i:
@@ -160,7 +168,7 @@ def join_clips(name: str, lang: Lang, clips: Sequence[tuple[np.ndarray, Sentence
         start = n_samples
         pieces.append(audio.astype(np.float32, copy=False))
         n_samples += len(audio)
-        spans.append((start / SAMPLE_RATE, n_samples / SAMPLE_RATE, sentence))
+        spans.append(Placed(start / SAMPLE_RATE, n_samples / SAMPLE_RATE, sentence))
     pieces.append(np.zeros(int(TAIL_S * SAMPLE_RATE), dtype=np.float32))
     return Stream(name, lang, task_for(lang), np.concatenate(pieces), spans)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.scoring import Run
+from benchmarks.scoring import Run, Word
 from engine.audio import SAMPLE_RATE
 
 THREADS = 2
@@ -122,7 +122,7 @@ def _drive(audio: np.ndarray, chunk_s: float, insert: Callable[[np.ndarray, floa
     the audio fed so far and with clock = max(clock, t_audio) + compute (an iteration cannot start before its
     audio arrived nor before the previous one ended)."""
     n = max(1, int(round(chunk_s * SAMPLE_RATE)))
-    words: list[tuple[str, float, float]] = []
+    words: list[Word] = []
     displays: list[list[str]] = []
     text = ""  # committed text so far
     clock = compute = 0.0
@@ -137,8 +137,8 @@ def _drive(audio: np.ndarray, chunk_s: float, insert: Callable[[np.ndarray, floa
         for tok in tokens:
             pieces = tok.text.split()
             if pieces and words and tok.text[:1].strip() and text[-1:].strip():
-                words[-1] = (words[-1][0] + pieces.pop(0), t_audio, clock)
-            words.extend((w, t_audio, clock) for w in pieces)
+                words[-1] = Word(words[-1].text + pieces.pop(0), t_audio, clock)
+            words.extend(Word(w, t_audio, clock) for w in pieces)
             text += tok.text
         displays.append((text + pending()).split())
 
@@ -260,9 +260,9 @@ def main() -> int:
             c0 = time.process_time()
             r = fn(audio, lang, task)
             cpu = (time.process_time() - c0) / r.audio_s
-            lag = np.mean([tc - ts for _, ts, tc in r.words]) if r.words else float("nan")
+            lag = np.mean([w.aware_s - w.stream_s for w in r.words]) if r.words else float("nan")
             print(f"{name} RTF {r.compute_s / r.audio_s:.3f} (CPU s per audio s {cpu:.3f}), {len(r.words)} words, mean comp.-aware extra "
-                  f"{lag:.2f} s:", " ".join(w for w, _, _ in r.words))
+                  f"{lag:.2f} s:", " ".join(w.text for w in r.words))
     print(json.dumps({k: type(v).__name__ for k, v in _CACHE.items()}))
     return 0
 

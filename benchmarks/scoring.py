@@ -9,15 +9,24 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Word(NamedTuple):
+    """One emitted word and when (a tuple: runs are cached as JSON lists)."""
+
+    text: str
+    stream_s: float  # emitted at this stream time (audio fed so far)
+    aware_s: float  # emitted at this computation-aware time (compute counted as it happened)
 
 
 @dataclass
 class Run:
     """One streamed recording: what a system emitted and when."""
 
-    words: list[tuple[str, float, float]]  # (word, emitted at stream time, emitted at computation-aware time)
+    words: list[Word]
     displays: list[list[str]]  # words on screen (committed + partial) after each event
     compute_s: float
     audio_s: float
@@ -122,7 +131,7 @@ class SetScore:
 
     def add(self, run: Run, spans: Sequence[Span], timed: bool = True) -> None:
         refs = [s.reference for s in spans]
-        hyp_words = [w for w, _, _ in run.words]
+        hyp_words = [w.text for w in run.words]
         groups = align_to_sentences(hyp_words, refs)
         self.hyps += [" ".join(hyp_words[i] for i in g) for g in groups]
         self.refs += refs
@@ -135,10 +144,10 @@ class SetScore:
         for span, g in zip(spans, groups):
             src = span.end_s - span.start_s
             n_ref = len(span.reference.split())
-            self.laal_cu.append(laal([run.words[i][1] - span.start_s for i in g], src, n_ref))
-            self.laal_ca.append(laal([run.words[i][2] - span.start_s for i in g], src, n_ref))
+            self.laal_cu.append(laal([run.words[i].stream_s - span.start_s for i in g], src, n_ref))
+            self.laal_ca.append(laal([run.words[i].aware_s - span.start_s for i in g], src, n_ref))
             if g:
-                self.final_lag.append(run.words[g[-1]][1] - span.end_s)
+                self.final_lag.append(run.words[g[-1]].stream_s - span.end_s)
 
     def metrics(self) -> dict[str, float]:
         import jiwer

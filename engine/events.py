@@ -31,3 +31,11 @@ class Error:
 
 
 Event = Partial | Commit | Error
+
+
+@dataclass(frozen=True)
+class TimedEvent:
+    """An event with the stream time at which it was decided."""
+
+    at_s: float  # seconds of audio processed when the event was decided (not the time its text covers)
+    event: Event

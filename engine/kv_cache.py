@@ -42,6 +42,27 @@ class DecoderState:
             return self.cross_k[0].shape[0]
         return 1
 
+    @property
+    def device(self) -> torch.device:
+        """Where the cache lives (the encoder output's device once one is installed)."""
+        return self._device()
+
+    @property
+    def n_frames(self) -> int:
+        """Encoder frames in the cross-attention cache (a batch's padding included)."""
+        return self.cross_cache(0)[0].shape[2]
+
+    def self_cache(self, layer: int) -> tuple[Tensor, Tensor]:
+        """One layer's cached self-attention keys and values, (B, H, T, Dh) each; the cache must not be empty."""
+        k, v = self.self_k[layer], self.self_v[layer]
+        assert k is not None and v is not None, "empty self-attention cache"
+        return k, v
+
+    def cross_cache(self, layer: int) -> tuple[Tensor, Tensor]:
+        """One layer's cross-attention keys and values, (B or 1, H, S, Dh) each; set_cross must have run."""
+        assert self.cross_k is not None and self.cross_v is not None, "no encoder output installed (set_cross)"
+        return self.cross_k[layer], self.cross_v[layer]
+
     def positions(self, n_new: int, device: torch.device | None = None) -> Tensor:
         """Positions of the next `n_new` tokens, (B or 1, n_new)."""
         pos = torch.arange(self.offset, self.offset + n_new, device=device).unsqueeze(0)

@@ -8,13 +8,14 @@ ModelLoadError that names the file or field. Nothing here knows a family's names
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -23,12 +24,39 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import ModelLoadError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 log = logging.getLogger(__name__)
 
 Lookup = Callable[..., Any]  # get(key, default=None): the first source that sets `key`, else `default`
 
 
 # -- JSON ----------------------------------------------------------------------------------------------------
+Config = TypeVar("Config", bound="DataclassInstance")
+
+
+def config_from_json(cls: type[Config], raw: Mapping[str, Any]) -> Config:
+    """A config dataclass whose fields all have defaults, from a config.json object: each field present under its
+    own name is converted as its default is typed (bool, int, float, a tuple of ints; strings and fields
+    defaulting to None as given), the others keep their defaults. TypeError / ValueError on a value that does not
+    convert."""
+    default = cls()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        value, like = raw[f.name], getattr(default, f.name)
+        if isinstance(like, bool):  # before int: a bool is an int
+            value = bool(value)
+        elif isinstance(like, int | float):
+            value = type(like)(value)
+        elif isinstance(like, tuple):
+            value = tuple(int(x) for x in value)
+        values[f.name] = value
+    return cls(**values)
+
+
 def read_json(file: Path) -> dict[str, Any]:
     """A JSON file's object; ModelLoadError naming the file when it is not valid JSON."""
     try:

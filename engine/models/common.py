@@ -1,9 +1,11 @@
-"""What every model family shares once its checkpoint is read: the device it runs on and the int8 decoder."""
+"""What every model family shares once its checkpoint is read: the device it runs on and the int8 decoder; and
+Layers, the typed list of a stack's layers."""
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Literal, Protocol, TypeVar
+from collections.abc import Iterator
+from typing import Generic, Literal, Protocol, TypeVar, cast
 
 import torch
 
@@ -26,6 +28,14 @@ class Placeable(Protocol):
 
 
 B = TypeVar("B", bound=Placeable)
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+class Layers(torch.nn.ModuleList, Generic[M]):
+    """An nn.ModuleList of one kind of layer, which iterates as that kind (no cast at every loop)."""
+
+    def __iter__(self) -> Iterator[M]:
+        return cast(Iterator[M], super().__iter__())
 
 
 def resolve_device(device: DeviceName | str) -> torch.device:

@@ -9,6 +9,10 @@ in greedy search and on log-probabilities in beam search, where the reference ap
 Sequences start with the given start tokens and end with eos when that fits within `max_length` (which counts the
 start tokens). Beam hypotheses are ranked by sum(logprob) / n_generated ** length_penalty, `n_prompt` leading
 tokens not counted as generated, with HF's stopping rules.
+
+Whisper's beam search (openai's and faster-whisper's flavour) is another: its offline decoder
+(models/whisper/decoding.py) and the streaming decoder's last update (streaming/decoder.py) share its step,
+whisper_beam_step.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ class BeamOptions:
             raise ConfigError("max_length must leave room for at least one token after the start token")
 
 
-def greedy(step: Step, start: list[int], eos: int, max_length: int, process: Process | None = None,
+def greedy(step: Step, start: list[int], *, eos: int, max_length: int, process: Process | None = None,
            device: torch.device | None = None) -> list[int]:
     """The argmax token at every step until eos or `max_length`: the whole sequence, start tokens included."""
     seq = list(start)
@@ -53,6 +57,45 @@ def greedy(step: Step, start: list[int], eos: int, max_length: int, process: Pro
         if token == eos or len(seq) >= max_length:
             return seq
         scores = step(torch.tensor([[token]], device=device), len(seq))
+
+
+@dataclass(frozen=True)
+class WhisperBeamStep:
+    """One step of Whisper's beam search: the hypotheses that go on and those that end here."""
+
+    rows: list[int]  # per continuing hypothesis: the beam it extends
+    tokens: list[int]  # its next token
+    scores: list[float]  # its summed log-probability
+    ended_rows: list[int]  # per hypothesis ending with eot: the beam it ends
+    ended_scores: list[float]  # its summed log-probability, eot included
+
+
+def whisper_beam_step(sum_logprobs: Tensor, logprobs: Tensor, *, beam: int, eot: int, room: int) -> WhisperBeamStep:
+    """Expand `beam` live hypotheses (summed log-probabilities (beam,), next-token log-probabilities (beam, V)):
+    of the 2 * beam + 1 best continuations in order, the first `beam` that are not eot go on, and those that are
+    eot end, at most `room` of them. A beam at -inf (not started yet) expands nothing."""
+    cand = (sum_logprobs[:, None] + logprobs).view(-1)
+    top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
+    rows: list[int] = []
+    tokens: list[int] = []
+    scores: list[float] = []
+    ended_rows: list[int] = []
+    ended_scores: list[float] = []
+    for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
+        if score == float("-inf"):
+            break
+        row, token = divmod(idx, logprobs.shape[1])
+        if token == eot:
+            if len(ended_rows) < room:
+                ended_rows.append(row)
+                ended_scores.append(score)
+            continue
+        rows.append(row)
+        tokens.append(token)
+        scores.append(score)
+        if len(rows) == beam:
+            break
+    return WhisperBeamStep(rows, tokens, scores, ended_rows, ended_scores)
 
 
 class BeamHypotheses:
@@ -92,7 +135,7 @@ class BeamHypotheses:
         return sorted(self.beams, key=lambda b: b[0])[-1][1]  # stable sort: among ties the last added wins, as HF
 
 
-def beam(step: Step, state: DecoderState, start: list[int], options: BeamOptions, eos: int, n_prompt: int,
+def beam(step: Step, state: DecoderState, start: list[int], *, options: BeamOptions, eos: int, n_prompt: int,
          process: Process | None = None, device: torch.device | None = None) -> list[int]:
     """Beam search over `state` (its cache is repeated and reordered here): the best sequence, start tokens
     included, with eos appended when it fits."""

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ..kv_cache import DecoderState
-from ..models.s2t2.model import Attention, sinusoidal_table
+from ..models.common import Layers
+from ..models.s2t2.model import Attention, fairseq_positions, sinusoidal_table
 from ..models.s2t2.wav2vec2 import activation
 from ..models.seq2seq import CachedDecoding
 
@@ -70,61 +71,72 @@ def marian_table(n_positions: int, dim: int) -> Tensor:
     return table.float()
 
 
-class EncoderLayer(nn.Module):
-    def __init__(self, cfg: MTConfig) -> None:
+class _Layer(nn.Module):
+    """What encoder and decoder layers share: self-attention and the feed-forward block, each with its LayerNorm
+    (before the block and its residual with `pre_ln`, after them otherwise)."""
+
+    def __init__(self, cfg: MTConfig, n_heads: int, ffn_dim: int) -> None:
         super().__init__()
         d = cfg.d_model
         self.pre_ln = cfg.pre_ln
-        self.self_attn = Attention(d, cfg.encoder_attention_heads)
+        self.self_attn = Attention(d, n_heads)
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.fc1 = nn.Linear(d, cfg.encoder_ffn_dim)
-        self.fc2 = nn.Linear(cfg.encoder_ffn_dim, d)
+        self.fc1 = nn.Linear(d, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d)
         self.final_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.act = activation(cfg.activation_function)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The feed-forward block with its residual and LayerNorm, (B, T, D) -> (B, T, D)."""
+        h = self.final_layer_norm(x) if self.pre_ln else x
+        x = x + self.fc2(self.act(self.fc1(h)))
+        out: Tensor = x if self.pre_ln else self.final_layer_norm(x)
+        return out
+
+
+class EncoderLayer(_Layer):
+    def __init__(self, cfg: MTConfig) -> None:
+        super().__init__(cfg, cfg.encoder_attention_heads, cfg.encoder_ffn_dim)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """x (B, S, D); mask (B, 1, 1, S) True where the source token is real."""
         attn = self.self_attn
-        if self.pre_ln:
-            h = self.self_attn_layer_norm(x)
-            k, v = attn.kv(h)
-            x = x + attn.attend(attn.query(h), k, v, mask)[0]
-            ff: Tensor = self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
-            return x + ff
-        k, v = attn.kv(x)
-        x = self.self_attn_layer_norm(x + attn.attend(attn.query(x), k, v, mask)[0])
-        out: Tensor = self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
-        return out
+        h = self.self_attn_layer_norm(x) if self.pre_ln else x
+        k, v = attn.kv(h)
+        x = x + attn.attend(attn.query(h), k, v, mask)[0]
+        if not self.pre_ln:
+            x = self.self_attn_layer_norm(x)
+        return self.feed_forward(x)
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_Layer):
     def __init__(self, cfg: MTConfig) -> None:
-        super().__init__()
-        d = cfg.d_model
-        self.self_attn = Attention(d, cfg.decoder_attention_heads)
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.encoder_attn = Attention(d, cfg.decoder_attention_heads)
-        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.fc1 = nn.Linear(d, cfg.decoder_ffn_dim)
-        self.fc2 = nn.Linear(cfg.decoder_ffn_dim, d)
-        self.final_layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.act = activation(cfg.activation_function)
+        super().__init__(cfg, cfg.decoder_attention_heads, cfg.decoder_ffn_dim)
+        self.encoder_attn = Attention(cfg.d_model, cfg.decoder_attention_heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
 
-class Encoder(nn.Module):
-    def __init__(self, cfg: MTConfig) -> None:
+L = TypeVar("L", bound=_Layer)
+
+
+class _Stack(nn.Module, Generic[L]):
+    """Token embedding, layers and (pre_ln) a final LayerNorm: the encoder, and the decoder before its head."""
+
+    def __init__(self, cfg: MTConfig, vocab_size: int, layers: Iterable[L]) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.embed_tokens = nn.Embedding(vocab_size, cfg.d_model)
+        self.layers = Layers[L](layers)
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
 
 
-class Decoder(nn.Module):
+class Encoder(_Stack[EncoderLayer]):
     def __init__(self, cfg: MTConfig) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.decoder_vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
-        self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.pre_ln else None
+        super().__init__(cfg, cfg.vocab_size, (EncoderLayer(cfg) for _ in range(cfg.encoder_layers)))
+
+
+class Decoder(_Stack[DecoderLayer]):
+    def __init__(self, cfg: MTConfig) -> None:
+        super().__init__(cfg, cfg.decoder_vocab_size, (DecoderLayer(cfg) for _ in range(cfg.decoder_layers)))
         self.lm_head = nn.Linear(cfg.d_model, cfg.decoder_vocab_size, bias=False)
 
 
@@ -170,22 +182,11 @@ class MTModel(CachedDecoding, nn.Module):
             rows = torch.arange(offset, offset + tokens.shape[1], device=tokens.device).unsqueeze(0)
             if left_pad is not None:
                 rows = (rows - left_pad.to(tokens.device).view(-1, 1)).clamp(min=0)
-            if int(rows.max()) >= self.position_table.shape[0]:
-                raise ValueError(f"more than {cfg.max_position_embeddings} tokens: the model's positions end there")
-            return self.position_table[rows].expand(tokens.shape[0], -1, -1)
-        pad = cfg.pad_token_id
-        real = tokens.ne(pad)
-        base = torch.full((1, 1), offset, dtype=torch.long, device=tokens.device)
-        if left_pad is not None:
-            left = left_pad.to(tokens.device).view(-1, 1)
-            slots = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)[None, :]
-            real = real & (slots >= left)
-            base = (base - left).clamp(min=0)
-        real = real.to(torch.long)
-        rows = (torch.cumsum(real, dim=1) + base) * real + pad
+        else:
+            rows = fairseq_positions(tokens, offset, left_pad, cfg.pad_token_id)  # (B, T)
         if int(rows.max()) >= self.position_table.shape[0]:
             raise ValueError(f"more than {cfg.max_position_embeddings} tokens: the model's positions end there")
-        return self.position_table[rows]
+        return self.position_table[rows].expand(tokens.shape[0], -1, -1)  # marian's rows may be one for all
 
     # -- encoder -------------------------------------------------------------------------------------------
     def encode(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -201,15 +202,11 @@ class MTModel(CachedDecoding, nn.Module):
         return out
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _decoder_layers(self) -> Iterable[DecoderLayer]:
-        return cast(Iterable[DecoderLayer], self.decoder.layers)
-
     def _cross_attentions(self) -> list[Attention]:
-        return [layer.encoder_attn for layer in self._decoder_layers()]
+        return [layer.encoder_attn for layer in self.decoder.layers]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
-        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         x = dec.embed_tokens(tokens) * self.embed_scale + self._positions(tokens, state.offset, state.left_pad)
@@ -217,7 +214,7 @@ class MTModel(CachedDecoding, nn.Module):
         align: Tensor | None = None
         last = len(dec.layers) - 1
         pre = self.config.pre_ln
-        for i, layer in enumerate(self._decoder_layers()):
+        for i, layer in enumerate(dec.layers):
             sa, ca = layer.self_attn, layer.encoder_attn
             h = layer.self_attn_layer_norm(x) if pre else x
             k_new, v_new = sa.kv(h)
@@ -227,17 +224,14 @@ class MTModel(CachedDecoding, nn.Module):
                 x = layer.self_attn_layer_norm(x)
 
             h = layer.encoder_attn_layer_norm(x) if pre else x
-            out, w = ca.attend(ca.query(h), state.cross_k[i], state.cross_v[i], cross_mask)  # w (B, H, T, S)
+            out, w = ca.attend(ca.query(h), *state.cross_cache(i), cross_mask)  # w (B, H, T, S)
             x = x + out
             if not pre:
                 x = layer.encoder_attn_layer_norm(x)
             if want_alignment and i == last:
                 align = w.mean(dim=1, keepdim=True)  # (B, 1, T, S)
 
-            h = layer.final_layer_norm(x) if pre else x
-            x = x + layer.fc2(layer.act(layer.fc1(h)))
-            if not pre:
-                x = layer.final_layer_norm(x)
+            x = layer.feed_forward(x)
         state.advance(n_new)
         if dec.layer_norm is not None:
             x = dec.layer_norm(x)

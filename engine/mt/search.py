@@ -47,7 +47,7 @@ def _process(logits: Tensor, cur_len: int, options: MTSearchOptions) -> Tensor:
 
 
 @torch.inference_mode()
-def search(model: MTModel, state: DecoderState, start: list[int], options: MTSearchOptions,
+def search(model: MTModel, state: DecoderState, start: list[int], options: MTSearchOptions, *,
            n_scored_prompt: int = 1) -> Hypothesis:
     """Decode after `start` (decoder start token + forced tokens) over a fresh `state` (cross keys/values set).
 
@@ -62,8 +62,10 @@ def search(model: MTModel, state: DecoderState, start: list[int], options: MTSea
         return _process(scores, n_tokens, options)
 
     if options.num_beams == 1:
-        tokens = greedy(step, start, options.eos, options.max_length, process, model.device)
+        tokens = greedy(step, start, eos=options.eos, max_length=options.max_length, process=process,
+                        device=model.device)
     else:
-        tokens = beam(step, state, start, options, options.eos, n_scored_prompt, process, model.device)
+        tokens = beam(step, state, start, options=options, eos=options.eos, n_prompt=n_scored_prompt, process=process,
+                      device=model.device)
     # greedy and beam append at least one token after `start`; the sequence finished iff it ends with eos
     return Hypothesis(tokens, tokens[-1] == options.eos)

@@ -10,19 +10,6 @@ from torch import Tensor
 from ..backend import Backend
 from ..kv_cache import DecoderState
 from .decoder import DecodeJob, DecodeResult, backend_ctx, beam_search
-from .policy import Policy
-
-
-def decode_update(backend: Backend, state: DecoderState, sequence: list[int], n_committed: int, n_frames: int,
-                  policy: Policy, final: bool, max_new_tokens: int, refill: bool) -> DecodeResult:
-    """Greedy continuation of `sequence` (prompt + committed) against the audio installed in `state`.
-
-    refill=True re-runs the whole sequence in one forward pass (exact mode, or a fresh state); otherwise
-    only its last token is run on top of the cached prefix (incremental mode).
-    """
-    job = DecodeJob(backend, state, sequence=sequence, n_committed=n_committed, n_frames=n_frames, policy=policy,
-                    final=final, max_new_tokens=max_new_tokens, refill=refill)
-    return decode_batch(backend, [job])[0]
 
 
 def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
@@ -46,7 +33,7 @@ def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
                 active.append((job, tok))
         if len(active) == 1:
             job, tok = active[0]
-            device = job.state.cross_k[0].device
+            device = job.state.device
             while tok is not None:
                 logits, att = backend.step_with_alignment(torch.tensor([[tok]], device=device), job.state)
                 tok = job.accept(logits[0, -1], att[0, :, -1] if att is not None and att.numel() else None)
@@ -61,7 +48,7 @@ def _run_merged(backend: Backend, active: list[tuple[DecodeJob, int]]) -> None:
     ctx = backend_ctx(backend)
     for job, _ in active:  # the batch's cache is as long as its longest row: keep every row inside the context
         job.budget = min(job.budget, len(job.out) + ctx - batch.offset - 1)
-    device = batch.cross_k[0].device
+    device = batch.device
     valid = [job.n_valid for job, _ in active]
     toks = [tok for _, tok in active]
     rows = list(range(len(active)))  # row of the batch -> index into `active`
@@ -88,11 +75,11 @@ def merge_states(states: list[DecoderState]) -> DecoderState:
     """One batch state from single-row states: self caches left-padded to the longest, encoder frames masked."""
     n_layers = states[0].n_layers
     t_max = max(st.offset for st in states)
-    s_max = max(st.cross_k[0].shape[2] for st in states)
-    ref = states[0].cross_k[0]
-    valid = torch.zeros(len(states), s_max, dtype=torch.bool, device=ref.device)
+    s_max = max(st.n_frames for st in states)
+    device = states[0].device
+    valid = torch.zeros(len(states), s_max, dtype=torch.bool, device=device)
     for i, st in enumerate(states):
-        n = st.cross_k[0].shape[2]
+        n = st.n_frames
         valid[i, :n] = st.cross_valid[0, :n] if st.cross_valid is not None else True
 
     def pad_to(x: Tensor, n: int, left: bool) -> Tensor:  # (1, H, T, D) -> (1, H, n, D)
@@ -104,13 +91,15 @@ def merge_states(states: list[DecoderState]) -> DecoderState:
     out = DecoderState(n_layers=n_layers)
     for layer in range(n_layers):
         if t_max:
-            out.self_k[layer] = torch.cat([pad_to(st.self_k[layer], t_max, True) for st in states])
-            out.self_v[layer] = torch.cat([pad_to(st.self_v[layer], t_max, True) for st in states])
-    out.cross_k = [torch.cat([pad_to(st.cross_k[l], s_max, False) for st in states]) for l in range(n_layers)]
-    out.cross_v = [torch.cat([pad_to(st.cross_v[l], s_max, False) for st in states]) for l in range(n_layers)]
+            caches = [st.self_cache(layer) for st in states]
+            out.self_k[layer] = torch.cat([pad_to(k, t_max, True) for k, _ in caches])
+            out.self_v[layer] = torch.cat([pad_to(v, t_max, True) for _, v in caches])
+    crosses = [[st.cross_cache(layer) for st in states] for layer in range(n_layers)]
+    out.cross_k = [torch.cat([pad_to(k, s_max, False) for k, _ in layer]) for layer in crosses]
+    out.cross_v = [torch.cat([pad_to(v, s_max, False) for _, v in layer]) for layer in crosses]
     out.cross_valid = None if bool(valid.all()) else valid
     out.offset = t_max
-    out.left_pad = torch.tensor([t_max - st.offset for st in states], dtype=torch.long, device=ref.device)
+    out.left_pad = torch.tensor([t_max - st.offset for st in states], dtype=torch.long, device=device)
     return out
 
 
@@ -118,7 +107,7 @@ def split_row(batch: DecoderState, row: int, into: DecoderState) -> None:
     """Copy one batch row's self cache (without its left padding) back into that stream's own state."""
     pad = int(batch.left_pad[row]) if batch.left_pad is not None else 0
     for layer in range(batch.n_layers):
-        k, v = batch.self_k[layer], batch.self_v[layer]
+        k, v = batch.self_cache(layer)
         into.self_k[layer] = k[row : row + 1, :, pad:].clone()
         into.self_v[layer] = v[row : row + 1, :, pad:].clone()
     into.offset = batch.offset - pad

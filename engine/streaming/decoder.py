@@ -8,6 +8,7 @@ Several streams' jobs run together in batch.py.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from ..backend import Backend
 from ..kv_cache import DecoderState
+from ..models.search import whisper_beam_step
 from .guards import repetition_cut, reread_cut, reread_spans
 from .policy import Policy, attended_frame
 
@@ -36,12 +38,12 @@ class DecodeJob:
 
     The caller feeds the decoder: `prefill()` runs the stream's own prefix on its own state, then each step's
     logits and attention go to `accept()`, which returns the token to feed next or None when this stream is done.
-    batch.py drives them: `decode_update` one job alone, `decode_batch` several in one batched forward pass per step.
+    batch.py drives them: `decode_batch`, one job alone or several in one batched forward pass per step.
     """
 
     def __init__(self, backend: Backend, state: DecoderState, *, sequence: list[int], n_committed: int,
                  n_frames: int, policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
-                 prior: list[tuple[int, int]] = ()) -> None:
+                 prior: Sequence[tuple[int, int]] = ()) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
         (else only its last token, on the cached prefix). Keywords only: nine values of like types in a row."""
@@ -56,16 +58,17 @@ class DecodeJob:
         self.lps: list[float] = []  # log-probability of each token in `out`
         self.rows: list[np.ndarray] = []
         self.frames: list[int] = []  # attended_frame of each row, kept alongside (reread_cut runs every step)
-        self.total, self.next_token, self.loop_cut, self.done = 0.0, None, False, False
+        self.total, self.loop_cut, self.done = 0.0, False, False
+        self.next_token: int | None = None
         self.n_stepped = 0  # tokens generated and fed back (their keys/values are cached)
 
     @property
     def n_valid(self) -> int:
         """Encoder frames of this stream (padding of a batch excluded; a padded encoder window included)."""
         st = self.state
-        return int(st.cross_valid[0].sum()) if st.cross_valid is not None else st.cross_k[0].shape[2]
+        return int(st.cross_valid[0].sum()) if st.cross_valid is not None else st.n_frames
 
-    def prefill(self) -> tuple[Tensor, Tensor]:
+    def prefill(self) -> tuple[Tensor, Tensor | None]:
         """Run the prefix on the job's own state: the whole sequence (refill) or only its last token."""
         st = self.state
         device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
@@ -89,15 +92,17 @@ class DecodeJob:
         if self.done:
             return None
         if len(self.out) >= self.budget:
-            return self._stop()
+            self.done = True
+            return None
         lg = logits.float().clone()[None]  # (1, V)
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
-        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, self.final,
+        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, final=self.final,
                                                               content=self._is_content(tok)):
             self.next_token = tok
-            return self._stop()
+            self.done = True
+            return None
         lp = float(lg.log_softmax(-1)[0, tok])
         self.total += lp
         self.out.append(tok)
@@ -110,14 +115,17 @@ class DecodeJob:
         if cut is not None:
             cut = max(0, cut - len(self.committed))
             self._truncate(cut)
-            return self._stop()
+            self.done = True
+            return None
         if self.rows and len(self.rows) == len(self.out):
             cut = reread_cut(self.out, self.frames, self._is_content)
             if cut is not None:
                 self._truncate(cut)
-                return self._stop()
+                self.done = True
+                return None
         if len(self.out) >= self.budget:
-            return self._stop()
+            self.done = True
+            return None
         self.n_stepped += 1
         return tok
 
@@ -129,10 +137,6 @@ class DecodeJob:
     def _is_content(self, tok: int) -> bool:
         return any(c.isalnum() for c in self.backend.token_bytes(tok).decode("utf-8", "ignore")) \
             or self.backend.token_bytes(tok)[:1] >= b"\x80"  # part of a multi-byte character
-
-    def _stop(self) -> None:
-        self.done = True
-        return None
 
     def result(self) -> DecodeResult:
         attention = np.stack(self.rows) if self.rows and len(self.rows) == len(self.out) else None
@@ -149,7 +153,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     beam, eot = job.beam_size, backend.eot
     st = job.state.clone()
     st.repeat(beam)
-    device = st.cross_k[0].device
+    device = st.device
     logits = logits.float()[None].repeat(beam, 1)
     sum_lp = torch.zeros(beam, device=device)
     sum_lp[1:] = float("-inf")  # all beams start identical: expand only the first
@@ -158,28 +162,14 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     for _ in range(job.budget):
         lg = logits.float().clone()
         backend.filter_logits(lg, job.n_committed + len(seqs[0]))
-        cand = (sum_lp[:, None] + lg.log_softmax(-1)).view(-1)
-        top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
-        rows, toks, lps = [], [], []
-        for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
-            if score == float("-inf"):
-                break
-            row, tok = divmod(idx, lg.shape[1])
-            if tok == eot:
-                if len(finished) < beam:
-                    finished.append((seqs[row], score))
-                continue
-            rows.append(row)
-            toks.append(tok)
-            lps.append(score)
-            if len(rows) == beam:
-                break
-        if len(finished) >= beam or not rows:
+        nxt = whisper_beam_step(sum_lp, lg.log_softmax(-1), beam=beam, eot=eot, room=beam - len(finished))
+        finished += [(seqs[r], score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
+        if len(finished) >= beam or not nxt.rows:
             break
-        st.reorder(torch.tensor(rows, device=device))
-        seqs = [seqs[r] + [t] for r, t in zip(rows, toks)]
-        sum_lp = torch.tensor(lps, device=device)
-        logits = backend.step(torch.tensor([[t] for t in toks], device=device), st)[:, -1]
+        st.reorder(torch.tensor(nxt.rows, device=device))
+        seqs = [seqs[r] + [t] for r, t in zip(nxt.rows, nxt.tokens)]
+        sum_lp = torch.tensor(nxt.scores, device=device)
+        logits = backend.step(torch.tensor([[t] for t in nxt.tokens], device=device), st)[:, -1]
     if finished:
         best, score = max(finished, key=lambda c: c[1] / (len(c[0]) + 1))
         job.next_token = eot
@@ -206,7 +196,7 @@ def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list
         return []
     probe = job.state.clone()
     probe.truncate(len(job.sequence) - 1)
-    device = probe.cross_k[0].device
+    device = probe.device
     feed = torch.tensor([job.sequence[-1:] + tokens[:-1]], device=device)
     _, att = backend.step_with_alignment(feed, probe)
     if att is None or not att.numel():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,7 +45,8 @@ _LONG_NGRAM = 8
 _REREAD_FRAMES = 10
 
 
-def reread_cut(tokens: list[int], frames: list[int], is_content, max_ngram: int = 20) -> int | None:
+def reread_cut(tokens: list[int], frames: list[int], is_content: Callable[[int], bool],
+               max_ngram: int = 20) -> int | None:
     """Where to cut a hypothesis that ends by reading the same audio twice ("Good evening. Good evening." from
     one second of speech): the last n tokens equal the n before them and their attention did not move on."""
     n_tok = len(tokens)
@@ -61,8 +63,8 @@ def reread_cut(tokens: list[int], frames: list[int], is_content, max_ngram: int 
     return None
 
 
-def reread_spans(tokens: list[int], frames: list[int], token_bytes, is_content,
-                 prior: list[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+def reread_spans(tokens: list[int], frames: list[int], token_bytes: Callable[[int], bytes],
+                 is_content: Callable[[int], bool], prior: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
     their words are the same tokens at the same frames (within _REREAD_FRAMES) as earlier ones, in the hypothesis
     or in `prior` ((token, frame) of the committed text). "Good morning and welcome ... Chicago." committed, then
@@ -138,7 +140,7 @@ class Guards:
     words only repeat committed text. Stateless apart from what is passed in; `no_speech_prob` is a model step
     (Backend.no_speech_prob reads the decoder state of the update)."""
 
-    def __init__(self, backend: Backend, config: SessionConfig, log: logging.LoggerAdapter) -> None:
+    def __init__(self, backend: Backend, config: SessionConfig, log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.backend, self.config, self.log = backend, config, log
 
     def looks_hallucinated(self, seg: Segment, tokens: list[int], res: DecodeResult, language: str | None) -> bool:

@@ -77,7 +77,7 @@ class LanguageId:
         return best != self.language and probs[best] >= self.switch_p and probs.get(self.language, 0.0) < self.keep_p
 
 
-def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, final: bool,
+def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, *, final: bool,
              encoder_out: Tensor) -> tuple[str, bool] | None:
     """The model step of one update: the backend's language probabilities for `audio` (encoded as
     `encoder_out`), observed by `lid`; a decision re-encodes the audio in a full-length window (confirm).
@@ -89,6 +89,8 @@ def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, final: bool,
     def confirm() -> dict[str, float]:  # the segment in a full-length window, as the model was trained
         n = int(backend.max_window_s * SAMPLE_RATE)
         tail = audio[-n:]
-        return backend.language_probs(backend.encode(np.pad(tail, (0, n - len(tail)))))
+        full = backend.language_probs(backend.encode(np.pad(tail, (0, n - len(tail)))))
+        assert full is not None  # the family named a language for the same audio above
+        return full
 
     return lid.observe(probs, len(audio) / SAMPLE_RATE, final, confirm)

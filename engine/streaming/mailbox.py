@@ -8,7 +8,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE, StreamResampler, check_sample_rate, to_mono_float32
 from ..errors import StreamStateError
-from ..events import Event
+from ..events import Event, TimedEvent
 
 
 class Inbox:
@@ -65,13 +65,13 @@ class Outbox:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._events: list[tuple[float, Event]] = []
+        self._events: list[TimedEvent] = []
 
     def put(self, t_audio: float, event: Event) -> None:
         with self._lock:
-            self._events.append((t_audio, event))
+            self._events.append(TimedEvent(t_audio, event))
 
-    def drain(self) -> list[tuple[float, Event]]:
+    def drain(self) -> list[TimedEvent]:
         with self._lock:
             out, self._events = self._events, []
         return out

@@ -27,7 +27,7 @@ class Incremental:
     config: SessionConfig
     refills_every_update: bool = False
 
-    def job(self, seg: Segment, upd: Update, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
+    def job(self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
         """The decoder job for one update of `seg` (its state already holds the update's audio)."""
         assert seg.state is not None, "begin_decode installs the state first"
         audio_s = len(upd.audio) / SAMPLE_RATE
@@ -63,7 +63,7 @@ class Redecode(Incremental):
 
     refills_every_update: bool = True
 
-    def job(self, seg: Segment, upd: Update, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
+    def job(self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
         assert seg.state is not None, "begin_decode installs the state first"
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8

@@ -8,7 +8,7 @@ committed prefix off before asking.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class Policy(Protocol):
     def begin_update(self) -> None:
         """A decoder update starts generating (should_stop may keep state within one update)."""
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
                     content: bool = True) -> bool:
         """Called per generated token during decoding: True ends this update's hypothesis before that token.
 
@@ -77,7 +77,7 @@ class LocalAgreement:
     def begin_update(self) -> None:
         pass
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
                     content: bool = True) -> bool:
         return False
 
@@ -139,7 +139,7 @@ class AlignAtt:
     def begin_update(self) -> None:
         self.frontier = -1
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, final: bool = False,
+    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
                     content: bool = True) -> bool:
         # A segment's last update is never cut by attention: a stop there loses the rest of what was said, and
         # the heads do park on sink frames (a punctuation mark on the window's start, "a.m" on the appended
@@ -187,8 +187,8 @@ class AlignAtt:
 POLICIES: dict[str, type[LocalAgreement | AlignAtt]] = {"local-agreement": LocalAgreement, "alignatt": AlignAtt}
 
 
-def make_policy(name: PolicyName, **kwargs) -> Policy:
-    """A fresh policy object (policies hold per-stream state: one per session)."""
+def make_policy(name: PolicyName, **kwargs: Any) -> Policy:
+    """A fresh policy object (policies hold per-stream state: one per session); `kwargs` set its fields."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: use 'local-agreement' or 'alignatt'")
     return POLICIES[name](**kwargs)

@@ -74,7 +74,7 @@ class Update:
         return np.concatenate([self.audio, np.zeros(self.pad_samples, np.float32)])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PendingDecode:
     """An update between begin_decode and end_decode: its decoder job and what end_decode needs."""
 

@@ -22,7 +22,8 @@ class Segmenter:
 
     `on_idle(t)` is told the stream time up to which nothing is pending (silence, or a dropped click)."""
 
-    def __init__(self, config: SessionConfig, on_idle: Callable[[float], None], log: logging.LoggerAdapter) -> None:
+    def __init__(self, config: SessionConfig, on_idle: Callable[[float], None],
+                 log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.config = config
         self._on_idle = on_idle
         self.log = log

@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import MutableMapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -36,7 +38,7 @@ from torch import Tensor
 from ..audio import SAMPLE_RATE
 from ..backend import Backend
 from ..errors import ConfigError
-from ..events import Event
+from ..events import Event, TimedEvent
 from .batch import decode_batch
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
@@ -53,23 +55,28 @@ from .trim import trim
 
 log = logging.getLogger(__name__)
 
-class _Prefixed(logging.LoggerAdapter):
+class _Prefixed(logging.LoggerAdapter[logging.Logger]):
     """Every log line of a session starts with its id."""
 
-    def process(self, msg, kwargs):
-        return f"[{self.extra['session']}] {msg}", kwargs
+    def __init__(self, logger: logging.Logger, session_id: str) -> None:
+        super().__init__(logger, {"session": session_id})
+        self.session_id = session_id
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"[{self.session_id}] {msg}", kwargs
 
 
 class StreamingSession:
     """One stream. feed_audio/drain_events/finish are safe from the I/O thread; model work runs the protocol."""
 
-    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(), session_id: str | None = None):
+    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(),
+                 session_id: str | None = None) -> None:
         if config.task not in backend.tasks:
             raise ConfigError(f"model {backend.name} cannot {config.task}; it supports {', '.join(backend.tasks)}")
         self.backend = backend
         self.config = config
         self.id = session_id or uuid.uuid4().hex[:8]
-        self.log = _Prefixed(log, {"session": self.id})
+        self.log = _Prefixed(log, self.id)
         self.policy: Policy = policy_for(config)
         self.mode = mode_for(backend, config)
         self.language = config.language
@@ -95,9 +102,9 @@ class StreamingSession:
         self.inbox.finish()
 
     def drain_events(self) -> list[Event]:
-        return [e for _, e in self.drain_timed_events()]
+        return [timed.event for timed in self.drain_timed_events()]
 
-    def drain_timed_events(self) -> list[tuple[float, Event]]:
+    def drain_timed_events(self) -> list[TimedEvent]:
         """Events with the stream time (seconds of audio processed) at which each was decided."""
         return self.outbox.drain()
 
@@ -185,7 +192,8 @@ class StreamingSession:
             refill = True
         else:
             self.backend.set_audio(seg.state, encoder_out, valid)
-        return PendingDecode(upd, self.mode.job(seg, upd, n_frames, refill, self.policy), n_frames, encoder_out, valid)
+        job = self.mode.job(seg, upd, n_frames=n_frames, refill=refill, policy=self.policy)
+        return PendingDecode(upd=upd, job=job, n_frames=n_frames, encoder_out=encoder_out, valid=valid)
 
     def end_decode(self, pending: PendingDecode, res: DecodeResult) -> None:
         """Step 5: guards, policy, commits and partials for one decoded update."""
@@ -227,7 +235,7 @@ class StreamingSession:
         lid = self.language_id
         if lid is None or (lid.decided and not upd.final):
             return False
-        found = identify(lid, self.backend, upd.audio, upd.final, encoder_out)
+        found = identify(lid, self.backend, upd.audio, final=upd.final, encoder_out=encoder_out)
         if found is None:  # one language per checkpoint
             self.language_id = None
             return False
@@ -243,7 +251,7 @@ class StreamingSession:
         seg = upd.segment
         seg.use_prompt = False
         self._start_decoder(seg, pending.encoder_out, pending.valid)
-        job = self.mode.job(seg, upd, pending.n_frames, True, self.policy)
+        job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:

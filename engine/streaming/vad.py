@@ -39,7 +39,8 @@ _lock = threading.Lock()
 def _template() -> torch.jit.ScriptModule:
     from silero_vad import load_silero_vad
 
-    return load_silero_vad()
+    model: torch.jit.ScriptModule = load_silero_vad()  # silero_vad ships no type hints
+    return model
 
 
 def new_vad_model() -> torch.jit.ScriptModule:

@@ -23,7 +23,7 @@ class SearchOptions(BeamOptions):
 
 
 @torch.inference_mode()
-def generate(backend: Backend, encoder_out: Tensor, options: SearchOptions, valid: Tensor | None = None,
+def generate(backend: Backend, encoder_out: Tensor, options: SearchOptions, *, valid: Tensor | None = None,
              start: list[int] | None = None) -> list[int]:
     """Decode one window (encoder_out (1, S, d)): the whole sequence, start token(s) and final eos included."""
     start = list(start) if start is not None else backend.start_tokens("translate", None, [])
@@ -37,8 +37,8 @@ def generate(backend: Backend, encoder_out: Tensor, options: SearchOptions, vali
         return logits
 
     if options.num_beams == 1:
-        return greedy(step, start, backend.eot, options.max_length, device=device)
-    return beam(step, state, start, options, backend.eot, n_prompt=len(start), device=device)
+        return greedy(step, start, eos=backend.eot, max_length=options.max_length, device=device)
+    return beam(step, state, start, options=options, eos=backend.eot, n_prompt=len(start), device=device)
 
 
 def search_options(bundle: S2T2Bundle, beam_size: int | None = None, max_length: int | None = None) -> SearchOptions:

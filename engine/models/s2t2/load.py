@@ -6,6 +6,7 @@ ModelLoadError that names the field or file.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from typing import Any, Literal
 import torch
 
 from ...errors import ModelLoadError
-from ..checkpoint import (check_weights, generation_lookup, no_random_init, read_json, read_state_dict,
-                         warn_unapplied)
+from ..checkpoint import (check_weights, config_from_json, generation_lookup, no_random_init, read_json,
+                         read_state_dict, warn_unapplied)
 from .model import S2T2, S2T2Config
 from .tokenizer import S2T2Tokenizer
 from .wav2vec2 import ACTIVATIONS, SAMPLE_RATE, Wav2Vec2Config
@@ -110,29 +111,8 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> tuple
 
 
 def _wav2vec2_config(enc: dict[str, Any]) -> Wav2Vec2Config:
-    d = Wav2Vec2Config()
-    c = Wav2Vec2Config(
-        conv_dim=tuple(int(x) for x in enc.get("conv_dim", d.conv_dim)),
-        conv_kernel=tuple(int(x) for x in enc.get("conv_kernel", d.conv_kernel)),
-        conv_stride=tuple(int(x) for x in enc.get("conv_stride", d.conv_stride)),
-        conv_bias=bool(enc.get("conv_bias", d.conv_bias)),
-        feat_extract_norm=enc.get("feat_extract_norm", d.feat_extract_norm),
-        feat_extract_activation=enc.get("feat_extract_activation", d.feat_extract_activation),
-        hidden_size=int(enc.get("hidden_size", d.hidden_size)),
-        num_hidden_layers=int(enc.get("num_hidden_layers", d.num_hidden_layers)),
-        num_attention_heads=int(enc.get("num_attention_heads", d.num_attention_heads)),
-        intermediate_size=int(enc.get("intermediate_size", d.intermediate_size)),
-        hidden_act=enc.get("hidden_act", d.hidden_act),
-        layer_norm_eps=float(enc.get("layer_norm_eps", d.layer_norm_eps)),
-        num_conv_pos_embeddings=int(enc.get("num_conv_pos_embeddings", d.num_conv_pos_embeddings)),
-        num_conv_pos_embedding_groups=int(enc.get("num_conv_pos_embedding_groups", d.num_conv_pos_embedding_groups)),
-        do_stable_layer_norm=bool(enc.get("do_stable_layer_norm", d.do_stable_layer_norm)),
-        add_adapter=bool(enc.get("add_adapter", d.add_adapter)),
-        output_hidden_size=enc.get("output_hidden_size") or int(enc.get("hidden_size", d.hidden_size)),
-        num_adapter_layers=int(enc.get("num_adapter_layers", d.num_adapter_layers)),
-        adapter_kernel_size=int(enc.get("adapter_kernel_size", d.adapter_kernel_size)),
-        adapter_stride=int(enc.get("adapter_stride", d.adapter_stride)),
-    )
+    c = config_from_json(Wav2Vec2Config, enc)
+    c = dataclasses.replace(c, output_hidden_size=c.output_hidden_size or c.hidden_size)
     if c.feat_extract_norm not in ("group", "layer"):
         raise ValueError(f"encoder.feat_extract_norm is {c.feat_extract_norm!r}; it must be 'group' or 'layer'")
     if not (len(c.conv_dim) == len(c.conv_kernel) == len(c.conv_stride)) or not c.conv_dim:
@@ -155,18 +135,7 @@ def _wav2vec2_config(enc: dict[str, Any]) -> Wav2Vec2Config:
 
 
 def _s2t2_config(dec: dict[str, Any]) -> S2T2Config:
-    d = S2T2Config()
-    c = S2T2Config(
-        vocab_size=int(dec.get("vocab_size", d.vocab_size)),
-        d_model=int(dec.get("d_model", d.d_model)),
-        decoder_layers=int(dec.get("decoder_layers", d.decoder_layers)),
-        decoder_attention_heads=int(dec.get("decoder_attention_heads", d.decoder_attention_heads)),
-        decoder_ffn_dim=int(dec.get("decoder_ffn_dim", d.decoder_ffn_dim)),
-        activation_function=dec.get("activation_function", d.activation_function),
-        max_target_positions=int(dec.get("max_target_positions", d.max_target_positions)),
-        scale_embedding=bool(dec.get("scale_embedding", d.scale_embedding)),
-        pad_token_id=int(dec.get("pad_token_id", d.pad_token_id)),
-    )
+    c = config_from_json(S2T2Config, dec)
     if c.d_model % c.decoder_attention_heads:
         raise ValueError(f"decoder.d_model {c.d_model} is not divisible by "
                          f"decoder_attention_heads {c.decoder_attention_heads}")

@@ -7,16 +7,15 @@ checkpoint (`self_attn.k_proj`, `encoder_attn_layer_norm`, `fc1`, ...) so the lo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ...kv_cache import DecoderState
+from ..common import Layers
 from ..seq2seq import CachedDecoding
-from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, activation
+from .wav2vec2 import AttentionProjections, Wav2Vec2Config, Wav2Vec2Encoder, activation
 
 
 @dataclass(frozen=True)
@@ -45,29 +44,36 @@ def sinusoidal_table(n_positions: int, dim: int, padding_idx: int) -> Tensor:
     return table
 
 
-def _split_heads(x: Tensor, n_head: int) -> Tensor:
-    b, t, d = x.shape
-    return x.view(b, t, n_head, d // n_head).transpose(1, 2)  # (B, H, T, Dh)
+def fairseq_positions(tokens: Tensor, offset: int, left_pad: Tensor | None, pad: int) -> Tensor:
+    """Rows of a sinusoidal_table for `tokens` (B, T) after `offset` cached tokens, as fairseq numbers them: real
+    tokens count up from pad + 1 + offset, pad tokens take the zero row `pad` and are not counted.
+
+    A batched row's left-padding slots (`left_pad` (B,), whatever token fills them) are not counted either, so
+    the row's first real token is at pad + 1, as it would be alone."""
+    real = tokens.ne(pad)
+    base = torch.full((1, 1), offset, dtype=torch.long, device=tokens.device)
+    if left_pad is not None:
+        left = left_pad.to(tokens.device).view(-1, 1)  # (B, 1)
+        slots = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)[None, :]
+        real = real & (slots >= left)
+        base = (base - left).clamp(min=0)
+    real = real.to(torch.long)
+    return (torch.cumsum(real, dim=1) + base) * real + pad
 
 
-class Attention(nn.Module):
+class Attention(AttentionProjections):
+    """The decoders' attention, in steps: keys/values (cached by the caller), the query, then attend."""
+
     def __init__(self, d: int, n_head: int) -> None:
-        super().__init__()
-        if d % n_head:
-            raise ValueError(f"d_model {d} is not divisible by {n_head} attention heads")
-        self.n_head = n_head
+        super().__init__(d, n_head)
         self.scaling = (d // n_head) ** -0.5
-        self.k_proj = nn.Linear(d, d)
-        self.v_proj = nn.Linear(d, d)
-        self.q_proj = nn.Linear(d, d)
-        self.out_proj = nn.Linear(d, d)
 
     def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return _split_heads(self.k_proj(x), self.n_head), _split_heads(self.v_proj(x), self.n_head)
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
     def query(self, x: Tensor) -> Tensor:
         # scaled before the product, as the reference does (keeps fp32 results bit-close to it)
-        return _split_heads(self.q_proj(x) * self.scaling, self.n_head)
+        return self.split_heads(self.q_proj(x) * self.scaling)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """q (B,H,Tq,Dh), k/v (B|1,H,Tk,Dh), bool mask broadcastable to (B,H,Tq,Tk) (True = may attend).
@@ -112,7 +118,7 @@ class S2T2Decoder(nn.Module):
         n_rows = cfg.pad_token_id + 1 + cfg.max_target_positions
         self.register_buffer("embed_positions", sinusoidal_table(n_rows, cfg.d_model, cfg.pad_token_id),
                              persistent=False)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.layers = Layers[DecoderLayer](DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
 
@@ -161,46 +167,30 @@ class S2T2(CachedDecoding, nn.Module):
         return out, valid
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _decoder_layers(self) -> Iterable[DecoderLayer]:
-        return cast(Iterable[DecoderLayer], self.decoder.layers)
-
     def _cross_attentions(self) -> list[Attention]:
-        return [layer.encoder_attn for layer in self._decoder_layers()]
+        return [layer.encoder_attn for layer in self.decoder.layers]
 
     def positions(self, tokens: Tensor, state: DecoderState) -> Tensor:
-        """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them:
-        real tokens count up from pad + 1 + offset, pad tokens take the zero row and are not counted.
-
-        A batched row's left-padding slots (whatever token fills them) are not counted either, so the row's first
-        real token is at pad + 1, as it would be alone."""
-        pad = self.config.pad_token_id
-        real = tokens.ne(pad)
-        base = torch.full((1, 1), state.offset, dtype=torch.long, device=tokens.device)
-        if state.left_pad is not None:
-            left = state.left_pad.to(tokens.device).view(-1, 1)  # (B, 1)
-            slots = torch.arange(state.offset, state.offset + tokens.shape[1], device=tokens.device)[None, :]
-            real = real & (slots >= left)
-            base = (base - left).clamp(min=0)
-        real = real.to(torch.long)
-        return (torch.cumsum(real, dim=1) + base) * real + pad
+        """Rows of the sinusoidal table for `tokens` (B, T) after the cached prefix, as the reference numbers them
+        (fairseq_positions)."""
+        return fairseq_positions(tokens, state.offset, state.left_pad, self.config.pad_token_id)
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
-        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         x = dec.embed_tokens(tokens) * dec.embed_scale + dec.embed_positions[self.positions(tokens, state)]
         x = x.to(self.dtype)
         align: Tensor | None = None
         last = len(dec.layers) - 1
-        for i, layer in enumerate(self._decoder_layers()):
+        for i, layer in enumerate(dec.layers):
             q = layer.self_attn.query(x)
             k_new, v_new = layer.self_attn.kv(x)
             k, v = state.extend_layer(i, k_new, v_new)
             x = layer.self_attn_layer_norm(x + layer.self_attn.attend(q, k, v, self_mask)[0])
 
             q = layer.encoder_attn.query(x)
-            out, w = layer.encoder_attn.attend(q, state.cross_k[i], state.cross_v[i], cross_mask)
+            out, w = layer.encoder_attn.attend(q, *state.cross_cache(i), cross_mask)
             x = layer.encoder_attn_layer_norm(x + out)
             if want_alignment and i == last:
                 align = w.mean(dim=1, keepdim=True)  # (B, 1, T, S)

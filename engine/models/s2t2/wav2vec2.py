@@ -7,15 +7,17 @@ weight when the checkpoint is read (it never changes at inference time).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..common import Layers
 
 SAMPLE_RATE = 16000  # wav2vec2 is trained on 16 kHz audio only
 
@@ -168,26 +170,31 @@ class PositionalConv(nn.Module):
         return self.act(y).transpose(1, 2)
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """Multi-head attention's four width-preserving projections, named as the BART-style checkpoints name them
+    (q_proj, k_proj, v_proj, out_proj): the wav2vec2 encoder's self-attention, and (model.Attention) the
+    Speech2Text2 and text-MT decoders' attention."""
+
     def __init__(self, d: int, n_head: int) -> None:
         super().__init__()
         if d % n_head:
-            raise ValueError(f"hidden size {d} is not divisible by {n_head} attention heads")
+            raise ValueError(f"width {d} is not divisible by {n_head} attention heads")
         self.n_head = n_head
         self.q_proj = nn.Linear(d, d)
         self.k_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
+    def split_heads(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)  # (B, H, T, Dh)
+
+
+class SelfAttention(AttentionProjections):
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         b, t, d = x.shape
-        h = self.n_head
-
-        def split(y: Tensor) -> Tensor:
-            return y.view(b, t, h, d // h).transpose(1, 2)  # (B, H, T, Dh)
-
-        out = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)),
-                                             attn_mask=mask)
+        out = F.scaled_dot_product_attention(self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)),
+                                             self.split_heads(self.v_proj(x)), attn_mask=mask)
         merged: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, t, d))
         return merged
 
@@ -254,14 +261,14 @@ class Adapter(nn.Module):
         if out != cfg.hidden_size:
             self.proj = nn.Linear(cfg.hidden_size, out)
             self.proj_layer_norm = nn.LayerNorm(out)
-        self.layers = nn.ModuleList(_AdapterLayer(out, cfg.adapter_kernel_size, cfg.adapter_stride)
-                                    for _ in range(cfg.num_adapter_layers))
+        self.layers = Layers[_AdapterLayer](_AdapterLayer(out, cfg.adapter_kernel_size, cfg.adapter_stride)
+                                           for _ in range(cfg.num_adapter_layers))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.proj is not None:
             x = self.proj_layer_norm(self.proj(x))
         x = x.transpose(1, 2)
-        for layer in cast(Iterable[_AdapterLayer], self.layers):
+        for layer in self.layers:
             x = F.glu(layer.conv(x), dim=1)
         return x.transpose(1, 2)
 

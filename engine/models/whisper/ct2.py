@@ -161,6 +161,11 @@ def whisper_from_ct2(ct2: CT2Model, alignment_heads: tuple[tuple[int, int], ...]
         sd[f"{dst}.key.weight"] = w[d : 2 * d]
         sd[f"{dst}.value.weight"], sd[f"{dst}.value.bias"] = w[2 * d :], b[2 * d :]
 
+    def self_attention(dst: str, src: str, d: int) -> None:
+        ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        fused_qkv(f"{dst}.attn", f"{src}/self_attention/linear_0", d)
+        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+
     def mlp(dst: str, src: str) -> None:
         ln(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
         linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
@@ -171,9 +176,7 @@ def whisper_from_ct2(ct2: CT2Model, alignment_heads: tuple[tuple[int, int], ...]
     sd["encoder.positional_embedding"] = t("encoder/position_encodings/encodings")
     for i in range(cfg.n_audio_layer):
         src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-        ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        fused_qkv(f"{dst}.attn", f"{src}/self_attention/linear_0", d_audio)
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        self_attention(dst, src, d_audio)
         mlp(dst, src)
     ln("encoder.ln_post", "encoder/layer_norm")
 
@@ -181,9 +184,7 @@ def whisper_from_ct2(ct2: CT2Model, alignment_heads: tuple[tuple[int, int], ...]
     sd["decoder.positional_embedding"] = t("decoder/position_encodings/encodings")
     for i in range(cfg.n_text_layer):
         src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        fused_qkv(f"{dst}.attn", f"{src}/self_attention/linear_0", d_text)
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        self_attention(dst, src, d_text)
         ln(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
         linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
         w, b = t(f"{src}/attention/linear_1/weight"), t(f"{src}/attention/linear_1/bias")

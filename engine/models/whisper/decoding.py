@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...kv_cache import DecoderState
+from ..search import whisper_beam_step
 from .load import WhisperBundle
 
 Task = Literal["transcribe", "translate"]
@@ -127,7 +128,7 @@ class LogitFilter:
             logits[force, :ts] = neg
 
 
-def _step(bundle: WhisperBundle, tokens: Tensor, state: DecoderState, n_new: int, use_cache: bool) -> Tensor:
+def _step(bundle: WhisperBundle, tokens: Tensor, state: DecoderState, *, n_new: int, use_cache: bool) -> Tensor:
     """Logits for the last position after feeding the last `n_new` tokens (or everything, without a cache)."""
     if use_cache:
         return bundle.model.step(tokens[:, -n_new:], state)[:, -1]
@@ -136,7 +137,7 @@ def _step(bundle: WhisperBundle, tokens: Tensor, state: DecoderState, n_new: int
 
 
 @torch.inference_mode()
-def decode(bundle: WhisperBundle, encoder_out: Tensor, options: DecodingOptions,
+def decode(bundle: WhisperBundle, encoder_out: Tensor, options: DecodingOptions, *,
            valid: Tensor | None = None) -> DecodingResult:
     """Decode one window of audio (encoder_out: (1, S, d))."""
     tok = bundle.tokenizer
@@ -162,9 +163,9 @@ def decode(bundle: WhisperBundle, encoder_out: Tensor, options: DecodingOptions,
     no_speech_prob = all_logits[0, sot_index].float().softmax(-1)[sp.no_speech].item()
     first = all_logits[:, -1]
     if options.beam_size == 1:
-        out, sum_lp, finished = _greedy(bundle, state, tokens, first, filt, budget, options)
+        out, sum_lp, finished = _greedy(bundle, state, tokens, logits=first, filt=filt, budget=budget, options=options)
     else:
-        out, sum_lp, finished = _beam(bundle, state, tokens, first, filt, budget, options)
+        out, sum_lp, finished = _beam(bundle, state, tokens, logits=first, filt=filt, budget=budget, options=options)
     answer = list(options.prefix) + out
     text = tok.decode([t for t in answer if t < sp.eot])
     return DecodingResult(
@@ -185,7 +186,7 @@ def _pick(logits: Tensor, temperature: float) -> Tensor:
     return logits.argmax(-1)
 
 
-def _greedy(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, logits: Tensor, filt: LogitFilter,
+def _greedy(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, *, logits: Tensor, filt: LogitFilter,
             budget: int, options: DecodingOptions) -> tuple[list[int], float, bool]:
     eot = bundle.tokenizer.eot
     out: list[int] = []
@@ -201,11 +202,11 @@ def _greedy(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, logits: 
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         if len(out) == budget:
             break
-        logits = _step(bundle, tokens, state, 1, options.use_cache)
+        logits = _step(bundle, tokens, state, n_new=1, use_cache=options.use_cache)
     return out, total, False
 
 
-def _beam(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, logits: Tensor, filt: LogitFilter,
+def _beam(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, *, logits: Tensor, filt: LogitFilter,
           budget: int, options: DecodingOptions) -> tuple[list[int], float, bool]:
     """Beam search (openai's flavour: patience, length-normalised ranking of finished hypotheses)."""
     eot = bundle.tokenizer.eot
@@ -221,30 +222,15 @@ def _beam(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, logits: Te
     for step in range(budget):
         logits = logits.float()
         filt(logits, tokens)
-        lp = logits.log_softmax(-1)  # (beam, V)
-        cand = (sum_lp[:, None] + lp).view(-1)
-        top_lp, top_idx = cand.topk(min(cand.numel(), 2 * beam + 1))
-        keep_rows, keep_tok, keep_lp = [], [], []
-        for score, idx in zip(top_lp.tolist(), top_idx.tolist()):
-            if score == float("-inf"):
-                break
-            row, t = divmod(idx, lp.shape[1])
-            if t == eot:
-                if len(finished) < max_finished:
-                    finished.append((tokens[row, n_init:].tolist(), score))
-                continue
-            keep_rows.append(row)
-            keep_tok.append(t)
-            keep_lp.append(score)
-            if len(keep_rows) == beam:
-                break
-        if len(finished) >= max_finished or not keep_rows or step == budget - 1:
+        nxt = whisper_beam_step(sum_lp, logits.log_softmax(-1), beam=beam, eot=eot, room=max_finished - len(finished))
+        finished += [(tokens[r, n_init:].tolist(), score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
+        if len(finished) >= max_finished or not nxt.rows or step == budget - 1:
             break
-        rows = torch.tensor(keep_rows, device=tokens.device)
+        rows = torch.tensor(nxt.rows, device=tokens.device)
         state.reorder(rows)
-        tokens = torch.cat([tokens[rows], torch.tensor(keep_tok, device=tokens.device)[:, None]], dim=1)
-        sum_lp = torch.tensor(keep_lp, device=tokens.device)
-        logits = _step(bundle, tokens, state, 1, options.use_cache)
+        tokens = torch.cat([tokens[rows], torch.tensor(nxt.tokens, device=tokens.device)[:, None]], dim=1)
+        sum_lp = torch.tensor(nxt.scores, device=tokens.device)
+        logits = _step(bundle, tokens, state, n_new=1, use_cache=options.use_cache)
     done = True
     if not finished:  # nothing reached eot within the budget: rank the live beams
         done = False

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...kv_cache import DecoderState
+from ..common import Layers
 from ..seq2seq import CachedDecoding
 
 
@@ -146,7 +145,7 @@ class TextDecoder(nn.Module):
         self.n_head = cfg.n_text_head
         self.token_embedding = nn.Embedding(cfg.n_vocab, d)
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.n_text_ctx, d))
-        self.blocks = nn.ModuleList(DecoderBlock(d, cfg.n_text_head) for _ in range(cfg.n_text_layer))
+        self.blocks = Layers[DecoderBlock](DecoderBlock(d, cfg.n_text_head) for _ in range(cfg.n_text_layer))
         self.ln = nn.LayerNorm(d)
         # The output projection shares the embedding's weight; as its own Linear it can be quantized alone.
         self.proj = nn.Linear(d, cfg.n_vocab, bias=False)
@@ -184,15 +183,11 @@ class Whisper(CachedDecoding, nn.Module):
         return out
 
     # -- decoder -------------------------------------------------------------------------------------------
-    def _decoder_blocks(self) -> Iterable[DecoderBlock]:
-        return cast(Iterable[DecoderBlock], self.decoder.blocks)
-
     def _cross_attentions(self) -> list[Attention]:
-        return [block.cross_attn for block in self._decoder_blocks()]
+        return [block.cross_attn for block in self.decoder.blocks]
 
     def _decode(self, tokens: Tensor, state: DecoderState, want_alignment: bool) -> tuple[Tensor, Tensor | None]:
         self_mask, cross_mask = self._step_masks(tokens, state)
-        assert state.cross_k is not None and state.cross_v is not None  # _step_masks checked set_audio() ran
         dec = self.decoder
         n_new = tokens.shape[1]
         device = tokens.device
@@ -200,7 +195,7 @@ class Whisper(CachedDecoding, nn.Module):
         x = dec.token_embedding(tokens) + dec.positional_embedding[pos]
         x = x.to(self.dtype)
         align: list[Tensor] = []
-        for i, block in enumerate(self._decoder_blocks()):
+        for i, block in enumerate(dec.blocks):
             h = block.attn_ln(x)
             q = _split_heads(block.attn.query(h), self.decoder.n_head)
             k_new, v_new = block.attn.kv(h)
@@ -210,7 +205,7 @@ class Whisper(CachedDecoding, nn.Module):
             h = block.cross_attn_ln(x)
             q = _split_heads(block.cross_attn.query(h), self.decoder.n_head)
             need = want_alignment and i in self._align_layers
-            out, w = block.cross_attn.attend(q, state.cross_k[i], state.cross_v[i], cross_mask, want_weights=need)
+            out, w = block.cross_attn.attend(q, *state.cross_cache(i), cross_mask, want_weights=need)
             x = x + out
             if need:
                 assert w is not None  # asked for with want_weights

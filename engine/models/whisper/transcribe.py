@@ -64,13 +64,14 @@ def transcribe(
         base = DecodingOptions(task=options.task, language=language, beam_size=options.beam_size, timestamps=True,
                                prompt=tuple(prompt) if options.condition_on_previous_text else (),
                                audio_duration_s=window_frames * HOP_LENGTH / SAMPLE_RATE)
-        result = _decode_with_fallback(bundle, encoder_out, base, options)
+        result = _decode_with_fallback(bundle, encoder_out, base=base, options=options)
         silent = (result.no_speech_prob > options.no_speech_threshold
                   and result.avg_logprob < options.logprob_threshold)
         if silent:
             seek += window_frames
         else:
-            new, advance = _split_segments(bundle, result.tokens, offset_s, window_frames, ts_begin)
+            new, advance = _split_segments(bundle, result.tokens, offset_s=offset_s, window_frames=window_frames,
+                                           ts_begin=ts_begin)
             segments += [s for s in new if s.text.strip()]
             seek += advance
             prompt = (prompt + result.tokens)[-223:] if result.compression_ratio <= 2.0 else []
@@ -86,7 +87,7 @@ def transcribe_offline(bundle: WhisperBundle, audio: np.ndarray, options: Offlin
                                                        beam_size=options.beam_size), progress)
 
 
-def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, base: DecodingOptions,
+def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, *, base: DecodingOptions,
                           options: TranscribeOptions) -> DecodingResult:
     """Decode at the first temperature whose result neither loops nor is unsure. When every temperature fails,
     the most confident result that does not loop wins (faster-whisper's rule), not the last one: the last is a
@@ -109,7 +110,7 @@ def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, base
     return max(not_looping or tried, key=lambda r: r.avg_logprob)
 
 
-def _split_segments(bundle: WhisperBundle, tokens: list[int], offset_s: float, window_frames: int,
+def _split_segments(bundle: WhisperBundle, tokens: list[int], *, offset_s: float, window_frames: int,
                     ts_begin: int) -> tuple[list[Segment], int]:
     """Segments from timestamp-delimited tokens, and how many mel frames to advance."""
     tok = bundle.tokenizer

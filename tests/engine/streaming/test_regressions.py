@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from engine.audio import SAMPLE_RATE, load_audio
-from engine.events import Commit
+from engine.events import Commit, TimedEvent
 from engine.streaming.session import SessionConfig, StreamingSession
 from tests.speech import synthesize, write_wav
 
@@ -52,8 +52,9 @@ def passage_audio(voice: str, audio_dir, onsets: list[float] | None = None) -> n
     return np.concatenate(pieces + [np.zeros(SAMPLE_RATE, np.float32)])
 
 
-def stream(backend, audio: np.ndarray, config: SessionConfig, timed: list | None = None) -> StreamingSession:
-    """Feed `audio` in 0.1 s pieces; `timed` (if given) receives (stream time decided at, Commit) pairs."""
+def stream(backend, audio: np.ndarray, config: SessionConfig,
+           timed: list[TimedEvent] | None = None) -> StreamingSession:
+    """Feed `audio` in 0.1 s pieces; `timed` (if given) receives the Commits with the stream time of each."""
     session = StreamingSession(backend, config)
     step = SAMPLE_RATE // 10
 
@@ -61,7 +62,7 @@ def stream(backend, audio: np.ndarray, config: SessionConfig, timed: list | None
         session.process()
         events = session.drain_timed_events()
         if timed is not None:
-            timed.extend((t, e) for t, e in events if isinstance(e, Commit))
+            timed.extend(te for te in events if isinstance(te.event, Commit))
 
     for i in range(0, len(audio), step):
         session.feed_audio(audio[i : i + step], SAMPLE_RATE)
@@ -92,7 +93,7 @@ def repeated_phrases(text: str, n: int = 5, window: int = 30) -> list[str]:
 def passage(request, backend, audio_dir):
     onsets: list[float] = []
     audio = passage_audio(request.param, audio_dir, onsets)
-    timed: list = []
+    timed: list[TimedEvent] = []
     session = stream(backend, audio, SessionConfig(task="translate", language="de"), timed)
     session.onsets, session.timed_commits = onsets, timed
     return request.param, audio, session
@@ -128,7 +129,7 @@ def test_no_commit_guesses_the_next_sentence(passage):
     (the next sentence guessed from silence, then translated again once it is heard)."""
     voice, _, session = passage
     for i, opening in OPENINGS.items():
-        early = " ".join(e.text for t, e in session.timed_commits if t < session.onsets[i])
+        early = " ".join(te.event.text for te in session.timed_commits if te.at_s < session.onsets[i])
         assert opening not in words(early), (voice, i, early)
 
 

@@ -7,7 +7,7 @@ import sacrebleu
 
 from engine.audio import SAMPLE_RATE, resample
 from engine.errors import AudioError, ConfigError, StreamStateError
-from engine.events import Commit, Partial
+from engine.events import Commit, Partial, TimedEvent
 from engine.streaming.session import SessionConfig, StreamingSession
 from tests.speech import long_stream
 
@@ -17,9 +17,9 @@ from tests.speech import long_stream
 MIN_CHRF = 40.0
 
 
-def stream(session: StreamingSession, audio: np.ndarray, sample_rate: int, chunk: int) -> list:
+def stream(session: StreamingSession, audio: np.ndarray, sample_rate: int, chunk: int) -> list[TimedEvent]:
     """Feed `audio` in chunks of `chunk` samples, processing after each, then finish; return all events."""
-    events = []
+    events: list[TimedEvent] = []
     for i in range(0, len(audio), chunk):
         session.feed_audio(audio[i : i + chunk], sample_rate)
         session.process()
@@ -29,8 +29,8 @@ def stream(session: StreamingSession, audio: np.ndarray, sample_rate: int, chunk
     return events + session.drain_timed_events()
 
 
-def commits_of(events) -> list[Commit]:
-    return [e for _, e in events if isinstance(e, Commit)]
+def commits_of(events: list[TimedEvent]) -> list[Commit]:
+    return [timed.event for timed in events if isinstance(timed.event, Commit)]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +66,9 @@ def test_commits_are_append_only_and_ordered(german, german_events):
     ends = [c.end_s for c in commits]
     assert ends == sorted(ends)
     assert all(c.start_s <= c.end_s <= len(audio) / SAMPLE_RATE + 0.01 for c in commits)
-    emitted = [t for t, _ in events]
+    emitted = [timed.at_s for timed in events]
     assert emitted == sorted(emitted)
-    partials = [e for _, e in events if isinstance(e, Partial)]
+    partials = [timed.event for timed in events if isinstance(timed.event, Partial)]
     assert partials and partials[-1].text == ""
 
 
@@ -106,10 +106,11 @@ def test_alignatt_commits_words_before_the_sentence_ends(backend, german):
                                                           min_prob=0.0))
         events = stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10)
         early = total = 0
-        for t, c in ((t, e) for t, e in events if isinstance(e, Commit)):
-            n = len(c.text.split())
-            total += n
-            early += n * any(s <= t < e for s, e, _ in spans)
+        for timed in events:
+            if isinstance(timed.event, Commit):
+                n = len(timed.event.text.split())
+                total += n
+                early += n * any(s <= timed.at_s < e for s, e, _ in spans)
         return early / max(1, total)
 
     alignatt, agreement = early_share("alignatt"), early_share("local-agreement")
@@ -210,7 +211,7 @@ def english_without_pauses(backend, audio_dir):
             windows.append(len(upd.encoder_audio) / SAMPLE_RATE)
             session.update(upd)
         lags.append(session.lag_s)
-        commit_times += [t for t, e in session.drain_timed_events() if isinstance(e, Commit)]
+        commit_times += [timed.at_s for timed in session.drain_timed_events() if isinstance(timed.event, Commit)]
     session.finish()
     session.process()
     return session, spans, windows, lags, commit_times
