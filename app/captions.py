@@ -33,6 +33,7 @@ page's downloads and these files follow one rule (tests/web/test_captions_js.py 
 compares the files byte for byte). Lengths count code points, times round half up to the millisecond, and words
 split at the file's `space` characters, so the two languages agree exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -176,15 +177,21 @@ class CueBuilder:
         if len(text) <= n:
             return [_Word(text, last.start_s, piece.end_s)]
         span = piece.end_s - last.start_s
-        return [_Word(text[i:i + n], last.start_s + span * i / len(text), last.start_s + span * min(i + n, len(text)) / len(text))
-                for i in range(0, len(text), n)]
+        return [
+            _Word(
+                text[i : i + n],
+                last.start_s + span * i / len(text),
+                last.start_s + span * min(i + n, len(text)) / len(text),
+            )
+            for i in range(0, len(text), n)
+        ]
 
     def _split(self, commit: Commit) -> list[_Word]:
         cfg = self.config
         tokens: list[str] = []
         for token in (t for t in _SPACES.split(commit.text) if t):
             # A "word" longer than a line (CJK text has no spaces) is cut into line-sized pieces.
-            tokens += [token[i:i + cfg.max_line_chars] for i in range(0, len(token), cfg.max_line_chars)]
+            tokens += [token[i : i + cfg.max_line_chars] for i in range(0, len(token), cfg.max_line_chars)]
         if not tokens:
             return []
         start = max(float(commit.start_s), self._last_end_s)
@@ -239,7 +246,7 @@ class CueBuilder:
         if not self._words:
             return []
         cfg = self.config
-        words, self._words = self._words[:n_words], self._words[len(self._words) if n_words is None else n_words:]
+        words, self._words = self._words[:n_words], self._words[len(self._words) if n_words is None else n_words :]
         lines = wrap_lines([w.text for w in words], cfg.max_line_chars, cfg.max_lines)
         assert lines is not None, "the open cue always fits: _add_word closes it before it overflows"
         start = max(words[0].start_s, self._written_end_s)
@@ -272,11 +279,17 @@ def _vtt_text(line: str) -> str:
 def format_cue(cue: Cue, index: int, fmt: CaptionFormat) -> str:
     """One cue as file text, ending in the blank line that separates cues; `index` counts from 1."""
     if fmt == "vtt":
-        return (f"{index}\n{_timestamp(cue.start_s, '.')} --> {_timestamp(cue.end_s, '.')}\n"
-                + "\n".join(_vtt_text(line) for line in cue.lines) + "\n\n")
+        return (
+            f"{index}\n{_timestamp(cue.start_s, '.')} --> {_timestamp(cue.end_s, '.')}\n"
+            + "\n".join(_vtt_text(line) for line in cue.lines)
+            + "\n\n"
+        )
     # SRT has no escaping; "-->" inside text would confuse parsers, so it is softened to an arrow.
-    return (f"{index}\n{_timestamp(cue.start_s, ',')} --> {_timestamp(cue.end_s, ',')}\n"
-            + "\n".join(line.replace("-->", "→") for line in cue.lines) + "\n\n")
+    return (
+        f"{index}\n{_timestamp(cue.start_s, ',')} --> {_timestamp(cue.end_s, ',')}\n"
+        + "\n".join(line.replace("-->", "→") for line in cue.lines)
+        + "\n\n"
+    )
 
 
 def format_header(fmt: CaptionFormat) -> str:
@@ -290,8 +303,9 @@ def format_captions(cues: Iterable[Cue], fmt: CaptionFormat) -> str:
 class CaptionWriter:
     """Writes one caption file incrementally: each finished cue is appended and flushed immediately."""
 
-    def __init__(self, path: str | Path, fmt: CaptionFormat | None = None,
-                 config: CaptionConfig = CaptionConfig()) -> None:
+    def __init__(
+        self, path: str | Path, fmt: CaptionFormat | None = None, config: CaptionConfig = CaptionConfig()
+    ) -> None:
         self.path = Path(path)
         self.fmt = fmt or caption_format(self.path)
         self.config = config
@@ -326,8 +340,9 @@ class CaptionWriter:
     def __enter__(self) -> CaptionWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _emit(self, cues: list[Cue]) -> None:
@@ -352,5 +367,16 @@ def write_captions(commits: Iterable[Commit], path: str | Path, config: CaptionC
     return writer.cues_written
 
 
-__all__ = ["CaptionConfig", "CaptionFormat", "CaptionWriter", "Cue", "CueBuilder", "build_cues", "caption_format",
-           "format_captions", "format_cue", "wrap_lines", "write_captions"]
+__all__ = [
+    "CaptionConfig",
+    "CaptionFormat",
+    "CaptionWriter",
+    "Cue",
+    "CueBuilder",
+    "build_cues",
+    "caption_format",
+    "format_captions",
+    "format_cue",
+    "wrap_lines",
+    "write_captions",
+]

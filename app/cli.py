@@ -1,4 +1,5 @@
 """`dragoman` command line: one subcommand per module in app/commands/ (each has add_parser() and run())."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options every model-using command shares."""
-    p.add_argument("--model", default=None, help="embedded 'whisper-base' (default), a checkpoint directory or a hub id")
+    p.add_argument(
+        "--model", default=None, help="embedded 'whisper-base' (default), a checkpoint directory or a hub id"
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
-    p.add_argument("--task", default="translate", choices=("translate", "transcribe"),
-                   help="translate to the model's target language, or transcribe in the spoken language")
+    p.add_argument(
+        "--task",
+        default="translate",
+        choices=("translate", "transcribe"),
+        help="translate to the model's target language, or transcribe in the spoken language",
+    )
     p.add_argument("--language", default="auto", help="source language code (de, fr, ...) or 'auto' to detect")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
 
@@ -52,17 +59,33 @@ SESSION_FLAGS = {"policy": "policy", "mode": "mode", "chunk": "chunk_s", "commit
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
     """--policy/--mode/--chunk/--commit, shared by the streaming commands (stream, mic, serve)."""
-    p.add_argument("--policy", default=None, choices=("alignatt", "local-agreement"),
-                   help="what to commit: AlignAtt (attention reaches the audio's end) or agreement of consecutive "
-                        "hypotheses (default: the engine's, see SessionConfig)")
-    p.add_argument("--mode", default=None, choices=("incremental", "exact"),
-                   help="reuse the committed prefix's decoder cache (incremental) or re-fill it (exact) "
-                        "(default: the engine's)")
-    p.add_argument("--chunk", type=float, default=None, metavar="SECONDS",
-                   help="seconds of new speech between decoder updates (default: the engine's)")
-    p.add_argument("--commit", default=None, choices=("word", "clause", "sentence"),
-                   help="what a commit may end at before a pause: any word (lowest latency), a clause or a whole "
-                        "sentence (best translation, a few seconds later) (default: the engine's)")
+    p.add_argument(
+        "--policy",
+        default=None,
+        choices=("alignatt", "local-agreement"),
+        help="what to commit: AlignAtt (attention reaches the audio's end) or agreement of consecutive "
+        "hypotheses (default: the engine's, see SessionConfig)",
+    )
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=("incremental", "exact"),
+        help="reuse the committed prefix's decoder cache (incremental) or re-fill it (exact) (default: the engine's)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of new speech between decoder updates (default: the engine's)",
+    )
+    p.add_argument(
+        "--commit",
+        default=None,
+        choices=("word", "clause", "sentence"),
+        help="what a commit may end at before a pause: any word (lowest latency), a clause or a whole "
+        "sentence (best translation, a few seconds later) (default: the engine's)",
+    )
 
 
 def session_config(args: argparse.Namespace):  # -> engine.streaming.config.SessionConfig (torch loads lazily)

@@ -11,6 +11,7 @@ the model's rate with one stateful resampler per stream (engine.audio.StreamResa
 
 Errors a user can act on are MicError subclasses with a message that says what to do.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -84,10 +85,12 @@ def import_sounddevice() -> ModuleType:
     except OSError as e:  # sounddevice raises OSError when libportaudio cannot be found or loaded
         raise PortAudioMissing(
             f"cannot use the microphone: the PortAudio library is missing ({e}); "
-            "install it (Debian/Ubuntu: apt-get install libportaudio2, macOS: brew install portaudio)") from e
+            "install it (Debian/Ubuntu: apt-get install libportaudio2, macOS: brew install portaudio)"
+        ) from e
     except ImportError as e:
-        raise PortAudioMissing(f"cannot use the microphone: the sounddevice package is not installed ({e}); "
-                               "pip install sounddevice") from e
+        raise PortAudioMissing(
+            f"cannot use the microphone: the sounddevice package is not installed ({e}); pip install sounddevice"
+        ) from e
     return sounddevice
 
 
@@ -102,17 +105,27 @@ def list_input_devices(sd: ModuleType | None = None) -> list[InputDevice]:
         raise NoInputDevice(f"cannot list audio devices: {e}") from e
     if default_in is None or default_in < 0:  # PortAudio's own idea of the default input
         default_in = next((api["default_input_device"] for api in apis if api["default_input_device"] >= 0), -1)
-    return [InputDevice(index=d["index"], name=d["name"], channels=d["max_input_channels"],
-                        sample_rate=int(round(d["default_samplerate"])), host_api=apis[d["hostapi"]]["name"],
-                        is_default=d["index"] == default_in)
-            for d in devices if d["max_input_channels"] > 0]
+    return [
+        InputDevice(
+            index=d["index"],
+            name=d["name"],
+            channels=d["max_input_channels"],
+            sample_rate=int(round(d["default_samplerate"])),
+            host_api=apis[d["hostapi"]]["name"],
+            is_default=d["index"] == default_in,
+        )
+        for d in devices
+        if d["max_input_channels"] > 0
+    ]
 
 
 def resolve_device(spec: str | int | None, devices: list[InputDevice]) -> InputDevice:
     """The input device `spec` names: None = default, an index, an exact name, or a unique part of a name."""
     if not devices:
-        raise NoInputDevice("no audio input device found: connect a microphone (or start the audio server, "
-                            "e.g. PulseAudio/PipeWire) and try again")
+        raise NoInputDevice(
+            "no audio input device found: connect a microphone (or start the audio server, "
+            "e.g. PulseAudio/PipeWire) and try again"
+        )
     if spec is None or spec == "":
         default = next((d for d in devices if d.is_default), None)
         if default is None:  # PortAudio names no default: the first input is the best guess
@@ -124,8 +137,9 @@ def resolve_device(spec: str | int | None, devices: list[InputDevice]) -> InputD
         for d in devices:
             if d.index == index:
                 return d
-        raise DeviceNotFound(f"no input device with index {index}; input devices are {names} "
-                             "(dragoman mic --list-devices)")
+        raise DeviceNotFound(
+            f"no input device with index {index}; input devices are {names} (dragoman mic --list-devices)"
+        )
     wanted = spec.strip().lower()
     exact = [d for d in devices if d.name.lower() == wanted]
     if exact:
@@ -134,8 +148,11 @@ def resolve_device(spec: str | int | None, devices: list[InputDevice]) -> InputD
     if len(partial) == 1:
         return partial[0]
     if partial:
-        raise DeviceNotFound(f"input device name {spec!r} is ambiguous: it matches "
-                             + ", ".join(f"{d.index}: {d.name!r}" for d in partial) + "; give the index instead")
+        raise DeviceNotFound(
+            f"input device name {spec!r} is ambiguous: it matches "
+            + ", ".join(f"{d.index}: {d.name!r}" for d in partial)
+            + "; give the index instead"
+        )
     raise DeviceNotFound(f"no input device named {spec!r}; input devices are {names} (dragoman mic --list-devices)")
 
 
@@ -148,8 +165,7 @@ class Microphone:
         self.device = resolve_device(config.device, list_input_devices(self._sd))
         self.sample_rate = self.device.sample_rate
         self.block_frames = max(1, round(config.block_s * self.sample_rate))
-        self._queue: queue.Queue[np.ndarray] = queue.Queue(
-            maxsize=max(1, round(config.queue_s / config.block_s)))
+        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, round(config.queue_s / config.block_s)))
         self._stream = None
         self._stopping = False
         self._finished = False  # PortAudio ended the stream on its own (device gone)
@@ -162,9 +178,15 @@ class Microphone:
     def start(self) -> None:
         sd = self._sd
         try:
-            self._stream = sd.InputStream(device=self.device.index, samplerate=self.sample_rate, channels=1,
-                                          dtype="float32", blocksize=self.block_frames, callback=self._callback,
-                                          finished_callback=self._on_finished)
+            self._stream = sd.InputStream(
+                device=self.device.index,
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="float32",
+                blocksize=self.block_frames,
+                callback=self._callback,
+                finished_callback=self._on_finished,
+            )
             self._stream.start()
         except (sd.PortAudioError, ValueError) as e:
             raise DeviceLost(f"cannot open input device {self.device.name!r}: {e}") from e
@@ -186,8 +208,9 @@ class Microphone:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -229,11 +252,15 @@ class Microphone:
             raise DeviceLost(f"input device {self.device.name!r} stopped (disconnected, or the audio server quit)")
         if self._last_block_t is None:
             if now - self._started_t > self.config.first_block_timeout_s:
-                raise DeviceLost(f"input device {self.device.name!r} delivered no audio within "
-                                 f"{self.config.first_block_timeout_s:.0f} s")
+                raise DeviceLost(
+                    f"input device {self.device.name!r} delivered no audio within "
+                    f"{self.config.first_block_timeout_s:.0f} s"
+                )
         elif now - self._last_block_t > self.config.stall_timeout_s:
-            raise DeviceLost(f"input device {self.device.name!r} stopped delivering audio "
-                             f"(no samples for {now - self._last_block_t:.1f} s: disconnected?)")
+            raise DeviceLost(
+                f"input device {self.device.name!r} stopped delivering audio "
+                f"(no samples for {now - self._last_block_t:.1f} s: disconnected?)"
+            )
 
     async def blocks(self, poll_s: float | None = None) -> AsyncIterator[np.ndarray]:
         """Captured blocks at the device rate until stop(); raises DeviceLost if the device goes away.
@@ -259,8 +286,10 @@ def describe_devices(devices: list[InputDevice]) -> str:
     """The --list-devices table."""
     if not devices:
         return "no audio input devices found"
-    rows = [f"{'*' if d.is_default else ' '} {d.index:>3}  {d.name}  ({d.channels} ch, {d.sample_rate} Hz, "
-            f"{d.host_api})" for d in devices]
+    rows = [
+        f"{'*' if d.is_default else ' '} {d.index:>3}  {d.name}  ({d.channels} ch, {d.sample_rate} Hz, {d.host_api})"
+        for d in devices
+    ]
     return "\n".join(["  idx  name  (* = default input)", *rows])
 
 

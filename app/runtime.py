@@ -12,14 +12,15 @@ the audio that arrived meanwhile (StreamingSession decodes whatever is buffered)
 
 The engine package stays sans-I/O; this module is the app's asyncio runtime around it.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class EngineConfig:
 class LiveSession:
     """One stream inside a running Engine (create with Engine.open_session)."""
 
-    def __init__(self, engine: "Engine", session: StreamingSession, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, engine: Engine, session: StreamingSession, loop: asyncio.AbstractEventLoop) -> None:
         self._engine = engine
         self.session = session
         self.id = session.id
@@ -158,7 +159,7 @@ class Engine:
         for ls in list(self._sessions):
             ls.close()
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         await self.start()
         return self
 
@@ -290,5 +291,6 @@ class Engine:
         log.error("[%s] model work failed; session ended: %s", ls.id, e, exc_info=e)
         ls.failed = True
         self._remove(ls)
-        ls._deliver([Error(code="internal", message=f"internal error in session {ls.id}: {type(e).__name__}")],
-                    end=True)
+        ls._deliver(
+            [Error(code="internal", message=f"internal error in session {ls.id}: {type(e).__name__}")], end=True
+        )

@@ -5,6 +5,7 @@ line at sentence ends (or when it would wrap, since `\\r` cannot climb back over
 output is not a TTY (a pipe, a file) only committed text is written, as plain lines at sentence ends: no
 escape codes, and nothing that a later event takes back.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Captions in other languages, for every command: the --target / --mt-model flags, and the offline cascade that
 `file` runs (speech -> source text -> sentences -> translations). The streaming side is engine.mt.stage."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,34 @@ log = logging.getLogger(__name__)
 
 
 def add_mt_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default=None, metavar="LANG[,LANG...]",
-                   help="caption in these languages (e.g. de or de,es) through an MT model after the speech "
-                        "model; see docs/mt.md")
-    p.add_argument("--mt-model", action="append", default=None, metavar="NAME|DIR|HUB_ID",
-                   help="MT checkpoint (opus-mt / Marian, M2M100, NLLB-200): a directory or a hub id; repeat "
-                        "for several (each target uses the first that can reach it)")
-    p.add_argument("--mt-unit", default="sentence", choices=("sentence", "clause", "agreement"),
-                   help="what one translation covers in live captions: whole sentences, clauses, or sentences "
-                        "whose agreed first words are committed early (default %(default)s; docs/mt.md)")
-    p.add_argument("--mt-quantize", default="auto", choices=("auto", "none"),
-                   help="auto: int8 MT decoder on a CPU (about 5x faster steps); none: fp32, exactly as "
-                        "transformers (default %(default)s)")
+    p.add_argument(
+        "--target",
+        default=None,
+        metavar="LANG[,LANG...]",
+        help="caption in these languages (e.g. de or de,es) through an MT model after the speech model; see docs/mt.md",
+    )
+    p.add_argument(
+        "--mt-model",
+        action="append",
+        default=None,
+        metavar="NAME|DIR|HUB_ID",
+        help="MT checkpoint (opus-mt / Marian, M2M100, NLLB-200): a directory or a hub id; repeat "
+        "for several (each target uses the first that can reach it)",
+    )
+    p.add_argument(
+        "--mt-unit",
+        default="sentence",
+        choices=("sentence", "clause", "agreement"),
+        help="what one translation covers in live captions: whole sentences, clauses, or sentences "
+        "whose agreed first words are committed early (default %(default)s; docs/mt.md)",
+    )
+    p.add_argument(
+        "--mt-quantize",
+        default="auto",
+        choices=("auto", "none"),
+        help="auto: int8 MT decoder on a CPU (about 5x faster steps); none: fp32, exactly as "
+        "transformers (default %(default)s)",
+    )
 
 
 @dataclass(frozen=True)
@@ -109,9 +126,12 @@ def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | No
     targets, plans = mt_setup(args, language, tasks)
     transcripts = {}
     for task in dict.fromkeys(p.task for p in plans):
-        transcripts[task] = transcribe(bundle, audio, OfflineOptions(task=task, language=language,
-                                                                     beam_size=args.beam),
-                                       progress=lambda done, total: bar.update(done - bar.n))
+        transcripts[task] = transcribe(
+            bundle,
+            audio,
+            OfflineOptions(task=task, language=language, beam_size=args.beam),
+            progress=lambda done, total: bar.update(done - bar.n),
+        )
     bar.close()
     translators: dict = {}
     results = {}
@@ -122,16 +142,27 @@ def run_file_targets(args: argparse.Namespace, bundle, audio, language: str | No
     tr, segs = results[first]
 
     def block(segments) -> dict:
-        return {"text": " ".join(s.text for s in segments if s.text).strip(),
-                "segments": [{"start": round(s.start_s, 2), "end": round(s.end_s, 2), "source_text": s.source_text,
-                              "text": s.text} for s in segments]}
+        return {
+            "text": " ".join(s.text for s in segments if s.text).strip(),
+            "segments": [
+                {"start": round(s.start_s, 2), "end": round(s.end_s, 2), "source_text": s.source_text, "text": s.text}
+                for s in segments
+            ],
+        }
 
     if args.json:
-        out = {"language": tr.language, "task": plans[0].task, "target": first,
-               "source_text": " ".join(s.text.strip() for s in tr.segments if s.text.strip()), **block(segs)}
+        out = {
+            "language": tr.language,
+            "task": plans[0].task,
+            "target": first,
+            "source_text": " ".join(s.text.strip() for s in tr.segments if s.text.strip()),
+            **block(segs),
+        }
         if len(targets) > 1:
-            out["targets"] = {t: {"source_text": " ".join(s.text.strip() for s in r[0].segments if s.text.strip()),
-                                  **block(r[1])} for t, r in results.items()}
+            out["targets"] = {
+                t: {"source_text": " ".join(s.text.strip() for s in r[0].segments if s.text.strip()), **block(r[1])}
+                for t, r in results.items()
+            }
         print(json.dumps(out, ensure_ascii=False, indent=2))
     elif len(targets) == 1:
         print(block(segs)["text"])
@@ -186,8 +217,10 @@ class LiveTranslation:
         for target, lat in self.latencies.items():
             if lat:
                 p50, p90 = np.percentile(lat, [50, 90])
-                lines.append(f"{target}: {len(lat)} units, latency from source speech to target commit "
-                             f"p50 {p50:.1f} s, p90 {p90:.1f} s")
+                lines.append(
+                    f"{target}: {len(lat)} units, latency from source speech to target commit "
+                    f"p50 {p50:.1f} s, p90 {p90:.1f} s"
+                )
             else:
                 lines.append(f"{target}: nothing committed")
         return "\n".join(lines)
@@ -216,8 +249,12 @@ def target_record(event, t_audio: float) -> dict:
     """A target event as one JSON object of an event log."""
     from engine.mt.stage import TargetCommit
 
-    record = {"type": "target_commit" if isinstance(event, TargetCommit) else "target_partial",
-              "target": event.target, "text": event.text, "source_text": event.source_text}
+    record = {
+        "type": "target_commit" if isinstance(event, TargetCommit) else "target_partial",
+        "target": event.target,
+        "text": event.text,
+        "source_text": event.source_text,
+    }
     if isinstance(event, TargetCommit):
         record.update(start_s=event.start_s, end_s=event.end_s, latency_s=round(event.latency_s, 3))
     record["t_audio"] = round(t_audio, 3)

@@ -4,6 +4,7 @@ of a serving process.
     .venv/bin/python -m benchmarks.bench_concurrency            # N = 1, 2, 4 (batched and not), RSS with 1 and 4
     .venv/bin/python -m benchmarks.bench_concurrency --n 1,4 --no-rss
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,17 @@ async def concurrent(backend, config, audio: np.ndarray, n: int, batch: bool) ->
         drain_s = time.monotonic() - t_end
         await asyncio.gather(*drains)
         rtfs = [lv.rtf for lv in lives]
-    max_lag = max(l for series in lags for _, l in series)
-    return {"n": n, "batch": batch, "max_lag": max_lag, "p50_lag": float(np.median([l for s in lags for _, l in s])),
-            "drain_s": drain_s, "rtf_sum": sum(rtfs), "lags": lags, "texts": texts}
+    max_lag = max(lag for series in lags for _, lag in series)
+    return {
+        "n": n,
+        "batch": batch,
+        "max_lag": max_lag,
+        "p50_lag": float(np.median([lag for s in lags for _, lag in s])),
+        "drain_s": drain_s,
+        "rtf_sum": sum(rtfs),
+        "lags": lags,
+        "texts": texts,
+    }
 
 
 # -- serving memory -------------------------------------------------------------------------------------------
@@ -84,6 +93,7 @@ def serving_child(n: int, threads: int) -> int:
     from engine.backend import make_backend
     from engine.models.loading import load_model
     from engine.streaming.session import SessionConfig
+
     torch.set_num_threads(threads)
     audio = _stream_audio()  # synthesised by the parent: only cached WAVs are read
     rss = {"start": _rss_mb()}
@@ -103,8 +113,12 @@ def serving_rss(n: int, threads: int) -> dict:
     import json
     import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_concurrency", "--serving-child", str(n),
-                          "--threads", str(threads)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_concurrency", "--serving-child", str(n), "--threads", str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", default="1,2,4", help="numbers of concurrent streams")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-rss", action="store_true")
-    ap.add_argument("--config", default="{}", help='SessionConfig overrides as JSON, e.g. \'{"chunk_s": 0.5}\'')
+    ap.add_argument("--config", default="{}", help="SessionConfig overrides as JSON, e.g. '{\"chunk_s\": 0.5}'")
     ap.add_argument("--serving-child", type=int, default=0, help=argparse.SUPPRESS)  # see serving_rss
     args = ap.parse_args(argv)
     if args.serving_child:
@@ -129,16 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     config = SessionConfig(task="translate", language="de", **json.loads(args.config))
     audio = _stream_audio()
     backend = make_backend(load_model())
-    print(f"## concurrency (German, {len(audio) / SAMPLE_RATE:.0f} s paced in real time, session config "
-          f"{args.config if args.config != '{}' else 'default'})")
+    print(
+        f"## concurrency (German, {len(audio) / SAMPLE_RATE:.0f} s paced in real time, session config "
+        f"{args.config if args.config != '{}' else 'default'})"
+    )
     print("| N | batched | max lag s | median lag s | drain after end s | sum of RTFs | words per stream (min..max) |")
     print("|---|---|---|---|---|---|---|")
     for n in (int(x) for x in args.n.split(",")):
-        for batch in ((True, False) if n > 1 else (True,)):
+        for batch in (True, False) if n > 1 else (True,):
             c = asyncio.run(concurrent(backend, config, audio, n, batch))
             words = [len(t.split()) for t in c["texts"]]
-            print(f"| {n} | {'yes' if batch else 'no'} | {c['max_lag']:.2f} | {c['p50_lag']:.2f} | "
-                  f"{c['drain_s']:.2f} | {c['rtf_sum']:.2f} | {min(words)}..{max(words)} |", flush=True)
+            print(
+                f"| {n} | {'yes' if batch else 'no'} | {c['max_lag']:.2f} | {c['p50_lag']:.2f} | "
+                f"{c['drain_s']:.2f} | {c['rtf_sum']:.2f} | {min(words)}..{max(words)} |",
+                flush=True,
+            )
     if not args.no_rss:
         print("\n## serving memory: a fresh process with the default model and N real-time German streams (Engine)")
         print("| N | RSS after import MB | after model load MB | peak MB | after the streams MB |")

@@ -8,6 +8,7 @@ Timings are the minimum over repeats (the least disturbed run on a shared machin
 the load average is printed so a noisy run can be recognised. Load times are measured in fresh interpreters
 (`import torch` excluded) against a throw-away XDG_CACHE_HOME, so the user's cache is never touched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX_TOKENS = 64  # the issue's yardstick: a step over the cache vs recomputing a 64-token prefix
-CLIPS = [("de", 0, "translate"), ("de", 1, "translate"), ("fr", 0, "translate"), ("es", 0, "translate"),
-         ("en", 0, "transcribe"), ("en", 1, "transcribe")]
+CLIPS = [
+    ("de", 0, "translate"),
+    ("de", 1, "translate"),
+    ("fr", 0, "translate"),
+    ("es", 0, "translate"),
+    ("en", 0, "transcribe"),
+    ("en", 1, "transcribe"),
+]
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float, float]:
@@ -89,15 +96,29 @@ def bench_load(threads: int) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="dragoman-bench-cache-") as tmp:
         cache = Path(tmp)
         cold = load_in_fresh_process(cache, "auto", threads)
-        rows.append(("cold load: convert CT2 -> safetensors cache, int8 decoder", f"{cold['load_s']:.2f} s",
-                     f"{cold['cpu_s']:.2f} s"))
-        for label, quantize in (("warm load: cached, int8 decoder (the default)", "auto"),
-                                ("warm load: cached, fp32", "none")):
+        rows.append(
+            (
+                "cold load: convert CT2 -> safetensors cache, int8 decoder",
+                f"{cold['load_s']:.2f} s",
+                f"{cold['cpu_s']:.2f} s",
+            )
+        )
+        for label, quantize in (
+            ("warm load: cached, int8 decoder (the default)", "auto"),
+            ("warm load: cached, fp32", "none"),
+        ):
             warm = [load_in_fresh_process(cache, quantize, threads) for _ in range(3)]
-            rows.append((label, f"{min(w['load_s'] for w in warm):.2f} s ({statistics.median(w['load_s'] for w in warm):.2f})",
-                         f"{min(w['cpu_s'] for w in warm):.2f} s"))
+            rows.append(
+                (
+                    label,
+                    f"{min(w['load_s'] for w in warm):.2f} s ({statistics.median(w['load_s'] for w in warm):.2f})",
+                    f"{min(w['cpu_s'] for w in warm):.2f} s",
+                )
+            )
         used = load_in_fresh_process(cache, "auto", threads, decode=True)
-        rows.append(("peak RSS: fresh process, default model, one 30 s window decoded", f"{used['peak_rss_mb']:.0f} MB", ""))
+        rows.append(
+            ("peak RSS: fresh process, default model, one 30 s window decoded", f"{used['peak_rss_mb']:.0f} MB", "")
+        )
     return rows
 
 
@@ -111,8 +132,12 @@ def bench_encoder(model, repeats: int) -> list[Row]:
     for seconds in (5, 10, 30):
         mel = log_mel_spectrogram(rng.normal(0, 0.1, seconds * 16000).astype(np.float32))[None]
         mel = mel[:, :, : mel.shape[2] - mel.shape[2] % 2]
-        rows.append(ms(f"encoder, {seconds} s window ({mel.shape[2]} mel frames)",
-                       timed(lambda: model.encode(mel), repeats)))
+        rows.append(
+            ms(
+                f"encoder, {seconds} s window ({mel.shape[2]} mel frames)",
+                timed(lambda mel=mel: model.encode(mel), repeats),
+            )
+        )
     return rows
 
 
@@ -171,12 +196,16 @@ def compare_texts(fp32, int8, audio_dir: Path) -> tuple[list[Row], list[str]]:
             texts.append(result.text.strip())
         same += texts[0] == texts[1]
         mark = "same" if texts[0] == texts[1] else "DIFFERS"
-        details.append(f"- {lang}{index} {task}, {mark}: fp32 {texts[0]!r}" +
-                       ("" if texts[0] == texts[1] else f" / int8 {texts[1]!r}"))
-    rows.append(("greedy decoding per token, fp32 decoder (median over clips)",
-                 f"{statistics.median(t_fp32) * 1e3:.1f} ms", ""))
-    rows.append(("greedy decoding per token, int8 decoder (median over clips)",
-                 f"{statistics.median(t_int8) * 1e3:.1f} ms", ""))
+        details.append(
+            f"- {lang}{index} {task}, {mark}: fp32 {texts[0]!r}"
+            + ("" if texts[0] == texts[1] else f" / int8 {texts[1]!r}")
+        )
+    rows.append(
+        ("greedy decoding per token, fp32 decoder (median over clips)", f"{statistics.median(t_fp32) * 1e3:.1f} ms", "")
+    )
+    rows.append(
+        ("greedy decoding per token, int8 decoder (median over clips)", f"{statistics.median(t_int8) * 1e3:.1f} ms", "")
+    )
     rows.append(("int8 decoder text == fp32 text (synthesised clips)", f"{same}/{len(CLIPS)}", ""))
     return rows, details
 
@@ -192,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine.models.common import quantize_decoder
     from engine.models.loading import load_model
 
-    print(f"# dragoman engine core, Whisper base, {args.threads} thread(s), torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    print(
+        f"# dragoman engine core, Whisper base, {args.threads} thread(s), torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
     rows: list[Row] = []
     if not args.skip_load:
         rows += bench_load(args.threads)
@@ -205,14 +237,20 @@ def main(argv: list[str] | None = None) -> int:
         mel30 = torch.zeros(1, 80, 3000)
         encoder_out = fp32.model.encode(mel30)
     r32, ratio32 = bench_decoder(fp32.model, "fp32", encoder_out, args.repeats)
-    r8, ratio8 = bench_decoder(int8.model, "int8" if int8.quantized else "int8 unavailable, fp32", encoder_out,
-                               args.repeats)
+    r8, ratio8 = bench_decoder(
+        int8.model, "int8" if int8.quantized else "int8 unavailable, fp32", encoder_out, args.repeats
+    )
     rows += r32 + r8
     with tempfile.TemporaryDirectory(prefix="dragoman-bench-speech-") as tmp:
         text_rows, details = compare_texts(fp32, int8, Path(tmp))
     rows += text_rows
-    rows.append(("peak RSS of this benchmark process (fp32 + int8 models)",
-                 f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", ""))
+    rows.append(
+        (
+            "peak RSS of this benchmark process (fp32 + int8 models)",
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
+            "",
+        )
+    )
 
     width = max(len(r[0]) for r in rows)
     print(f"\n| {'measurement':<{width}} | wall: min (median) | process CPU: min |")
@@ -221,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name:<{width}} | {wall} | {cpu} |")
     print("\nfp32 vs int8 decoder texts:")
     print("\n".join(details))
-    print(f"\ntargets: warm load < 2 s; cached step >= 3x cheaper than recomputing {PREFIX_TOKENS} tokens "
-          f"(on CPU time: fp32 {ratio32:.1f}x, int8 {ratio8:.1f}x)")
+    print(
+        f"\ntargets: warm load < 2 s; cached step >= 3x cheaper than recomputing {PREFIX_TOKENS} tokens "
+        f"(on CPU time: fp32 {ratio32:.1f}x, int8 {ratio8:.1f}x)"
+    )
     return 0
 
 

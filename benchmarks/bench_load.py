@@ -20,6 +20,7 @@ with `--threads` torch threads and `--max-sessions` sessions; docs/deploy.md) in
 reports which replica served each speaker. Every open socket takes one of a replica's `--max-sessions` slots there,
 garbage ones included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,6 +97,7 @@ async def speak(url: str, sp: Speaker) -> None:
 
 # --- garbage ------------------------------------------------------------------------------------------------------
 
+
 async def _exchange(url: str, sends: list, read_s: float = 0.5, start: bool = False) -> list[str]:
     codes: list[str] = []
     try:
@@ -124,9 +126,14 @@ def _behaviours(rng: random.Random) -> dict:
     return {
         "malformed json": lambda url: _exchange(url, ["{nope", "[1,2", "\x00"]),
         "unknown type": lambda url: _exchange(url, ['{"type":"explode"}', '{"type":42}']),
-        "bad fields": lambda url: _exchange(url, ['{"type":"start","sample_rate":1}',
-                                                  '{"type":"start","encoding":"mp3"}',
-                                                  '{"type":"start","language":"klingon"}']),
+        "bad fields": lambda url: _exchange(
+            url,
+            [
+                '{"type":"start","sample_rate":1}',
+                '{"type":"start","encoding":"mp3"}',
+                '{"type":"start","language":"klingon"}',
+            ],
+        ),
         "audio before start": lambda url: _exchange(url, [b"\x00\x00" * 160] * 5),
         "start twice": lambda url: _exchange(url, ['{"type":"start"}'], start=True),
         "odd / NaN frames": lambda url: _exchange(url, [b"\x00" * 3, b"", nan], start=True),
@@ -134,16 +141,25 @@ def _behaviours(rng: random.Random) -> dict:
         "multi-MB frame": lambda url: _exchange(url, [bytes(5 * 2**20)], start=True),
         "disconnect mid-stream": _disconnect,
         "never reads": _never_reads,
-        "random bytes": lambda url: _exchange(url, [rng.randbytes(rng.randint(1, 4000)) for _ in range(20)],
-                                              start=rng.random() < 0.5),
+        "random bytes": lambda url: _exchange(
+            url, [rng.randbytes(rng.randint(1, 4000)) for _ in range(20)], start=rng.random() < 0.5
+        ),
         # the compatible APIs (docs/api.md) on the same port
-        "realtime junk": lambda url: _api_junk(url.replace("/ws", "/v1/realtime"), [
-            "{nope", '{"type": "response.create"}', '{"type": "input_audio_buffer.append", "audio": "***"}',
-            '{"type": "input_audio_buffer.commit"}', '{"type": "session.update", "session": {"type": "realtime"}}',
-            '{"type": "input_audio_buffer.append", "audio": "' + "A" * 400_000 + '"}']),
-        "listen junk": lambda url: _api_junk(url.replace("/ws", "/v1/listen") + "?encoding=linear16&sample_rate=16000",
-                                             ["{nope", '{"type": "Dance"}', rng.randbytes(3001), b"\x00",
-                                              bytes(5 * 2**20), '{"type": "CloseStream"}']),
+        "realtime junk": lambda url: _api_junk(
+            url.replace("/ws", "/v1/realtime"),
+            [
+                "{nope",
+                '{"type": "response.create"}',
+                '{"type": "input_audio_buffer.append", "audio": "***"}',
+                '{"type": "input_audio_buffer.commit"}',
+                '{"type": "session.update", "session": {"type": "realtime"}}',
+                '{"type": "input_audio_buffer.append", "audio": "' + "A" * 400_000 + '"}',
+            ],
+        ),
+        "listen junk": lambda url: _api_junk(
+            url.replace("/ws", "/v1/listen") + "?encoding=linear16&sample_rate=16000",
+            ["{nope", '{"type": "Dance"}', rng.randbytes(3001), b"\x00", bytes(5 * 2**20), '{"type": "CloseStream"}'],
+        ),
         "listen bad params": lambda url: _api_junk(url.replace("/ws", "/v1/listen") + "?encoding=opus", []),
         "upload junk": lambda url: _upload_junk(url, rng.randbytes(rng.randint(1, 50_000))),
     }
@@ -151,6 +167,7 @@ def _behaviours(rng: random.Random) -> dict:
 
 async def _api_junk(url: str, sends: list) -> list[str]:
     """A Realtime or Deepgram client sending junk: what came back, by error code (or close code)."""
+
     def error_code(msg: dict) -> str | None:
         if msg["type"] not in ("error", "Error"):
             return None
@@ -161,7 +178,7 @@ async def _api_junk(url: str, sends: list) -> list[str]:
 
 async def _upload_junk(ws_url: str, payload: bytes) -> list[str]:
     """POST random bytes as a file to /v1/audio/transcriptions: the status code."""
-    http = "http" + ws_url[len("ws"):].rsplit("/", 1)[0]
+    http = "http" + ws_url[len("ws") :].rsplit("/", 1)[0]
     return [f"http {await asyncio.to_thread(upload_status, http, payload)}"]
 
 
@@ -204,14 +221,17 @@ async def garbage(url: str, seed: int, until: asyncio.Event, tally: Counter, run
 
 # --- main ---------------------------------------------------------------------------------------------------------
 
+
 @contextlib.asynccontextmanager
 async def in_process_server(backend, max_sessions: int):
     """(ws_url, processes whose memory counts) of a DragomanServer in this process."""
-    from app.server import DragomanServer, ServerConfig
     from app.runtime import Engine, EngineConfig
+    from app.server import DragomanServer, ServerConfig
 
-    async with Engine(backend, EngineConfig(max_sessions=max_sessions)) as engine, \
-            DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as server:
+    async with (
+        Engine(backend, EngineConfig(max_sessions=max_sessions)) as engine,
+        DragomanServer(engine, ServerConfig(port=0, stats_interval_s=0.5)) as server,
+    ):
         yield server.ws_url, [psutil.Process()]
 
 
@@ -224,11 +244,34 @@ class ReplicatedServer:
             self.port = s.getsockname()[1]
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--replicas", str(replicas), "--threads", str(threads),
-             "--replica-cpus", str(threads), "--ray-cpus", str(max(os.cpu_count() or 1, replicas * threads)),
-             "--max-sessions", str(max_sessions), "--max-waiting", "256", "--port", str(self.port),
-             "--language", "de"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--replicas",
+                str(replicas),
+                "--threads",
+                str(threads),
+                "--replica-cpus",
+                str(threads),
+                "--ray-cpus",
+                str(max(os.cpu_count() or 1, replicas * threads)),
+                "--max-sessions",
+                str(max_sessions),
+                "--max-waiting",
+                "256",
+                "--port",
+                str(self.port),
+                "--language",
+                "de",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         for line in self.proc.stdout:
             if "is live at" in line:
                 break
@@ -262,10 +305,12 @@ def rss_mb(processes: list[psutil.Process]) -> float:
     return total / 2**20
 
 
-async def run(args: argparse.Namespace, backend, speakers: list[Speaker],
-              cluster: ReplicatedServer | None = None) -> tuple[Counter, Counter, dict]:
+async def run(
+    args: argparse.Namespace, backend, speakers: list[Speaker], cluster: ReplicatedServer | None = None
+) -> tuple[Counter, Counter, dict]:
     max_sessions = args.max_sessions or args.clients + args.garbage * 2
     if cluster is not None:
+
         @contextlib.asynccontextmanager
         async def cluster_server():
             yield cluster.ws_url, cluster.processes()
@@ -296,9 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="sentence pairs per speaker (longer streams)")
     ap.add_argument("--max-sessions", type=int, default=0, help="engine session slots (default: enough for all)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (per replica with --replicas)")
-    ap.add_argument("--replicas", type=int, default=0,
-                    help="run against `dragoman serve --replicas N` on a local Ray cluster (--max-sessions per "
-                         "replica) instead of an in-process server")
+    ap.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="run against `dragoman serve --replicas N` on a local Ray cluster (--max-sessions per "
+        "replica) instead of an in-process server",
+    )
     args = ap.parse_args(argv)
 
     cluster: ReplicatedServer | None = None
@@ -344,13 +393,20 @@ def _measure(args: argparse.Namespace, backend, cluster: ReplicatedServer | None
     print("load run ...", file=sys.stderr, flush=True)
     tally, runs, info = asyncio.run(run(args, backend, speakers, cluster))
 
-    where = (f"{args.replicas} replicas on a local Ray cluster (started in {cluster.started_s:.1f} s), "
-             f"{args.threads} torch threads and {info['max_sessions']} session slots each"
-             if cluster is not None else f"{args.threads} torch threads, {info['max_sessions']} session slots")
-    print(f"\n{args.clients} speakers at 1x real time + {args.garbage} garbage clients, loopback, {where}, "
-          f"wall {info['wall_s']:.1f} s\n")
-    print("| client | replica | audio s | commits | sentences committed | recall quiet / load | lag mean / max s "
-          "| end after stop s | errors | complete |")
+    where = (
+        f"{args.replicas} replicas on a local Ray cluster (started in {cluster.started_s:.1f} s), "
+        f"{args.threads} torch threads and {info['max_sessions']} session slots each"
+        if cluster is not None
+        else f"{args.threads} torch threads, {info['max_sessions']} session slots"
+    )
+    print(
+        f"\n{args.clients} speakers at 1x real time + {args.garbage} garbage clients, loopback, {where}, "
+        f"wall {info['wall_s']:.1f} s\n"
+    )
+    print(
+        "| client | replica | audio s | commits | sentences committed | recall quiet / load | lag mean / max s "
+        "| end after stop s | errors | complete |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     ok = True
     for sp, q in zip(speakers, quiet):
@@ -359,10 +415,12 @@ def _measure(args: argparse.Namespace, backend, cluster: ReplicatedServer | None
         complete = sp.ended and not sp.errors and covered == len(sp.spans)
         ok &= complete
         lag = f"{np.mean(sp.lags):.2f} / {max(sp.lags):.2f}" if sp.lags else "-"
-        print(f"| {sp.name} | {sp.replica} | {len(sp.audio) / SAMPLE_RATE:.1f} | {sp.commits} "
-              f"| {covered} / {len(sp.spans)} "
-              f"| {recall(reference, q.text):.0%} / {recall(reference, sp.text):.0%} | {lag} | {sp.end_delay_s:.2f} "
-              f"| {', '.join(sp.errors) or 'none'} | {'yes' if complete else 'NO'} |")
+        print(
+            f"| {sp.name} | {sp.replica} | {len(sp.audio) / SAMPLE_RATE:.1f} | {sp.commits} "
+            f"| {covered} / {len(sp.spans)} "
+            f"| {recall(reference, q.text):.0%} / {recall(reference, sp.text):.0%} | {lag} | {sp.end_delay_s:.2f} "
+            f"| {', '.join(sp.errors) or 'none'} | {'yes' if complete else 'NO'} |"
+        )
     print(f"\ngarbage behaviours run: {dict(runs)}")
     print(f"what garbage clients got back: {dict(tally)}")
     print(f"RSS {info['rss_mb'][0]:.0f} MB -> {info['rss_mb'][1]:.0f} MB")

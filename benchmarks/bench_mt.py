@@ -9,6 +9,7 @@ Latency: `dragoman stream --target de` on the tests' synthesised English talk wi
 source word's speech end to its source commit, from a unit's last word to its target commit, and from a unit's first
 word to the target commit that first shows any of it. Stream time: compute is not counted. Results: docs/mt.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,32 @@ def speed(threads: int) -> list[str]:
     rows = ["| model | decoder | encoder, 20 tokens | decoder step | 4 beams step |", "|---|---|---|---|---|"]
     for name, (d, n, h, ffn, vocab, family) in SHAPES.items():
         marian = family == "marian"
-        cfg = MTConfig(family, vocab, vocab, d, n, n, h, h, ffn, ffn, "swish" if marian else "relu", 512,
-                       vocab - 1 if marian else 1, True, not marian, "marian" if marian else "fairseq", marian)
+        cfg = MTConfig(
+            family,
+            vocab,
+            vocab,
+            d,
+            n,
+            n,
+            h,
+            h,
+            ffn,
+            ffn,
+            "swish" if marian else "relu",
+            512,
+            vocab - 1 if marian else 1,
+            True,
+            not marian,
+            "marian" if marian else "fairseq",
+            marian,
+        )
         model = MTModel(cfg).eval()
         ids = torch.randint(5, 1000, (1, 20))
         for kind in ("fp32", "int8"):
             if kind == "int8":
                 quantize_decoder(model)
             with torch.inference_mode():
-                enc_t = min(_timed(lambda: model.encode(ids)) for _ in range(5))
+                enc_t = min(_timed(lambda model=model, ids=ids: model.encode(ids)) for _ in range(5))
                 enc = model.encode(ids)
                 step = _steps(model, enc, 1)
                 step4 = _steps(model, enc, 4)
@@ -75,14 +93,38 @@ def latency(pause_s: float) -> list[str]:
     audio, _ = long_stream("en", work, pause_s=pause_s, repeat=2)
     wav = write_wav(work / "talk.wav", audio)
     build_marian(work / "opus-mt-en-de-tiny")
-    rows = [f"talk: {len(audio) / 16000:.0f} s of English, {pause_s} s pauses between sentences", "",
-            "| --mt-unit | source commits: speech end → commit p50 / p90 | target commits | unit's last word → "
-            "target commit p50 / p90 | unit's first word → first target text p50 / p90 |", "|---|---|---|---|---|"]
+    rows = [
+        f"talk: {len(audio) / 16000:.0f} s of English, {pause_s} s pauses between sentences",
+        "",
+        "| --mt-unit | source commits: speech end → commit p50 / p90 | target commits | unit's last word → "
+        "target commit p50 / p90 | unit's first word → first target text p50 / p90 |",
+        "|---|---|---|---|---|",
+    ]
     for unit in ("sentence", "clause", "agreement"):
         events = work / f"{unit}.jsonl"
-        subprocess.run([sys.executable, "-m", "app.cli", "stream", str(wav), "--language", "en", "--target", "de",
-                        "--mt-model", str(work / "opus-mt-en-de-tiny"), "--mt-unit", unit, "--mt-quantize", "none",
-                        "--events", str(events)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "stream",
+                str(wav),
+                "--language",
+                "en",
+                "--target",
+                "de",
+                "--mt-model",
+                str(work / "opus-mt-en-de-tiny"),
+                "--mt-unit",
+                unit,
+                "--mt-quantize",
+                "none",
+                "--events",
+                str(events),
+            ],
+            check=True,
+            capture_output=True,
+        )
         recs = [json.loads(line) for line in events.read_text().splitlines()]
         source = [r["t_audio"] - r["end_s"] for r in recs if r["type"] == "commit"]
         commits = [r for r in recs if r["type"] == "target_commit"]
@@ -94,8 +136,10 @@ def latency(pause_s: float) -> list[str]:
             if waiting:
                 first.append(r["end_s"] + r["latency_s"] - r["start_s"])
             waiting = bool(r["source_text"])
-        rows.append(f"| {unit} | {_p(source)} | {len(commits)} ({len(commits) - len(finals)} early) | {_p(last)} | "
-                    f"{_p(first)} |")
+        rows.append(
+            f"| {unit} | {_p(source)} | {len(commits)} ({len(commits) - len(finals)} early) | {_p(last)} | "
+            f"{_p(first)} |"
+        )
     return rows
 
 

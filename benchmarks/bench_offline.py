@@ -9,11 +9,12 @@ Prints one table per language: system, BLEU, chrF (sacrebleu, corpus level, agai
 RTF (decode seconds / audio seconds, model load excluded). Peers run only when installed (faster-whisper).
 Speech: the set's sentences spoken by the language's two mbrola voices in turn at 150 words per minute.
 """
+
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import importlib.util
 import sys
 import tempfile
@@ -44,9 +45,15 @@ def load_set(lang: str, name: str, audio_dir: Path, limit: int | None = None) ->
     with open(path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))[:limit]
     voices = (VOICES[lang], VOICES.get(f"{lang}2", VOICES[lang]))
-    return [Item(r["id"], r["source"], r["reference"],
-                 load_audio(synthesize(r["source"], voices[i % 2], audio_dir, SPEED_WPM)))
-            for i, r in enumerate(rows)]
+    return [
+        Item(
+            r["id"],
+            r["source"],
+            r["reference"],
+            load_audio(synthesize(r["source"], voices[i % 2], audio_dir, SPEED_WPM)),
+        )
+        for i, r in enumerate(rows)
+    ]
 
 
 Decoder = Callable[[np.ndarray, str], str]  # (audio, source language) -> English text
@@ -58,8 +65,12 @@ def dragoman(beam_size: int, quantize: str = "auto", **options) -> Callable[[], 
         from engine.models.whisper.transcribe import TranscribeOptions, transcribe
 
         bundle = load_model(device="cpu", quantize=quantize)
-        return lambda audio, lang: transcribe(
-            bundle, audio, TranscribeOptions(task="translate", language=lang, beam_size=beam_size, **options)).text
+        return lambda audio, lang: (
+            transcribe(
+                bundle, audio, TranscribeOptions(task="translate", language=lang, beam_size=beam_size, **options)
+            ).text
+        )
+
     return make
 
 
@@ -71,7 +82,9 @@ def ct2_model_dir() -> Path:
 
     data_dir, parts = _embedded_files()
     target = Path(tempfile.gettempdir()) / "dragoman-ct2-whisper-base"
-    if not (target / "model.bin").is_file() or (target / "model.bin").stat().st_size != sum(p.stat().st_size for p in parts):
+    if not (target / "model.bin").is_file() or (target / "model.bin").stat().st_size != sum(
+        p.stat().st_size for p in parts
+    ):
         target.mkdir(parents=True, exist_ok=True)
         tmp = target / "model.bin.tmp"
         with open(tmp, "wb") as out:
@@ -89,13 +102,16 @@ def faster_whisper(beam_size: int, compute_type: str = "default", **options) -> 
         import torch
         from faster_whisper import WhisperModel
 
-        model = WhisperModel(str(ct2_model_dir()), device="cpu", compute_type=compute_type,
-                             cpu_threads=torch.get_num_threads())
+        model = WhisperModel(
+            str(ct2_model_dir()), device="cpu", compute_type=compute_type, cpu_threads=torch.get_num_threads()
+        )
 
         def run(audio: np.ndarray, lang: str) -> str:
             segments, _ = model.transcribe(audio, task="translate", language=lang, beam_size=beam_size, **options)
             return "".join(s.text for s in segments).strip()
+
         return run
+
     return make
 
 
@@ -120,7 +136,7 @@ def score(hyps: list[str], refs: list[str]) -> tuple[float, float]:
 
 def run_system(make: Callable[[], Decoder], items: list[Item], lang: str) -> tuple[list[str], float]:
     decode = make()
-    decode(items[0].audio[: SAMPLE_RATE], lang)  # warm-up (first-call allocations, thread pools)
+    decode(items[0].audio[:SAMPLE_RATE], lang)  # warm-up (first-call allocations, thread pools)
     hyps, spent = [], 0.0
     for item in items:
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ Audio goes through the real server over loopback in 0.5 s frames with the per-se
 RSS is sampled every stream minute; growth is measured from the sample after a warm-up (the first 5 stream minutes:
 allocator pools, torch workspaces, VAD copies) to the end, and must stay under `--max-growth-mb` (default 64 MB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,24 +81,28 @@ async def session(url: str, minutes: list[np.ndarray], on_minute) -> tuple[int, 
 
 
 async def soak(args, backend, sentences: list[np.ndarray]) -> dict:
+    from app.runtime import Engine, EngineConfig
     from app.server import DragomanServer, ServerConfig
     from app.server.limits import ServerLimits
-    from app.runtime import Engine, EngineConfig
 
     proc = psutil.Process()
     rng = np.random.default_rng(0)
     results: dict = {}
     limits = ServerLimits(max_realtime=10_000.0, burst_audio_s=60.0, max_messages_per_s=10_000.0)
-    async with Engine(backend, EngineConfig(max_sessions=2)) as engine, \
-            DragomanServer(engine, ServerConfig(port=0, server_limits=limits)) as server:
-        for name, per_session in ((f"one {args.minutes}-min session", args.minutes), (f"{args.minutes // args.short} short "
-                                                                          f"sessions of {args.short} min", args.short)):
+    async with (
+        Engine(backend, EngineConfig(max_sessions=2)) as engine,
+        DragomanServer(engine, ServerConfig(port=0, server_limits=limits)) as server,
+    ):
+        for name, per_session in (
+            (f"one {args.minutes}-min session", args.minutes),
+            (f"{args.minutes // args.short} short sessions of {args.short} min", args.short),
+        ):
             rss: list[float] = []
             t0 = time.monotonic()
             done = 0
             commits, ends, errors = 0, 0, []
 
-            def tick() -> None:
+            def tick(rss: list[float] = rss) -> None:
                 rss.append(proc.memory_info().rss / 2**20)
 
             while done < args.minutes:
@@ -108,10 +113,20 @@ async def soak(args, backend, sentences: list[np.ndarray]) -> dict:
                 done += n
             wall = time.monotonic() - t0
             base = rss[min(WARMUP_MIN, len(rss) - 1)]
-            results[name] = {"stream_min": done, "wall_s": wall, "speed": done * 60 / wall, "commits": commits,
-                             "ends": ends, "sessions": -(-args.minutes // per_session), "errors": errors,
-                             "rss_start": rss[0], "rss_base": base, "rss_end": rss[-1], "rss_max": max(rss),
-                             "growth": rss[-1] - base}
+            results[name] = {
+                "stream_min": done,
+                "wall_s": wall,
+                "speed": done * 60 / wall,
+                "commits": commits,
+                "ends": ends,
+                "sessions": -(-args.minutes // per_session),
+                "errors": errors,
+                "rss_start": rss[0],
+                "rss_base": base,
+                "rss_end": rss[-1],
+                "rss_max": max(rss),
+                "growth": rss[-1] - base,
+            }
             print(f"{name}: done in {wall:.0f} s", file=sys.stderr, flush=True)
         results["sessions left open"] = engine.n_sessions
     return results
@@ -139,17 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     sentences = [speech("de", i, audio_dir)[0] for i in range(4)]
     r = asyncio.run(soak(args, backend, sentences))
     ok = r.pop("sessions left open") == 0
-    print(f"\nsoak: speech every {args.speech_every:.0f} s in quiet noise, 0.5 s frames over loopback, "
-          f"{args.threads} torch threads; RSS bound: growth after minute {WARMUP_MIN} <= {args.max_growth_mb:.0f} MB\n")
-    print("| phase | stream min | wall s | x real time | sessions / ends | commits | errors "
-          "| RSS start / after warm-up / end / max MB | growth MB | within bound |")
+    print(
+        f"\nsoak: speech every {args.speech_every:.0f} s in quiet noise, 0.5 s frames over loopback, "
+        f"{args.threads} torch threads; RSS bound: growth after minute {WARMUP_MIN} <= {args.max_growth_mb:.0f} MB\n"
+    )
+    print(
+        "| phase | stream min | wall s | x real time | sessions / ends | commits | errors "
+        "| RSS start / after warm-up / end / max MB | growth MB | within bound |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, x in r.items():
         within = x["growth"] <= args.max_growth_mb
         ok &= within and x["ends"] == x["sessions"] and not x["errors"]
-        print(f"| {name} | {x['stream_min']} | {x['wall_s']:.0f} | {x['speed']:.0f} | {x['sessions']} / {x['ends']} "
-              f"| {x['commits']} | {', '.join(x['errors']) or 'none'} | {x['rss_start']:.0f} / {x['rss_base']:.0f} / "
-              f"{x['rss_end']:.0f} / {x['rss_max']:.0f} | {x['growth']:+.0f} | {'yes' if within else 'NO'} |")
+        print(
+            f"| {name} | {x['stream_min']} | {x['wall_s']:.0f} | {x['speed']:.0f} | {x['sessions']} / {x['ends']} "
+            f"| {x['commits']} | {', '.join(x['errors']) or 'none'} | {x['rss_start']:.0f} / {x['rss_base']:.0f} / "
+            f"{x['rss_end']:.0f} / {x['rss_max']:.0f} | {x['growth']:+.0f} | {'yes' if within else 'NO'} |"
+        )
     return 0 if ok else 1
 
 

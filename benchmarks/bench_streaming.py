@@ -19,6 +19,7 @@ than its audio arrived and the previous update ended). Peer runs take minutes (a
 second), so their results are cached under --out/runs keyed by audio and peer version; --fresh reruns them.
 --reuse does the same for Dragoman rows of one commit and config (timing fields then come from that run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -129,8 +130,9 @@ def _code_version() -> str:
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD:engine"], cwd=root, capture_output=True,
-                          text=True).stdout
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD:engine"], cwd=root, capture_output=True, text=True
+    ).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "engine"], cwd=root, capture_output=True, text=True).stdout
     return "" if dirty.strip() or not head.strip() else head.strip()
 
@@ -144,13 +146,16 @@ def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run] | None, ver
         d = json.loads(path.read_text())
         return Run([Word(*w) for w in d["words"]], [], d["compute_s"], d["audio_s"], n_erased=d["n_erased"])
     if fn is None:
-        raise SystemExit(f"no cached run {path.name}: --engine-tree {version} only reads runs that engine tree "
-                         f"made (this checkout's engine tree is {ctx.loaded_tree or 'modified'})")
+        raise SystemExit(
+            f"no cached run {path.name}: --engine-tree {version} only reads runs that engine tree "
+            f"made (this checkout's engine tree is {ctx.loaded_tree or 'modified'})"
+        )
     run = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"words": run.words, "compute_s": run.compute_s, "audio_s": run.audio_s,
-                               "n_erased": run.erased()}))
+    tmp.write_text(
+        json.dumps({"words": run.words, "compute_s": run.compute_s, "audio_s": run.audio_s, "n_erased": run.erased()})
+    )
     tmp.replace(path)
     return run
 
@@ -183,16 +188,23 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
     from benchmarks import peers
 
     if system == "whisper_streaming":
-        return _cached(ctx, system, stream,
-                       lambda: peers.run_whisper_streaming(stream.audio, stream.lang, stream.task, PEER_CHUNK_S))
+        return _cached(
+            ctx,
+            system,
+            stream,
+            lambda: peers.run_whisper_streaming(stream.audio, stream.lang, stream.task, PEER_CHUNK_S),
+        )
     if system == "simulstreaming":
-        return _cached(ctx, system, stream,
-                       lambda: peers.run_simulstreaming(stream.audio, stream.lang, stream.task, PEER_CHUNK_S))
+        return _cached(
+            ctx, system, stream, lambda: peers.run_simulstreaming(stream.audio, stream.lang, stream.task, PEER_CHUNK_S)
+        )
     if system == "offline-fw":
+
         def fw() -> Run:
             t0 = time.perf_counter()
             texts = peers.offline_faster_whisper(_clips(stream), stream.lang, stream.task)
             return offline_run(texts, spans, time.perf_counter() - t0, stream.duration_s)
+
         return _cached(ctx, system, stream, fw)
     raise ValueError(f"unknown system {system!r}")
 
@@ -225,18 +237,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default="own,dev", help="own, dev, real (comma-separated)")
     ap.add_argument("--langs", default="de,fr,es,en")
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                    help="an extra Dragoman row with SessionConfig overrides, e.g. la='{\"policy\": \"local-agreement\"}'")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='an extra Dragoman row with SessionConfig overrides, e.g. la=\'{"policy": "local-agreement"}\'',
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quantize", default="auto", choices=("auto", "none", "decoder"),
-                    help="Dragoman's decoder weights (auto: int8 on the CPU, the shipped default)")
-    ap.add_argument("--max-s", type=float, default=0.0,
-                    help="only each stream's first seconds (a cost run: RTF side by side on a quiet machine)")
+    ap.add_argument(
+        "--quantize",
+        default="auto",
+        choices=("auto", "none", "decoder"),
+        help="Dragoman's decoder weights (auto: int8 on the CPU, the shipped default)",
+    )
+    ap.add_argument(
+        "--max-s",
+        type=float,
+        default=0.0,
+        help="only each stream's first seconds (a cost run: RTF side by side on a quiet machine)",
+    )
     ap.add_argument("--fresh", action="store_true", help="rerun the peers instead of reading their cached runs")
-    ap.add_argument("--reuse", action="store_true",
-                    help="read Dragoman runs of the same commit and config from the cache (clean engine/ only)")
-    ap.add_argument("--engine-tree", default="",
-                    help="with --reuse: Dragoman runs cached for this engine tree (an earlier run's, to add peers)")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read Dragoman runs of the same commit and config from the cache (clean engine/ only)",
+    )
+    ap.add_argument(
+        "--engine-tree",
+        default="",
+        help="with --reuse: Dragoman runs cached for this engine tree (an earlier run's, to add peers)",
+    )
     ap.add_argument("--out", default="benchmarks/results", help="plots, cached peer runs, results.json (git-ignored)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -260,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         if not streams:
             continue
         n_sent = sum(len(s.sentences) for s in streams)
-        print(f"\n## {lang} ({streams[0].task}): {len(streams)} streams, {n_sent} sentences, "
-              f"{sum(s.duration_s for s in streams) / 60:.1f} min, sets {'+'.join(sets)}", flush=True)
+        print(
+            f"\n## {lang} ({streams[0].task}): {len(streams)} streams, {n_sent} sentences, "
+            f"{sum(s.duration_s for s in streams) / 60:.1f} min, sets {'+'.join(sets)}",
+            flush=True,
+        )
         print("| system | BLEU | chrF | WER % | StreamLAAL CU s | StreamLAAL CA s | final lag s | erasure | RTF |")
         print("|---|---|---|---|---|---|---|---|---|")
         results[lang] = {}
@@ -273,8 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                 score.add(run, spans, timed=not system.startswith("offline"))
             m = score.metrics()
             results[lang][label] = m
-            print(f"| {label} | {m['bleu']:.1f} | {m['chrf']:.1f} | {m['wer']:.1f} | {m['laal']:.2f} | "
-                  f"{m['laal_ca']:.2f} | {m['final_lag']:.2f} | {m['erasure']:.2f} | {m['rtf']:.3f} |", flush=True)
+            print(
+                f"| {label} | {m['bleu']:.1f} | {m['chrf']:.1f} | {m['wer']:.1f} | {m['laal']:.2f} | "
+                f"{m['laal_ca']:.2f} | {m['final_lag']:.2f} | {m['erasure']:.2f} | {m['rtf']:.3f} |",
+                flush=True,
+            )
     print(ratios(results))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -284,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def ratios(results: dict[str, dict[str, dict]]) -> str:
     """Dragoman rows against each streaming peer: BLEU difference, WER difference, StreamLAAL CU ratio."""
-    lines = ["\n## Dragoman vs the peers (same audio, same weights, this run)",
-             "| lang | row | vs | BLEU diff | WER diff | StreamLAAL CU ratio |", "|---|---|---|---|---|---|"]
+    lines = [
+        "\n## Dragoman vs the peers (same audio, same weights, this run)",
+        "| lang | row | vs | BLEU diff | WER diff | StreamLAAL CU ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for lang, rows in results.items():
         for label, m in rows.items():
             if not label.startswith("dragoman"):
@@ -293,8 +333,10 @@ def ratios(results: dict[str, dict[str, dict]]) -> str:
             for peer in ("whisper_streaming", "simulstreaming"):
                 if peer in rows:
                     p = rows[peer]
-                    lines.append(f"| {lang} | {label} | {peer} | {m['bleu'] - p['bleu']:+.1f} | "
-                                 f"{m['wer'] - p['wer']:+.1f} | {m['laal'] / p['laal']:.2f} |")
+                    lines.append(
+                        f"| {lang} | {label} | {peer} | {m['bleu'] - p['bleu']:+.1f} | "
+                        f"{m['wer'] - p['wer']:+.1f} | {m['laal'] / p['laal']:.2f} |"
+                    )
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ Speaker latency of a commit = when the speaker received it - when the audio up t
 (the audio is paced at real time, so that is t0 + end_s). Viewer delay = when a viewer received a commit - when the
 speaker received the same commit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,11 @@ async def run_round(ws_url: str, audio: np.ndarray, n_viewers: int, language: st
     from websockets.asyncio.client import connect
 
     async with connect(ws_url, max_queue=None) as speaker:
-        await speaker.send(json.dumps({"type": "start", "task": "translate", "language": language,
-                                       "sample_rate": SAMPLE_RATE, "room": True}))
+        await speaker.send(
+            json.dumps(
+                {"type": "start", "task": "translate", "language": language, "sample_rate": SAMPLE_RATE, "room": True}
+            )
+        )
         assert json.loads(await speaker.recv())["type"] == "ready"
         room = json.loads(await speaker.recv())
         assert room["type"] == "room", room
@@ -105,8 +109,10 @@ async def run_round(ws_url: str, audio: np.ndarray, n_viewers: int, language: st
             parent, child = mp.Pipe()
             base = ws_url.rsplit("/ws", 1)[0]
             proc = mp.get_context("spawn").Process(
-                target=_viewer_process, args=(f"{base}/ws/watch/{room['room']}?token={room['viewer_token']}",
-                                              n_viewers, child), daemon=True)
+                target=_viewer_process,
+                args=(f"{base}/ws/watch/{room['room']}?token={room['viewer_token']}", n_viewers, child),
+                daemon=True,
+            )
             proc.start()
             await asyncio.get_running_loop().run_in_executor(None, parent.recv)  # "joined"
 
@@ -127,7 +133,7 @@ async def run_round(ws_url: str, audio: np.ndarray, n_viewers: int, language: st
         step = int(FRAME_S * SAMPLE_RATE) * 2
         t0 = time.time()
         for i, at in enumerate(range(0, len(pcm), step)):
-            await speaker.send(pcm[at: at + step])
+            await speaker.send(pcm[at : at + step])
             await asyncio.sleep(max(0.0, t0 + (i + 1) * FRAME_S - time.time()))
         t_stop = time.time()
         await speaker.send(json.dumps({"type": "stop"}))
@@ -137,8 +143,11 @@ async def run_round(ws_url: str, audio: np.ndarray, n_viewers: int, language: st
 
     sent_until = len(audio) / SAMPLE_RATE
     # frame i (audio up to (i + 1) * FRAME_S) is sent at t0 + i * FRAME_S
-    latency = [received - (t0 + max(0.0, min(end_s, sent_until) - FRAME_S)) for _, end_s, received in commits
-               if received <= t_stop]  # commits of the final flush wait for stop, not for the model
+    latency = [
+        received - (t0 + max(0.0, min(end_s, sent_until) - FRAME_S))
+        for _, end_s, received in commits
+        if received <= t_stop
+    ]  # commits of the final flush wait for stop, not for the model
     complete, delays = 0, []
     if proc is not None and parent is not None:
         results = await asyncio.get_running_loop().run_in_executor(None, parent.recv)
@@ -183,23 +192,35 @@ def _q(values: list[float], q: float) -> float:
 
 
 def table(rounds: list[Round]) -> str:
-    head = (f"{'viewers':>7} {'round':>5} {'commits':>7} {'latency p50':>11} {'p90':>6} {'max':>6} {'stop->end':>9} "
-            f"{'viewers complete':>16} {'viewer delay p50':>16} {'p99':>6} {'max':>6}")
+    head = (
+        f"{'viewers':>7} {'round':>5} {'commits':>7} {'latency p50':>11} {'p90':>6} {'max':>6} {'stop->end':>9} "
+        f"{'viewers complete':>16} {'viewer delay p50':>16} {'p99':>6} {'max':>6}"
+    )
     lines = [head, "-" * len(head)]
     seen: dict[int, int] = {}
     for r in rounds:
         seen[r.viewers] = seen.get(r.viewers, 0) + 1
         complete = f"{r.complete}/{r.viewers}" if r.viewers else "-"
-        delay = (f"{_q(r.viewer_delay_s, .5) * 1000:>14.0f}ms {_q(r.viewer_delay_s, .99) * 1000:>4.0f}ms "
-                 f"{max(r.viewer_delay_s) * 1000:>4.0f}ms") if r.viewer_delay_s else f"{'-':>16} {'-':>6} {'-':>6}"
-        lines.append(f"{r.viewers:>7} {seen[r.viewers]:>5} {r.commits:>7} {_q(r.latency_s, .5):>10.2f}s "
-                     f"{_q(r.latency_s, .9):>5.2f}s {max(r.latency_s, default=float('nan')):>5.2f}s "
-                     f"{r.finish_s:>8.2f}s {complete:>16} {delay}")
+        delay = (
+            (
+                f"{_q(r.viewer_delay_s, 0.5) * 1000:>14.0f}ms {_q(r.viewer_delay_s, 0.99) * 1000:>4.0f}ms "
+                f"{max(r.viewer_delay_s) * 1000:>4.0f}ms"
+            )
+            if r.viewer_delay_s
+            else f"{'-':>16} {'-':>6} {'-':>6}"
+        )
+        lines.append(
+            f"{r.viewers:>7} {seen[r.viewers]:>5} {r.commits:>7} {_q(r.latency_s, 0.5):>10.2f}s "
+            f"{_q(r.latency_s, 0.9):>5.2f}s {max(r.latency_s, default=float('nan')):>5.2f}s "
+            f"{r.finish_s:>8.2f}s {complete:>16} {delay}"
+        )
     lines.append("")
     for n in sorted(seen):
         lat = [x for r in rounds if r.viewers == n for x in r.latency_s]
-        lines.append(f"{n:>4} viewers, all rounds: speaker commit latency median {statistics.median(lat):.2f} s, "
-                     f"p90 {_q(lat, .9):.2f} s ({len(lat)} commits)")
+        lines.append(
+            f"{n:>4} viewers, all rounds: speaker commit latency median {statistics.median(lat):.2f} s, "
+            f"p90 {_q(lat, 0.9):.2f} s ({len(lat)} commits)"
+        )
     return "\n".join(lines)
 
 
@@ -220,14 +241,19 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             for n in counts:
                 r = asyncio.run(run_round(f"ws://127.0.0.1:{port}/ws", audio, n))
-                print(f"round {i + 1}: {n} viewers, {r.commits} commits, median latency "
-                      f"{_q(r.latency_s, .5):.2f} s, {r.complete}/{n} viewers complete", file=sys.stderr)
+                print(
+                    f"round {i + 1}: {n} viewers, {r.commits} commits, median latency "
+                    f"{_q(r.latency_s, 0.5):.2f} s, {r.complete}/{n} viewers complete",
+                    file=sys.stderr,
+                )
                 rounds.append(r)
     finally:
         server.terminate()
         server.wait(60)
-    print(f"one speaker, {len(audio) / SAMPLE_RATE:.0f} s of German speech at real time (translate), "
-          f"dragoman serve with the default model, {os.cpu_count()} cores shared by server, speaker and viewers\n")
+    print(
+        f"one speaker, {len(audio) / SAMPLE_RATE:.0f} s of German speech at real time (translate), "
+        f"dragoman serve with the default model, {os.cpu_count()} cores shared by server, speaker and viewers\n"
+    )
     print(table(rounds))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rounds], indent=1))

@@ -16,6 +16,7 @@ same with real human recordings (French and Spanish volunteers' spoken stamp des
 
 Nothing synthesised is committed: WAVs go to the cache directory the caller passes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -122,8 +123,10 @@ def sentence_file(lang: str, set_name: str) -> Path:
     if set_name == "dev":
         path = shared_dir() / "devset" / f"{lang}.tsv"
         if not path.is_file():
-            raise FileNotFoundError(f"dev set not found at {path}: set DRAGOMAN_SHARED to the folder that holds "
-                                    f"devset/{lang}.tsv, or use set_name='own'")
+            raise FileNotFoundError(
+                f"dev set not found at {path}: set DRAGOMAN_SHARED to the folder that holds "
+                f"devset/{lang}.tsv, or use set_name='own'"
+            )
         return path
     raise ValueError(f"unknown sentence set {set_name!r}: choose 'own' or 'dev'")
 
@@ -149,13 +152,13 @@ def check_voices(lang: str) -> tuple[str, ...]:
     if missing:
         # A fallback voice would silently change the benchmark, so the corpus refuses instead.
         pkgs = " ".join("mbrola-" + v.removeprefix("mb-") for v in missing)
-        raise RuntimeError(f"MBROLA voices {missing} are not installed: run benchmarks/setup.sh "
-                           f"(or apt-get install {pkgs})")
+        raise RuntimeError(
+            f"MBROLA voices {missing} are not installed: run benchmarks/setup.sh (or apt-get install {pkgs})"
+        )
     return VOICES[lang]
 
 
-def join_clips(name: str, lang: Lang, clips: Sequence[tuple[np.ndarray, Sentence]],
-               rng: np.random.Generator) -> Stream:
+def join_clips(name: str, lang: Lang, clips: Sequence[tuple[np.ndarray, Sentence]], rng: np.random.Generator) -> Stream:
     """Clips one after another: LEAD_S of silence, a random PAUSE_S gap between clips, TAIL_S at the end."""
     pieces = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.float32)]
     spans: list[Placed] = []
@@ -174,11 +177,12 @@ def join_clips(name: str, lang: Lang, clips: Sequence[tuple[np.ndarray, Sentence
 
 
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def build_streams(lang: str, set_name: str, cache_dir: Path, seed: int = DEFAULT_SEED,
-                  limit: int | None = None) -> list[Stream]:
+def build_streams(
+    lang: str, set_name: str, cache_dir: Path, seed: int = DEFAULT_SEED, limit: int | None = None
+) -> list[Stream]:
     """Synthesise a set into two streams (sentences 1–20 and 21–40); `limit` keeps only the first n sentences.
 
     The speeds, voices and pauses depend only on (seed, lang, set_name), so a stream is the same on every machine
@@ -220,8 +224,13 @@ def _synthesize(text: str, voice: str, cache_dir: Path, speed_wpm: int) -> Path:
     key = hashlib.sha1(f"{voice}|{speed_wpm}|{_US3_FIX_VERSION}|{text}".encode()).hexdigest()[:16]
     path = cache_dir / f"{voice}-{key}.wav"
     if not path.exists():
-        pho = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-q", "--pho", text], check=True,
-                             capture_output=True, text=True, timeout=60).stdout
+        pho = subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-q", "--pho", text],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         lines = []
         for line in pho.splitlines():
             fields = line.split("\t")
@@ -233,8 +242,14 @@ def _synthesize(text: str, voice: str, cache_dir: Path, speed_wpm: int) -> Path:
                 fields[0], fields[1] = "l", str(int(fields[1]) - schwa_ms)
             lines.append("\t".join(fields))
         tmp = path.with_suffix(".tmp.wav")
-        run = subprocess.run(["mbrola", str(MBROLA_DIR / "us3" / "us3"), "-", str(tmp)],
-                             input="\n".join(lines) + "\n", check=True, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            ["mbrola", str(MBROLA_DIR / "us3" / "us3"), "-", str(tmp)],
+            input="\n".join(lines) + "\n",
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if "unknown" in run.stderr:
             raise RuntimeError(f"mb-us3 lacks diphones for {text!r}: {run.stderr[:300]}")
         os.replace(tmp, path)
@@ -245,6 +260,7 @@ def _synthesize(text: str, voice: str, cache_dir: Path, speed_wpm: int) -> Path:
 
 
 # --- real speech -----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -280,8 +296,10 @@ def find_recordings(lang: str, root: Path = TUXPAINT_STAMPS) -> list[Recording]:
     if lang not in ("fr", "es"):
         raise ValueError(f"real recordings are only used for fr and es, not {lang!r}")
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} not found: install Debian's tuxpaint-stamps-default (benchmarks/setup.sh) "
-                                f"or set DRAGOMAN_TUXPAINT_STAMPS")
+        raise FileNotFoundError(
+            f"{root} not found: install Debian's tuxpaint-stamps-default (benchmarks/setup.sh) "
+            f"or set DRAGOMAN_TUXPAINT_STAMPS"
+        )
     suffix = f"_desc_{lang}.ogg"
     found = []
     for ogg in sorted(root.rglob(f"*{suffix}")):
@@ -302,9 +320,15 @@ def usable_recordings(lang: str, root: Path = TUXPAINT_STAMPS) -> list[Recording
     for rec in find_recordings(lang, root):
         rel = rec.path.relative_to(root).as_posix()
         key = rec.source.lower()
-        if (len(rec.source.split()) < MIN_WORDS or len(rec.reference.split()) < 3 or key in seen
-                or _ODD.search(rec.source) or _ODD.search(rec.reference) or rel.startswith(_NOT_PHRASES)
-                or not LENGTH_RATIO[0] <= len(rec.reference.split()) / len(rec.source.split()) <= LENGTH_RATIO[1]):
+        if (
+            len(rec.source.split()) < MIN_WORDS
+            or len(rec.reference.split()) < 3
+            or key in seen
+            or _ODD.search(rec.source)
+            or _ODD.search(rec.reference)
+            or rel.startswith(_NOT_PHRASES)
+            or not LENGTH_RATIO[0] <= len(rec.reference.split()) / len(rec.source.split()) <= LENGTH_RATIO[1]
+        ):
             continue
         seen.add(key)
         usable.append(rec)
@@ -322,15 +346,18 @@ def trim_silence(audio: np.ndarray, margin_s: float = 0.05) -> np.ndarray:
     if not len(loud):
         return audio
     margin = int(margin_s * SAMPLE_RATE)
-    return audio[max(0, loud[0] * frame - margin): min(len(audio), (loud[-1] + 1) * frame + margin)]
+    return audio[max(0, loud[0] * frame - margin) : min(len(audio), (loud[-1] + 1) * frame + margin)]
 
 
 def _load_recording(rec: Recording, cache_dir: Path) -> np.ndarray:
     """16 kHz mono, trimmed; cached as .npy because decoding 44.1 kHz Vorbis and resampling is the slow part."""
     cache = Path(cache_dir) / "tuxpaint"
     cache.mkdir(parents=True, exist_ok=True)
-    out = cache / (rec.path.relative_to(TUXPAINT_STAMPS).as_posix().replace("/", "__") + ".npy") \
-        if rec.path.is_relative_to(TUXPAINT_STAMPS) else cache / (rec.path.name + ".npy")
+    out = (
+        cache / (rec.path.relative_to(TUXPAINT_STAMPS).as_posix().replace("/", "__") + ".npy")
+        if rec.path.is_relative_to(TUXPAINT_STAMPS)
+        else cache / (rec.path.name + ".npy")
+    )
     if out.exists():
         return np.load(out)
     audio = trim_silence(load_audio(rec.path))
@@ -355,12 +382,13 @@ def build_real_streams(lang: str, cache_dir: Path, n: int = 40, seed: int = DEFA
             log.info("skipping %s: %.1f words/s or mostly quiet", rec.path, rate)
             continue
         stamp = rec.path.name.removesuffix(f"_desc_{lang}.ogg")
-        clips.append((audio, Sentence(f"tux_{lang}_{stamp}", rec.source, rec.reference,
-                                      voice=f"human:{rec.path}")))
+        clips.append((audio, Sentence(f"tux_{lang}_{stamp}", rec.source, rec.reference, voice=f"human:{rec.path}")))
     if len(clips) < n:
         raise RuntimeError(f"only {len(clips)} usable {lang} recordings under {TUXPAINT_STAMPS}, {n} asked for")
-    return [join_clips(f"real_{lang}_{k}", lang, chunk, rng)  # type: ignore[arg-type]
-            for k, chunk in enumerate(_chunks(clips, SENTENCES_PER_STREAM), start=1)]
+    return [
+        join_clips(f"real_{lang}_{k}", lang, chunk, rng)  # type: ignore[arg-type]
+        for k, chunk in enumerate(_chunks(clips, SENTENCES_PER_STREAM), start=1)
+    ]
 
 
 # --- checks and listing ----------------------------------------------------------------------------------------
@@ -381,7 +409,7 @@ def longest_inner_silence_s(audio: np.ndarray, threshold: float = 0.005) -> floa
     if not len(loud):
         return len(audio) / SAMPLE_RATE
     best = run = 0
-    for q in quiet[loud[0]: loud[-1] + 1]:
+    for q in quiet[loud[0] : loud[-1] + 1]:
         run = run + 1 if q else 0
         best = max(best, run)
     return best * frame / SAMPLE_RATE
@@ -390,20 +418,20 @@ def longest_inner_silence_s(audio: np.ndarray, threshold: float = 0.005) -> floa
 def describe(streams: Sequence[Stream]) -> str:
     n = sum(len(s.sentences) for s in streams)
     durations = ", ".join(f"{s.name} {s.duration_s:.1f} s" for s in streams)
-    voices = sorted({sent.voice if not sent.voice.startswith("human:") else "human"
-                     for s in streams for _, _, sent in s.sentences})
+    voices = sorted(
+        {sent.voice if not sent.voice.startswith("human:") else "human" for s in streams for _, _, sent in s.sentences}
+    )
     pauses = [p for s in streams for p in s.pauses_s]
-    return (f"{n} sentences; {durations}; voices {'/'.join(voices)}; "
-            f"pauses {min(pauses):.2f}–{max(pauses):.2f} s")
+    return f"{n} sentences; {durations}; voices {'/'.join(voices)}; pauses {min(pauses):.2f}–{max(pauses):.2f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="build every stream and print a summary per set")
-    parser.add_argument("--check", action="store_true",
-                        help="as --list, and report clips with long inner silences (dropped phonemes)")
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "dragoman-bench-corpus")
+    parser.add_argument(
+        "--check", action="store_true", help="as --list, and report clips with long inner silences (dropped phonemes)"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "dragoman-bench-corpus")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
     if not (args.list or args.check):
@@ -422,8 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         if lang in ("fr", "es"):
             try:
                 groups.append(("real", build_real_streams(lang, args.cache_dir, seed=args.seed)))
-                notes.append(f"{lang} real: drawn from {len(usable_recordings(lang))} usable recordings "
-                             f"of {len(find_recordings(lang))} with transcript + English")
+                notes.append(
+                    f"{lang} real: drawn from {len(usable_recordings(lang))} usable recordings "
+                    f"of {len(find_recordings(lang))} with transcript + English"
+                )
             except (FileNotFoundError, RuntimeError) as e:
                 print(f"{lang} real: {e}")
                 problems += 1
@@ -432,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.check:
                 for stream in streams:
                     for start, end, sent in stream.sentences:
-                        clip = stream.audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
+                        clip = stream.audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
                         hole = longest_inner_silence_s(clip)
                         if hole > INNER_SILENCE_MAX_S:
                             problems += 1

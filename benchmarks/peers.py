@@ -10,6 +10,7 @@ Install: `pip install -e ".[bench]"` then `pip install --no-deps -r benchmarks/r
 Streams are driven like bench_streaming.stream_once: computation-unaware, `chunk_s` of audio at a time, each
 processing iteration timed, and a replayed clock gives the computation-aware emission times.
 """
+
 from __future__ import annotations
 
 import base64
@@ -116,8 +117,14 @@ def _fw_model() -> Any:
 
 
 # -- driving a WLK online processor ------------------------------------------------------------------------
-def _drive(audio: np.ndarray, chunk_s: float, insert: Callable[[np.ndarray, float], None],
-           step: Callable[[], list], finish: Callable[[], list], pending: Callable[[], str]) -> Run:
+def _drive(
+    audio: np.ndarray,
+    chunk_s: float,
+    insert: Callable[[np.ndarray, float], None],
+    step: Callable[[], list],
+    finish: Callable[[], list],
+    pending: Callable[[], str],
+) -> Run:
     """Feed `chunk_s` at a time, run one iteration per chunk, then finish. Each committed word is stamped with
     the audio fed so far and with clock = max(clock, t_audio) + compute (an iteration cannot start before its
     audio arrived nor before the previous one ended)."""
@@ -180,8 +187,14 @@ def run_whisper_streaming(audio: np.ndarray, language: str, task: str, chunk_s: 
     asr.tokenizer = None  # only used by "sentence" trimming; the default is "segment"
     asr.buffer_trimming, asr.buffer_trimming_sec = cfg.buffer_trimming, cfg.buffer_trimming_sec
     proc = OnlineASRProcessor(asr)
-    return _drive(audio, chunk_s, lambda a, t: proc.insert_audio_chunk(a, t), lambda: proc.process_iter()[0],
-                  lambda: proc.finish()[0], lambda: proc.get_buffer().text)
+    return _drive(
+        audio,
+        chunk_s,
+        lambda a, t: proc.insert_audio_chunk(a, t),
+        lambda: proc.process_iter()[0],
+        lambda: proc.finish()[0],
+        lambda: proc.get_buffer().text,
+    )
 
 
 def _simul_asr(language: str, task: str) -> Any:
@@ -201,14 +214,29 @@ def _simul_asr(language: str, task: str) -> Any:
         try:
             _CACHE[key] = sb.SimulStreamingASR(
                 warmup_file="",  # "" skips warmup; None would download jfk.wav
-                min_chunk_size=cfg.min_chunk_size, model_size=cfg.model_size, model_cache_dir=None,
-                model_dir=None, model_path=None, decoder_model_path=str(pt), encoder_model_path=str(ct2_model_dir()),
-                lora_path=None, lan=language, direct_english_translation=task == "translate",
-                disable_fast_encoder=cfg.disable_fast_encoder, custom_alignment_heads=heads,
-                frame_threshold=cfg.frame_threshold, beams=cfg.beams, decoder_type=cfg.decoder_type,
-                audio_max_len=cfg.audio_max_len, audio_min_len=cfg.audio_min_len, cif_ckpt_path=cfg.cif_ckpt_path,
-                never_fire=cfg.never_fire, init_prompt=cfg.init_prompt, static_init_prompt=cfg.static_init_prompt,
-                max_context_tokens=cfg.max_context_tokens, backend=cfg.backend,
+                min_chunk_size=cfg.min_chunk_size,
+                model_size=cfg.model_size,
+                model_cache_dir=None,
+                model_dir=None,
+                model_path=None,
+                decoder_model_path=str(pt),
+                encoder_model_path=str(ct2_model_dir()),
+                lora_path=None,
+                lan=language,
+                direct_english_translation=task == "translate",
+                disable_fast_encoder=cfg.disable_fast_encoder,
+                custom_alignment_heads=heads,
+                frame_threshold=cfg.frame_threshold,
+                beams=cfg.beams,
+                decoder_type=cfg.decoder_type,
+                audio_max_len=cfg.audio_max_len,
+                audio_min_len=cfg.audio_min_len,
+                cif_ckpt_path=cfg.cif_ckpt_path,
+                never_fire=cfg.never_fire,
+                init_prompt=cfg.init_prompt,
+                static_init_prompt=cfg.static_init_prompt,
+                max_context_tokens=cfg.max_context_tokens,
+                backend=cfg.backend,
             )
         finally:
             sb.WhisperModel, sb.load_file = saved
@@ -221,8 +249,14 @@ def run_simulstreaming(audio: np.ndarray, language: str, task: str, chunk_s: flo
     from whisperlivekit.simul_whisper.backend import SimulStreamingOnlineProcessor
 
     proc = SimulStreamingOnlineProcessor(_simul_asr(language, task))
-    return _drive(audio, chunk_s, proc.insert_audio_chunk, lambda: proc.process_iter()[0],
-                  lambda: proc.process_iter(is_last=True)[0], lambda: proc.get_buffer().text)
+    return _drive(
+        audio,
+        chunk_s,
+        proc.insert_audio_chunk,
+        lambda: proc.process_iter()[0],
+        lambda: proc.process_iter(is_last=True)[0],
+        lambda: proc.get_buffer().text,
+    )
 
 
 def offline_faster_whisper(clips: list[np.ndarray], language: str, task: str, beam_size: int = 5) -> list[str]:
@@ -230,8 +264,14 @@ def offline_faster_whisper(clips: list[np.ndarray], language: str, task: str, be
     model = _fw_model()
     out = []
     for clip in clips:
-        segments, _ = model.transcribe(clip.astype(np.float32), language=language, task=task, beam_size=beam_size,
-                                       condition_on_previous_text=False, vad_filter=False)
+        segments, _ = model.transcribe(
+            clip.astype(np.float32),
+            language=language,
+            task=task,
+            beam_size=beam_size,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
         out.append(" ".join(s.text.strip() for s in segments).strip())
     return out
 
@@ -253,16 +293,21 @@ def main() -> int:
         offline_faster_whisper(clips[:1], lang, task)  # loads the model (and builds the CT2 directory once)
         t0 = time.perf_counter()
         texts = offline_faster_whisper(clips, lang, task)
-        print(f"offline faster-whisper RTF {(time.perf_counter() - t0) / (sum(map(len, clips)) / SAMPLE_RATE):.3f}:",
-              " | ".join(texts))
+        print(
+            f"offline faster-whisper RTF {(time.perf_counter() - t0) / (sum(map(len, clips)) / SAMPLE_RATE):.3f}:",
+            " | ".join(texts),
+        )
         for name, fn in (("whisper_streaming", run_whisper_streaming), ("simulstreaming", run_simulstreaming)):
-            fn(audio[: SAMPLE_RATE], lang, task)  # warm-up (first-call allocations)
+            fn(audio[:SAMPLE_RATE], lang, task)  # warm-up (first-call allocations)
             c0 = time.process_time()
             r = fn(audio, lang, task)
             cpu = (time.process_time() - c0) / r.audio_s
             lag = np.mean([w.aware_s - w.stream_s for w in r.words]) if r.words else float("nan")
-            print(f"{name} RTF {r.compute_s / r.audio_s:.3f} (CPU s per audio s {cpu:.3f}), {len(r.words)} words, mean comp.-aware extra "
-                  f"{lag:.2f} s:", " ".join(w.text for w in r.words))
+            print(
+                f"{name} RTF {r.compute_s / r.audio_s:.3f} (CPU s per audio s {cpu:.3f}), {len(r.words)} words, mean comp.-aware extra "
+                f"{lag:.2f} s:",
+                " ".join(w.text for w in r.words),
+            )
     print(json.dumps({k: type(v).__name__ for k, v in _CACHE.items()}))
     return 0
 

@@ -4,6 +4,7 @@
 A system's output is one word stream with emission times; it is re-segmented to the reference sentences by a
 minimum-edit-distance alignment (as mwerSegmenter does), then scored per sentence and over the corpus.
 """
+
 from __future__ import annotations
 
 import re
@@ -154,13 +155,17 @@ class SetScore:
         import sacrebleu
 
         nan = float("nan")
-        out = {"bleu": sacrebleu.corpus_bleu(self.hyps, [self.refs]).score,
-               "chrf": sacrebleu.corpus_chrf(self.hyps, [self.refs]).score,
-               "wer": 100 * jiwer.wer([wer_text(r) for r in self.refs], [wer_text(h) or "-" for h in self.hyps]),
-               "n": len(self.refs)}
-        out.update(laal=float(np.mean(self.laal_cu)) if self.laal_cu else nan,
-                   laal_ca=float(np.mean(self.laal_ca)) if self.laal_ca else nan,
-                   final_lag=float(np.mean(self.final_lag)) if self.final_lag else nan,
-                   erasure=self.n_erased / max(1, self.n_words),
-                   rtf=self.compute_s / self.audio_s if self.audio_s else nan)
+        out = {
+            "bleu": sacrebleu.corpus_bleu(self.hyps, [self.refs]).score,
+            "chrf": sacrebleu.corpus_chrf(self.hyps, [self.refs]).score,
+            "wer": 100 * jiwer.wer([wer_text(r) for r in self.refs], [wer_text(h) or "-" for h in self.hyps]),
+            "n": len(self.refs),
+        }
+        out.update(
+            laal=float(np.mean(self.laal_cu)) if self.laal_cu else nan,
+            laal_ca=float(np.mean(self.laal_ca)) if self.laal_ca else nan,
+            final_lag=float(np.mean(self.final_lag)) if self.final_lag else nan,
+            erasure=self.n_erased / max(1, self.n_words),
+            rtf=self.compute_s / self.audio_s if self.audio_s else nan,
+        )
         return out

@@ -1,4 +1,5 @@
 """Audio constants, decoding, resampling and the Whisper log-mel front end."""
+
 from __future__ import annotations
 
 import functools

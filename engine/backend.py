@@ -5,6 +5,7 @@ A Backend turns audio into encoder output, builds decoder prompts, filters logit
 bytes. It holds no per-stream state: that lives in DecoderState objects, one per stream. Nothing here knows a
 family: each family package (engine/models/whisper, engine/models/s2t2) registers a Family when it is imported.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -129,7 +130,9 @@ class Family(Generic[BundleT]):
 
     name: str  # the `family` of its bundles and backends
     model_types: tuple[str, ...]  # config.json `model_type` values of the checkpoint directories it loads
-    load_directory: Callable[[Path, dict[str, Any], str], BundleT]  # (directory, its config.json, name) -> bundle on the CPU
+    load_directory: Callable[
+        [Path, dict[str, Any], str], BundleT
+    ]  # (directory, its config.json, name) -> bundle on the CPU
     backend: Callable[[BundleT], Backend]
     # a whole recording of any length: (bundle, 16 kHz float32 mono samples, options, progress) -> Transcript
     transcribe: Callable[[BundleT, np.ndarray, OfflineOptions, Progress | None], Transcript]
@@ -168,7 +171,11 @@ def make_backend(bundle: SpeechBundle) -> Backend:
     return family_of(bundle).backend(bundle)
 
 
-def transcribe(bundle: SpeechBundle, audio: np.ndarray, options: OfflineOptions = OfflineOptions(),
-               progress: Progress | None = None) -> Transcript:
+def transcribe(
+    bundle: SpeechBundle,
+    audio: np.ndarray,
+    options: OfflineOptions = OfflineOptions(),
+    progress: Progress | None = None,
+) -> Transcript:
     """Decode a whole recording (16 kHz float32 mono, any length) offline with the bundle's family."""
     return family_of(bundle).transcribe(bundle, audio, options, progress)

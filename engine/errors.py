@@ -1,4 +1,5 @@
 """The engine's exception hierarchy: every error a caller can act on derives from EngineError."""
+
 from __future__ import annotations
 
 

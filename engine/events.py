@@ -1,4 +1,5 @@
 """Events a streaming session emits. Frozen: once emitted, an event never changes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 The offset and the cache change together, only through these methods: the next token's position is always the
 number of cached tokens (minus any left padding a batched row carries), never guessed from a tensor's shape.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -155,7 +156,7 @@ class DecoderState:
         self.offset = 0
         self.left_pad = None
 
-    def clone(self) -> "DecoderState":
+    def clone(self) -> DecoderState:
         """A copy that can be extended without touching this one (tensors are shared until replaced)."""
         return DecoderState(
             n_layers=self.n_layers,

@@ -6,6 +6,7 @@ A code is Whisper's (ISO 639-1 where one exists: `de`; three letters otherwise: 
 optional region or script subtag that is dropped (`en-US` is `en`). None, "" and "auto" mean "detect". Whether the
 model knows the code is the model's business: `known_languages()` asks it. (MT target codes: engine/mt/languages.py.)
 """
+
 from __future__ import annotations
 
 import re

@@ -7,6 +7,7 @@ Two levels, on purpose with different values:
   The caption files keep theirs in web/caption-rules.json, shared with the page's JavaScript; a test checks that
   its sentence-end marks are SENTENCE_END_MARKS.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Tiny random MarianMT and M2M100 checkpoints built with transformers 4.46.3 (the reference), saved in HF format
 with SentencePiece vocabularies trained here on a few sentences. Shared by tests/engine/mt/ and the MT tests of app/ and integration/; no tests here."""
+
 from __future__ import annotations
 
 import io
@@ -12,22 +13,43 @@ import torch
 from tests.reference_weights import randomise_weights
 
 ENGLISH = [
-    "The weather is nice today.", "We are going to the station.", "Can you help me with this?",
-    "The house is on the left side of the street.", "I would like a cup of coffee, please.",
-    "She reads a book every evening.", "The children play in the garden.", "Where is the train to Berlin?",
-    "Thank you very much for your help.", "The meeting starts at nine o'clock.",
+    "The weather is nice today.",
+    "We are going to the station.",
+    "Can you help me with this?",
+    "The house is on the left side of the street.",
+    "I would like a cup of coffee, please.",
+    "She reads a book every evening.",
+    "The children play in the garden.",
+    "Where is the train to Berlin?",
+    "Thank you very much for your help.",
+    "The meeting starts at nine o'clock.",
 ]
 GERMAN = [
-    "Das Wetter ist heute schön.", "Wir gehen zum Bahnhof.", "Kannst du mir dabei helfen?",
-    "Das Haus steht auf der linken Seite der Straße.", "Ich hätte gern eine Tasse Kaffee, bitte.",
-    "Sie liest jeden Abend ein Buch.", "Die Kinder spielen im Garten.", "Wo ist der Zug nach Berlin?",
-    "Vielen Dank für deine Hilfe.", "Die Sitzung beginnt um neun Uhr.",
+    "Das Wetter ist heute schön.",
+    "Wir gehen zum Bahnhof.",
+    "Kannst du mir dabei helfen?",
+    "Das Haus steht auf der linken Seite der Straße.",
+    "Ich hätte gern eine Tasse Kaffee, bitte.",
+    "Sie liest jeden Abend ein Buch.",
+    "Die Kinder spielen im Garten.",
+    "Wo ist der Zug nach Berlin?",
+    "Vielen Dank für deine Hilfe.",
+    "Die Sitzung beginnt um neun Uhr.",
 ]
 MAX_LENGTH = 24  # generation length of the tiny checkpoints (not 20: HF drops its own default from the saved
 # generation_config.json, and Dragoman then uses its longer default)
 # the tiny networks' shape, every family alike: 2 + 2 layers of width 32, 64 positions
-TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-            encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64, scale_embedding=True)
+TINY = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=48,
+    decoder_ffn_dim=48,
+    max_position_embeddings=64,
+    scale_embedding=True,
+)
 
 
 def train_spm(sentences: list[str], vocab_size: int) -> bytes:
@@ -35,9 +57,15 @@ def train_spm(sentences: list[str], vocab_size: int) -> bytes:
     import sentencepiece as spm
 
     out = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=out, vocab_size=vocab_size,
-                                   model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
-                                   minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=out,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     return out.getvalue()
 
 
@@ -63,17 +91,33 @@ def build_marian(path: Path, seed: int = 0, lang_tokens: tuple[str, ...] = ()):
         vocab.setdefault(p, len(vocab))
     pad = vocab["<pad>"] = len(vocab)
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (path / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de"}))
-    model = _tiny(MarianMTModel, MarianConfig, seed, vocab_size=len(vocab), pad_token_id=pad, eos_token_id=0,
-                  decoder_start_token_id=pad, forced_eos_token_id=0)
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de"})
+    )
+    model = _tiny(
+        MarianMTModel,
+        MarianConfig,
+        seed,
+        vocab_size=len(vocab),
+        pad_token_id=pad,
+        eos_token_id=0,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=0,
+    )
     with torch.no_grad():
         model.final_logits_bias.copy_(0.3 * torch.randn(model.final_logits_bias.shape))
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=pad, eos_token_id=0, pad_token_id=pad, forced_eos_token_id=0,
-        bad_words_ids=[[pad]], max_length=MAX_LENGTH, num_beams=4)
-    tok = MarianTokenizer(str(path / "source.spm"), str(path / "target.spm"), str(path / "vocab.json"), source_lang="en",
-                          target_lang="de")
+        decoder_start_token_id=pad,
+        eos_token_id=0,
+        pad_token_id=pad,
+        forced_eos_token_id=0,
+        bad_words_ids=[[pad]],
+        max_length=MAX_LENGTH,
+        num_beams=4,
+    )
+    tok = MarianTokenizer(
+        str(path / "source.spm"), str(path / "target.spm"), str(path / "vocab.json"), source_lang="en", target_lang="de"
+    )
     _calibrate_eos(model, [tok(s).input_ids for s in ENGLISH[:4]], eos=0, start=[pad], n_text=pad)
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -95,15 +139,25 @@ def build_m2m100(path: Path, seed: int = 0):
     for p in _pieces(model_bytes):
         vocab.setdefault(p, len(vocab))
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (path / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "M2M100Tokenizer", "language_codes": "m2m100", "src_lang": "en", "tgt_lang": "de"}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"tokenizer_class": "M2M100Tokenizer", "language_codes": "m2m100", "src_lang": "en", "tgt_lang": "de"}
+        )
+    )
     tok = M2M100Tokenizer(str(path / "vocab.json"), str(path / "sentencepiece.bpe.model"), src_lang="en", tgt_lang="de")
     model = _tiny(M2M100ForConditionalGeneration, M2M100Config, seed, vocab_size=len(vocab) + 100 + 8, **M2M100_IDS)
-    model.generation_config = GenerationConfig(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1,
-                                               bos_token_id=0, max_length=MAX_LENGTH, num_beams=3,
-                                               early_stopping=True)
-    _calibrate_eos(model, [tok(s).input_ids for s in ENGLISH[:4]], eos=2, start=[2, tok.get_lang_id("de")],
-                   n_text=len(vocab))
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=2,
+        eos_token_id=2,
+        pad_token_id=1,
+        bos_token_id=0,
+        max_length=MAX_LENGTH,
+        num_beams=3,
+        early_stopping=True,
+    )
+    _calibrate_eos(
+        model, [tok(s).input_ids for s in ENGLISH[:4]], eos=2, start=[2, tok.get_lang_id("de")], n_text=len(vocab)
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return _reload(M2M100ForConditionalGeneration, path), M2M100Tokenizer.from_pretrained(path)
@@ -123,10 +177,16 @@ def build_nllb(path: Path, seed: int = 0):
     spm_file.unlink()  # as on the hub, the fast tokenizer alone describes the vocabulary
     n_text = tok.convert_tokens_to_ids("ace_Arab")  # the language tokens follow the pieces
     model = _tiny(M2M100ForConditionalGeneration, M2M100Config, seed, vocab_size=len(tok), **M2M100_IDS)
-    model.generation_config = GenerationConfig(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1,
-                                               bos_token_id=0, max_length=MAX_LENGTH, num_beams=2)
-    _calibrate_eos(model, [tok(s).input_ids for s in ENGLISH[:4]], eos=2,
-                   start=[2, tok.convert_tokens_to_ids("deu_Latn")], n_text=n_text)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=2, eos_token_id=2, pad_token_id=1, bos_token_id=0, max_length=MAX_LENGTH, num_beams=2
+    )
+    _calibrate_eos(
+        model,
+        [tok(s).input_ids for s in ENGLISH[:4]],
+        eos=2,
+        start=[2, tok.convert_tokens_to_ids("deu_Latn")],
+        n_text=n_text,
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     (path / "sentencepiece.bpe.model").unlink(missing_ok=True)
@@ -151,8 +211,9 @@ def _tiny(model_cls, config_cls, seed: int, **fields):
 
 
 @torch.no_grad()
-def _calibrate_eos(model, sources: list[list[int]], eos: int, start: list[int], n_text: int, n_steps: int = 14,
-                   again: bool = True) -> None:
+def _calibrate_eos(
+    model, sources: list[list[int]], eos: int, start: list[int], n_text: int, n_steps: int = 14, again: bool = True
+) -> None:
     """Random decoders almost never pick </s>; fit a bias direction so that eos's logit rises with the position
     (below the best other token at first, above it after ~8 tokens), so beams finish at different lengths and
     beam search's bookkeeping for finished hypotheses is exercised. Written into the (tied) embedding row."""
@@ -165,7 +226,7 @@ def _calibrate_eos(model, sources: list[list[int]], eos: int, start: list[int], 
         out = model(input_ids=ids, decoder_input_ids=dec, output_hidden_states=True)
         h = out.decoder_hidden_states[-1][0]  # (n_steps, d): what lm_head sees
         logits = out.logits[0]
-        other = torch.cat([logits[:, :eos], logits[:, eos + 1:]], dim=-1).max(-1).values
+        other = torch.cat([logits[:, :eos], logits[:, eos + 1 :]], dim=-1).max(-1).values
         bias = model.final_logits_bias[0, eos] if hasattr(model, "final_logits_bias") else 0.0
         hs.append(h)
         targets.append(other + torch.linspace(-6.0, 2.0, n_steps) - bias)

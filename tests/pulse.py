@@ -3,6 +3,7 @@
 A null sink `vmic` plays whatever `paplay` sends it; its monitor, remapped as the source `vmic_src`, is the default
 input, so PortAudio's `default`/`pulse` devices record exactly the played file, paced in real time.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,8 +71,11 @@ def pulse_server(directory: Path) -> Iterator[PulseServer]:
     os.environ["PULSE_RUNTIME_PATH"] = str(runtime)  # PortAudio's ALSA pulse plugin in this process reads it
     os.environ.pop("PULSE_SERVER", None)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(["pulseaudio", "-n", "-F", str(conf), "--daemonize=no", "--exit-idle-time=-1",
-                                 "--log-target=stderr"], stderr=log, env=dict(os.environ))
+        proc = subprocess.Popen(
+            ["pulseaudio", "-n", "-F", str(conf), "--daemonize=no", "--exit-idle-time=-1", "--log-target=stderr"],
+            stderr=log,
+            env=dict(os.environ),
+        )
     server = PulseServer(runtime, proc, log_path)
     try:
         for _ in range(200):

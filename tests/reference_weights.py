@@ -1,4 +1,5 @@
 """Weights for the tiny random reference checkpoints (tests/mt_reference.py, tests/s2t2_reference.py)."""
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Shared by tests/engine/models/s2t2/ and tests/integration/test_s2t2_streaming.py; nothing here is a test itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,85 @@ import torch
 from tests.reference_weights import randomise_weights
 
 # A small fastBPE vocabulary: specials first (as in the released checkpoint), then pieces; "@@" continues a word.
-PIECES = ["<s>", "<pad>", "</s>", "<unk>", "ein", "Mann", "sag@@", "te", "zum", "Uni@@", "vers@@", "um", ":", '"',
-          "Sir", ",", "ich", "exist@@", "iert", "!", "Sch@@", "ön", "über", "Straße", "a", "b", "c", "d", "e", "f",
-          "g", "h", "i", "k", "l", "m", "n", "o", "p", "r", "s", "t", "u", "w", "a@@", "e@@", "i@@", "n@@", "s@@",
-          "t@@", "er", "en", "ch", "ei", "ie", "un@@", "d@@", "Haus", "Welt", "."]
-MERGES = ["e r</w>", "e n</w>", "c h</w>", "e i</w>", "i e</w>", "u n", "H a", "Ha u", "Hau s</w>", "W e", "We l",
-          "Wel t</w>", "S c", "Sc h", "ö n</w>"]
+PIECES = [
+    "<s>",
+    "<pad>",
+    "</s>",
+    "<unk>",
+    "ein",
+    "Mann",
+    "sag@@",
+    "te",
+    "zum",
+    "Uni@@",
+    "vers@@",
+    "um",
+    ":",
+    '"',
+    "Sir",
+    ",",
+    "ich",
+    "exist@@",
+    "iert",
+    "!",
+    "Sch@@",
+    "ön",
+    "über",
+    "Straße",
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "f",
+    "g",
+    "h",
+    "i",
+    "k",
+    "l",
+    "m",
+    "n",
+    "o",
+    "p",
+    "r",
+    "s",
+    "t",
+    "u",
+    "w",
+    "a@@",
+    "e@@",
+    "i@@",
+    "n@@",
+    "s@@",
+    "t@@",
+    "er",
+    "en",
+    "ch",
+    "ei",
+    "ie",
+    "un@@",
+    "d@@",
+    "Haus",
+    "Welt",
+    ".",
+]
+MERGES = [
+    "e r</w>",
+    "e n</w>",
+    "c h</w>",
+    "e i</w>",
+    "i e</w>",
+    "u n",
+    "H a",
+    "Ha u",
+    "Hau s</w>",
+    "W e",
+    "We l",
+    "Wel t</w>",
+    "S c",
+    "Sc h",
+    "ö n</w>",
+]
 
 
 @dataclass(frozen=True)
@@ -49,25 +123,47 @@ SAMPLES_PER_FRAME = 80  # conv strides 5 * 4 * 4
 
 def build_reference(tmp: Path, v: Variant, safe_serialization: bool = True, max_shard_size: str | None = None):
     """Build, randomise and save a tiny SpeechEncoderDecoderModel; return the reference reloaded from disk."""
-    from transformers import (Speech2Text2Config, Speech2Text2ForCausalLM, Speech2Text2Tokenizer,
-                              SpeechEncoderDecoderModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+    from transformers import (
+        Speech2Text2Config,
+        Speech2Text2ForCausalLM,
+        Speech2Text2Tokenizer,
+        SpeechEncoderDecoderModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
 
     torch.manual_seed(v.seed)
     enc_cfg = Wav2Vec2Config(
-        hidden_size=ENC_HIDDEN, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-        conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 4), conv_bias=v.conv_bias,
-        feat_extract_norm=v.feat_extract_norm, do_stable_layer_norm=v.stable_layer_norm,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        hidden_size=ENC_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 4, 4),
+        conv_bias=v.conv_bias,
+        feat_extract_norm=v.feat_extract_norm,
+        do_stable_layer_norm=v.stable_layer_norm,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
     )
     dec_cfg = Speech2Text2Config(
-        vocab_size=len(PIECES), d_model=v.d_model, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=40,
-        scale_embedding=v.scale_embedding, max_target_positions=64, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, decoder_start_token_id=2,
+        vocab_size=len(PIECES),
+        d_model=v.d_model,
+        decoder_layers=2,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=40,
+        scale_embedding=v.scale_embedding,
+        max_target_positions=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = SpeechEncoderDecoderModel(encoder=Wav2Vec2Model(enc_cfg),
-                                          decoder=Speech2Text2ForCausalLM(dec_cfg))
+        model = SpeechEncoderDecoderModel(encoder=Wav2Vec2Model(enc_cfg), decoder=Speech2Text2ForCausalLM(dec_cfg))
     g = torch.Generator().manual_seed(1234)
     randomise_weights(model, g)
     _calibrate_eos(model, g)
@@ -82,8 +178,13 @@ def build_reference(tmp: Path, v: Variant, safe_serialization: bool = True, max_
         kwargs["max_shard_size"] = max_shard_size
     model.save_pretrained(path, **kwargs)
     write_tokenizer(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=v.attention_mask).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=v.attention_mask,
+    ).save_pretrained(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = SpeechEncoderDecoderModel.from_pretrained(path).eval()
@@ -96,8 +197,9 @@ def write_tokenizer(path: Path) -> None:
     (path / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(PIECES)}, ensure_ascii=False))
     (path / "merges.txt").write_text("\n".join(MERGES) + "\n", encoding="utf-8")
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Speech2Text2Tokenizer"}))
-    (path / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    (path / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"})
+    )
 
 
 @torch.no_grad()

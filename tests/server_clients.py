@@ -1,4 +1,5 @@
 """Real clients for the server tests: a websockets caption client and an aiortc audio track made from samples."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.audio import resample
-
 
 TOKEN = "s3cret-T0ken-4f9a2b"  # a server token for the access tests
 
@@ -52,17 +52,29 @@ class Transcript:
         return [m for m in self.messages if m["type"] == "error"]
 
 
-async def stream_pcm(ws_url: str, samples: np.ndarray, *, sample_rate: int = 16000, frame_s: float = 0.02,
-                     realtime: float = 0.0, language: str | None = "de", task: str = "translate",
-                     encoding: str = "pcm_s16le", timeout_s: float = 180.0) -> Transcript:
+async def stream_pcm(
+    ws_url: str,
+    samples: np.ndarray,
+    *,
+    sample_rate: int = 16000,
+    frame_s: float = 0.02,
+    realtime: float = 0.0,
+    language: str | None = "de",
+    task: str = "translate",
+    encoding: str = "pcm_s16le",
+    timeout_s: float = 180.0,
+) -> Transcript:
     """Start a session, send `samples` (float32 at `sample_rate`) as small frames, stop, collect until `end`.
 
     `realtime` > 0 paces the frames at that multiple of real time; 0 sends as fast as the socket takes them.
     """
     out = Transcript()
     async with connect(ws_url, max_size=2**20) as ws:
-        await ws.send(json.dumps({"type": "start", "task": task, "language": language,
-                                  "sample_rate": sample_rate, "encoding": encoding}))
+        await ws.send(
+            json.dumps(
+                {"type": "start", "task": task, "language": language, "sample_rate": sample_rate, "encoding": encoding}
+            )
+        )
 
         async def receive() -> None:
             async for raw in ws:
@@ -168,9 +180,9 @@ class LoopThread:
 def server_in_thread(backend, max_sessions: int = 4, idle_timeout_s: float = 5.0) -> Iterator[Any]:
     """A DragomanServer on a free port with its Engine, running on a LoopThread (for tests that drive examples
     synchronously, such as hypothesis); stopped on exit."""
+    from app.runtime import Engine, EngineConfig
     from app.server import DragomanServer, ServerConfig
     from app.server.limits import ServerLimits
-    from app.runtime import Engine, EngineConfig
 
     lt = LoopThread()
     engine = Engine(backend, EngineConfig(max_sessions=max_sessions))
@@ -220,8 +232,9 @@ async def serving(backend, max_sessions: int = 3, **config) -> AsyncIterator[Any
             yield server
 
 
-async def junk_socket(url: str, sends: list, *, label: Callable[[dict], str | None], read_s: float,
-                      close_timeout_s: float) -> list[str]:
+async def junk_socket(
+    url: str, sends: list, *, label: Callable[[dict], str | None], read_s: float, close_timeout_s: float
+) -> list[str]:
     """A client that sends `sends` over a WebSocket and reads what comes back for `read_s`: label(message) for each
     message (None: not recorded), then how the socket ended badly: `close CODE` if the server closed it, `http
     STATUS` if it refused the handshake."""
@@ -247,10 +260,17 @@ async def junk_socket(url: str, sends: list, *, label: Callable[[dict], str | No
 def upload_status(http_url: str, payload: bytes, name: str = "file") -> int:
     """POST `payload` as a multipart file (form field `name`) to http_url's /v1/audio/transcriptions (blocking): the
     HTTP status."""
-    body = (f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="x.wav"\r\n\r\n'.encode() + payload
-            + b"\r\n--b--\r\n")
-    req = urllib.request.Request(http_url.rstrip("/") + "/v1/audio/transcriptions", data=body, method="POST",
-                                 headers={"Content-Type": "multipart/form-data; boundary=b"})
+    body = (
+        f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="x.wav"\r\n\r\n'.encode()
+        + payload
+        + b"\r\n--b--\r\n"
+    )
+    req = urllib.request.Request(
+        http_url.rstrip("/") + "/v1/audio/transcriptions",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status

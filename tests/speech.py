@@ -2,6 +2,7 @@
 
 Nothing is committed: WAVs are written to a per-run directory and cached there by content.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,16 @@ from engine.audio import SAMPLE_RATE, load_audio
 
 # Voices that speak naturally enough for Whisper base; plain espeak voices are robotic. Spanish: es1 first, its
 # translations came out closer to the references than es2's (measured with tests/integration/test_translate_e2e.py).
-VOICES = {"en": "mb-us1", "en2": "mb-us2", "de": "mb-de6", "de2": "mb-de7", "fr": "mb-fr1", "fr2": "mb-fr4",
-          "es": "mb-es1", "es2": "mb-es2"}
+VOICES = {
+    "en": "mb-us1",
+    "en2": "mb-us2",
+    "de": "mb-de6",
+    "de2": "mb-de7",
+    "fr": "mb-fr1",
+    "fr2": "mb-fr4",
+    "es": "mb-es1",
+    "es2": "mb-es2",
+}
 
 
 @dataclass(frozen=True)
@@ -31,32 +40,62 @@ class Utterance:
 
 SENTENCES: dict[str, list[Utterance]] = {
     "de": [
-        Utterance("de", "Guten Morgen. Heute ist das Wetter in Berlin sehr schön, und wir gehen am Nachmittag in den Park.",
-                  "Good morning. Today the weather in Berlin is very nice, and we are going to the park in the afternoon."),
-        Utterance("de", "Bitte schicken Sie mir den Bericht bis Freitag. Vielen Dank für Ihre Hilfe.",
-                  "Please send me the report by Friday. Thank you very much for your help."),
-        Utterance("de", "Der Zug nach Hamburg fährt um acht Uhr ab. Wir müssen pünktlich am Bahnhof sein.",
-                  "The train to Hamburg leaves at eight o'clock. We have to be at the station on time."),
-        Utterance("de", "Meine Schwester arbeitet in einem Krankenhaus. Sie ist Ärztin und hilft vielen Menschen.",
-                  "My sister works in a hospital. She is a doctor and helps many people."),
+        Utterance(
+            "de",
+            "Guten Morgen. Heute ist das Wetter in Berlin sehr schön, und wir gehen am Nachmittag in den Park.",
+            "Good morning. Today the weather in Berlin is very nice, and we are going to the park in the afternoon.",
+        ),
+        Utterance(
+            "de",
+            "Bitte schicken Sie mir den Bericht bis Freitag. Vielen Dank für Ihre Hilfe.",
+            "Please send me the report by Friday. Thank you very much for your help.",
+        ),
+        Utterance(
+            "de",
+            "Der Zug nach Hamburg fährt um acht Uhr ab. Wir müssen pünktlich am Bahnhof sein.",
+            "The train to Hamburg leaves at eight o'clock. We have to be at the station on time.",
+        ),
+        Utterance(
+            "de",
+            "Meine Schwester arbeitet in einem Krankenhaus. Sie ist Ärztin und hilft vielen Menschen.",
+            "My sister works in a hospital. She is a doctor and helps many people.",
+        ),
     ],
     "fr": [
-        Utterance("fr", "Bonjour à tous. Aujourd'hui, nous allons parler de la musique et du cinéma.",
-                  "Hello everyone. Today we are going to talk about music and cinema."),
-        Utterance("fr", "Ma famille habite à Paris depuis dix ans. Nous aimons beaucoup cette ville.",
-                  "My family has lived in Paris for ten years. We like this city very much."),
+        Utterance(
+            "fr",
+            "Bonjour à tous. Aujourd'hui, nous allons parler de la musique et du cinéma.",
+            "Hello everyone. Today we are going to talk about music and cinema.",
+        ),
+        Utterance(
+            "fr",
+            "Ma famille habite à Paris depuis dix ans. Nous aimons beaucoup cette ville.",
+            "My family has lived in Paris for ten years. We like this city very much.",
+        ),
     ],
     "es": [
-        Utterance("es", "Buenos días. Hoy vamos a visitar el museo de la ciudad con nuestros amigos.",
-                  "Good morning. Today we are going to visit the city museum with our friends."),
-        Utterance("es", "Me gusta mucho leer libros por la noche antes de dormir.",
-                  "I really like to read books at night before going to sleep."),
+        Utterance(
+            "es",
+            "Buenos días. Hoy vamos a visitar el museo de la ciudad con nuestros amigos.",
+            "Good morning. Today we are going to visit the city museum with our friends.",
+        ),
+        Utterance(
+            "es",
+            "Me gusta mucho leer libros por la noche antes de dormir.",
+            "I really like to read books at night before going to sleep.",
+        ),
     ],
     "en": [
-        Utterance("en", "Good morning everyone. Today we will talk about the weather in London and the price of coffee.",
-                  "Good morning everyone. Today we will talk about the weather in London and the price of coffee."),
-        Utterance("en", "The meeting starts at nine o'clock. Please bring your notes and a laptop.",
-                  "The meeting starts at nine o'clock. Please bring your notes and a laptop."),
+        Utterance(
+            "en",
+            "Good morning everyone. Today we will talk about the weather in London and the price of coffee.",
+            "Good morning everyone. Today we will talk about the weather in London and the price of coffee.",
+        ),
+        Utterance(
+            "en",
+            "The meeting starts at nine o'clock. Please bring your notes and a laptop.",
+            "The meeting starts at nine o'clock. Please bring your notes and a laptop.",
+        ),
     ],
 }
 
@@ -86,10 +125,17 @@ def synthesize(text: str, voice: str, out_dir: Path, speed_wpm: int = 150) -> Pa
         if fixes:
             _synthesize_via_pho(text, voice, speed_wpm, fixes, tmp)
         else:
-            run = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(tmp), text], check=True,
-                                 capture_output=True, text=True, timeout=60)
+            run = subprocess.run(
+                ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(tmp), text],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if "unknown" in run.stderr:
-                raise RuntimeError(f"{voice} lacks phonemes for {text!r} (add MBROLA_PHONEME_FIXES): {run.stderr[:300]}")
+                raise RuntimeError(
+                    f"{voice} lacks phonemes for {text!r} (add MBROLA_PHONEME_FIXES): {run.stderr[:300]}"
+                )
         os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
     audio = load_audio(path)
     # mbrola voices that lack a phoneme go silent: reject a synthesis that is mostly silence
@@ -101,16 +147,27 @@ def synthesize(text: str, voice: str, out_dir: Path, speed_wpm: int = 150) -> Pa
 
 def _synthesize_via_pho(text: str, voice: str, speed_wpm: int, fixes: dict[str, str], out: Path) -> None:
     """espeak-ng phonemes -> rename the ones the mbrola database lacks -> mbrola -> WAV."""
-    pho = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-q", "--pho", text], check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    pho = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-q", "--pho", text],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     lines = []
     for line in pho.splitlines():
         name, sep, rest = line.partition("\t")
         lines.append(fixes.get(name, name) + sep + rest)
     database = Path("/usr/share/mbrola") / voice.removeprefix("mb-") / voice.removeprefix("mb-")
     # without -e mbrola stops at an unknown diphone instead of silently replacing it
-    subprocess.run(["mbrola", str(database), "-", str(out)], input="\n".join(lines) + "\n", check=True,
-                   capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        ["mbrola", str(database), "-", str(out)],
+        input="\n".join(lines) + "\n",
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def speech(language: str, index: int, out_dir: Path, voice: str | None = None) -> tuple[np.ndarray, Utterance]:
@@ -120,8 +177,9 @@ def speech(language: str, index: int, out_dir: Path, voice: str | None = None) -
     return load_audio(path), utt
 
 
-def long_stream(language: str, out_dir: Path, pause_s: float = 0.8, repeat: int = 1,
-                voice: str | None = None) -> tuple[np.ndarray, list[tuple[float, float, Utterance]]]:
+def long_stream(
+    language: str, out_dir: Path, pause_s: float = 0.8, repeat: int = 1, voice: str | None = None
+) -> tuple[np.ndarray, list[tuple[float, float, Utterance]]]:
     """All sentences of a language one after another with natural pauses: samples and (start_s, end_s, utt)."""
     pieces, spans, t = [], [], 0.0
     pause = np.zeros(int(pause_s * SAMPLE_RATE), dtype=np.float32)

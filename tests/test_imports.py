@@ -7,20 +7,33 @@ never import each other; load_model(), which knows every family; text MT (engine
 (engine/streaming and every other engine module); app/. A module may import its own layer and the ones below.
 Imports under `if TYPE_CHECKING:` never run, so they cannot close a cycle; they still may not point up.
 """
+
 from __future__ import annotations
 
 import ast
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
 from tests import REPO
 
 PACKAGES = ("app", "engine")
 # Lowest first. A module belongs to the layer of the most specific pattern naming it: its exact name, else the
 # longest `package.*` (the package and everything under it), so a module that moves keeps its rule.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("engine", "engine.errors", "engine.events", "engine.audio", "engine.kv_cache", "engine.languages",
-              "engine.text", "engine.backend")),
+    (
+        "core",
+        (
+            "engine",
+            "engine.errors",
+            "engine.events",
+            "engine.audio",
+            "engine.kv_cache",
+            "engine.languages",
+            "engine.text",
+            "engine.backend",
+        ),
+    ),
     ("models", ("engine.models.*",)),
     ("family", ("engine.models.whisper.*", "engine.models.s2t2.*")),
     ("loading", ("engine.models.loading",)),
@@ -53,7 +66,8 @@ def _modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(name: str, file: Path, modules: dict[str, Path]) -> list[Import]:
@@ -177,7 +191,8 @@ def test_the_graph_is_read(tmp_path: Path) -> None:
     source = tmp_path / "mod.py"
     source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from engine.backend import Backend\n")
     assert _imports("engine.mod", source, {"engine.mod": source, "engine.backend": source}) == [
-        Import("engine.mod", "engine.backend", 3, True)]
+        Import("engine.mod", "engine.backend", 3, True)
+    ]
 
 
 def test_the_layer_table() -> None:
@@ -196,8 +211,11 @@ def test_no_import_cycles() -> None:
     """No set of modules imports itself round in a circle (imports that run: TYPE_CHECKING ones never do)."""
     edges = [e for e in _graph() if not e.type_only]
     cycles = _cycles(edges)
-    detail = [f"{e.source} -> {e.target} (line {e.line})" for e in edges
-              if any(e.source in c and e.target in c for c in cycles)]
+    detail = [
+        f"{e.source} -> {e.target} (line {e.line})"
+        for e in edges
+        if any(e.source in c and e.target in c for c in cycles)
+    ]
     assert not cycles, f"import cycles {cycles}:\n" + "\n".join(detail)
 
 
@@ -235,9 +253,11 @@ def _app_layer(module: str) -> int:
 def test_the_server_never_imports_the_commands() -> None:
     """app/server/ imports engine/, itself and app's shared base; never the CLI, its commands or their helpers
     (what the server needs from them is handed in: a ServerConfig, a ServerTranslation)."""
-    upward = [f"{e.source} -> {e.target}, line {e.line}" for e in _graph()
-              if e.source.startswith("app") and e.target.startswith("app")
-              and _app_layer(e.target) > _app_layer(e.source)]
+    upward = [
+        f"{e.source} -> {e.target}, line {e.line}"
+        for e in _graph()
+        if e.source.startswith("app") and e.target.startswith("app") and _app_layer(e.target) > _app_layer(e.source)
+    ]
     assert not upward, "imports pointing up in app/:\n" + "\n".join(upward)
 
 

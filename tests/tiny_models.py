@@ -3,6 +3,7 @@
 The conftest fixtures `tiny_whisper`, `tiny_whisper_bundle` and `tiny_backend` wrap these; a test that needs
 real words uses the embedded model instead (its fixtures make the test slow).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,16 @@ from engine.models.whisper.model import Whisper, WhisperConfig
 from engine.models.whisper.tokenizer import WhisperTokenizer
 
 TINY_WHISPER = WhisperConfig(
-    n_mels=80, n_audio_ctx=40, n_audio_state=32, n_audio_head=4, n_audio_layer=2,
+    n_mels=80,
+    n_audio_ctx=40,
+    n_audio_state=32,
+    n_audio_head=4,
+    n_audio_layer=2,
     n_vocab=51865,  # the real vocabulary, so the real tokenizer and suppression rules apply
-    n_text_ctx=64, n_text_state=32, n_text_head=4, n_text_layer=3,
+    n_text_ctx=64,
+    n_text_state=32,
+    n_text_head=4,
+    n_text_layer=3,
     alignment_heads=((1, 0), (2, 3)),
 )
 # the same network with the real model's context: 30 s audio windows (1500 frames) and 448 text positions, so
@@ -43,5 +51,10 @@ def tiny_whisper_bundle(model: Whisper) -> WhisperBundle:
     data_dir, _ = _embedded_files()
     meta = json.loads((data_dir / "config.json").read_text())
     tokenizer = WhisperTokenizer.from_file(data_dir / "tokenizer.json", model.config.n_vocab)
-    return WhisperBundle(model=model, tokenizer=tokenizer, name="tiny-random",
-                         suppress_ids=tuple(meta["suppress_ids"]), suppress_ids_begin=tuple(meta["suppress_ids_begin"]))
+    return WhisperBundle(
+        model=model,
+        tokenizer=tokenizer,
+        name="tiny-random",
+        suppress_ids=tuple(meta["suppress_ids"]),
+        suppress_ids_begin=tuple(meta["suppress_ids_begin"]),
+    )

@@ -1,4 +1,5 @@
 """`dragoman file AUDIO`: translate or transcribe a whole recording and print the text (or JSON segments)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from engine.audio import load_audio
     from engine.models.loading import load_model
-    from tqdm import tqdm
 
     if args.beam < 1:
         raise ConfigError("--beam must be at least 1")
@@ -37,22 +39,37 @@ def run(args: argparse.Namespace) -> int:
     parse_language(language, known_languages(bundle))  # a code the model does not know
     duration = len(audio) / 16000
     # a bar on stderr for long files on a terminal; the loops report the seconds done, tqdm counts increments
-    bar = tqdm(total=round(duration, 1), desc="decoding", unit="s", leave=False,
-               disable=not (sys.stderr.isatty() and duration > 30), bar_format="{l_bar}{bar:30}| {n:.0f}/{total:.0f} s")
+    bar = tqdm(
+        total=round(duration, 1),
+        desc="decoding",
+        unit="s",
+        leave=False,
+        disable=not (sys.stderr.isatty() and duration > 30),
+        bar_format="{l_bar}{bar:30}| {n:.0f}/{total:.0f} s",
+    )
     if args.target or args.mt_model:  # captions in other languages: speech, then MT (app/translation.py)
         from app.translation import run_file_targets
 
         return run_file_targets(args, bundle, audio, language, bar)
     from engine.backend import OfflineOptions, transcribe
 
-    result = transcribe(bundle, audio, OfflineOptions(task=args.task, language=language, beam_size=args.beam),
-                        progress=lambda done, total: bar.update(done - bar.n))
+    result = transcribe(
+        bundle,
+        audio,
+        OfflineOptions(task=args.task, language=language, beam_size=args.beam),
+        progress=lambda done, total: bar.update(done - bar.n),
+    )
     language, segments = result.language, result.segments
     bar.close()
     if args.json:
-        out = {"language": language, "task": args.task, "text": "".join(s.text for s in segments).strip(),
-               "segments": [{"start": round(s.start_s, 2), "end": round(s.end_s, 2), "text": s.text.strip()}
-                            for s in segments]}
+        out = {
+            "language": language,
+            "task": args.task,
+            "text": "".join(s.text for s in segments).strip(),
+            "segments": [
+                {"start": round(s.start_s, 2), "end": round(s.end_s, 2), "text": s.text.strip()} for s in segments
+            ],
+        }
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         print(" ".join(s.text.strip() for s in segments if s.text.strip()))
@@ -65,4 +82,3 @@ def run(args: argparse.Namespace) -> int:
             if path:
                 write_captions(commits, path)
     return 0
-

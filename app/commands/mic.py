@@ -8,6 +8,7 @@ and exit status 2; caption files keep everything committed until then.
 `--device` names the *input* device here (as the issue's interface asks); the model's compute device, called
 `--device` in the other commands, is `--model-device` for this one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,32 +21,42 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from app.cli import add_model_options, add_session_options, session_config
-from app.translation import add_mt_options
 from app.captions import CaptionWriter
+from app.cli import add_model_options, add_session_options, session_config
 from app.terminal import LiveCaptions
+from app.translation import add_mt_options
 from engine.errors import ConfigError
 from engine.events import Commit, Error, Partial
 from engine.languages import known_languages, parse_language
 
 if TYPE_CHECKING:  # the heavy imports (torch, PortAudio) wait until the command runs
     from app.mic import Microphone
-    from engine.backend import Backend
     from app.runtime import LiveSession
+    from engine.backend import Backend
     from engine.streaming.config import SessionConfig
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("mic", help="live captions from a microphone", conflict_handler="resolve",
-                       description="Caption or translate what a microphone hears, live.")
+    p = sub.add_parser(
+        "mic",
+        help="live captions from a microphone",
+        conflict_handler="resolve",
+        description="Caption or translate what a microphone hears, live.",
+    )
     add_model_options(p)
     # "resolve" drops the shared --device (compute device); it comes back as --model-device.
-    p.add_argument("--device", dest="input_device", default=None, metavar="NAME|INDEX",
-                   help="input device: index or (part of) its name; default: the system's default input")
-    p.add_argument("--model-device", dest="device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where the model runs")
+    p.add_argument(
+        "--device",
+        dest="input_device",
+        default=None,
+        metavar="NAME|INDEX",
+        help="input device: index or (part of) its name; default: the system's default input",
+    )
+    p.add_argument(
+        "--model-device", dest="device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs"
+    )
     add_session_options(p)
     add_mt_options(p)  # captions in other languages (docs/mt.md)
     p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from app.mic import Microphone, MicConfig, describe_devices, list_input_devices
+    from app.mic import MicConfig, Microphone, describe_devices, list_input_devices
 
     if args.list_devices:
         print(describe_devices(list_input_devices()))
@@ -76,10 +87,9 @@ def _run(args: argparse.Namespace) -> int:
     mic = Microphone(MicConfig(device=args.input_device))
     outputs = Outputs.open(args.vtt, args.srt, args.events)
     try:
+        from app.translation import live_translation
         from engine.backend import make_backend
         from engine.models.loading import load_model
-
-        from app.translation import live_translation
 
         backend = make_backend(load_model(args.model, args.device))
         parse_language(config.language, known_languages(backend))  # as `stream`: before the microphone starts
@@ -119,10 +129,16 @@ class Outputs:
 
     def event(self, ev: Commit | Partial | Error, t_audio: float, lag_s: float | None) -> None:
         if self.events is not None:
-            record = {"type": type(ev).__name__.lower(), "t_audio": round(t_audio, 3),
-                      "t_wall": round(time.monotonic() - self.t0, 3)}
-            record.update({"code": ev.code, "message": ev.message} if isinstance(ev, Error) else
-                          {"text": ev.text, "start_s": ev.start_s, "end_s": ev.end_s})
+            record = {
+                "type": type(ev).__name__.lower(),
+                "t_audio": round(t_audio, 3),
+                "t_wall": round(time.monotonic() - self.t0, 3),
+            }
+            record.update(
+                {"code": ev.code, "message": ev.message}
+                if isinstance(ev, Error)
+                else {"text": ev.text, "start_s": ev.start_s, "end_s": ev.end_s}
+            )
             self.events.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.events.flush()  # a crash keeps every event written so far
         if isinstance(ev, Commit):
@@ -152,8 +168,9 @@ def make_display(stream: TextIO) -> LiveCaptions:
     return LiveCaptions(stream, show_lag=True)
 
 
-async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs,
-                   config: SessionConfig, mt=None) -> int:
+async def _capture(
+    args: argparse.Namespace, mic: Microphone, backend: Backend, outputs: Outputs, config: SessionConfig, mt=None
+) -> int:
     from app.mic import DeviceLost
     from app.runtime import Engine, EngineConfig
 
@@ -205,8 +222,11 @@ async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, 
             async for block in mic.blocks():
                 if not announced:  # the first block: audio really flows (a fresh stream takes up to ~2 s)
                     announced = True
-                    print(f"dragoman: listening on {mic.device.name!r} ({mic.sample_rate} Hz); Ctrl-C to stop",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"dragoman: listening on {mic.device.name!r} ({mic.sample_rate} Hz); Ctrl-C to stop",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 live.feed_audio(block, mic.sample_rate)  # the session resamples, statefully, to the model's rate
                 seconds_fed += len(block) / mic.sample_rate
                 outputs.advance(_committed_until(live, seconds_fed))
@@ -222,8 +242,11 @@ async def _capture(args: argparse.Namespace, mic: Microphone, backend: Backend, 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
     if mic.blocks_dropped or mic.input_overflows:
-        print(f"dragoman: warning: lost audio: {mic.blocks_dropped} blocks dropped (model too slow), "
-              f"{mic.input_overflows} device overflows", file=sys.stderr)
+        print(
+            f"dragoman: warning: lost audio: {mic.blocks_dropped} blocks dropped (model too slow), "
+            f"{mic.input_overflows} device overflows",
+            file=sys.stderr,
+        )
     log.info("captured %.1f s; rtf %s", seconds_fed, getattr(live, "rtf", None))
     if lost is not None:
         raise lost

@@ -1,4 +1,5 @@
 """`dragoman serve`: the live-caption web page and its WebSocket API on one port."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ _FILES = FileLimits()
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the live-caption page and its WebSocket API (open the printed address)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default loopback; 0.0.0.0 exposes the server to the network)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default loopback; 0.0.0.0 exposes the server to the network)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
     # --task/--language are the defaults for sessions whose `start` omits them (the page always sends both)
     add_model_options(p)
@@ -34,56 +38,130 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_mt_options(p)  # the caption languages offered to `start.target` and the page (docs/mt.md)
     p.add_argument("--max-sessions", type=int, default=4, help="simultaneous caption sessions (more get 'busy')")
     access = p.add_argument_group("access (see docs/protocol.md)")
-    access.add_argument("--token", default=None,
-                        help=f"require this bearer token on every WebSocket (Authorization header or ?token=); "
-                             f"prefer the {TOKEN_ENV} environment variable, which other users cannot see in `ps`")
-    access.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="a page origin allowed besides the server's own, e.g. https://captions.example.org "
-                             "('*' allows any; repeatable). Default: same origin only")
+    access.add_argument(
+        "--token",
+        default=None,
+        help=f"require this bearer token on every WebSocket (Authorization header or ?token=); "
+        f"prefer the {TOKEN_ENV} environment variable, which other users cannot see in `ps`",
+    )
+    access.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page origin allowed besides the server's own, e.g. https://captions.example.org "
+        "('*' allows any; repeatable). Default: same origin only",
+    )
     access.add_argument("--certfile", type=Path, default=None, help="TLS certificate chain (PEM): serve https/wss")
     access.add_argument("--keyfile", type=Path, default=None, help="TLS private key (PEM) for --certfile")
     limits = p.add_argument_group("limits (per connection unless stated; see docs/protocol.md)")
-    limits.add_argument("--max-connections", type=int, default=_LIMITS.max_connections,
-                        help="open WebSockets in all, with or without a session (default %(default)s)")
-    limits.add_argument("--max-viewers", type=int, default=200,
-                        help="viewers per shared session (room), on top of --max-connections (default %(default)s)")
-    limits.add_argument("--max-frame-kb", type=int, default=ProtocolLimits().max_audio_frame_bytes // 1024,
-                        help="largest binary audio frame in KiB (default %(default)s)")
-    limits.add_argument("--max-realtime", type=float, default=_LIMITS.max_realtime,
-                        help="audio seconds accepted per wall second per session; faster clients are read more "
-                             "slowly (default %(default)s)")
-    limits.add_argument("--max-backlog", type=float, default=_LIMITS.max_backlog_s, metavar="SECONDS",
-                        help="uncommitted audio per session before its socket is read more slowly "
-                             "(default %(default)s)")
-    limits.add_argument("--idle-timeout", type=float, default=_LIMITS.idle_timeout_s, metavar="SECONDS",
-                        help="end a connection that sends nothing for this long (default %(default)s)")
-    limits.add_argument("--max-session-time", type=float, default=_LIMITS.max_session_s, metavar="SECONDS",
-                        help="end (flush) a session after this long; the page reconnects (default %(default)s)")
-    limits.add_argument("--max-upload-mb", type=float, default=_FILES.max_upload_bytes / 2**20, metavar="MB",
-                        help="largest upload to /v1/audio/transcriptions|translations (default %(default)g)")
-    limits.add_argument("--max-file-jobs", type=int, default=_FILES.max_jobs,
-                        help="file transcriptions decoding or waiting; more get HTTP 429 (default %(default)s)")
-    limits.add_argument("--shutdown-timeout", type=float, default=_LIMITS.shutdown_timeout_s, metavar="SECONDS",
-                        help="on SIGTERM/Ctrl-C, how long open sessions get to flush (default %(default)s)")
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=_LIMITS.max_connections,
+        help="open WebSockets in all, with or without a session (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-viewers",
+        type=int,
+        default=200,
+        help="viewers per shared session (room), on top of --max-connections (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-frame-kb",
+        type=int,
+        default=ProtocolLimits().max_audio_frame_bytes // 1024,
+        help="largest binary audio frame in KiB (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-realtime",
+        type=float,
+        default=_LIMITS.max_realtime,
+        help="audio seconds accepted per wall second per session; faster clients are read more "
+        "slowly (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-backlog",
+        type=float,
+        default=_LIMITS.max_backlog_s,
+        metavar="SECONDS",
+        help="uncommitted audio per session before its socket is read more slowly (default %(default)s)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=_LIMITS.idle_timeout_s,
+        metavar="SECONDS",
+        help="end a connection that sends nothing for this long (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-session-time",
+        type=float,
+        default=_LIMITS.max_session_s,
+        metavar="SECONDS",
+        help="end (flush) a session after this long; the page reconnects (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=_FILES.max_upload_bytes / 2**20,
+        metavar="MB",
+        help="largest upload to /v1/audio/transcriptions|translations (default %(default)g)",
+    )
+    limits.add_argument(
+        "--max-file-jobs",
+        type=int,
+        default=_FILES.max_jobs,
+        help="file transcriptions decoding or waiting; more get HTTP 429 (default %(default)s)",
+    )
+    limits.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=_LIMITS.shutdown_timeout_s,
+        metavar="SECONDS",
+        help="on SIGTERM/Ctrl-C, how long open sessions get to flush (default %(default)s)",
+    )
     scale = p.add_argument_group("scale-out on Ray Serve (pip install 'dragoman[ray]'; see docs/deploy.md)")
-    scale.add_argument("--replicas", type=int, default=None, metavar="N",
-                       help="serve from N replicas (model + engine + sessions each) behind one address; "
-                            "--max-sessions is per replica; --port must be fixed")
-    scale.add_argument("--max-replicas", type=int, default=None, metavar="M",
-                       help="autoscale between --replicas and M replicas on open sessions (default: fixed)")
-    scale.add_argument("--ray-address", default=None, metavar="ADDR",
-                       help="join this Ray cluster ('auto', host:6379, ray://host:10001) instead of starting a "
-                            "local one")
+    scale.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve from N replicas (model + engine + sessions each) behind one address; "
+        "--max-sessions is per replica; --port must be fixed",
+    )
+    scale.add_argument(
+        "--max-replicas",
+        type=int,
+        default=None,
+        metavar="M",
+        help="autoscale between --replicas and M replicas on open sessions (default: fixed)",
+    )
+    scale.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster ('auto', host:6379, ray://host:10001) instead of starting a local one",
+    )
     scale.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs each replica reserves (default 1)")
     scale.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs each replica reserves (default 0)")
-    scale.add_argument("--ray-cpus", type=int, default=None,
-                       help="CPUs a local Ray cluster offers (default: all of this machine's)")
-    scale.add_argument("--max-waiting", type=int, default=64,
-                       help="connections held waiting while every replica is full; more are refused "
-                            "(default %(default)s)")
-    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                   help="STUN/TURN server for WebRTC, e.g. stun:stun.example.org:3478 or "
-                        "user:pass@turn:turn.example.org:3478 (repeatable; none needed on loopback or a LAN)")
+    scale.add_argument(
+        "--ray-cpus", type=int, default=None, help="CPUs a local Ray cluster offers (default: all of this machine's)"
+    )
+    scale.add_argument(
+        "--max-waiting",
+        type=int,
+        default=64,
+        help="connections held waiting while every replica is full; more are refused (default %(default)s)",
+    )
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server for WebRTC, e.g. stun:stun.example.org:3478 or "
+        "user:pass@turn:turn.example.org:3478 (repeatable; none needed on loopback or a LAN)",
+    )
     return p
 
 
@@ -123,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(backend, args, config))
 
 
-def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerConfig":
+def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> ServerConfig:
     """The ServerConfig the serve flags describe; ConfigError (before the model loads) when they do not fit."""
     import dataclasses
 
@@ -150,23 +228,33 @@ def server_config(args: argparse.Namespace, ice_servers: tuple = ()) -> "ServerC
     try:
         # the same rules as a client's `start`, so a bad default fails here rather than in every session
         defaults = parse_start({"type": "start", "task": args.task, "language": language}, ProtocolLimits(), Start())
-        limits = ServerLimits(max_realtime=args.max_realtime, max_backlog_s=args.max_backlog,
-                              idle_timeout_s=args.idle_timeout, max_session_s=args.max_session_time,
-                              max_connections=args.max_connections, shutdown_timeout_s=args.shutdown_timeout)
+        limits = ServerLimits(
+            max_realtime=args.max_realtime,
+            max_backlog_s=args.max_backlog,
+            idle_timeout_s=args.idle_timeout,
+            max_session_s=args.max_session_time,
+            max_connections=args.max_connections,
+            shutdown_timeout_s=args.shutdown_timeout,
+        )
     except ProtocolError as e:
         raise ConfigError(e.message) from None
     return ServerConfig(
-        host=args.host, port=args.port, webrtc=WebRTCConfig(ice_servers=ice_servers),
+        host=args.host,
+        port=args.port,
+        webrtc=WebRTCConfig(ice_servers=ice_servers),
         limits=dataclasses.replace(ProtocolLimits(), max_audio_frame_bytes=args.max_frame_kb * 1024),
         defaults=dataclasses.replace(defaults, sample_rate=16000, encoding="pcm_s16le"),
-        server_limits=limits, access=AccessConfig(token=token, allowed_origins=tuple(args.allow_origin)),
-        certfile=args.certfile, keyfile=args.keyfile, session=session_config(args),
+        server_limits=limits,
+        access=AccessConfig(token=token, allowed_origins=tuple(args.allow_origin)),
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        session=session_config(args),
         files=FileLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_jobs=args.max_file_jobs),
         rooms=RoomLimits(max_viewers=args.max_viewers),
     )
 
 
-def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
+def _serve_replicated(args: argparse.Namespace, config: ServerConfig) -> int:
     """`--replicas N`: the same server as N Ray Serve replicas behind Ray's proxy (app/scale/ray_serve.py)."""
     import threading
 
@@ -186,35 +274,47 @@ def _serve_replicated(args: argparse.Namespace, config: "ServerConfig") -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs a SIGTERM handler that exits
         signal.signal(sig, lambda *_: stop.set())
     try:
-        print(f"dragoman: {cluster.replicas} replica(s) ready in {served.started_in_s:.1f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"dragoman: {cluster.replicas} replica(s) ready in {served.started_in_s:.1f} s", file=sys.stderr, flush=True
+        )
         _announce(served.url, served.ws_url, f"{cluster.replicas} replicas; Ctrl-C to stop", config)
         while not stop.wait(0.5):
             pass
         print(f"dragoman: stopping: draining {cluster.replicas} replica(s)", file=sys.stderr, flush=True)
         done, late = served.drain()
-        print(f"dragoman: sessions ended on {len(done)} replica(s)" + (f"; not in time: {', '.join(late)}"
-              if late else ""), file=sys.stderr, flush=True)
+        print(
+            f"dragoman: sessions ended on {len(done)} replica(s)"
+            + (f"; not in time: {', '.join(late)}" if late else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         served.close()
     return 0
 
 
-def _announce(url: str, ws_url: str, note: str, config: "ServerConfig") -> None:
+def _announce(url: str, ws_url: str, note: str, config: ServerConfig) -> None:
     """The address on stdout; the API endpoints and whether a token is needed on stderr."""
     print(f"Dragoman is live at {url}  ({note})", flush=True)
     api, ws = url.rstrip("/"), ws_url.rsplit("/", 1)[0]
-    print(f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
-          f"{ws}/v1/listen; see docs/api.md", file=sys.stderr, flush=True)
+    print(
+        f"dragoman: OpenAI-compatible API at {api}/v1 (realtime: {ws}/v1/realtime), Deepgram-compatible at "
+        f"{ws}/v1/listen; see docs/api.md",
+        file=sys.stderr,
+        flush=True,
+    )
     if config.access.token:
         # the token itself is never printed or logged: whoever started the server knows it
-        print("dragoman: a token is required: open the address with ?token=<your token> appended",
-              file=sys.stderr, flush=True)
+        print(
+            "dragoman: a token is required: open the address with ?token=<your token> appended",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-async def _serve(backend: object, args: argparse.Namespace, config: "ServerConfig") -> int:
-    from app.server.app import DragomanServer
+async def _serve(backend: object, args: argparse.Namespace, config: ServerConfig) -> int:
     from app.runtime import Engine, EngineConfig
+    from app.server.app import DragomanServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ Without --realtime the recording is fed as fast as the model goes, but still in 
 decoder update every chunk_s of audio, so the events are the ones a live stream would get (only sooner).
 With --realtime it is fed at wall-clock pace through the asyncio Engine, exactly like a microphone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -154,8 +155,8 @@ def _fast(backend, config, audio: np.ndarray, show, sample_rate: int, mt=None) -
 
 
 async def _realtime(backend, config, audio: np.ndarray, show, mt=None) -> None:
-    from engine.audio import SAMPLE_RATE
     from app.runtime import Engine
+    from engine.audio import SAMPLE_RATE
 
     async with Engine(backend) as engine:
         live = engine.open_session(config)

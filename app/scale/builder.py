@@ -3,6 +3,7 @@
 Apart from app/scale/ray_serve.py because it reads the serve command's flags, and that command imports
 ray_serve.py: one module each way would be an import cycle.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -31,7 +32,14 @@ def app_builder(args: dict[str, Any]) -> Any:
     ns = build_parser().parse_args(["serve", *shlex.split(str((args or {}).get("flags", "")))])
     ns.replicas = ns.replicas or 1
     spec = replica_spec(ns, server_config(ns))
-    return build_application(spec, ClusterConfig(replicas=ns.replicas, max_replicas=ns.max_replicas,
-                                                 cpus_per_replica=ns.replica_cpus, gpus_per_replica=ns.replica_gpus,
-                                                 max_queued_requests=ns.max_waiting,
-                                                 graceful_shutdown_timeout_s=shutdown_budget_s(ns)))
+    return build_application(
+        spec,
+        ClusterConfig(
+            replicas=ns.replicas,
+            max_replicas=ns.max_replicas,
+            cpus_per_replica=ns.replica_cpus,
+            gpus_per_replica=ns.replica_gpus,
+            max_queued_requests=ns.max_waiting,
+            graceful_shutdown_timeout_s=shutdown_budget_s(ns),
+        ),
+    )

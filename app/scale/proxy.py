@@ -13,6 +13,7 @@ Installed through Ray's own hook: the proxy calls `middlewares()` when RAY_SERVE
 names it (set by app/scale/ray_serve.py for the local cluster it starts; on a cluster of your own, set it on every
 node, see docs/deploy.md). Only Starlette is imported here: this module runs inside the proxy process.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -25,6 +25,7 @@ session never ends by itself. So a stop of the whole deployment first tells ever
 
 Ray is imported only by app/scale/, and only when `--replicas` is given; it is the optional extra `dragoman[ray]`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,10 @@ def import_ray() -> tuple[Any, Any]:
         import ray
         from ray import serve
     except ImportError as e:
-        raise ConfigError("--replicas needs Ray Serve: pip install 'dragoman[ray]' "
-                          f"(or scripts/setup.sh --test), then try again ({e})") from None
+        raise ConfigError(
+            "--replicas needs Ray Serve: pip install 'dragoman[ray]' "
+            f"(or scripts/setup.sh --test), then try again ({e})"
+        ) from None
     return ray, serve
 
 
@@ -176,11 +179,10 @@ class DragomanReplica:
     async def __init__(self, spec: ReplicaSpec) -> None:
         import torch
 
+        from app.runtime import Engine, EngineConfig
+        from app.server.hub import DragomanHub
         from engine.backend import make_backend
         from engine.models.loading import load_model
-        from app.runtime import Engine, EngineConfig
-
-        from app.server.hub import DragomanHub
 
         t0 = time.monotonic()
         torch.set_num_threads(spec.threads)
@@ -189,15 +191,21 @@ class DragomanReplica:
         if spec.translation_args is not None:
             from app.translation import server_translation
 
-            config = dataclasses.replace(config, translation=await asyncio.to_thread(
-                server_translation, spec.translation_args))
+            config = dataclasses.replace(
+                config, translation=await asyncio.to_thread(server_translation, spec.translation_args)
+            )
         backend = make_backend(await asyncio.to_thread(load_model, spec.model, spec.device))
         self.engine = Engine(backend, EngineConfig(max_sessions=spec.max_sessions, threads=spec.threads))
         self.hub = DragomanHub(self.engine, config)
         self.config = config
         self._drain_task = asyncio.ensure_future(self._watch_drain())
-        log.info("replica %s: model %s loaded in %.1f s (pid %d)", self.name, backend.name, time.monotonic() - t0,
-                 os.getpid())
+        log.info(
+            "replica %s: model %s loaded in %.1f s (pid %d)",
+            self.name,
+            backend.name,
+            time.monotonic() - t0,
+            os.getpid(),
+        )
 
     def __serve_build_asgi_app__(self) -> Any:
         from app.server.app import create_app
@@ -241,13 +249,20 @@ def build_application(spec: ReplicaSpec, cluster: ClusterConfig) -> Any:
     if cluster.max_replicas is not None and cluster.max_replicas > cluster.replicas:
         # a replica's ongoing requests are its open sockets (measured), so this scales on sessions; waiting
         # connections count too, so a full cluster grows and the new replica serves them
-        scaling = {"num_replicas": "auto", "autoscaling_config": {
-            "min_replicas": cluster.replicas, "max_replicas": cluster.max_replicas,
-            "target_ongoing_requests": max(1.0, cluster.target_utilization * spec.max_sessions),
-            "upscale_delay_s": cluster.upscale_delay_s, "downscale_delay_s": cluster.downscale_delay_s,
-            "look_back_period_s": cluster.look_back_period_s}}
+        scaling = {
+            "num_replicas": "auto",
+            "autoscaling_config": {
+                "min_replicas": cluster.replicas,
+                "max_replicas": cluster.max_replicas,
+                "target_ongoing_requests": max(1.0, cluster.target_utilization * spec.max_sessions),
+                "upscale_delay_s": cluster.upscale_delay_s,
+                "downscale_delay_s": cluster.downscale_delay_s,
+                "look_back_period_s": cluster.look_back_period_s,
+            },
+        }
     deployment = serve.deployment(
-        serve.ingress()(DragomanReplica), name=DEPLOYMENT_NAME,
+        serve.ingress()(DragomanReplica),
+        name=DEPLOYMENT_NAME,
         **scaling,
         ray_actor_options=actor_options,
         # one open WebSocket = one ongoing request for its whole life (measured)
@@ -280,7 +295,7 @@ class ServeCluster:
 
     @property
     def ws_url(self) -> str:
-        return "ws" + self.url[len("http"):].rstrip("/") + self.spec.server.ws_path
+        return "ws" + self.url[len("http") :].rstrip("/") + self.spec.server.ws_path
 
     def start(self) -> None:
         ray, serve = import_ray()
@@ -289,10 +304,15 @@ class ServeCluster:
             try:
                 socket.create_server((self.cluster.host, self.cluster.port)).close()
             except OSError as e:
-                raise ConfigError(f"cannot listen on {self.cluster.host}:{self.cluster.port}: "
-                                  f"{e.strerror or e}") from None
-        init: dict[str, Any] = {"namespace": NAMESPACE, "include_dashboard": False, "log_to_driver": False,
-                                "configure_logging": False}
+                raise ConfigError(
+                    f"cannot listen on {self.cluster.host}:{self.cluster.port}: {e.strerror or e}"
+                ) from None
+        init: dict[str, Any] = {
+            "namespace": NAMESPACE,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
         if self.cluster.address is None:
             init["address"] = "local"  # a new cluster, even where `ray start` left one running
             # Serve's proxy inherits the environment of the cluster this starts: WebSocket refusals and lost
@@ -366,19 +386,30 @@ def _replica_failure(serve: Any) -> str | None:
 def replica_spec(args: argparse.Namespace, server: ServerConfig) -> ReplicaSpec:
     """The ReplicaSpec the serve flags describe."""
     wants_mt = bool(getattr(args, "target", None) or getattr(args, "mt_model", None))
-    return ReplicaSpec(server=server, model=args.model,
-                       device="cuda" if args.replica_gpus and args.device == "auto" else args.device,
-                       threads=args.threads or max(1, int(args.replica_cpus)), max_sessions=args.max_sessions,
-                       translation_args=args if wants_mt else None)
+    return ReplicaSpec(
+        server=server,
+        model=args.model,
+        device="cuda" if args.replica_gpus and args.device == "auto" else args.device,
+        threads=args.threads or max(1, int(args.replica_cpus)),
+        max_sessions=args.max_sessions,
+        translation_args=args if wants_mt else None,
+    )
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     """The ClusterConfig the serve flags describe (`--replicas` and its companions)."""
-    return ClusterConfig(replicas=args.replicas, max_replicas=args.max_replicas, address=args.ray_address,
-                         host=args.host, port=args.port, cpus_per_replica=args.replica_cpus,
-                         gpus_per_replica=args.replica_gpus, num_cpus=args.ray_cpus,
-                         max_queued_requests=args.max_waiting,
-                         graceful_shutdown_timeout_s=shutdown_budget_s(args))
+    return ClusterConfig(
+        replicas=args.replicas,
+        max_replicas=args.max_replicas,
+        address=args.ray_address,
+        host=args.host,
+        port=args.port,
+        cpus_per_replica=args.replica_cpus,
+        gpus_per_replica=args.replica_gpus,
+        num_cpus=args.ray_cpus,
+        max_queued_requests=args.max_waiting,
+        graceful_shutdown_timeout_s=shutdown_budget_s(args),
+    )
 
 
 def shutdown_budget_s(args: argparse.Namespace) -> float:

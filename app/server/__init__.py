@@ -13,6 +13,7 @@ Layers, each importing only those below it:
 ServerConfig, create_app`, `uvicorn --factory app.server:create_app`). They load on first use, so importing a
 low layer such as `app.server.protocol` does not import the web framework.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

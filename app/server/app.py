@@ -26,6 +26,7 @@ connections and sessions past their time limit are flushed and closed. Uploads a
 seconds, and file jobs queue in a bounded line (429 beyond). Access (token, Origin) is checked before a WebSocket
 is accepted or a request body is read (auth.py). The state every endpoint shares is the hub (hub.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,6 +68,7 @@ http_log = logging.getLogger("app.server.http")
 
 # --- the application ----------------------------------------------------------------------------------------------
 
+
 async def watch_endpoint(hub: DragomanHub, scope: Scope, receive: Receive, send: Send) -> None:
     """A viewer's socket, /ws/watch/ROOM?token=VIEWER_TOKEN: read-only captions of one room (rooms.py).
 
@@ -77,8 +79,12 @@ async def watch_endpoint(hub: DragomanHub, scope: Scope, receive: Receive, send:
         return
     peer = (scope.get("client") or ("?",))[0]
     headers = Headers(scope=scope)
-    denial = check_access(AccessConfig(allowed_origins=hub.config.access.allowed_origins), headers, raw_target(scope),
-                          hub.secure or scope.get("scheme") in ("https", "wss"))
+    denial = check_access(
+        AccessConfig(allowed_origins=hub.config.access.allowed_origins),
+        headers,
+        raw_target(scope),
+        hub.secure or scope.get("scheme") in ("https", "wss"),
+    )
     room = hub.rooms.get(scope["path_params"]["room"])
     if denial is None and (room is None or not room.check(request_token(headers, raw_target(scope)))):
         # unknown room and wrong token look the same: a guessed room id learns nothing
@@ -122,8 +128,12 @@ class SocketEndpoint:
         if (await receive())["type"] != "websocket.connect":
             return
         peer = (scope.get("client") or ("?",))[0]
-        http_log.debug("WebSocket %s from %s; headers: %s", raw_target(scope), peer,
-                       ", ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in scope["headers"]))
+        http_log.debug(
+            "WebSocket %s from %s; headers: %s",
+            raw_target(scope),
+            peer,
+            ", ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in scope["headers"]),
+        )
         denial = hub.check(scope)
         if denial is not None:
             reason = denial.reason.split(":")[0]
@@ -157,8 +167,9 @@ class SocketEndpoint:
                 await sock.close(1000, "")
 
 
-def create_app(engine: Engine | None = None, config: ServerConfig | None = None, *,
-               hub: DragomanHub | None = None) -> Starlette:
+def create_app(
+    engine: Engine | None = None, config: ServerConfig | None = None, *, hub: DragomanHub | None = None
+) -> Starlette:
     """The whole server as an ASGI application.
 
     The engine is started by the caller (`async with Engine(...)`), or else by the app's lifespan when its ASGI server
@@ -175,20 +186,25 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
         return static_response(config.web_dir, raw_target(request.scope))
 
     async def upgrade_required(request: Request) -> Response:
-        return http_response(426, b"this is a WebSocket endpoint\n", "text/plain; charset=utf-8",
-                             {"Upgrade": "websocket"})
+        return http_response(
+            426, b"this is a WebSocket endpoint\n", "text/plain; charset=utf-8", {"Upgrade": "websocket"}
+        )
 
     async def healthz(request: Request) -> Response:
         """Readiness for load balancers: 200 with capacity left, else 503 (full, shutting down, no model)."""
         loaded = hub.engine is not None
         ready = loaded and not hub.closing and hub.capacity_left > 0
-        body = {"status": "ok" if ready else ("shutting_down" if hub.closing else "busy" if loaded else "loading"),
-                "model": hub.model_name if loaded else None, "model_loaded": loaded,
-                "sessions": hub.engine.n_sessions if loaded else 0,
-                "max_sessions": hub.engine.config.max_sessions if loaded else 0,
-                "capacity_left": hub.capacity_left, "connections": len(hub.connections),
-                "file_jobs": hub.files.active,
-                **({"replica": config.replica, "pid": os.getpid()} if config.replica is not None else {})}
+        body = {
+            "status": "ok" if ready else ("shutting_down" if hub.closing else "busy" if loaded else "loading"),
+            "model": hub.model_name if loaded else None,
+            "model_loaded": loaded,
+            "sessions": hub.engine.n_sessions if loaded else 0,
+            "max_sessions": hub.engine.config.max_sessions if loaded else 0,
+            "capacity_left": hub.capacity_left,
+            "connections": len(hub.connections),
+            "file_jobs": hub.files.active,
+            **({"replica": config.replica, "pid": os.getpid()} if config.replica is not None else {}),
+        }
         return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
     async def live(request: Request) -> Response:
@@ -198,9 +214,10 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
     async def targets(request: Request) -> Response:
         """The caption languages `start.target` may ask for (the page's "Captions in" selector)."""
         tr = config.translation
-        return JSONResponse({"targets": list(tr.targets) if tr else [],
-                             "models": [m.name for m in tr.models] if tr else []},
-                            headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"targets": list(tr.targets) if tr else [], "models": [m.name for m in tr.models] if tr else []},
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def metrics(request: Request) -> Response:
         denial = hub.check(request.scope)
@@ -253,15 +270,16 @@ def create_app(engine: Engine | None = None, config: ServerConfig | None = None,
 
 
 def _engine_from_environment() -> Engine:
+    from app.runtime import Engine, EngineConfig
     from engine.backend import make_backend
     from engine.models.loading import load_model
-    from app.runtime import Engine, EngineConfig
 
     backend = make_backend(load_model(os.environ.get("DRAGOMAN_MODEL") or None))
     return Engine(backend, EngineConfig(max_sessions=int(os.environ.get("DRAGOMAN_MAX_SESSIONS", "4"))))
 
 
 # --- running it under uvicorn -------------------------------------------------------------------------------------
+
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -308,7 +326,7 @@ class DragomanServer:
 
     @property
     def ws_url(self) -> str:
-        return "ws" + self.url[len("http"):].rstrip("/") + self.config.ws_path
+        return "ws" + self.url[len("http") :].rstrip("/") + self.config.ws_path
 
     @property
     def n_connections(self) -> int:
@@ -329,15 +347,21 @@ class DragomanServer:
             logging.getLogger(name).addFilter(self._filter)
         limits = self.config.limits
         uv_config = uvicorn.Config(
-            self.app, log_config=None, lifespan="off", ws=uvicorn_protocol(),
+            self.app,
+            log_config=None,
+            lifespan="off",
+            ws=uvicorn_protocol(),
             http="h11",  # not "auto": installing the ray extra brings httptools, which would change the HTTP parser
             # uvicorn enforces the size before our parser sees the message: a 50 MB frame is never buffered (1009)
             ws_max_size=max(limits.max_text_bytes, limits.max_audio_frame_bytes),
             ws_per_message_deflate=False,  # compressed audio frames would cost CPU for nothing; bombs stay out
             ssl_context_factory=self._ssl_context if self.tls else None,
-            ssl_certfile=self.config.certfile, ssl_keyfile=self.config.keyfile,
-            timeout_graceful_shutdown=5, server_header=False,
-            timeout_keep_alive=5, limit_concurrency=self.config.server_limits.max_connections + 64,
+            ssl_certfile=self.config.certfile,
+            ssl_keyfile=self.config.keyfile,
+            timeout_graceful_shutdown=5,
+            server_header=False,
+            timeout_keep_alive=5,
+            limit_concurrency=self.config.server_limits.max_connections + 64,
         )
         uv_config.load()
         server = uvicorn.Server(uv_config)
@@ -405,4 +429,3 @@ class DragomanServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-

@@ -4,6 +4,7 @@ refusing a handshake with an HTTP status.
 `AsgiSocket` is the server's one `sockets.MessageSocket`: the connections (connection.py, api/) know only that
 Protocol, so they stay framework-free. uvicorn is named here only for the hard cut it can give (see AsgiSocket).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,8 +57,11 @@ class AsgiSocket:
     async def send(self, message: str | bytes) -> None:
         if not self.open:
             raise SocketClosed(self.close_code)
-        event = {"type": "websocket.send", "text": message} if isinstance(message, str) else \
-            {"type": "websocket.send", "bytes": message}
+        event = (
+            {"type": "websocket.send", "text": message}
+            if isinstance(message, str)
+            else {"type": "websocket.send", "bytes": message}
+        )
         try:
             await self._send(event)
         except (OSError, RuntimeError) as e:  # uvicorn's ClientDisconnected is an OSError
@@ -101,10 +105,14 @@ def uvicorn_protocol() -> type:
 async def deny(scope: Scope, send: Send, status: int, body: str, headers: dict[str, str] | None = None) -> None:
     """Refuse a WebSocket handshake with an HTTP status (the ASGI denial-response extension, else a plain 403)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        all_headers = {"content-type": "text/plain; charset=utf-8", "referrer-policy": "no-referrer",
-                       **(headers or {})}
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in all_headers.items()]})
+        all_headers = {"content-type": "text/plain; charset=utf-8", "referrer-policy": "no-referrer", **(headers or {})}
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in all_headers.items()],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": (body + "\n").encode()})
     else:
         await send({"type": "websocket.close", "code": 1008})

@@ -9,6 +9,7 @@ browser needs it to learn the token from its own URL (`/?token=...`, forwarded b
 Secrets never reach logs: `AccessConfig.__repr__` hides the token, and `RedactingFilter` scrubs tokens and
 Authorization headers from websockets' own (debug) request logging.
 """
+
 from __future__ import annotations
 
 import hmac

@@ -3,6 +3,7 @@
 Kept apart from the ASGI application so that `dragoman serve` and the Ray Serve builder can assemble a
 configuration without importing the web framework, and so that connections read it without importing the app.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

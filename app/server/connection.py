@@ -6,6 +6,7 @@ the web framework either: the socket is a `sockets.MessageSocket`. `Connection` 
 override only the hooks marked "wire format", so limits, backpressure, timeouts and shutdown are the same code for
 every protocol. Messages are queued as objects (`protocol.Outgoing`) and written to JSON by the sender task.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -158,8 +159,11 @@ class Connection:
 
     def _announce(self, live: LiveSession) -> None:
         """The session is open."""
-        self.post(p.ReadyMessage(str(live.id), tuple(s.to_browser() for s in self.config.webrtc.ice_servers),
-                                 replica=self.config.replica))
+        self.post(
+            p.ReadyMessage(
+                str(live.id), tuple(s.to_browser() for s in self.config.webrtc.ice_servers), replica=self.config.replica
+            )
+        )
 
     async def _session_over(self, live: LiveSession) -> None:
         """The session's last event has been forwarded: say so, free it."""
@@ -190,8 +194,12 @@ class Connection:
                     if self._idle_left_s() > 0:
                         continue  # WebRTC audio kept the connection alive meanwhile
                     log.info("%snothing received for %.0f s; ending", self.prefix, self.limits.idle_timeout_s)
-                    await self.end_by_server(p.ErrorCode.TIMEOUT, f"nothing received for "
-                                             f"{self.limits.idle_timeout_s:.0f} s", 1008, "idle timeout")
+                    await self.end_by_server(
+                        p.ErrorCode.TIMEOUT,
+                        f"nothing received for {self.limits.idle_timeout_s:.0f} s",
+                        1008,
+                        "idle timeout",
+                    )
                     return  # closed (or cut off) by now
                 self.last_input = time.monotonic()
                 if self.ending or not self.ws.open:
@@ -235,14 +243,14 @@ class Connection:
         delay = max(self.delay_s, self.messages.take(1, time.monotonic()))
         self.delay_s = 0.0
         if delay > 0:  # the bucket is in debt: its burst (seconds of audio) is spent, not just jitter
-            self._rate_notice(f"over {self.limits.max_messages_per_s:.0f} messages/s or "
-                              f"{self.limits.max_realtime:g}x real-time audio")
+            self._rate_notice(
+                f"over {self.limits.max_messages_per_s:.0f} messages/s or {self.limits.max_realtime:g}x real-time audio"
+            )
             await self._pause(delay)
         live = self.live
         if live is not None and live.lag_s > self.limits.max_backlog_s:
             self._rate_notice(f"over {self.limits.max_backlog_s:.0f} s of audio wait for the model")
-            while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s \
-                    and self.ws.open:
+            while self.live is live and not live.closed and live.lag_s > self.limits.max_backlog_s and self.ws.open:
                 await self._pause(0.05)
         self.last_input = time.monotonic()  # our own pause is not the client's idleness
 
@@ -309,7 +317,7 @@ class Connection:
             live = self.server.engine.open_session(session_config)
         except EngineBusy as e:
             self.proto.session_ended()
-            raise p.ProtocolError(p.ErrorCode.BUSY, f"the server is at its session limit, try again later ({e})")
+            raise p.ProtocolError(p.ErrorCode.BUSY, f"the server is at its session limit, try again later ({e})") from e
         except EngineError as e:
             self.proto.session_ended()
             raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, str(e)) from None
@@ -317,8 +325,14 @@ class Connection:
         self.audio = TokenBucket(self.limits.max_realtime, self.limits.burst_audio_s)
         self.rate_noticed = False
         self.prefix = f"[{live.id}] "
-        log.info("%ssession started: task=%s language=%s rate=%d %s", self.prefix, start.task,
-                 start.language or "auto", start.sample_rate, start.encoding)
+        log.info(
+            "%ssession started: task=%s language=%s rate=%d %s",
+            self.prefix,
+            start.task,
+            start.language or "auto",
+            start.sample_rate,
+            start.encoding,
+        )
         self.server.metrics.session_opened()
         self._announce(live)
         rooms = getattr(self.server, "rooms", None)
@@ -349,8 +363,9 @@ class Connection:
             live = self.server.engine.open_session(start_session_config(self.config.session, engine_start))
         except EngineError as e:  # its slot was just freed; another connection may have taken it meanwhile
             log.info("%scould not restart in %s: %s", self.prefix, language or "auto", e)
-            self.error(p.ErrorCode.BUSY, f"the session could not restart in the corrected language ({e}); "
-                                         "press Start again")
+            self.error(
+                p.ErrorCode.BUSY, f"the session could not restart in the corrected language ({e}); press Start again"
+            )
             self.post(p.EndMessage())
             await self._close_session()
             return
@@ -390,8 +405,12 @@ class Connection:
         await asyncio.sleep(self.limits.max_session_s)
         if self.live is live:
             log.info("%ssession reached its %.0f s limit; ending", self.prefix, self.limits.max_session_s)
-            await self.end_by_server(p.ErrorCode.TIMEOUT, f"the session reached its time limit of "
-                                     f"{self.limits.max_session_s:.0f} s; start a new one", 1008, "session time limit")
+            await self.end_by_server(
+                p.ErrorCode.TIMEOUT,
+                f"the session reached its time limit of {self.limits.max_session_s:.0f} s; start a new one",
+                1008,
+                "session time limit",
+            )
 
     async def end_by_server(self, code: p.ErrorCode, message: str, close_code: int, reason: str) -> None:
         """End this connection on the server's initiative: say why, flush the session (final commits, `end`), close.
@@ -446,8 +465,9 @@ class Connection:
         def failed(message: str) -> None:
             self.error(p.ErrorCode.WEBRTC_FAILED, message)
 
-        self.rtc = WebRTCAudioReceiver(self.config.webrtc, on_audio=self._feed_track, on_failure=failed,
-                                       log_prefix=self.prefix)
+        self.rtc = WebRTCAudioReceiver(
+            self.config.webrtc, on_audio=self._feed_track, on_failure=failed, log_prefix=self.prefix
+        )
         try:
             answer = await self.rtc.accept(offer.sdp)
         except Exception as e:
@@ -481,4 +501,3 @@ class Connection:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-

@@ -3,6 +3,7 @@
 Shared by the server (which cancels every job on shutdown and reports the line in /metrics and /healthz) and the
 OpenAI file endpoints (api/openai.py, which turn a full line into their 429).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@ and the file worker.
 Below the endpoints and the connections (they all hold the hub), so the hub knows a connection only by the little it
 needs for gauges and shutdown (`OpenConnection`), never by importing it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,10 +55,16 @@ class DragomanHub:
         self.secure = config.certfile is not None  # set by whoever terminates TLS (same origin checks)
         m = self.metrics
         m.gauge("dragoman_connections_open", "WebSocket connections open (all APIs)", lambda: len(self.connections))
-        m.gauge("dragoman_send_queue_messages", "Messages waiting in the send queues of all connections",
-                lambda: sum(c.out.qsize() for c in list(self.connections)))
-        m.gauge("dragoman_backlog_seconds", "Audio received but not yet committed, all live sessions",
-                lambda: sum(c.live.lag_s for c in list(self.connections) if c.live is not None))
+        m.gauge(
+            "dragoman_send_queue_messages",
+            "Messages waiting in the send queues of all connections",
+            lambda: sum(c.out.qsize() for c in list(self.connections)),
+        )
+        m.gauge(
+            "dragoman_backlog_seconds",
+            "Audio received but not yet committed, all live sessions",
+            lambda: sum(c.live.lag_s for c in list(self.connections) if c.live is not None),
+        )
         m.gauge("dragoman_file_jobs", "File transcriptions decoding or waiting", lambda: self.files.active)
         m.gauge("dragoman_viewers", "Viewers connected to rooms", lambda: self.rooms.n_viewers)
         m.gauge("dragoman_capacity_left", "Live session slots free", lambda: self.capacity_left)
@@ -75,16 +82,26 @@ class DragomanHub:
 
     def check(self, scope: Scope) -> Denial | None:
         """Origin and token for any request (WebSocket or HTTP)."""
-        return check_access(self.config.access, Headers(scope=scope), raw_target(scope),
-                            self.secure or scope.get("scheme") in ("https", "wss"))
+        return check_access(
+            self.config.access,
+            Headers(scope=scope),
+            raw_target(scope),
+            self.secure or scope.get("scheme") in ("https", "wss"),
+        )
 
     async def end_connections(self, timeout_s: float) -> None:
         """Graceful stop of every open connection: `shutting_down`, final commits, `end`, close 1001."""
         conns = list(self.connections)
         log.info("shutting down: ending %d connection(s)", len(conns))
         if conns:
-            ends = [asyncio.ensure_future(c.end_by_server(p.ErrorCode.SHUTTING_DOWN, "the server is shutting down",
-                                                          1001, "server shutting down")) for c in conns]
+            ends = [
+                asyncio.ensure_future(
+                    c.end_by_server(
+                        p.ErrorCode.SHUTTING_DOWN, "the server is shutting down", 1001, "server shutting down"
+                    )
+                )
+                for c in conns
+            ]
             await asyncio.wait(ends, timeout=timeout_s)
         for c in list(self.connections):
             c.ws.abort()  # over the deadline

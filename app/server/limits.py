@@ -5,6 +5,7 @@ bytes per message, messages and audio seconds per wall second, audio waiting for
 total session time. The defaults suit a venue captioning box on 2-4 cores; `dragoman serve` exposes each as a flag
 and docs/protocol.md lists them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,8 +39,16 @@ class ServerLimits:
     shutdown_timeout_s: float = 30.0  # on SIGTERM, how long open sessions get to flush before they are cut
 
     def __post_init__(self) -> None:
-        for name in ("max_realtime", "burst_audio_s", "max_messages_per_s", "burst_messages", "max_backlog_s",
-                     "idle_timeout_s", "max_session_s", "shutdown_timeout_s"):
+        for name in (
+            "max_realtime",
+            "burst_audio_s",
+            "max_messages_per_s",
+            "burst_messages",
+            "max_backlog_s",
+            "idle_timeout_s",
+            "max_session_s",
+            "shutdown_timeout_s",
+        ):
             value = getattr(self, name)
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

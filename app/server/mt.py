@@ -1,6 +1,7 @@
 """Captions in other languages over the WebSocket protocol: the MT models a server offers (`dragoman serve
 --target de,es --mt-model ...`), a session's MT stage opened from `start.target`, and its events interleaved with
 the speech events. Translations run in a worker thread, never on the event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,11 @@ class ServerTranslation:
 
         missing = [t for t in start.targets if t not in self.targets]
         if missing:
-            raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, f"this server does not caption in {', '.join(missing)} "
-                                  f"(it offers {', '.join(self.targets) or 'no other languages'})")
+            raise p.ProtocolError(
+                p.ErrorCode.BAD_MESSAGE,
+                f"this server does not caption in {', '.join(missing)} "
+                f"(it offers {', '.join(self.targets) or 'no other languages'})",
+            )
         try:
             plans = plan_all(list(start.targets), start.language, self.models)
             task = speech_task(plans)
@@ -49,8 +53,10 @@ def open_stage(hub, start: p.Start):
         return None, start
     translation: ServerTranslation | None = getattr(hub.config, "translation", None)
     if translation is None:
-        raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, "this server has no MT model: start it with "
-                              "--target LANG --mt-model DIR to caption in other languages")
+        raise p.ProtocolError(
+            p.ErrorCode.BAD_MESSAGE,
+            "this server has no MT model: start it with --target LANG --mt-model DIR to caption in other languages",
+        )
     return translation.open(start)
 
 
@@ -105,8 +111,9 @@ def render_target(event) -> p.TargetCommitMessage | p.TargetPartialMessage:
     from engine.mt.stage import TargetCommit
 
     if isinstance(event, TargetCommit):
-        return p.TargetCommitMessage(event.target, event.text, event.source_text, event.start_s, event.end_s,
-                                     event.latency_s)
+        return p.TargetCommitMessage(
+            event.target, event.text, event.source_text, event.start_s, event.end_s, event.latency_s
+        )
     return p.TargetPartialMessage(event.target, event.text, event.source_text)
 
 

@@ -6,6 +6,7 @@ into a typed message or a `ProtocolError` with a stable `code`; what the server 
 (`ServerMessage`), written to JSON only when it is sent; connection.py runs a connection over these rules. The
 wire format is documented in docs/protocol.md; bump PROTOCOL_VERSION when it changes incompatibly.
 """
+
 from __future__ import annotations
 
 import enum
@@ -34,7 +35,7 @@ MAX_TARGETS = 4  # target languages one session may ask for
 MAX_VOCABULARY_CHARS = 300  # `start.vocabulary`; the model sees at most ~64 tokens of it anyway
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(str, enum.Enum):  # noqa: UP042 (StrEnum changes str() and format() of members)
     """Stable, machine-readable error codes sent in `{"type": "error", "code": ...}`. Never renumber or rename."""
 
     BAD_JSON = "bad_json"  # a text message that is not a JSON object
@@ -82,6 +83,7 @@ class ProtocolLimits:
 
 
 # --- client -> server ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Start:
@@ -136,8 +138,9 @@ class Audio:
     sample_rate: int
 
 
-def _get(obj: dict[str, Any], key: str, types: type | tuple[type, ...], default: Any = ..., *,
-         nullable: bool = False) -> Any:
+def _get(
+    obj: dict[str, Any], key: str, types: type | tuple[type, ...], default: Any = ..., *, nullable: bool = False
+) -> Any:
     if key not in obj:
         if default is ...:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{obj.get('type')!r} message needs a {key!r} field")
@@ -152,8 +155,10 @@ def _get(obj: dict[str, Any], key: str, types: type | tuple[type, ...], default:
         value_ok = isinstance(value, types)
     if not value_ok:
         want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"field {key!r} must be {want}{' or null' if nullable else ''}, "
-                                                   f"got {type(value).__name__}")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"field {key!r} must be {want}{' or null' if nullable else ''}, got {type(value).__name__}",
+        )
     return value
 
 
@@ -174,8 +179,10 @@ def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = S
     """A `start` object -> Start; omitted task/language fall back to `defaults` (`dragoman serve --task/--language`)."""
     version = _get(obj, "protocol", int, PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
-                            f"this server speaks protocol version {PROTOCOL_VERSION}, the client asked for {version}")
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"this server speaks protocol version {PROTOCOL_VERSION}, the client asked for {version}",
+        )
     task = _get(obj, "task", str, defaults.task)
     if task not in TASKS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -188,8 +195,10 @@ def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = S
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"sample_rate must be a whole number of Hz, got {rate!r}")
     rate = int(rate)
     if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"sample_rate must be within {limits.min_sample_rate}.."
-                                                   f"{limits.max_sample_rate} Hz, got {rate}")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"sample_rate must be within {limits.min_sample_rate}..{limits.max_sample_rate} Hz, got {rate}",
+        )
     encoding = _get(obj, "encoding", str, "pcm_s16le")
     if encoding not in ENCODINGS:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
@@ -197,10 +206,20 @@ def parse_start(obj: dict[str, Any], limits: ProtocolLimits, defaults: Start = S
     vocabulary = _get(obj, "vocabulary", str, "", nullable=True) or ""
     vocabulary = " ".join(vocabulary.split())  # newlines and runs of spaces from a text field: one line
     if len(vocabulary) > MAX_VOCABULARY_CHARS:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"vocabulary is limited to {MAX_VOCABULARY_CHARS} characters "
-                                                   f"(names and terms, comma-separated), got {len(vocabulary)}")
-    return Start(task=task, language=language, sample_rate=rate, encoding=encoding, targets=_targets(obj),
-                 room=room, vocabulary=vocabulary)
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"vocabulary is limited to {MAX_VOCABULARY_CHARS} characters "
+            f"(names and terms, comma-separated), got {len(vocabulary)}",
+        )
+    return Start(
+        task=task,
+        language=language,
+        sample_rate=rate,
+        encoding=encoding,
+        targets=_targets(obj),
+        room=room,
+        vocabulary=vocabulary,
+    )
 
 
 def _targets(obj: dict[str, Any]) -> tuple[str, ...]:
@@ -210,8 +229,9 @@ def _targets(obj: dict[str, Any]) -> tuple[str, ...]:
         return ()
     items = [value] if isinstance(value, str) else value
     if len(items) > MAX_TARGETS or not all(isinstance(t, str) for t in items):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"target must be a language code or a list of at most "
-                                                   f"{MAX_TARGETS} codes")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"target must be a language code or a list of at most {MAX_TARGETS} codes"
+        )
     out = []
     for t in items:
         t = t.strip()
@@ -264,22 +284,25 @@ def parse_text(text: str, limits: ProtocolLimits = ProtocolLimits(), defaults: S
         return parse_ice(obj, limits)
     if kind == "language":
         return SetLanguage(_language(obj))
-    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r} "
-                                                f"(expected start, stop, offer, ice or language)")
+    raise ProtocolError(
+        ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r} (expected start, stop, offer, ice or language)"
+    )
 
 
-def decode_audio(data: bytes, encoding: Encoding, sample_rate: int,
-                 limits: ProtocolLimits = ProtocolLimits()) -> Audio:
+def decode_audio(data: bytes, encoding: Encoding, sample_rate: int, limits: ProtocolLimits = ProtocolLimits()) -> Audio:
     """One binary frame -> float32 mono samples, or ProtocolError(BAD_AUDIO / TOO_LARGE)."""
     if len(data) > limits.max_audio_frame_bytes:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"audio frame of {len(data)} bytes is over "
-                                                 f"{limits.max_audio_frame_bytes} bytes; send frames of ~20-100 ms")
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"audio frame of {len(data)} bytes is over {limits.max_audio_frame_bytes} bytes; send frames of ~20-100 ms",
+        )
     dtype = ENCODINGS[encoding]
     if not data:
         raise ProtocolError(ErrorCode.BAD_AUDIO, "empty audio frame")
     if len(data) % dtype.itemsize:
-        raise ProtocolError(ErrorCode.BAD_AUDIO, f"{encoding} frames must be a multiple of {dtype.itemsize} bytes, "
-                                                 f"got {len(data)}")
+        raise ProtocolError(
+            ErrorCode.BAD_AUDIO, f"{encoding} frames must be a multiple of {dtype.itemsize} bytes, got {len(data)}"
+        )
     raw = np.frombuffer(data, dtype=dtype)
     if dtype.kind == "i":
         samples = raw.astype(np.float32) / 32768.0
@@ -293,6 +316,7 @@ def decode_audio(data: bytes, encoding: Encoding, sample_rate: int,
 
 
 # --- connection phase ---------------------------------------------------------------------------------------------
+
 
 class Phase(enum.Enum):
     IDLE = "idle"  # no session: only "start" is allowed
@@ -318,12 +342,19 @@ class ConnectionProtocol:
         message = parse_text(text, self.limits, self.defaults)
         if isinstance(message, Start):
             if self.phase is not Phase.IDLE:
-                raise ProtocolError(ErrorCode.ALREADY_STARTED, "a session is already running on this connection; "
-                                                               "send 'stop' and wait for 'end' first")
+                raise ProtocolError(
+                    ErrorCode.ALREADY_STARTED,
+                    "a session is already running on this connection; send 'stop' and wait for 'end' first",
+                )
             self.phase, self.start, self.webrtc = Phase.STREAMING, message, False
         elif self.phase is not Phase.STREAMING:
-            what = "stop" if isinstance(message, Stop) else "language" if isinstance(message, SetLanguage) \
+            what = (
+                "stop"
+                if isinstance(message, Stop)
+                else "language"
+                if isinstance(message, SetLanguage)
                 else "signalling"
+            )
             raise ProtocolError(ErrorCode.NOT_STARTED, f"{what} without a running session: send 'start' first")
         elif isinstance(message, Stop):
             self.phase = Phase.STOPPING
@@ -351,6 +382,7 @@ class ConnectionProtocol:
 
 
 # --- server -> client ---------------------------------------------------------------------------------------------
+
 
 class Outgoing(Protocol):
     """Anything a connection sends: these messages, or a compatible API's events (app/server/api/). It is queued as
@@ -384,8 +416,10 @@ class ServerMessage:
     def body(self) -> dict[str, Any]:
         """The fields after `type`, as written on the wire: by default the dataclass's fields in their order, those
         typed float (seconds, rates) rounded by _seconds. A message whose wire form differs overrides this."""
-        return {f.name: _seconds(getattr(self, f.name)) if "float" in str(f.type) else getattr(self, f.name)
-                for f in fields(self)}
+        return {
+            f.name: _seconds(getattr(self, f.name)) if "float" in str(f.type) else getattr(self, f.name)
+            for f in fields(self)
+        }
 
     def to_json(self) -> str:
         return _dump({"type": self.type, **self.body()})
@@ -403,8 +437,13 @@ class ReadyMessage(ServerMessage):
 
     def body(self) -> dict[str, Any]:
         replica = {"replica": self.replica} if self.replica is not None else {}
-        return {"session": self.session, "protocol": PROTOCOL_VERSION, "sample_rate": self.sample_rate,
-                "ice_servers": list(self.ice_servers), **replica}
+        return {
+            "session": self.session,
+            "protocol": PROTOCOL_VERSION,
+            "sample_rate": self.sample_rate,
+            "ice_servers": list(self.ice_servers),
+            **replica,
+        }
 
 
 @dataclass(frozen=True)
@@ -498,8 +537,10 @@ class ErrorMessage(ServerMessage):
     message: str
 
     def body(self) -> dict[str, Any]:
-        return {"code": self.code.value if isinstance(self.code, ErrorCode) else str(self.code),
-                "message": self.message}
+        return {
+            "code": self.code.value if isinstance(self.code, ErrorCode) else str(self.code),
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -519,8 +560,12 @@ class RoomMessage(ServerMessage):
     viewers: int  # how many viewers the room takes
 
     def body(self) -> dict[str, Any]:
-        return {"room": self.room, "viewer_token": self.viewer_token,
-                "watch_path": f"/watch/{self.room}?token={self.viewer_token}", "viewers": self.viewers}
+        return {
+            "room": self.room,
+            "viewer_token": self.viewer_token,
+            "watch_path": f"/watch/{self.room}?token={self.viewer_token}",
+            "viewers": self.viewers,
+        }
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ queue overflows (it does not read) is dropped with `slow_client`. Viewer sockets
 sends is answered with a `read_only` error and never reaches the session. Framework-free: the socket is an
 `sockets.MessageSocket`; app.py does the handshake.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -105,8 +106,9 @@ class Room:
         viewer.dropped = True
         self.n_dropped += 1
         viewer.out.clear()
-        viewer.out.append(p.ErrorMessage(p.ErrorCode.SLOW_CLIENT, "this viewer fell too far behind the captions; "
-                                         "reload").to_json())
+        viewer.out.append(
+            p.ErrorMessage(p.ErrorCode.SLOW_CLIENT, "this viewer fell too far behind the captions; reload").to_json()
+        )
         viewer.finished = True
         viewer.wake.set()
         log.info("[room %s] a viewer that does not read was dropped", self.id)
@@ -182,8 +184,12 @@ async def serve_viewer(room: Room, ws: MessageSocket, send_timeout_s: float | No
             message = await ws.recv()
             what = "audio" if isinstance(message, bytes) else "messages"
             if len(viewer.out) < viewer.queue_size:
-                viewer.out.append(p.ErrorMessage(p.ErrorCode.READ_ONLY, f"a viewer cannot send {what}: this socket "
-                                                 "only receives the room's captions").to_json())
+                viewer.out.append(
+                    p.ErrorMessage(
+                        p.ErrorCode.READ_ONLY,
+                        f"a viewer cannot send {what}: this socket only receives the room's captions",
+                    ).to_json()
+                )
                 viewer.wake.set()
 
     reader = asyncio.ensure_future(read_only())

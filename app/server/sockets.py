@@ -4,6 +4,7 @@
 Keeping this small is what lets the same connection code run under uvicorn, under another ASGI server (Ray Serve)
 or against a queue-pair double in tests.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -1,4 +1,5 @@
 """The page's static files over plain HTTP: only files under web/, only known types, nothing hidden."""
+
 from __future__ import annotations
 
 import posixpath
@@ -52,8 +53,12 @@ COMMON_HEADERS = {
 
 
 def http_response(status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, media_type=None,
-                    headers={"Content-Type": content_type, **COMMON_HEADERS, **(headers or {})})
+    return Response(
+        body,
+        status_code=status,
+        media_type=None,
+        headers={"Content-Type": content_type, **COMMON_HEADERS, **(headers or {})},
+    )
 
 
 def static_response(web_dir: Path, raw_path: str) -> Response:

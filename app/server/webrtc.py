@@ -3,6 +3,7 @@
 Signalling travels over the Dragoman WebSocket (connection.py); this module only owns the peer connection.
 Frames are pulled with `track.recv()`, so a slow consumer slows the pull instead of growing a queue.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -84,8 +85,13 @@ class WebRTCAudioReceiver:
     `on_failure(message)` is called once if the media path breaks before `close()`.
     """
 
-    def __init__(self, config: WebRTCConfig, on_audio: Callable[[np.ndarray, int], None],
-                 on_failure: Callable[[str], None] | None = None, log_prefix: str = "") -> None:
+    def __init__(
+        self,
+        config: WebRTCConfig,
+        on_audio: Callable[[np.ndarray, int], None],
+        on_failure: Callable[[str], None] | None = None,
+        log_prefix: str = "",
+    ) -> None:
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
         self.config = config

@@ -5,6 +5,7 @@ either), generation_config.json's precedence, snapshots from the hub cache or th
 that receives the checkpoint's tensors without drawing random initial weights first. Every failure is a
 ModelLoadError that names the file or field. Nothing here knows a family's names or shapes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,8 +104,10 @@ def warn_unapplied(get: Lookup, neutral: Mapping[str, Any], path: Path) -> None:
 # -- weights -------------------------------------------------------------------------------------------------
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """model.safetensors, pytorch_model.bin (weights_only) or a sharded index of either."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
         index = path / index_name
         if index.is_file():
             shards = sorted(set(read_json(index)["weight_map"].values()))
@@ -145,21 +148,36 @@ def check_weights(model: nn.Module, sd: Mapping[str, torch.Tensor], path: Path |
         raise ModelLoadError(f"{path}: the checkpoint does not match config.json: {'; '.join(parts)}")
     for key, shape in expected.items():
         if sd[key].shape != shape:
-            raise ModelLoadError(f"{path}: weight {key} has shape {tuple(sd[key].shape)}, config.json implies "
-                                 f"{tuple(shape)}")
+            raise ModelLoadError(
+                f"{path}: weight {key} has shape {tuple(sd[key].shape)}, config.json implies {tuple(shape)}"
+            )
 
 
 # torch.nn's own initialisers: the ones reset_parameters() of Linear, Conv1d, Embedding and LayerNorm call
-_INITIALISERS = frozenset({init.uniform_, init.normal_, init.kaiming_uniform_, init.kaiming_normal_,
-                           init.xavier_uniform_, init.xavier_normal_, init.trunc_normal_})
+_INITIALISERS = frozenset(
+    {
+        init.uniform_,
+        init.normal_,
+        init.kaiming_uniform_,
+        init.kaiming_normal_,
+        init.xavier_uniform_,
+        init.xavier_normal_,
+        init.trunc_normal_,
+    }
+)
 
 
 class _SkipInit(TorchFunctionMode):
     """Turns torch.nn.init's random initialisers into no-ops, on this thread only (torch function modes are
     thread-local): nothing process-wide is patched, so other threads and later modules initialise as usual."""
 
-    def __torch_function__(self, func: Callable[..., Any], types: Collection[type], args: tuple[Any, ...] = (),
-                           kwargs: dict[str, Any] | None = None) -> Any:
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Collection[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if func in _INITIALISERS:
             return args[0] if args else kwargs["tensor"]
@@ -196,8 +214,9 @@ def hub_snapshot(repo_id: str, patterns: list[str], what: str, offline_message: 
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ModelLoadError(f"huggingface_hub is not installed; pass a local {what.removesuffix('model')}"
-                             "checkpoint directory instead") from None
+        raise ModelLoadError(
+            f"huggingface_hub is not installed; pass a local {what.removesuffix('model')}checkpoint directory instead"
+        ) from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except Exception:

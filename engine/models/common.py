@@ -1,5 +1,6 @@
 """What every model family shares once its checkpoint is read: the device it runs on and the int8 decoder; and
 Layers, the typed list of a stack's layers."""
+
 from __future__ import annotations
 
 import logging

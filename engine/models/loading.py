@@ -1,6 +1,7 @@
 """Loading a speech model by name: a family's built-in models (the embedded Whisper base), an HF-format
 checkpoint directory, or a hub id when the network allows. Every family is reached through the registry in
 engine/backend.py; this module only knows which families the engine ships."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,9 +16,7 @@ DEFAULT_MODEL = whisper.EMBEDDED_MODEL  # embedded in the install: works offline
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]
 
 
-def load_model(
-    name: str | None = None, device: DeviceName | str = "auto", quantize: Quantize = "auto"
-) -> SpeechBundle:
+def load_model(name: str | None = None, device: DeviceName | str = "auto", quantize: Quantize = "auto") -> SpeechBundle:
     """Load a model by name: None / a family's built-in name ('whisper-base', embedded), a local directory, or a
     hub id."""
     name = name or DEFAULT_MODEL

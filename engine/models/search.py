@@ -14,6 +14,7 @@ Whisper's beam search (openai's and faster-whisper's flavour) is another: its of
 (models/whisper/decoding.py) and the streaming decoder's last update (streaming/decoder.py) share its step,
 whisper_beam_step.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,8 +45,15 @@ class BeamOptions:
             raise ConfigError("max_length must leave room for at least one token after the start token")
 
 
-def greedy(step: Step, start: list[int], *, eos: int, max_length: int, process: Process | None = None,
-           device: torch.device | None = None) -> list[int]:
+def greedy(
+    step: Step,
+    start: list[int],
+    *,
+    eos: int,
+    max_length: int,
+    process: Process | None = None,
+    device: torch.device | None = None,
+) -> list[int]:
     """The argmax token at every step until eos or `max_length`: the whole sequence, start tokens included."""
     seq = list(start)
     scores = step(torch.tensor([seq], device=device), len(seq))
@@ -135,8 +143,17 @@ class BeamHypotheses:
         return sorted(self.beams, key=lambda b: b[0])[-1][1]  # stable sort: among ties the last added wins, as HF
 
 
-def beam(step: Step, state: DecoderState, start: list[int], *, options: BeamOptions, eos: int, n_prompt: int,
-         process: Process | None = None, device: torch.device | None = None) -> list[int]:
+def beam(
+    step: Step,
+    state: DecoderState,
+    start: list[int],
+    *,
+    options: BeamOptions,
+    eos: int,
+    n_prompt: int,
+    process: Process | None = None,
+    device: torch.device | None = None,
+) -> list[int]:
     """Beam search over `state` (its cache is repeated and reordered here): the best sequence, start tokens
     included, with eos appended when it fits."""
     n_beams = options.num_beams

@@ -1,4 +1,5 @@
 """What every encoder-decoder family does the same way around the explicit DecoderState."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

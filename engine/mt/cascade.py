@@ -9,6 +9,7 @@ For each target language the plan is the first of
      Whisper's "translate" of English speech is its English transcript).
 The choice is logged at INFO. A target that no plan reaches is a ConfigError naming what the checkpoints can do.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,12 @@ class Plan:
         return f"{self.target}: Whisper {self.task}s ({src}), then {self.mt.name} {src} -> {self.target} ({how})"
 
 
-def plan_target(target: str, spoken: str | None, mt_models: list[MTBundle],
-                speech_tasks: tuple[str, ...] = ("transcribe", "translate")) -> Plan:
+def plan_target(
+    target: str,
+    spoken: str | None,
+    mt_models: list[MTBundle],
+    speech_tasks: tuple[str, ...] = ("transcribe", "translate"),
+) -> Plan:
     """How `target` is reached when the speaker speaks `spoken` (None: detected at run time)."""
     if "transcribe" not in speech_tasks:
         raise ConfigError("--target needs a speech model that transcribes (Whisper); this one only translates")
@@ -63,10 +68,12 @@ def plan_target(target: str, spoken: str | None, mt_models: list[MTBundle],
             if m.can_translate("en", target):
                 return Plan(target, "translate", m, "en", "pivot")
     can = "; ".join(f"{m.name}: {_codes(m.source_languages)} -> {_codes(m.target_languages)}" for m in mt_models)
-    raise ConfigError(f"no way to caption in {target!r} from {spoken or 'the spoken language'}: "
-                      f"{'the MT models read/write ' + can if can else 'no --mt-model was given'}. "
-                      "Give an MT checkpoint for that pair (e.g. --mt-model Helsinki-NLP/opus-mt-en-"
-                      f"{target}) or a multilingual one (NLLB-200, M2M100)")
+    raise ConfigError(
+        f"no way to caption in {target!r} from {spoken or 'the spoken language'}: "
+        f"{'the MT models read/write ' + can if can else 'no --mt-model was given'}. "
+        "Give an MT checkpoint for that pair (e.g. --mt-model Helsinki-NLP/opus-mt-en-"
+        f"{target}) or a multilingual one (NLLB-200, M2M100)"
+    )
 
 
 def _known(codes: tuple[str, ...] | None, code: str | None) -> bool:
@@ -95,8 +102,12 @@ def load_mt_models(names: list[str] | None, device: str = "cpu", quantize: str =
     return [load_mt(n, device, quantize) for n in names or []]  # type: ignore[arg-type]
 
 
-def plan_all(targets: list[str], spoken: str | None, mt_models: list[MTBundle],
-             speech_tasks: tuple[str, ...] = ("transcribe", "translate")) -> list[Plan]:
+def plan_all(
+    targets: list[str],
+    spoken: str | None,
+    mt_models: list[MTBundle],
+    speech_tasks: tuple[str, ...] = ("transcribe", "translate"),
+) -> list[Plan]:
     plans = [plan_target(t, spoken, mt_models, speech_tasks) for t in targets]
     for p in plans:
         log.info("captions in %s", p.describe())
@@ -121,7 +132,9 @@ def speech_task(plans: list[Plan]) -> Task:
     """The one speech task a stream runs for all its targets; ConfigError when they disagree."""
     tasks = {p.task for p in plans}
     if len(tasks) > 1:
-        raise ConfigError("these targets need the speech model both to transcribe and to translate: "
-                          + "; ".join(p.describe() for p in plans)
-                          + ". Give the spoken language (--language) or an MT model for English -> each target")
+        raise ConfigError(
+            "these targets need the speech model both to transcribe and to translate: "
+            + "; ".join(p.describe() for p in plans)
+            + ". Give the spoken language (--language) or an MT model for English -> each target"
+        )
     return tasks.pop()

@@ -5,6 +5,7 @@ the file or field. The weights may be model.safetensors, pytorch_model.bin or a 
 speech loader's reader); the vocabulary SentencePiece files or a tokenizer.json; generation_config.json is
 honoured (beam width, length, length penalty, forced tokens, banned tokens).
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,16 @@ from typing import Any, Literal
 import torch
 
 from ..errors import ModelLoadError
-from ..models.checkpoint import (check_weights, generation_lookup, hub_snapshot, looks_like_path, no_random_init,
-                                 read_config, read_state_dict, warn_unapplied)
+from ..models.checkpoint import (
+    check_weights,
+    generation_lookup,
+    hub_snapshot,
+    looks_like_path,
+    no_random_init,
+    read_config,
+    read_state_dict,
+    warn_unapplied,
+)
 from ..models.common import place, resolve_device
 from ..models.s2t2.wav2vec2 import ACTIVATIONS
 from .model import MTConfig, MTModel
@@ -27,8 +36,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LENGTH = 256  # HF's own default (20 tokens) cuts sentences; opus-mt checkpoints say 512
 # HF generation options with their neutral values: other values are logged as not applied
-UNAPPLIED_OPTIONS = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "min_length": 0, "do_sample": False,
-                     "encoder_no_repeat_ngram_size": 0, "num_beam_groups": 1}
+UNAPPLIED_OPTIONS = {
+    "no_repeat_ngram_size": 0,
+    "repetition_penalty": 1.0,
+    "min_length": 0,
+    "do_sample": False,
+    "encoder_no_repeat_ngram_size": 0,
+    "num_beam_groups": 1,
+}
 IGNORED_WEIGHTS = ("embed_positions",)  # sinusoids are recomputed, never trained
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.spm", "*.model", "*.txt"]
 
@@ -110,8 +125,14 @@ def load_mt_directory(path: Path, name: str | None = None) -> MTBundle:
     check_weights(model, sd, path)
     model.load_state_dict(sd, strict=False, assign=True)
     model.eval()
-    log.info("loaded %s MT model %s in %.2f s (languages %s -> %s)", config.family, name or path,
-             time.perf_counter() - t0, _langs(tokenizer.source_languages), _langs(tokenizer.target_languages))
+    log.info(
+        "loaded %s MT model %s in %.2f s (languages %s -> %s)",
+        config.family,
+        name or path,
+        time.perf_counter() - t0,
+        _langs(tokenizer.source_languages),
+        _langs(tokenizer.target_languages),
+    )
     return MTBundle(model=model, tokenizer=tokenizer, name=name or str(path), generation=generation)
 
 
@@ -127,9 +148,11 @@ def download_mt(repo_id: str) -> Path:
 
 
 def _offline_message(repo_id: str, why: str) -> str:
-    return (f"cannot download the MT model {repo_id!r} from the Hugging Face hub ({why}). Offline alternatives: "
-            "an MT checkpoint directory on disk (--mt-model /path/to/opus-mt-en-de with config.json, the weights "
-            "and source.spm/target.spm/vocab.json), or no --target (captions in the speech model's language)")
+    return (
+        f"cannot download the MT model {repo_id!r} from the Hugging Face hub ({why}). Offline alternatives: "
+        "an MT checkpoint directory on disk (--mt-model /path/to/opus-mt-en-de with config.json, the weights "
+        "and source.spm/target.spm/vocab.json), or no --target (captions in the speech model's language)"
+    )
 
 
 # -- config.json ---------------------------------------------------------------------------------------------
@@ -137,8 +160,10 @@ def parse_config(cfg: dict[str, Any], where: Path | str = "config.json") -> MTCo
     """The MTConfig of a Marian or M2M100 config.json; ModelLoadError names what is unsupported."""
     model_type = cfg.get("model_type")
     if model_type not in ("marian", "m2m_100"):
-        raise ModelLoadError(f"{where}: model_type {model_type!r} is not a supported MT model "
-                             "(supported: 'marian' for opus-mt, 'm2m_100' for M2M100 and NLLB-200)")
+        raise ModelLoadError(
+            f"{where}: model_type {model_type!r} is not a supported MT model "
+            "(supported: 'marian' for opus-mt, 'm2m_100' for M2M100 and NLLB-200)"
+        )
     marian = model_type == "marian"
     try:
         d_model = int(cfg.get("d_model", 512 if marian else 1024))

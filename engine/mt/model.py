@@ -15,6 +15,7 @@ rewound (a wait-k or re-translation policy takes back its last tokens) and reord
 recomputation. Parameter names follow the HF checkpoints (`self_attn.k_proj`, `encoder_attn_layer_norm`, `fc1`, ...),
 so the loaders only strip prefixes.
 """
+
 from __future__ import annotations
 
 import math
@@ -155,11 +156,9 @@ class MTModel(CachedDecoding, nn.Module):
         if cfg.positions == "marian":
             table = marian_table(cfg.max_position_embeddings, cfg.d_model)
         else:  # fairseq numbering: row pad is zero, real tokens count from pad + 1
-            table = sinusoidal_table(cfg.pad_token_id + 1 + cfg.max_position_embeddings, cfg.d_model,
-                                     cfg.pad_token_id)
+            table = sinusoidal_table(cfg.pad_token_id + 1 + cfg.max_position_embeddings, cfg.d_model, cfg.pad_token_id)
         self.register_buffer("position_table", table, persistent=False)
-        self.register_buffer("final_logits_bias", torch.zeros(1, cfg.decoder_vocab_size),
-                             persistent=cfg.logits_bias)
+        self.register_buffer("final_logits_bias", torch.zeros(1, cfg.decoder_vocab_size), persistent=cfg.logits_bias)
 
     @property
     def n_text_ctx(self) -> int:

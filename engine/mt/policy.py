@@ -15,6 +15,7 @@ A unit ends at
   - finish(): whatever is left.
 Every committed source character belongs to exactly one unit, in order: nothing is translated twice or skipped.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -103,8 +104,11 @@ class SourceSegmenter:
 
     def tick(self, now_s: float) -> list[SourceUnit]:
         """Advance the clock: after a pause, an unfinished unit is translated as it is."""
-        if self._pending.strip() and not self._speech_partial.strip() and \
-                now_s - self._last_commit_s >= self.config.pause_s:
+        if (
+            self._pending.strip()
+            and not self._speech_partial.strip()
+            and now_s - self._last_commit_s >= self.config.pause_s
+        ):
             return [self._cut(len(self._pending), now_s, "pause")]
         return []
 

@@ -10,6 +10,7 @@ counted as generated.
 Forced tokens are fed in one step with the start token: a forced token scores 0 and every beam copy but the first
 keeps its -1e9, exactly the beams the reference holds after forcing them one step at a time.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ def _process(logits: Tensor, cur_len: int, options: MTSearchOptions) -> Tensor:
 
 
 @torch.inference_mode()
-def search(model: MTModel, state: DecoderState, start: list[int], options: MTSearchOptions, *,
-           n_scored_prompt: int = 1) -> Hypothesis:
+def search(
+    model: MTModel, state: DecoderState, start: list[int], options: MTSearchOptions, *, n_scored_prompt: int = 1
+) -> Hypothesis:
     """Decode after `start` (decoder start token + forced tokens) over a fresh `state` (cross keys/values set).
 
     `n_scored_prompt`: how many leading tokens are the prompt proper (not counted by the length penalty)."""
@@ -62,10 +64,19 @@ def search(model: MTModel, state: DecoderState, start: list[int], options: MTSea
         return _process(scores, n_tokens, options)
 
     if options.num_beams == 1:
-        tokens = greedy(step, start, eos=options.eos, max_length=options.max_length, process=process,
-                        device=model.device)
+        tokens = greedy(
+            step, start, eos=options.eos, max_length=options.max_length, process=process, device=model.device
+        )
     else:
-        tokens = beam(step, state, start, options=options, eos=options.eos, n_prompt=n_scored_prompt, process=process,
-                      device=model.device)
+        tokens = beam(
+            step,
+            state,
+            start,
+            options=options,
+            eos=options.eos,
+            n_prompt=n_scored_prompt,
+            process=process,
+            device=model.device,
+        )
     # greedy and beam append at least one token after `start`; the sequence finished iff it ends with eos
     return Hypothesis(tokens, tokens[-1] == options.eos)

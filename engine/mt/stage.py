@@ -8,6 +8,7 @@ sentences; every target has its own Translator (several targets may share one lo
 Everything here runs synchronously on the caller's thread (the scheduler's worker for live sessions, the command
 itself for `stream`): a translation is a short CPU job between two speech updates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,9 @@ class TargetRoute:
 
 
 class MTStage:
-    def __init__(self, routes: list[TargetRoute], config: MTPolicyConfig = MTPolicyConfig(),
-                 session_id: str | None = None) -> None:
+    def __init__(
+        self, routes: list[TargetRoute], config: MTPolicyConfig = MTPolicyConfig(), session_id: str | None = None
+    ) -> None:
         if not routes:
             raise ValueError("MTStage needs at least one target")
         self.routes = {r.target: r for r in routes}
@@ -162,14 +164,16 @@ class MTStage:
             route.agreed, route.previous = (), None
             event = self._commit(route, text, unit.text, unit.start_s, unit.end_s, unit.ready_s)
             if event is not None:
-                self.log.debug("%s commit after %.2f s (%s): %r", route.target, event.latency_s, unit.reason,
-                               event.text)
+                self.log.debug(
+                    "%s commit after %.2f s (%s): %r", route.target, event.latency_s, unit.reason, event.text
+                )
                 out.append(event)
         self._partial_source = None  # the tail changed: the next partial is due
         return out
 
-    def _commit(self, route: TargetRoute, text: str, source: str, start_s: float, end_s: float,
-                now_s: float) -> TargetCommit | None:
+    def _commit(
+        self, route: TargetRoute, text: str, source: str, start_s: float, end_s: float, now_s: float
+    ) -> TargetCommit | None:
         text = text.strip()
         if not text:
             return None
@@ -189,8 +193,9 @@ class MTStage:
             if tr is None or (self._source_for(route) is None and tr.bundle.family != "marian"):
                 continue
             try:
-                hyp = tr.translate(pending, self._source_for(route), route.target, num_beams=1,
-                                   prefix=route.agreed).tokens
+                hyp = tr.translate(
+                    pending, self._source_for(route), route.target, num_beams=1, prefix=route.agreed
+                ).tokens
             except ConfigError:
                 continue
             previous, route.previous = route.previous, hyp
@@ -207,7 +212,9 @@ class MTStage:
             before = tr.bundle.tokenizer.decode(list(route.agreed))
             after = tr.bundle.tokenizer.decode(list(hyp[:n]))
             route.agreed = tuple(hyp[:n])
-            text = after[len(before):] if after.startswith(before) else tr.bundle.tokenizer.decode(list(hyp[n - 1:n]))
+            text = (
+                after[len(before) :] if after.startswith(before) else tr.bundle.tokenizer.decode(list(hyp[n - 1 : n]))
+            )
             event = self._commit(route, text, "", spans[0], spans[1], now_s)
             if event is not None:
                 out.append(event)
@@ -218,13 +225,16 @@ class MTStage:
         tr = route.translator
         assert tr is not None
         try:
-            result = tr.translate(text, self._source_for(route), route.target, num_beams=None if final else 1,
-                                  prefix=route.agreed)
+            result = tr.translate(
+                text, self._source_for(route), route.target, num_beams=None if final else 1, prefix=route.agreed
+            )
         except ConfigError:
             return ""
         tok = tr.bundle.tokenizer
         before, after = tok.decode(list(route.agreed)), tok.decode(list(result.tokens))
-        return after[len(before):] if after.startswith(before) else tok.decode(list(result.tokens[len(route.agreed):]))
+        return (
+            after[len(before) :] if after.startswith(before) else tok.decode(list(result.tokens[len(route.agreed) :]))
+        )
 
     def _partials(self, now_s: float, force: bool = False) -> list[TargetEvent]:
         if not self.config.partials:

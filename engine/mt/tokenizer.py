@@ -5,6 +5,7 @@ Every tokenizer answers the same questions: the source ids of a sentence (langua
 reference tokenizers build them), the target tokens forced after the decoder start token, the text of generated
 ids (special tokens skipped), and which languages the checkpoint reads and writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,9 @@ class MarianTokenizer:
     def __init__(self, path: Path, name: str = "") -> None:
         for fname in ("source.spm", "target.spm", "vocab.json"):
             if not (path / fname).is_file():
-                raise ModelLoadError(f"{path} has no {fname} (a Marian checkpoint needs source.spm, target.spm and "
-                                     "vocab.json)")
+                raise ModelLoadError(
+                    f"{path} has no {fname} (a Marian checkpoint needs source.spm, target.spm and vocab.json)"
+                )
         cfg = _tokenizer_config(path)
         self.spm_source = _load_spm(path / "source.spm")
         self.spm_target = _load_spm(path / "target.spm")
@@ -96,16 +98,20 @@ class MarianTokenizer:
                 raise ModelLoadError(f"{path}: separate_vocabs is set but {f.name} is missing")
             target_vocab = _read_json(f)
         self.id_to_piece = {i: p for p, i in target_vocab.items()}
-        names = {"eos": cfg.get("eos_token", "</s>"), "unk": cfg.get("unk_token", "<unk>"),
-                 "pad": cfg.get("pad_token", "<pad>")}
+        names = {
+            "eos": cfg.get("eos_token", "</s>"),
+            "unk": cfg.get("unk_token", "<unk>"),
+            "pad": cfg.get("pad_token", "<pad>"),
+        }
         names = {k: v["content"] if isinstance(v, dict) else v for k, v in names.items()}
         missing = [v for v in names.values() if v not in self.vocab]
         if missing:
             raise ModelLoadError(f"{path}/vocab.json lacks the special token(s) {', '.join(missing)}")
         self.eos_id, self.unk_id, self.pad_id = (self.vocab[names[k]] for k in ("eos", "unk", "pad"))
         self.special_ids = frozenset({self.eos_id, self.unk_id, self.pad_id})
-        self.lang_tokens = {} if separate else {
-            m.group(1): i for p, i in self.vocab.items() if (m := MARIAN_LANG_TOKEN.match(p))}
+        self.lang_tokens = (
+            {} if separate else {m.group(1): i for p, i in self.vocab.items() if (m := MARIAN_LANG_TOKEN.match(p))}
+        )
         src, tgt = cfg.get("source_lang"), cfg.get("target_lang")
         if not (src and tgt):  # opus-mt-en-de, also as the tail of a hub id or directory name
             m = re.search(r"opus-mt(?:-tc-[a-z]+)?-([a-zA-Z]+)-([a-zA-Z]+)", name or str(path))
@@ -125,8 +131,10 @@ class MarianTokenizer:
         for code in (target, ISO3.get(target), NLLB_CODES.get(target)):
             if code in self.lang_tokens:
                 return [self.lang_tokens[code]]
-        raise ConfigError(f"this opus-mt model cannot write {target!r}; its target tokens are "
-                          f"{', '.join(sorted(self.lang_tokens)[:20])}")
+        raise ConfigError(
+            f"this opus-mt model cannot write {target!r}; its target tokens are "
+            f"{', '.join(sorted(self.lang_tokens)[:20])}"
+        )
 
     def source_ids(self, text: str, source: str | None = None, target: str | None = None) -> list[int]:
         pieces = self.spm_source.encode(text, out_type=str)
@@ -152,16 +160,19 @@ class M2M100Tokenizer:
     def __init__(self, path: Path) -> None:
         for f in ("sentencepiece.bpe.model", "vocab.json"):
             if not (path / f).is_file():
-                raise ModelLoadError(f"{path} has no {f} (an M2M100 checkpoint needs sentencepiece.bpe.model and "
-                                     "vocab.json, or a tokenizer.json)")
+                raise ModelLoadError(
+                    f"{path} has no {f} (an M2M100 checkpoint needs sentencepiece.bpe.model and "
+                    "vocab.json, or a tokenizer.json)"
+                )
         cfg = _tokenizer_config(path)
         self.spm = _load_spm(path / "sentencepiece.bpe.model")
         self.vocab: dict[str, int] = _read_json(path / "vocab.json")
         self.id_to_piece = {i: p for p, i in self.vocab.items()}
         codes = M2M100_CODES.get(cfg.get("language_codes", "m2m100"))
         if codes is None:
-            raise ModelLoadError(f"{path}/tokenizer_config.json: unknown language_codes "
-                                 f"{cfg.get('language_codes')!r} (m2m100 or wmt21)")
+            raise ModelLoadError(
+                f"{path}/tokenizer_config.json: unknown language_codes {cfg.get('language_codes')!r} (m2m100 or wmt21)"
+            )
         self.lang_ids = {code: len(self.vocab) + i for i, code in enumerate(codes)}
         for name in ("<s>", "<pad>", "</s>", "<unk>"):
             if name not in self.vocab:
@@ -220,10 +231,13 @@ class FastMultilingualTokenizer:
             elif not self.nllb and (m := M2M_LANG_TOKEN.match(piece)):
                 self.lang_ids[m.group(1)] = i
         if not self.lang_ids:
-            raise ModelLoadError(f"{path}/tokenizer.json has no language tokens (eng_Latn or __en__): not an "
-                                 "NLLB-200 or M2M100 vocabulary")
-        self.special_ids = frozenset({vocab.get("<s>", -1), self.pad_id, self.eos_id, self.unk_id,
-                                      *self.lang_ids.values()})
+            raise ModelLoadError(
+                f"{path}/tokenizer.json has no language tokens (eng_Latn or __en__): not an "
+                "NLLB-200 or M2M100 vocabulary"
+            )
+        self.special_ids = frozenset(
+            {vocab.get("<s>", -1), self.pad_id, self.eos_id, self.unk_id, *self.lang_ids.values()}
+        )
         codes = tuple(sorted(c for c in self.lang_ids if not NLLB_LANG_TOKEN.match(c) or nllb_to_iso1(c) == c))
         self.source_languages = self.target_languages = codes
 
@@ -259,5 +273,7 @@ def load_tokenizer(path: Path, family: str, name: str = "") -> MTTokenizer:
         return M2M100Tokenizer(path)
     if (path / "tokenizer.json").is_file():
         return FastMultilingualTokenizer(path)
-    raise ModelLoadError(f"{path} has no tokenizer: an M2M100/NLLB checkpoint needs sentencepiece.bpe.model + "
-                         "vocab.json, or tokenizer.json")
+    raise ModelLoadError(
+        f"{path} has no tokenizer: an M2M100/NLLB checkpoint needs sentencepiece.bpe.model + "
+        "vocab.json, or tokenizer.json"
+    )

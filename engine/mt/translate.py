@@ -5,6 +5,7 @@ stream and every target language; it keeps a few recent encoder outputs, because
 one source sentence into several targets (and a partial being re-translated as it grows) encodes the same ids
 again and again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,9 +50,15 @@ class Translator:
 
     def options(self, num_beams: int | None = None) -> MTSearchOptions:
         gen = self.bundle.generation
-        return MTSearchOptions(num_beams=num_beams or self.num_beams, max_length=self.max_length,
-                               length_penalty=gen.length_penalty, early_stopping=gen.early_stopping,
-                               eos=gen.eos_token_id, forced_eos=gen.forced_eos_token_id, banned=gen.bad_token_ids)
+        return MTSearchOptions(
+            num_beams=num_beams or self.num_beams,
+            max_length=self.max_length,
+            length_penalty=gen.length_penalty,
+            early_stopping=gen.early_stopping,
+            eos=gen.eos_token_id,
+            forced_eos=gen.forced_eos_token_id,
+            banned=gen.bad_token_ids,
+        )
 
     def _encode(self, ids: list[int]) -> Tensor:
         key = tuple(ids)
@@ -68,8 +75,15 @@ class Translator:
         return out
 
     @torch.inference_mode()
-    def translate(self, text: str, source: str | None, target: str | None, *, num_beams: int | None = None,
-                  prefix: tuple[int, ...] = ()) -> Translation:
+    def translate(
+        self,
+        text: str,
+        source: str | None,
+        target: str | None,
+        *,
+        num_beams: int | None = None,
+        prefix: tuple[int, ...] = (),
+    ) -> Translation:
         """One sentence (or clause) of source text -> target text. `prefix`: target tokens to force first (a
         policy's committed translation); the result's tokens include them."""
         t0 = time.perf_counter()
@@ -85,7 +99,7 @@ class Translator:
         gen = self.bundle.generation
         forced = [gen.decoder_start_token_id] + self.tokenizer.target_prefix(target)
         hyp = search(self.model, state, forced + list(prefix), self.options(num_beams))
-        out = [t for t in hyp.tokens[len(forced):] if t != gen.eos_token_id]
+        out = [t for t in hyp.tokens[len(forced) :] if t != gen.eos_token_id]
         elapsed = time.perf_counter() - t0
         result = Translation(self.tokenizer.decode(out), tuple(out), hyp.finished, elapsed)
         log.debug("translated %d source tokens -> %d tokens in %.0f ms", len(ids), len(out), 1000 * elapsed)

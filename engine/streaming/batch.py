@@ -2,6 +2,7 @@
 
 Rows are independent: batched and unbatched decoding give the same tokens (up to float rounding).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """What is committed and what stays partial: whole words (and clauses or sentences, by commit_unit), whole UTF-8
 characters, spacing across segments, and the stream times of each Commit and Partial."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,7 +30,10 @@ class Committer:
         # commit_unit: where a commit before a segment's end may stop, beyond a word end (translation reorders
         # words within a clause)
         self._unit_end: Callable[[bytes], bool] | None = {
-            "word": None, "clause": ends_clause, "sentence": ends_sentence}[config.commit_unit]
+            "word": None,
+            "clause": ends_clause,
+            "sentence": ends_sentence,
+        }[config.commit_unit]
         self.text_out = ""  # everything committed (for spacing across segments)
         self.partial = ""
 
@@ -70,8 +74,9 @@ class Committer:
                 k -= 1
         return k
 
-    def commit(self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update,
-               hidden: tuple[int, int] = (0, 0)) -> tuple[Commit | None, float]:
+    def commit(
+        self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update, hidden: tuple[int, int] = (0, 0)
+    ) -> tuple[Commit | None, float]:
         """Commit `new` (all of it enters the decoder's sequence); the tokens in new[hidden[0]:hidden[1]] are not
         shown (a repeat, see Guards.repeated_prefix). Returns the Commit to emit (None: nothing to show) and the
         stream time the committed text now reaches."""
@@ -98,8 +103,12 @@ class Committer:
             return None, end
         if not self.text_out:
             text = text.lstrip()
-        if self.text_out and len(seg.committed) == len(new) and not text[:1].isspace() \
-                and not self.text_out[-1:].isspace():
+        if (
+            self.text_out
+            and len(seg.committed) == len(new)
+            and not text[:1].isspace()
+            and not self.text_out[-1:].isspace()
+        ):
             text = " " + text  # a new segment's first words
         if not text:
             return None, end
@@ -123,5 +132,8 @@ class Committer:
             return None
         self.partial = text
         start = seg.committed_end_s or seg.start_s
-        return Partial(text=text, start_s=round(start, 3) if text else None,
-                       end_s=round(seg.start_s + len(upd.audio) / SAMPLE_RATE, 3) if text else None)
+        return Partial(
+            text=text,
+            start_s=round(start, 3) if text else None,
+            end_s=round(seg.start_s + len(upd.audio) / SAMPLE_RATE, 3) if text else None,
+        )

@@ -1,5 +1,6 @@
 """SessionConfig: how one stream is segmented, decoded and committed. Every default is chosen from measurements
 (benchmarks/README.md); the comment beside each field says which."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ session keeps between updates (incremental mode): the state holds `sequence[:-1]
 tokens except the last, whose step must be re-run to get the next token's logits against the new audio.
 Several streams' jobs run together in batch.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,9 +42,21 @@ class DecodeJob:
     batch.py drives them: `decode_batch`, one job alone or several in one batched forward pass per step.
     """
 
-    def __init__(self, backend: Backend, state: DecoderState, *, sequence: list[int], n_committed: int,
-                 n_frames: int, policy: Policy, final: bool, max_new_tokens: int, refill: bool, beam_size: int = 1,
-                 prior: Sequence[tuple[int, int]] = ()) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        state: DecoderState,
+        *,
+        sequence: list[int],
+        n_committed: int,
+        n_frames: int,
+        policy: Policy,
+        final: bool,
+        max_new_tokens: int,
+        refill: bool,
+        beam_size: int = 1,
+        prior: Sequence[tuple[int, int]] = (),
+    ) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
         (else only its last token, on the cached prefix). Keywords only: nine values of like types in a row."""
@@ -98,8 +111,9 @@ class DecodeJob:
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
-        if tok == self.backend.eot or self.policy.should_stop(row, self.n_frames, final=self.final,
-                                                              content=self._is_content(tok)):
+        if tok == self.backend.eot or self.policy.should_stop(
+            row, self.n_frames, final=self.final, content=self._is_content(tok)
+        ):
             self.next_token = tok
             self.done = True
             return None
@@ -135,8 +149,10 @@ class DecodeJob:
         self.loop_cut = True
 
     def _is_content(self, tok: int) -> bool:
-        return any(c.isalnum() for c in self.backend.token_bytes(tok).decode("utf-8", "ignore")) \
-            or self.backend.token_bytes(tok)[:1] >= b"\x80"  # part of a multi-byte character
+        return (
+            any(c.isalnum() for c in self.backend.token_bytes(tok).decode("utf-8", "ignore"))
+            or self.backend.token_bytes(tok)[:1] >= b"\x80"
+        )  # part of a multi-byte character
 
     def result(self) -> DecodeResult:
         attention = np.stack(self.rows) if self.rows and len(self.rows) == len(self.out) else None

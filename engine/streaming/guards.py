@@ -3,6 +3,7 @@ translations that drift into the spoken language, text decoded from non-speech, 
 
 The functions work on token ids and frames alone; Guards applies them to one session's decoded updates.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,15 +46,18 @@ _LONG_NGRAM = 8
 _REREAD_FRAMES = 10
 
 
-def reread_cut(tokens: list[int], frames: list[int], is_content: Callable[[int], bool],
-               max_ngram: int = 20) -> int | None:
+def reread_cut(
+    tokens: list[int], frames: list[int], is_content: Callable[[int], bool], max_ngram: int = 20
+) -> int | None:
     """Where to cut a hypothesis that ends by reading the same audio twice ("Good evening. Good evening." from
     one second of speech): the last n tokens equal the n before them and their attention did not move on."""
     n_tok = len(tokens)
     for n in range(2, min(max_ngram, n_tok // 2) + 1):
         if tokens[n_tok - n :] != tokens[n_tok - 2 * n : n_tok - n]:
             continue
-        first = [f for t, f in zip(tokens[n_tok - 2 * n : n_tok - n], frames[n_tok - 2 * n : n_tok - n]) if is_content(t)]
+        first = [
+            f for t, f in zip(tokens[n_tok - 2 * n : n_tok - n], frames[n_tok - 2 * n : n_tok - n]) if is_content(t)
+        ]
         second = [f for t, f in zip(tokens[n_tok - n :], frames[n_tok - n :]) if is_content(t)]
         if not second:
             continue
@@ -63,8 +67,13 @@ def reread_cut(tokens: list[int], frames: list[int], is_content: Callable[[int],
     return None
 
 
-def reread_spans(tokens: list[int], frames: list[int], token_bytes: Callable[[int], bytes],
-                 is_content: Callable[[int], bool], prior: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+def reread_spans(
+    tokens: list[int],
+    frames: list[int],
+    token_bytes: Callable[[int], bytes],
+    is_content: Callable[[int], bool],
+    prior: Sequence[tuple[int, int]] = (),
+) -> list[tuple[int, int]]:
     """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
     their words are the same tokens at the same frames (within _REREAD_FRAMES) as earlier ones, in the hypothesis
     or in `prior` ((token, frame) of the committed text). "Good morning and welcome ... Chicago." committed, then
@@ -77,8 +86,9 @@ def reread_spans(tokens: list[int], frames: list[int], token_bytes: Callable[[in
     a = 0
     while a < len(tokens):
         b = a + 1
-        while b < len(tokens) and not (ends_sentence(token_bytes(tokens[b - 1]))
-                                       and starts_word(token_bytes(tokens[b]))):
+        while b < len(tokens) and not (
+            ends_sentence(token_bytes(tokens[b - 1])) and starts_word(token_bytes(tokens[b]))
+        ):
             b += 1  # a new word after a sentence end starts the next sentence ("5.2" stays one word)
         content = [(tokens[i], frames[i]) for i in range(a, b) if is_content(tokens[i])]
         same = sum(any(abs(f - g) <= _REREAD_FRAMES for g in seen.get(t, ())) for t, f in content)
@@ -103,7 +113,7 @@ def is_prompt_echo(tokens: list[int], prompt: list[int], min_len: int = 4) -> bo
 # source language. Deliberately short lists of unambiguous words (no "die", "a", "in", "son").
 _SOURCE_WORDS = {
     "de": "und der das ist nicht ich wir sie mit ein eine auf für sind wird haben heute sehr auch nach dem den des "
-          "zu von bitte vielen dank".split(),
+    "zu von bitte vielen dank".split(),
     "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour".split(),
     "es": "el los las y es que con por una para nosotros muy hoy buenos días gracias del".split(),
     "it": "il gli e è che con per una della sono molto oggi".split(),
@@ -149,8 +159,9 @@ class Guards:
             return True
         return self.drifted(tokens, language) or self.unsure(seg, tokens, res)
 
-    def discard(self, seg: Segment, upd: Update, heard: list[int], res: DecodeResult,
-                language: str | None) -> tuple[list[int], DecodeResult]:
+    def discard(
+        self, seg: Segment, upd: Update, heard: list[int], res: DecodeResult, language: str | None
+    ) -> tuple[list[int], DecodeResult]:
         """An update that failed a guard (twice when a retry without the prompt was possible) shows and commits
         nothing; in a segment's last update, what to commit instead so that a sentence does not vanish."""
         if upd.final and seg.tentative:

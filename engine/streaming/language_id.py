@@ -8,6 +8,7 @@ with the current best guess and the session commits nothing. Afterwards each seg
 segment heard) may revise the choice when another language clearly wins: a wrong guess never leaves a session
 silent, and costs at most one segment.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,8 +46,13 @@ class LanguageId:
     def decided(self) -> bool:
         return self.language is not UNDECIDED
 
-    def observe(self, probs: dict[str, float], audio_s: float, final: bool,
-                confirm: Callable[[], dict[str, float]] | None = None) -> tuple[str, bool]:
+    def observe(
+        self,
+        probs: dict[str, float],
+        audio_s: float,
+        final: bool,
+        confirm: Callable[[], dict[str, float]] | None = None,
+    ) -> tuple[str, bool]:
         """One update's language probabilities over `audio_s` of a segment; `final`: the whole segment.
         `confirm()` gives the same audio's probabilities in a full padded window (slower, much more reliable:
         20/20 German sentences right against 17/20 unpadded); it is called only when a decision is due.
@@ -55,7 +61,11 @@ class LanguageId:
         p = probs[best]
         self.guess = best
         if not self.decided:
-            if final or (audio_s >= self.sure_min_s and p >= self.sure) or (audio_s >= self.long_s and p >= self.likely):
+            if (
+                final
+                or (audio_s >= self.sure_min_s and p >= self.sure)
+                or (audio_s >= self.long_s and p >= self.likely)
+            ):
                 if confirm is not None:
                     probs = confirm()
                     best = max(probs, key=probs.__getitem__)
@@ -77,8 +87,9 @@ class LanguageId:
         return best != self.language and probs[best] >= self.switch_p and probs.get(self.language, 0.0) < self.keep_p
 
 
-def identify(lid: LanguageId, backend: Backend, audio: np.ndarray, *, final: bool,
-             encoder_out: Tensor) -> tuple[str, bool] | None:
+def identify(
+    lid: LanguageId, backend: Backend, audio: np.ndarray, *, final: bool, encoder_out: Tensor
+) -> tuple[str, bool] | None:
     """The model step of one update: the backend's language probabilities for `audio` (encoded as
     `encoder_out`), observed by `lid`; a decision re-encodes the audio in a full-length window (confirm).
     Returns LanguageId.observe's (language, decided now), or None when the family names no language."""

@@ -1,5 +1,6 @@
 """Where a stream meets the I/O thread: audio in (Inbox: validated, resampled to 16 kHz, queued; no model work,
 feed() costs microseconds) and events out (Outbox: filled by the model side, drained by the I/O side)."""
+
 from __future__ import annotations
 
 import threading

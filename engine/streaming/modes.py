@@ -7,6 +7,7 @@
 
 Chosen once per session (mode_for); the session asks the mode object instead of comparing the mode's name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -33,11 +34,24 @@ class Incremental:
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
         # where in this window each committed token was read (the last update drops text read twice: reread_spans)
-        prior = [(t, int((s - seg.start_s) / self.backend.frame_s))
-                 for t, s in zip(seg.committed, seg.token_s) if s is not None and s >= seg.start_s]
-        return DecodeJob(self.backend, seg.state, sequence=seg.sequence, n_committed=len(seg.committed),
-                         n_frames=n_frames, policy=policy, final=upd.final, max_new_tokens=max(budget, 4),
-                         refill=refill, beam_size=self.config.final_beam if upd.final else 1, prior=prior)
+        prior = [
+            (t, int((s - seg.start_s) / self.backend.frame_s))
+            for t, s in zip(seg.committed, seg.token_s)
+            if s is not None and s >= seg.start_s
+        ]
+        return DecodeJob(
+            self.backend,
+            seg.state,
+            sequence=seg.sequence,
+            n_committed=len(seg.committed),
+            n_frames=n_frames,
+            policy=policy,
+            final=upd.final,
+            max_new_tokens=max(budget, 4),
+            refill=refill,
+            beam_size=self.config.final_beam if upd.final else 1,
+            prior=prior,
+        )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:
         """The decoded tokens after what is committed."""
@@ -68,8 +82,17 @@ class Redecode(Incremental):
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8
         start = seg.sequence[: seg.n_start]
-        return DecodeJob(self.backend, seg.state, sequence=start, n_committed=0, n_frames=n_frames,
-                         policy=policy, final=upd.final, max_new_tokens=budget, refill=True)
+        return DecodeJob(
+            self.backend,
+            seg.state,
+            sequence=start,
+            n_committed=0,
+            n_frames=n_frames,
+            policy=policy,
+            final=upd.final,
+            max_new_tokens=budget,
+            refill=True,
+        )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:
         # the hypothesis covers the whole segment; drop what is already committed, by position

@@ -5,6 +5,7 @@ cross-attention as a numpy array — never backend objects or torch tensors, so 
 every model family. Token ids here are relative to what is already committed: the session trims the
 committed prefix off before asking.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,8 +43,9 @@ class Policy(Protocol):
     def begin_update(self) -> None:
         """A decoder update starts generating (should_stop may keep state within one update)."""
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
-                    content: bool = True) -> bool:
+    def should_stop(
+        self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False, content: bool = True
+    ) -> bool:
         """Called per generated token during decoding: True ends this update's hypothesis before that token.
 
         content=False: the token has no letters or digits (punctuation); its attention says little about
@@ -77,8 +79,9 @@ class LocalAgreement:
     def begin_update(self) -> None:
         pass
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
-                    content: bool = True) -> bool:
+    def should_stop(
+        self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False, content: bool = True
+    ) -> bool:
         return False
 
     def stable_count(self, hyp: Hypothesis) -> int:
@@ -133,14 +136,21 @@ class AlignAtt:
 
     @classmethod
     def from_config(cls, config: SessionConfig) -> AlignAtt:
-        return cls(frame_threshold=config.frame_threshold, confirm_first=config.confirm_first, agree=config.agree,
-                   min_prob=config.min_prob, agree_unsure=config.agree_unsure, held_words=config.held_words)
+        return cls(
+            frame_threshold=config.frame_threshold,
+            confirm_first=config.confirm_first,
+            agree=config.agree,
+            min_prob=config.min_prob,
+            agree_unsure=config.agree_unsure,
+            held_words=config.held_words,
+        )
 
     def begin_update(self) -> None:
         self.frontier = -1
 
-    def should_stop(self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False,
-                    content: bool = True) -> bool:
+    def should_stop(
+        self, attention_row: np.ndarray | None, n_frames: int, *, final: bool = False, content: bool = True
+    ) -> bool:
         # A segment's last update is never cut by attention: a stop there loses the rest of what was said, and
         # the heads do park on sink frames (a punctuation mark on the window's start, "a.m" on the appended
         # silence). Restarts are caught on the text instead (the session's duplicate guard). Punctuation is

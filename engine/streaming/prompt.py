@@ -3,6 +3,7 @@
 The committed text of earlier segments (and of audio trimmed off a window's front) becomes context for the next
 decode; SessionConfig.vocabulary leads it in every prompt.
 """
+
 from __future__ import annotations
 
 from ..backend import Backend

@@ -1,5 +1,6 @@
 """The per-stream state a StreamingSession keeps about its speech: segments (what is cached, what is committed)
 and the units of model work it hands to the scheduler."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from ..kv_cache import DecoderState
 
 if TYPE_CHECKING:  # decoder.py imports the guards, which read segments
     from .decoder import DecodeJob
+
 
 @dataclass
 class Segment:

@@ -3,6 +3,7 @@
 Without a VAD (SessionConfig.use_vad=False) every sample is speech and segments are cut at max_segment_s only.
 A segment's updates are due every update_s (chunk_s) of new speech; a closed segment's next update is its last.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,9 @@ class Segmenter:
 
     `on_idle(t)` is told the stream time up to which nothing is pending (silence, or a dropped click)."""
 
-    def __init__(self, config: SessionConfig, on_idle: Callable[[float], None],
-                 log: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(
+        self, config: SessionConfig, on_idle: Callable[[float], None], log: logging.LoggerAdapter[logging.Logger]
+    ) -> None:
         self.config = config
         self._on_idle = on_idle
         self.log = log

@@ -24,6 +24,7 @@ cache across updates; a new encoder output only replaces the cross-attention key
 encoder is bidirectional, the committed prefix's cache was computed against older audio: mode="exact"
 re-fills it in one forward pass per update instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,6 +56,7 @@ from .trim import trim
 
 log = logging.getLogger(__name__)
 
+
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
     """Every log line of a session starts with its id."""
 
@@ -69,8 +71,9 @@ class _Prefixed(logging.LoggerAdapter[logging.Logger]):
 class StreamingSession:
     """One stream. feed_audio/drain_events/finish are safe from the I/O thread; model work runs the protocol."""
 
-    def __init__(self, backend: Backend, config: SessionConfig = SessionConfig(),
-                 session_id: str | None = None) -> None:
+    def __init__(
+        self, backend: Backend, config: SessionConfig = SessionConfig(), session_id: str | None = None
+    ) -> None:
         if config.task not in backend.tasks:
             raise ConfigError(f"model {backend.name} cannot {config.task}; it supports {', '.join(backend.tasks)}")
         self.backend = backend
@@ -257,8 +260,9 @@ class StreamingSession:
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""
         lps = res.logprobs[: len(tokens)] if len(res.logprobs) >= len(tokens) else ()
-        k = min(self.policy.stable_count(Hypothesis(tuple(tokens), res.attention, n_frames, upd.final, lps)),
-                len(tokens))
+        k = min(
+            self.policy.stable_count(Hypothesis(tuple(tokens), res.attention, n_frames, upd.final, lps)), len(tokens)
+        )
         if upd.final:
             return k
         if self.language_id is not None and not self.language_id.decided:
@@ -280,8 +284,12 @@ class StreamingSession:
         self.prompt.remember(cut.moved)
         self.prompt.start(seg, kept, self.language)
         seg.refill = True  # the cache holds the old start tokens
-        self.log.debug("trimmed %.2f s (%d tokens to the prompt); window now %.2f s", cut.n_samples / SAMPLE_RATE,
-                       len(cut.moved), seg.n_samples / SAMPLE_RATE)
+        self.log.debug(
+            "trimmed %.2f s (%d tokens to the prompt); window now %.2f s",
+            cut.n_samples / SAMPLE_RATE,
+            len(cut.moved),
+            seg.n_samples / SAMPLE_RATE,
+        )
 
     def _end_segment(self, seg: Segment) -> None:
         self.prompt.remember(seg.committed)
@@ -296,8 +304,12 @@ class StreamingSession:
     def _finish_stream(self) -> None:
         self.done = True
         self._committed_until_s = self.audio_s
-        self.log.debug("finished: %.1f s audio, %d updates, %.2f s compute", self.audio_s, self.stats.n_updates,
-                       self.stats.compute_s)
+        self.log.debug(
+            "finished: %.1f s audio, %d updates, %.2f s compute",
+            self.audio_s,
+            self.stats.n_updates,
+            self.stats.compute_s,
+        )
 
     def _emit(self, upd: Update, event: Event) -> None:
         self.outbox.put(upd.segment.start_s + len(upd.audio) / SAMPLE_RATE, event)

@@ -3,6 +3,7 @@
 The session moves the returned tokens into its previous-text history and restarts the segment's sequence from
 the kept ones; this module only decides where to cut and cuts the segment's audio and token times.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -3,6 +3,7 @@
 Silero's TorchScript model keeps its recurrent state inside the module, so every stream gets its own copy
 (a deepcopy of one loaded template: ~5 ms, ~2 MB) rather than sharing one and swapping state.
 """
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """Caption files: cue rules, valid WebVTT/SRT that independent parsers read back, incremental writing."""
+
 from __future__ import annotations
 
 import html
@@ -12,8 +13,16 @@ import pytest
 import srt
 import webvtt
 
-from app.captions import (CaptionConfig, CaptionWriter, Cue, build_cues, caption_format, format_captions, wrap_lines,
-                          write_captions)
+from app.captions import (
+    CaptionConfig,
+    CaptionWriter,
+    Cue,
+    build_cues,
+    caption_format,
+    format_captions,
+    wrap_lines,
+    write_captions,
+)
 from engine.errors import ConfigError
 from engine.events import Commit
 from tests import REPO
@@ -39,8 +48,7 @@ def _words(text: str) -> list[str]:
 
 def _vtt_cues(path: Path) -> list[tuple[float, float, str]]:
     # webvtt-py returns the raw cue payload; a WebVTT renderer unescapes character references
-    return [(_secs(c.start), _secs(c.end), html.unescape(c.text))
-            for c in webvtt.read(str(path))]
+    return [(_secs(c.start), _secs(c.end), html.unescape(c.text)) for c in webvtt.read(str(path))]
 
 
 def _secs(stamp: str) -> float:
@@ -86,8 +94,10 @@ def test_timings_are_stream_time_ordered_and_within_limits(tmp_path: Path) -> No
 
 def test_cues_hold_at_most_two_lines_of_42_characters() -> None:
     """Long unpunctuated speech is split into cues of at most two balanced lines of at most 42 characters."""
-    words = ("we keep talking about the weather and the trains and the price of coffee in the city while nobody "
-             "stops for breath or punctuation because this is a stream of consciousness").split()
+    words = (
+        "we keep talking about the weather and the trains and the price of coffee in the city while nobody "
+        "stops for breath or punctuation because this is a stream of consciousness"
+    ).split()
     commits = [Commit(" " + w, 0.3 * i, 0.3 * i + 0.3) for i, w in enumerate(words)]
     cues = build_cues(commits)
     assert len(cues) >= 3
@@ -108,10 +118,14 @@ def test_full_cue_breaks_after_a_comma() -> None:
 
 def test_full_cue_without_comma_breaks_before_a_conjunction() -> None:
     """Without a clause-ending comma, a full cue ends before its last conjunction instead of orphaning a word."""
-    commits = [Commit("Today is the weather in Berlin very nice and we go to the afternoon", 1.4, 6.8),
-               Commit(" in the park.", 6.8, 8.7)]
+    commits = [
+        Commit("Today is the weather in Berlin very nice and we go to the afternoon", 1.4, 6.8),
+        Commit(" in the park.", 6.8, 8.7),
+    ]
     assert [c.text.replace("\n", " ") for c in build_cues(commits)] == [
-        "Today is the weather in Berlin very nice", "and we go to the afternoon in the park."]
+        "Today is the weather in Berlin very nice",
+        "and we go to the afternoon in the park.",
+    ]
 
 
 def test_max_duration_splits_slow_speech() -> None:
@@ -145,8 +159,12 @@ def test_wrap_lines_refuses_what_does_not_fit() -> None:
 
 def test_commits_with_odd_times_still_give_valid_monotonic_cues(tmp_path: Path) -> None:
     """Overlapping, zero-length and empty commits still give ordered, non-overlapping cues that parse back."""
-    commits = [Commit(" One two.", 2.0, 2.0), Commit("", 2.0, 2.5), Commit(" three four", 1.5, 1.8),
-               Commit(" five -->six.", 3.0, 2.9)]
+    commits = [
+        Commit(" One two.", 2.0, 2.0),
+        Commit("", 2.0, 2.5),
+        Commit(" three four", 1.5, 1.8),
+        Commit(" five -->six.", 3.0, 2.9),
+    ]
     path = tmp_path / "odd.srt"
     write_captions(commits, path)
     subs = list(srt.parse(path.read_text(), ignore_errors=False))
@@ -251,9 +269,14 @@ def test_a_commit_without_leading_space_continues_the_previous_word() -> None:
     """A policy may stop mid-phrase ("very nice" + ", and we go"): the comma stays on its word, never opens a cue."""
     from app.captions import build_cues
 
-    commits = [Commit(" Today the weather in Berlin is very nice", 0.0, 2.5),
-               Commit(", and we go to the park", 2.6, 4.0), Commit(".", 4.0, 4.1),
-               Commit(" Thank you", 5.5, 6.0), Commit(" for your help", 6.0, 6.6), Commit(".", 6.6, 6.7)]
+    commits = [
+        Commit(" Today the weather in Berlin is very nice", 0.0, 2.5),
+        Commit(", and we go to the park", 2.6, 4.0),
+        Commit(".", 4.0, 4.1),
+        Commit(" Thank you", 5.5, 6.0),
+        Commit(" for your help", 6.0, 6.6),
+        Commit(".", 6.6, 6.7),
+    ]
     cues = build_cues(commits)
     words = " ".join(" ".join(c.lines) for c in cues).split()
     assert words == "Today the weather in Berlin is very nice, and we go to the park. Thank you for your help.".split()
@@ -266,8 +289,16 @@ def test_a_break_that_leaves_too_much_closes_the_rest() -> None:
     long_word = "x" * 42
     cues = build_cues([Commit(" and more words here which a<b " + long_word, 0.0, 2.0), Commit(" tail", 2.0, 2.5)])
     assert all(len(line) <= 42 for cue in cues for line in cue.lines)
-    assert " ".join(" ".join(c.lines) for c in cues).split() == ["and", "more", "words", "here", "which", "a<b",
-                                                               long_word, "tail"]
+    assert " ".join(" ".join(c.lines) for c in cues).split() == [
+        "and",
+        "more",
+        "words",
+        "here",
+        "which",
+        "a<b",
+        long_word,
+        "tail",
+    ]
 
 
 def test_a_piece_that_grows_a_word_past_a_line_is_cut() -> None:

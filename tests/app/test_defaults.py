@@ -1,4 +1,5 @@
 """Every streaming entry point (stream, mic, serve, the protocol's `start`) takes its defaults from SessionConfig."""
+
 from __future__ import annotations
 
 import dataclasses

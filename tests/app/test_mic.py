@@ -1,4 +1,5 @@
 """Microphone capture: device selection, real capture through a virtual PulseAudio microphone, and every error path."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,23 +12,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.mic import (DeviceLost, DeviceNotFound, InputDevice, MicConfig, Microphone, NoInputDevice, PortAudioMissing,
-                     import_sounddevice, resolve_device)
+from app.mic import (
+    DeviceLost,
+    DeviceNotFound,
+    InputDevice,
+    MicConfig,
+    Microphone,
+    NoInputDevice,
+    PortAudioMissing,
+    import_sounddevice,
+    resolve_device,
+)
 from engine.audio import SAMPLE_RATE, resample
 from tests import REPO
 from tests.pulse import pulse_available, pulse_server
 from tests.speech import speech, write_wav
 
-DEVICES = [InputDevice(0, "Built-in Microphone", 2, 48000, "ALSA", False),
-           InputDevice(3, "USB Headset Mic", 1, 44100, "ALSA", True),
-           InputDevice(7, "USB Webcam Mic", 1, 16000, "ALSA", False)]
+DEVICES = [
+    InputDevice(0, "Built-in Microphone", 2, 48000, "ALSA", False),
+    InputDevice(3, "USB Headset Mic", 1, 44100, "ALSA", True),
+    InputDevice(7, "USB Webcam Mic", 1, 16000, "ALSA", False),
+]
 
-needs_pulse = pytest.mark.skipif(not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed")
+needs_pulse = pytest.mark.skipif(
+    not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed"
+)
 
 
 def _dragoman(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _assert_one_clear_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -74,12 +89,13 @@ def test_portaudio_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.slow
 def test_cli_portaudio_missing(tmp_path: Path) -> None:
     """`dragoman mic` without PortAudio prints one message naming the package and exits 2 without a traceback."""
-    code = ("import ctypes.util, sys; real = ctypes.util.find_library; "
-            "ctypes.util.find_library = lambda n: None if n == 'portaudio' else real(n); "
-            "from app.cli import main; sys.exit(main(['mic', '--vtt', sys.argv[1]]))")
+    code = (
+        "import ctypes.util, sys; real = ctypes.util.find_library; "
+        "ctypes.util.find_library = lambda n: None if n == 'portaudio' else real(n); "
+        "from app.cli import main; sys.exit(main(['mic', '--vtt', sys.argv[1]]))"
+    )
     out = tmp_path / "none.vtt"
-    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
     _assert_one_clear_error(proc, "PortAudio library is missing", "libportaudio2")
     assert not out.exists()  # nothing was captured: no caption file replaces an existing one
 
@@ -134,15 +150,16 @@ def test_microphone_records_the_played_speech(tmp_path: Path, audio_dir: Path) -
         assert mic.device.is_default
         players = []
         with mic:
-            recorded = asyncio.run(_record(mic, len(audio) / SAMPLE_RATE + 2.0,
-                                           lambda: players.append(pulse.play(wav, wait=False))))
+            recorded = asyncio.run(
+                _record(mic, len(audio) / SAMPLE_RATE + 2.0, lambda: players.append(pulse.play(wav, wait=False)))
+            )
         players[0].wait(timeout=60)
     assert mic.sample_rate in (44100, 48000) and mic.blocks_dropped == 0
     got = resample(recorded, mic.sample_rate, SAMPLE_RATE)
     # the recording starts somewhere before the speech: align by cross-correlation, then compare
     corr = np.correlate(got, audio[: SAMPLE_RATE * 2], mode="valid")
     lag = int(np.argmax(np.abs(corr)))
-    aligned = got[lag: lag + len(audio)]
+    aligned = got[lag : lag + len(audio)]
     assert len(aligned) == len(audio)
     r = np.corrcoef(aligned, audio)[0, 1]
     assert r > 0.9, f"recorded audio does not match the played speech (r={r:.2f})"

@@ -1,4 +1,5 @@
 """Engine: concurrent live sessions on one model, model work off the event loop, batched and fair."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import sacrebleu
 
+from app.runtime import Engine, EngineBusy, EngineConfig
 from engine.audio import SAMPLE_RATE
 from engine.events import Commit, Error
-from app.runtime import Engine, EngineBusy, EngineConfig
 from engine.streaming.session import SessionConfig
 from tests.speech import speech
 
@@ -93,8 +94,9 @@ async def test_failure_in_one_session_leaves_the_others_running(backend, three_s
             raise RuntimeError("simulated model failure")
 
         bad.session.end_decode = boom
-        bad_events, good_events = await asyncio.gather(run_stream(bad, three_streams[0][0]),
-                                                       run_stream(good, three_streams[2][0]))
+        bad_events, good_events = await asyncio.gather(
+            run_stream(bad, three_streams[0][0]), run_stream(good, three_streams[2][0])
+        )
     errors = [e for e in bad_events if isinstance(e, Error)]
     assert len(errors) == 1 and errors[0].code == "internal"
     assert "Good morning" in text_of(good_events)

@@ -1,4 +1,5 @@
 """The terminal caption renderer (app/terminal.py): plain lines without a TTY, a dimmed partial redrawn on one."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """benchmarks/bench_viewers.py measures what it says: with the scripted engine of tests/app/server/test_rooms.py (one commit per
 0.1 s of audio), a round reports every speaker commit with its latency, and every viewer complete."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The benchmark corpus (benchmarks/corpus.py, benchmarks/data/*.tsv): well-formed sentence files, and streams
 built the way shared/devset/README.md describes (random pauses, increasing spans, rotated voices)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,17 +62,17 @@ def _check_stream(stream: corpus.Stream, n_voices: int) -> None:
     assert len({s.voice for _, _, s in stream.sentences}) == n_voices
     assert stream.audio.dtype == np.float32
     for a, b, s in stream.sentences:  # every sentence is voiced where the span says
-        clip = stream.audio[int(a * SAMPLE_RATE): int(b * SAMPLE_RATE)]
+        clip = stream.audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
         assert np.mean(np.abs(clip) > 0.01) > 0.2, s.id
 
 
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng with mbrola voices: run scripts/setup.sh --test")
 def test_three_synthesised_sentences_make_a_stream(tmp_path: Path) -> None:
     """Three German sentences: increasing spans, pauses in range, two voices, reproducible with the seed."""
-    stream, = corpus.build_streams("de", "own", tmp_path, seed=7, limit=3)
+    (stream,) = corpus.build_streams("de", "own", tmp_path, seed=7, limit=3)
     assert len(stream.sentences) == 3
     _check_stream(stream, n_voices=2)
-    again, = corpus.build_streams("de", "own", tmp_path, seed=7, limit=3)
+    (again,) = corpus.build_streams("de", "own", tmp_path, seed=7, limit=3)
     assert np.array_equal(stream.audio, again.audio)
 
 

@@ -2,13 +2,16 @@
 
 Needs the `bench` extra and whisperlivekit (benchmarks/requirements-peers.txt); CI installs neither, so it skips.
 """
+
 from __future__ import annotations
 
 import pytest
 
 pytest.importorskip("faster_whisper", reason="the bench extra is not installed")
-pytest.importorskip("whisperlivekit.local_agreement.online_asr",
-                    reason="whisperlivekit is not installed (pip install --no-deps -r benchmarks/requirements-peers.txt)")
+pytest.importorskip(
+    "whisperlivekit.local_agreement.online_asr",
+    reason="whisperlivekit is not installed (pip install --no-deps -r benchmarks/requirements-peers.txt)",
+)
 
 from engine.audio import SAMPLE_RATE  # noqa: E402
 from tests.speech import speech  # noqa: E402

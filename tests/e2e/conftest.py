@@ -1,5 +1,6 @@
 """Fixtures of the browser tests: headless Chromium (pages.py), the German speech its fake microphone plays, and
 a real server on the real model."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -10,8 +11,8 @@ import pytest
 
 from app.server import DragomanServer
 from engine.audio import resample
-from tests.server_clients import serving
 from tests.e2e.pages import Chromium, require_chromium
+from tests.server_clients import serving
 from tests.speech import speech, write_wav
 
 

@@ -5,6 +5,7 @@ Chromium is driven by Playwright through `executable_path` (never `playwright in
 `--use-file-for-fake-audio-capture` with a 16-bit PCM WAV (see ../shared/notes/real-audio-tests.md). Tests get a
 `Chromium` from the `chromium` fixture (conftest.py). Screenshots go to artifacts/e2e/ (gitignored).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,10 +38,16 @@ def require_chromium() -> None:
 def chromium_flags(wav: Path) -> list[str]:
     """A fake microphone that plays `wav` once (then silence), granted without asking."""
     return [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav.resolve()}%noloop",  # absolute path; plays once, then silence
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
     ]
 
 
@@ -68,8 +75,12 @@ class Chromium:
         Playwright's launch_persistent_context (accept_downloads, viewport)."""
         self.n_profiles += 1
         ctx = await self.playwright.chromium.launch_persistent_context(
-            str(self.profiles / f"profile-{self.n_profiles}"), executable_path=CHROMIUM, headless=True,
-            args=chromium_flags(microphone), **options)
+            str(self.profiles / f"profile-{self.n_profiles}"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=chromium_flags(microphone),
+            **options,
+        )
         try:
             yield ctx.pages[0] if ctx.pages else await ctx.new_page()
         finally:

@@ -1,6 +1,7 @@
 """Auto-detect on German speech, in headless Chromium with the real model: the page names the language it hears
 (German) and shows English captions, and the caption files it downloads are exactly what app/captions.py writes
 for the same commits (one caption rule, checked in the browser as well as in Node.js)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,13 +25,17 @@ async def test_auto_detect_on_german_speech_shows_english_captions(server, chrom
         await page.click("#start")
         await page.wait_for_selector("#detected:not([hidden])", timeout=60000)
         await page.wait_for_function(
-            "document.querySelector('#detected-text').textContent.includes('detected: German')", timeout=60000)
+            "document.querySelector('#detected-text').textContent.includes('detected: German')", timeout=60000
+        )
         await page.wait_for_function(
             """(keys) => {
                 const text = [...document.querySelectorAll('#captions .commit')].map(s => s.textContent)
                     .join('').toLowerCase();
                 return keys.filter(k => text.includes(k)).length >= 2;
-            }""", arg=sorted(KEY_WORDS), timeout=60000)
+            }""",
+            arg=sorted(KEY_WORDS),
+            timeout=60000,
+        )
         assert await page.is_visible("#detected-fix button[data-language=en]")  # a correction is one click
         await page.screenshot(path=str(ARTIFACTS / "autodetect-german.png"))
         await page.wait_for_timeout(3000)
@@ -40,8 +45,7 @@ async def test_auto_detect_on_german_speech_shows_english_captions(server, chrom
         assert len(words(shown) & KEY_WORDS) >= 3, shown
         assert "Listening" not in await page.inner_text("#status")
 
-        commits = [Commit(c["text"], c["start"], c["end"])
-                   for c in await page.evaluate("window.dragoman.commits")]
+        commits = [Commit(c["text"], c["start"], c["end"]) for c in await page.evaluate("window.dragoman.commits")]
         cues = build_cues(commits)
         for button, fmt in (("#download-vtt", "vtt"), ("#download-srt", "srt")):
             async with page.expect_download() as dl:

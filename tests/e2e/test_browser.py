@@ -3,6 +3,7 @@
 Chromium is launched by the `chromium` fixture (pages.py, conftest.py). The server, engine and model are the real
 ones. Screenshots go to artifacts/e2e/ (gitignored).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,21 +11,24 @@ import pytest
 import srt
 import webvtt
 
-from app.server import DragomanServer, ServerConfig
 from app.runtime import Engine, EngineConfig
+from app.server import DragomanServer, ServerConfig
 from tests.e2e.pages import ARTIFACTS, KEY_WORDS, page_without_engine
 from tests.server_clients import words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+
 @pytest.mark.parametrize("transport, language", [("websocket", "auto"), ("webrtc", "de")])
-async def test_page_shows_english_captions_from_the_microphone(server, chromium, german_wav, tmp_path, transport,
-                                                               language):
+async def test_page_shows_english_captions_from_the_microphone(
+    server, chromium, german_wav, tmp_path, transport, language
+):
     """Speaking German into the page gives English captions for both transports, and caption files download."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    async with chromium.page(german_wav, accept_downloads=True,
-                             viewport={"width": 420, "height": 820}) as page:  # a phone-sized window
+    async with chromium.page(
+        german_wav, accept_downloads=True, viewport={"width": 420, "height": 820}
+    ) as page:  # a phone-sized window
         page.on("pageerror", lambda e: errors.append(str(e)))
         await page.goto(server.url)
         await page.click("details.advanced summary")  # the transport choice is under "Advanced"
@@ -37,7 +41,10 @@ async def test_page_shows_english_captions_from_the_microphone(server, chromium,
                 const text = [...document.querySelectorAll('#captions .commit')].map(s => s.textContent)
                     .join('').toLowerCase();
                 return keys.filter(k => text.includes(k)).length >= 2;
-            }""", arg=sorted(KEY_WORDS), timeout=60000)
+            }""",
+            arg=sorted(KEY_WORDS),
+            timeout=60000,
+        )
         await page.screenshot(path=str(ARTIFACTS / f"captions-live-{transport}.png"))
         if transport == "websocket":
             rate = await page.evaluate("window.dragoman.ctx.sampleRate")

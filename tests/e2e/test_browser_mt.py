@@ -1,5 +1,6 @@
 """The page's "Captions in" selector in a real browser: it lists only the server's MT targets, and with one chosen
 the fake microphone's English speech shows as source text above translated captions from a tiny MarianMT model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +9,9 @@ import pytest
 from app.server.mt import ServerTranslation
 from engine.audio import resample
 from engine.mt.loading import load_mt
-from tests.server_clients import serving
 from tests.e2e.pages import ARTIFACTS, page_without_engine
 from tests.mt_reference import build_marian
+from tests.server_clients import serving
 from tests.speech import speech, write_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.filterwarnings("ignore:Recommended. pip install")]
@@ -50,8 +51,7 @@ async def test_captions_in_german_with_the_english_source_beside(server, chromiu
         await page.select_option("#language", "en")
         await page.select_option("#target", "de")
         await page.click("#start")
-        await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 1",
-                                     timeout=60000)
+        await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 1", timeout=60000)
         await page.wait_for_timeout(2000)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "captions-in-de.png"))

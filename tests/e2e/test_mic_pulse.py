@@ -1,4 +1,5 @@
 """`dragoman mic` end to end on a virtual microphone: German speech played through PulseAudio becomes English captions."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,11 @@ from tests import REPO
 from tests.pulse import PulseServer, pulse_available, pulse_server
 from tests.speech import speech, write_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed"),
+]
 
 LEAD_S = 0.5  # silence before the first word in the played file
 PAUSE_S = 1.0  # between the sentences
@@ -56,7 +60,11 @@ class MicProcess:
             stdout = open(self.stdout_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "mic", "--language", "de", "--task", "translate", *args],
-            cwd=REPO, env=pulse.env, stdout=stdout, stderr=open(self.stderr_path, "w"))
+            cwd=REPO,
+            env=pulse.env,
+            stdout=stdout,
+            stderr=open(self.stderr_path, "w"),
+        )
         if tty:
             os.close(slave)
 

@@ -1,5 +1,6 @@
 """`dragoman mic --target de` on a virtual microphone: English speech becomes German captions from a tiny MarianMT
 checkpoint (caption files and event log), with the latency summary on stderr."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,11 @@ from tests.mt_reference import build_marian
 from tests.pulse import pulse_available, pulse_server
 from tests.speech import speech, write_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not pulse_available(), reason="PulseAudio (pulseaudio, pactl, paplay) is not installed"),
+]
 
 
 def test_mic_captions_in_german_from_english_speech(tmp_path: Path, audio_dir: Path) -> None:
@@ -32,8 +36,20 @@ def test_mic_captions_in_german_from_english_speech(tmp_path: Path, audio_dir: P
     wav = write_wav(tmp_path / "talk.wav", np.concatenate(pieces))
     vtt, events = tmp_path / "out.vtt", tmp_path / "events.jsonl"
     with pulse_server(tmp_path / "pa") as pulse:
-        mic = MicProcess(pulse, tmp_path, "--language", "en", "--target", "de", "--mt-model", str(mt),
-                         "--vtt", str(vtt), "--events", str(events))
+        mic = MicProcess(
+            pulse,
+            tmp_path,
+            "--language",
+            "en",
+            "--target",
+            "de",
+            "--mt-model",
+            str(mt),
+            "--vtt",
+            str(vtt),
+            "--events",
+            str(events),
+        )
         mic.wait_listening()
         pulse.play(wav)
         time.sleep(1.0)

@@ -1,6 +1,7 @@
 """The speaker's page never pretends to listen: a wrong token, a busy server and a failed session each show a
 message that says what happened and what to do (headless Chromium, the scripted engine of tests/app/server/test_rooms.py;
 a denied microphone and an unreachable server are in test_browser.py)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,17 +14,18 @@ import pytest
 from app.server import DragomanServer, ServerConfig
 from app.server.auth import AccessConfig
 from engine.events import Error
-from tests.e2e.pages import ARTIFACTS, Chromium
-from tests.speech import write_wav
 from tests.app.server.test_language_message import DetectingEngine
 from tests.app.server.test_rooms import FakeEngine
+from tests.e2e.pages import ARTIFACTS, Chromium
+from tests.speech import write_wav
 
 pytestmark = pytest.mark.e2e
 
 
 @contextlib.asynccontextmanager
-async def speaker_page(chromium: Chromium, server: DragomanServer, tmp_path: Path, query: str = "",
-                       wav: Path | None = None) -> AsyncIterator:
+async def speaker_page(
+    chromium: Chromium, server: DragomanServer, tmp_path: Path, query: str = "", wav: Path | None = None
+) -> AsyncIterator:
     """The speaker's page in headless Chromium whose fake microphone plays `wav` (default: 5 s of silence)."""
     if wav is None:
         wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 5, np.float32), 48000, "PCM_16")
@@ -129,8 +131,9 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(chromium, t
             assert "Latin" in text and "still listening" in text, text
             first = engine.sessions[-1]
             first.session.language_id.decided = True  # the detector makes up its mind: the next text says so
-            await page.wait_for_function("document.querySelector('#detected-text').textContent.includes("
-                                         "'detected: Latin')", timeout=15000)
+            await page.wait_for_function(
+                "document.querySelector('#detected-text').textContent.includes('detected: Latin')", timeout=15000
+            )
             await page.wait_for_function("document.querySelectorAll('#captions .commit').length >= 4", timeout=15000)
             await page.screenshot(path=str(ARTIFACTS / f"state-language-detected-{transport}.png"))
             before = await page.inner_text("#captions")
@@ -141,8 +144,7 @@ async def test_detected_language_is_shown_and_corrected_in_one_click(chromium, t
             assert await page.input_value("#language") == "de"
             assert await page.is_hidden("#detected")  # given a language, nothing to detect
             n = await page.locator("#captions .commit").count()
-            await page.wait_for_function(f"document.querySelectorAll('#captions .commit').length > {n}",
-                                         timeout=15000)
+            await page.wait_for_function(f"document.querySelectorAll('#captions .commit').length > {n}", timeout=15000)
             assert (await page.inner_text("#captions")).startswith(before.strip())  # earlier captions kept
             assert engine.sessions[-1].audio_s > 0
             assert await page.get_attribute("#share-link", "href") == link  # viewers keep their link

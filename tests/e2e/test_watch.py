@@ -5,9 +5,9 @@ The speaker is a protocol client and the engine the scripted stand-in of tests/a
 audio), so this runs without the model; test_browser.py covers the speaker's page with the real model.
 Screenshots go to artifacts/e2e/ (gitignored): look at watch-projection-*.png to judge readability at a distance.
 """
+
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -16,13 +16,31 @@ import pytest
 from websockets.asyncio.client import connect
 
 from app.server import DragomanServer, ServerConfig
-from tests.e2e.pages import ARTIFACTS, KEY_WORDS
 from tests.app.server.test_rooms import FakeEngine, open_room, read_until, speak
+from tests.e2e.pages import ARTIFACTS, KEY_WORDS
 
 pytestmark = pytest.mark.e2e
 
-TALK = ("Good", "evening", "and", "welcome", "to", "the", "city", "council", "meeting.", "Tonight", "we",
-        "discuss", "the", "new", "bridge", "over", "the", "river.")
+TALK = (
+    "Good",
+    "evening",
+    "and",
+    "welcome",
+    "to",
+    "the",
+    "city",
+    "council",
+    "meeting.",
+    "Tonight",
+    "we",
+    "discuss",
+    "the",
+    "new",
+    "bridge",
+    "over",
+    "the",
+    "river.",
+)
 
 
 def caption_text(n_words: int) -> str:
@@ -39,6 +57,7 @@ async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
             room = await open_room(speaker)
             base = server.url.rstrip("/") + room["watch_path"]
             async with chromium.browser() as browser:
+
                 async def viewer(url: str, width: int, height: int):
                     page = await browser.new_page(viewport={"width": width, "height": height})
                     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -52,12 +71,15 @@ async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
                 await speak(speaker, 1.8, realtime=4.0)  # 18 words, "... river."
                 want = caption_text(18)
                 for page in (laptop, projector):
-                    await page.wait_for_function("(t) => document.querySelector('#committed').textContent === t",
-                                                 arg=want, timeout=10000)
+                    await page.wait_for_function(
+                        "(t) => document.querySelector('#committed').textContent === t", arg=want, timeout=10000
+                    )
                 await laptop.screenshot(path=str(ARTIFACTS / "watch-laptop.png"))
                 await projector.screenshot(path=str(ARTIFACTS / "watch-projection-dark.png"))
                 # projection view: big letters, at most three lines visible
-                size = await projector.evaluate("parseFloat(getComputedStyle(document.querySelector('#captions')).fontSize)")
+                size = await projector.evaluate(
+                    "parseFloat(getComputedStyle(document.querySelector('#captions')).fontSize)"
+                )
                 box = await projector.evaluate("document.querySelector('#captions').getBoundingClientRect().height")
                 assert size >= 48 and box <= 3 * 1.25 * size + 2, (size, box)
                 await projector.click("#theme")  # light
@@ -72,15 +94,21 @@ async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
                 await projector.screenshot(path=str(ARTIFACTS / "watch-projection-qr.png"))
                 if shutil.which("zbarimg"):
                     await qr.screenshot(path=str(tmp_path / "watch-qr.png"))
-                    read = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "watch-qr.png")],
-                                          capture_output=True, text=True, timeout=60, check=False)
+                    read = subprocess.run(
+                        ["zbarimg", "--raw", "-q", str(tmp_path / "watch-qr.png")],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                        check=False,
+                    )
                     assert read.stdout.strip() == base, read.stderr
                 await projector.click("#qr-toggle")
                 assert await projector.locator("#qr").is_hidden()
 
                 phone = await viewer(base + "&view=projection", 390, 760)  # a late joiner on a phone
-                await phone.wait_for_function("(t) => document.querySelector('#committed').textContent === t",
-                                              arg=want, timeout=10000)
+                await phone.wait_for_function(
+                    "(t) => document.querySelector('#committed').textContent === t", arg=want, timeout=10000
+                )
                 await phone.screenshot(path=str(ARTIFACTS / "watch-phone-late.png"))
 
                 await speaker.send(json.dumps({"type": "stop"}))
@@ -108,9 +136,9 @@ async def start_sharing(page, timeout_ms: int) -> str | None:
 
 async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
     """With "Let others watch" ticked, the speaker's page shows the audience link from the server's `room`."""
-    from tests.speech import write_wav
-
     import numpy as np
+
+    from tests.speech import write_wav
 
     wav = write_wav(tmp_path / "quiet.wav", np.zeros(48000 * 3, np.float32), 48000, "PCM_16")
     async with DragomanServer(FakeEngine(words=TALK), ServerConfig(port=0)) as server:  # type: ignore[arg-type]
@@ -129,8 +157,13 @@ async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
             assert await page.get_attribute("#share-qr", "data-text") == href
             await qr.screenshot(path=str(tmp_path / "qr.png"))
             if shutil.which("zbarimg"):
-                read = subprocess.run(["zbarimg", "--raw", "-q", str(tmp_path / "qr.png")], capture_output=True,
-                                      text=True, timeout=60, check=False)
+                read = subprocess.run(
+                    ["zbarimg", "--raw", "-q", str(tmp_path / "qr.png")],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
                 assert read.stdout.strip() == href, read.stderr
             viewer = await browser.new_page()
             await viewer.goto(href)
@@ -153,8 +186,11 @@ async def test_speaker_page_and_two_viewers_with_the_real_model(backend, chromiu
             .toLowerCase();
         return keys.filter(k => text.includes(k)).length >= 2;
     }"""
-    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, \
-            DragomanServer(engine, ServerConfig(port=0)) as server, chromium.browser(german_wav) as browser:
+    async with (
+        Engine(backend, EngineConfig(max_sessions=1)) as engine,
+        DragomanServer(engine, ServerConfig(port=0)) as server,
+        chromium.browser(german_wav) as browser,
+    ):
         speaker = await browser.new_page(viewport={"width": 1000, "height": 700})
         await speaker.goto(server.url)
         await speaker.select_option("#language", "de")

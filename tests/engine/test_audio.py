@@ -1,5 +1,6 @@
 """The audio front end: mel filterbank and log-mel against transformers' Whisper feature extractor, resampling,
 and decoding real (synthesised) speech from every container we promise at several sample rates."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,13 @@ def test_mel_filters_match_transformers_slaney_filterbank(n_mels: int) -> None:
     from transformers.audio_utils import mel_filter_bank
 
     ref = mel_filter_bank(
-        num_frequency_bins=201, num_mel_filters=n_mels, min_frequency=0.0, max_frequency=8000.0,
-        sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney",
+        num_frequency_bins=201,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
     ).T  # (n_mels, 201)
     ours = mel_filters(n_mels)
     assert ours.shape == (n_mels, 201)
@@ -225,12 +231,15 @@ def test_directory_raises_audio_error(tmp_path: Path) -> None:
         load_audio(tmp_path)
 
 
-@pytest.mark.parametrize("name,content", [
-    ("garbage.wav", np.random.default_rng(0).bytes(4096)),
-    ("empty.mp3", b""),
-    ("notes.ogg", b"this is a text file, not audio\n" * 20),
-    ("truncated.flac", b"fLaC\x00\x00\x00\x22"),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("garbage.wav", np.random.default_rng(0).bytes(4096)),
+        ("empty.mp3", b""),
+        ("notes.ogg", b"this is a text file, not audio\n" * 20),
+        ("truncated.flac", b"fLaC\x00\x00\x00\x22"),
+    ],
+)
 def test_undecodable_files_raise_audio_error(tmp_path: Path, name: str, content: bytes) -> None:
     """Random bytes, an empty file, text and a truncated header all raise AudioError naming the file."""
     path = tmp_path / name

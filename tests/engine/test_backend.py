@@ -1,5 +1,6 @@
 """The Backend seam: the family registry that loading and make_backend() dispatch through, and Whisper's backend
 encoding windows of any length, alone or batched."""
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,16 @@ class FakeBundle:
 
 
 def _fake_family(**changes) -> Family:
-    return Family(**{"name": "fake", "model_types": ("fake-type",), "load_directory": lambda path, cfg, name:
-                     FakeBundle(name), "backend": lambda bundle: ("backend of", bundle.name),
-                     "transcribe": lambda bundle, audio, options, progress: Transcript(options.language, []),
-                     **changes})
+    return Family(
+        **{
+            "name": "fake",
+            "model_types": ("fake-type",),
+            "load_directory": lambda path, cfg, name: FakeBundle(name),
+            "backend": lambda bundle: ("backend of", bundle.name),
+            "transcribe": lambda bundle, audio, options, progress: Transcript(options.language, []),
+            **changes,
+        }
+    )
 
 
 def test_the_shipped_families_are_registered() -> None:
@@ -49,8 +56,9 @@ def test_make_backend_dispatches_on_the_bundle_family(tiny_whisper_bundle) -> No
         make_backend(FakeBundle("x", family="unknown"))
 
 
-def test_a_registered_family_loads_and_serves_without_naming_it_elsewhere(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registered_family_loads_and_serves_without_naming_it_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A new family is reached through config.json's model_type and its built-in names, by registering alone."""
     fake = _fake_family(builtin={"fake-builtin": lambda: FakeBundle("built in")})
     monkeypatch.setitem(engine.backend._FAMILIES, "fake", fake)
@@ -64,8 +72,9 @@ def test_a_registered_family_loads_and_serves_without_naming_it_elsewhere(tmp_pa
 
 def test_an_unknown_model_type_names_every_supported_one(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelLoadError, match="unsupported model_type 'bert' \\(supported: 'speech-encoder-decoder', "
-                                             "'whisper'\\)"):
+    with pytest.raises(
+        ModelLoadError, match="unsupported model_type 'bert' \\(supported: 'speech-encoder-decoder', 'whisper'\\)"
+    ):
         load_model(str(tmp_path), device="cpu")
 
 

@@ -1,4 +1,5 @@
 """DecoderState on its own: the cache and the offset change together, through methods, for every edit."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Spoken-language codes (engine/languages.py): one rule and one message for a bad code, whichever way it comes in:
 the CLI's file, stream, mic and serve; the WebSocket `start` and `language` messages; the OpenAI, Deepgram and
 Realtime APIs. Fast tier: a tiny random Whisper behind the real tokenizer stands in for the model."""
+
 from __future__ import annotations
 
 import asyncio
@@ -152,13 +153,15 @@ async def test_every_server_api_refuses_an_unknown_language_alike(tiny_server, t
 
     async with connect(f"ws://127.0.0.1:{srv.port}/v1/realtime?model=x") as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
-        await ws.send(json.dumps({"type": "session.update", "session": {
-            "audio": {"input": {"transcription": {"language": "xx"}}}}}))
+        await ws.send(
+            json.dumps(
+                {"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "xx"}}}}}
+            )
+        )
         msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert msg["type"] == "error" and msg["error"]["param"] == "transcription.language", msg
         messages["realtime"] = msg["error"]["message"]
 
-    for via, detect in (("start", "null"), ("language", "null"), ("openai", "leave it out"),
-                        ("realtime", "null")):
+    for via, detect in (("start", "null"), ("language", "null"), ("openai", "leave it out"), ("realtime", "null")):
         assert messages[via] == language_error("xx", detect), via
     assert language_error("xx", "multi") in messages["deepgram"]  # the refusal's body may wrap it

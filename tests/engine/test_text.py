@@ -1,4 +1,5 @@
 """engine/text.py: the text rules every user shares (UTF-8 completeness, word starts, sentence and clause ends)."""
+
 from __future__ import annotations
 
 import json

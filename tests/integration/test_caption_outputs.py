@@ -1,4 +1,5 @@
 """Caption files from the `file` and `stream` commands on real synthesised speech."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The cascade end to end on synthesised English speech with the embedded Whisper base and a tiny random MarianMT
 checkpoint: `dragoman file --target de --mt-model DIR` prints, per sentence of its own transcript, exactly what
 transformers translates from that transcript; the live stage does the same through a streaming session."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,23 @@ def test_file_target_equals_reference_translation_of_own_transcript(marian, engl
     """Each JSON segment's text is transformers' translation of that segment's source sentence, the sentences
     together are Dragoman's own transcript, and the top-level text joins the segment translations."""
     ref, tok, path = marian
-    rc = main(["file", str(english_wav), "--language", "en", "--target", "de", "--mt-model", str(path), "--json",
-               "--beam", "1", "--mt-quantize", "none"])
+    rc = main(
+        [
+            "file",
+            str(english_wav),
+            "--language",
+            "en",
+            "--target",
+            "de",
+            "--mt-model",
+            str(path),
+            "--json",
+            "--beam",
+            "1",
+            "--mt-quantize",
+            "none",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["target"] == "de" and out["task"] == "transcribe"
@@ -62,8 +78,26 @@ def test_file_pivots_through_english_when_no_direct_pair(marian, audio_dir, caps
     ref, tok, path = marian
     audio, _ = speech("fr", 0, audio_dir)
     wav = write_wav(audio_dir / "fr0.wav", audio)
-    assert main(["file", str(wav), "--language", "fr", "--target", "de", "--mt-model", str(path), "--json",
-                 "--beam", "1", "--mt-quantize", "none"]) == 0
+    assert (
+        main(
+            [
+                "file",
+                str(wav),
+                "--language",
+                "fr",
+                "--target",
+                "de",
+                "--mt-model",
+                str(path),
+                "--json",
+                "--beam",
+                "1",
+                "--mt-quantize",
+                "none",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "pivot through English" in captured.err
     out = json.loads(captured.out)
@@ -93,8 +127,22 @@ def test_stream_target_commits_translate_every_sentence_once(marian, english_wav
     translation of that unit; the units cover the live transcript exactly once; latency is reported."""
     ref, tok, path = marian
     events = tmp_path / "ev.jsonl"
-    rc = main(["stream", str(english_wav), "--language", "en", "--target", "de", "--mt-model", str(path),
-               "--events", str(events), "--mt-quantize", "none"])
+    rc = main(
+        [
+            "stream",
+            str(english_wav),
+            "--language",
+            "en",
+            "--target",
+            "de",
+            "--mt-model",
+            str(path),
+            "--events",
+            str(events),
+            "--mt-quantize",
+            "none",
+        ]
+    )
     assert rc == 0
     records = [json.loads(line) for line in events.read_text().splitlines()]
     source = "".join(r["text"] for r in records if r["type"] == "commit")

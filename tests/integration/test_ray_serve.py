@@ -6,23 +6,23 @@ cluster of two replicas and run in file order: routing, the endpoints, waiting f
 mid-stream, then SIGTERM, which ends the cluster. Every process a cluster started lives in the server's own session
 and is gone at the end.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import importlib.util
-import threading
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,13 +37,19 @@ from tests.speech import speech, write_wav
 
 # Ray is never imported into the test process (it replaces sys.excepthook and warning filters): only the
 # subprocesses here import it.
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                                   reason="the ray extra: scripts/setup.sh --test installs it")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None, reason="the ray extra: scripts/setup.sh --test installs it"
+    ),
+]
 MAX_SESSIONS = 2  # per replica: two replicas hold the four clients of the first test exactly
 MAX_WAITING = 4  # connections the proxy holds while both replicas are full (no fewer than the first test's burst)
 # Words the English translation of SENTENCES["de"][i] must bring (the two Whisper base streams reliably)
-KEY_WORDS = {0: {"morning", "weather", "berlin", "park", "afternoon"},
-             3: {"sister", "works", "hospital", "doctor", "helps", "people"}}
+KEY_WORDS = {
+    0: {"morning", "weather", "berlin", "park", "afternoon"},
+    3: {"sister", "works", "hospital", "doctor", "helps", "people"},
+}
 
 
 def free_port() -> int:
@@ -104,9 +110,28 @@ def running_cluster(*flags: str) -> Iterator[Cluster]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--ray-cpus", "2", "--threads", "1", "--port", str(port),
-         "--language", "de", *flags],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--ray-cpus",
+            "2",
+            "--threads",
+            "1",
+            "--port",
+            str(port),
+            "--language",
+            "de",
+            *flags,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     c = Cluster(proc, port, 0.0)
     threading.Thread(target=read_stderr, args=(proc, c.stderr), daemon=True).start()
     try:
@@ -135,8 +160,16 @@ def running_cluster(*flags: str) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with running_cluster("--replicas", "2", "--max-sessions", str(MAX_SESSIONS), "--max-waiting", str(MAX_WAITING),
-                         "--shutdown-timeout", "20") as c:
+    with running_cluster(
+        "--replicas",
+        "2",
+        "--max-sessions",
+        str(MAX_SESSIONS),
+        "--max-waiting",
+        str(MAX_WAITING),
+        "--shutdown-timeout",
+        "20",
+    ) as c:
         yield c
 
 
@@ -159,8 +192,11 @@ class LiveClient:
 
     async def open(self) -> None:
         self.ws = await connect(self.url, max_size=2**20, open_timeout=60)
-        await self.ws.send(json.dumps({"type": "start", "task": "translate", "language": "de",
-                                       "sample_rate": 16000, "encoding": "pcm_s16le"}))
+        await self.ws.send(
+            json.dumps(
+                {"type": "start", "task": "translate", "language": "de", "sample_rate": 16000, "encoding": "pcm_s16le"}
+            )
+        )
         self.out.messages.append(json.loads(await asyncio.wait_for(self.ws.recv(), 30)))
 
     async def run(self, send_stop: bool = True) -> None:
@@ -224,9 +260,11 @@ def assert_translates(t: Transcript, index: int, audio_s: float) -> None:
 
 def test_without_replicas_ray_is_never_imported():
     """`dragoman serve`'s flags, its server configuration and the whole server import no Ray."""
-    code = ("import sys; from app.cli import build_parser; from app.commands.serve import server_config; "
-            "import app.server.app, app.server.connection; server_config(build_parser().parse_args(['serve'])); "
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    code = (
+        "import sys; from app.cli import build_parser; from app.commands.serve import server_config; "
+        "import app.server.app, app.server.connection; server_config(build_parser().parse_args(['serve'])); "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
 
@@ -248,8 +286,13 @@ def test_serve_flags_become_the_deployment():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1]) == [3, 5, 7, 0.5, "cuda", 5, "de"]
-    refused = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--port", "0"], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--replicas", "2", "--port", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "--port must be a fixed port" in refused.stderr, refused.stderr
 
 
@@ -257,6 +300,7 @@ def test_a_full_cluster_grows_and_the_waiting_speaker_is_served_by_the_new_repli
     """`--replicas 1 --max-replicas 2`: two sessions fill the one replica; a third speaker's connection waits, Serve
     adds a replica on the open-connection count, and the new replica serves the waiting speaker."""
     with running_cluster("--replicas", "1", "--max-replicas", "2", "--max-sessions", "2") as c:
+
         async def main() -> tuple[list[LiveClient], dict[str, Any], float]:
             held = [LiveClient(c.ws_url, np.zeros(0, np.float32)) for _ in range(2)]
             for h in held:
@@ -317,11 +361,14 @@ def test_page_openai_and_deepgram_endpoints_through_the_proxy(cluster, audio_dir
         openai = AsyncOpenAI(base_url=f"http://{base}/v1", api_key="unused", max_retries=0, timeout=300)
         with wav.open("rb") as f:
             upload = await openai.audio.translations.create(model="whisper-1", file=f)
-        env = DeepgramClientEnvironment(base=f"http://{base}", production=f"ws://{base}", agent=f"ws://{base}",
-                                        agent_rest=f"http://{base}")
+        env = DeepgramClientEnvironment(
+            base=f"http://{base}", production=f"ws://{base}", agent=f"ws://{base}", agent_rest=f"http://{base}"
+        )
         finals: list[str] = []
         async with AsyncDeepgramClient(api_key="unused", environment=env).listen.v1.connect(
-                model="nova-3", encoding="linear16", sample_rate=16000, language="en") as sock:
+            model="nova-3", encoding="linear16", sample_rate=16000, language="en"
+        ) as sock:
+
             async def listen() -> None:
                 async for m in sock:
                     if getattr(m, "type", None) == "Results" and m.is_final:
@@ -414,8 +461,10 @@ def test_killed_replica_cuts_only_its_clients_who_reconnect_to_the_survivor(clus
     assert a.closed_at is not None and a.closed_at - killed_at < 15, a.closed_at - killed_at
     assert "end" not in a.out.types()  # cut, not finished
     assert a.close_code == 1012, a.close_code  # "service restart", from app/scale/proxy.py (else 1006: no close)
-    print(f"\nkilled replica's client saw its connection end {a.closed_at - killed_at:.2f} s after the kill "
-          f"(close code {a.close_code})")
+    print(
+        f"\nkilled replica's client saw its connection end {a.closed_at - killed_at:.2f} s after the kill "
+        f"(close code {a.close_code})"
+    )
     assert again.replica == b.replica, (again.replica, b.replica)
     assert_translates(again.out, 0, len(audio0) / 16000)
     assert_translates(b.out, 3, len(audio3) / 16000)
@@ -435,8 +484,9 @@ def test_page_keeps_its_captions_when_its_replica_dies_and_goes_on_with_the_othe
     require_chromium()
     first, _ = speech("de", 0, audio_dir)
     second, _ = speech("de", 3, audio_dir)
-    x = np.concatenate([np.zeros(8000, np.float32), first, np.zeros(24000, np.float32), second,
-                        np.zeros(48000, np.float32)])
+    x = np.concatenate(
+        [np.zeros(8000, np.float32), first, np.zeros(24000, np.float32), second, np.zeros(48000, np.float32)]
+    )
     wav = write_wav(tmp_path / "mic48k.wav", resample(x, 16000, 48000), 48000, "PCM_16")
     commits_js = "[...document.querySelectorAll('#captions .commit')].map(s => s.textContent).join(' ')"
 
@@ -466,7 +516,9 @@ def test_page_keeps_its_captions_when_its_replica_dies_and_goes_on_with_the_othe
             await page.wait_for_function(
                 """([js, keys]) => { const t = eval(js).toLowerCase();
                                       return keys.filter(k => t.includes(k)).length >= 2; }""",
-                arg=[commits_js, sorted(KEY_WORDS[3])], timeout=60000)
+                arg=[commits_js, sorted(KEY_WORDS[3])],
+                timeout=60000,
+            )
             after = await page.evaluate(commits_js)
             await page.click("#stop")
             await page.wait_for_selector("body[data-state=idle]", timeout=30000)

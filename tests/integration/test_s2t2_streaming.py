@@ -1,5 +1,6 @@
 """The wav2vec2 + Speech2Text2 family through everything the streaming engine offers (session, both policies,
 both modes, the asyncio Engine), on a small checkpoint written by the test and real synthesised speech."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,10 +9,10 @@ import difflib
 import numpy as np
 import pytest
 
+from app.runtime import Engine, EngineConfig
 from engine.backend import make_backend
 from engine.events import Commit, Error, Partial
 from engine.models.loading import load_model
-from app.runtime import Engine, EngineConfig
 from engine.streaming.session import SessionConfig, StreamingSession
 from tests.s2t2_reference import VARIANTS, build_reference
 from tests.speech import speech

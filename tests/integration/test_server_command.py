@@ -1,4 +1,5 @@
 """`dragoman serve` as a user runs it: a subprocess that loads the model, prints its address and serves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,19 +19,24 @@ from tests.server_clients import stream_pcm, words
 from tests.speech import speech
 
 
-
 def test_serve_options_parse():
     """The serve subcommand takes host, port, model options, session limit and repeatable ICE servers."""
-    args = build_parser().parse_args(["serve", "--port", "0", "--max-sessions", "2", "--ice-server", "stun:a:1",
-                                      "--ice-server", "u:p@turn:b:2"])
+    args = build_parser().parse_args(
+        ["serve", "--port", "0", "--max-sessions", "2", "--ice-server", "stun:a:1", "--ice-server", "u:p@turn:b:2"]
+    )
     assert (args.host, args.port, args.max_sessions) == ("127.0.0.1", 0, 2)
     assert args.ice_server == ["stun:a:1", "u:p@turn:b:2"]
 
 
 def test_serve_refuses_a_bad_ice_server():
     """A malformed --ice-server fails before the model loads, with a message that shows the expected form."""
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--ice-server", "http://x"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--ice-server", "http://x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "stun:host:port" in proc.stderr
     assert "loading model" not in proc.stderr
@@ -40,8 +46,14 @@ def test_serve_refuses_a_bad_ice_server():
 def test_serve_command_end_to_end(audio_dir):
     """`dragoman serve --port 0` reports loading, prints its address, serves the page and translates over /ws."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", "0", "--threads", "2"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--threads", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         url = None

@@ -1,5 +1,6 @@
 """Graceful shutdown of `dragoman serve` as a user runs it: SIGTERM while a client streams speech gives that client
 its final commits and `end` before the process exits 0."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,9 +25,14 @@ TOKEN = "shutdown-test-token-81c2"
 
 def start_server() -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", DRAGOMAN_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "-v", "serve", "--port", "0", "--threads", "2",
-                             "--language", "de"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "-v", "serve", "--port", "0", "--threads", "2", "--language", "de"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

@@ -1,4 +1,5 @@
 """`dragoman stream` on a real recording."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ def test_stream_writes_jsonl_events(audio_dir, tmp_path, capsys):
     from engine.audio import resample
 
     audio, utt = speech("de", 3, audio_dir)
-    wav = write_wav(tmp_path / "de.wav", resample(np.concatenate([audio, np.zeros(8000, np.float32)]),
-                                                  SAMPLE_RATE, 44100), 44100)
+    wav = write_wav(
+        tmp_path / "de.wav", resample(np.concatenate([audio, np.zeros(8000, np.float32)]), SAMPLE_RATE, 44100), 44100
+    )
     events = tmp_path / "events.jsonl"
     assert main(["stream", str(wav), "--language", "de", "--events", str(events)]) == 0
     records = [json.loads(line) for line in events.read_text().splitlines()]

@@ -11,6 +11,7 @@ Thresholds, from measurements on the mbrola voices of tests/speech.py (greedy, 3
   "acht", "bünktlich"); required <= 0.25.
 - Key words: content words the measured outputs got right (mostly the ones both voices of a language got right).
 """
+
 from __future__ import annotations
 
 import re
@@ -63,8 +64,10 @@ def outputs(whisper_bundle: WhisperBundle, encoded) -> dict[str, list[tuple[Utte
     out: dict[str, list[tuple[Utterance, DecodingResult]]] = {}
     for lang, utterances in SENTENCES.items():
         task = "transcribe" if lang == "en" else "translate"
-        out[lang] = [(utt, decode(whisper_bundle, encoded[(lang, i)], DecodingOptions(task=task)))
-                     for i, utt in enumerate(utterances)]
+        out[lang] = [
+            (utt, decode(whisper_bundle, encoded[(lang, i)], DecodingOptions(task=task)))
+            for i, utt in enumerate(utterances)
+        ]
     return out
 
 
@@ -113,8 +116,9 @@ def test_key_words_survive(outputs, lang: str) -> None:
     for i, (utt, result) in enumerate(outputs[lang]):
         text = result.text.lower()
         for word in KEY_WORDS[(lang, i)]:
-            assert any(re.search(rf"\b{re.escape(w.lower())}", text) for w in word.split("|")), \
+            assert any(re.search(rf"\b{re.escape(w.lower())}", text) for w in word.split("|")), (
                 f"{word!r} missing from {result.text!r} ({utt.text!r})"
+            )
 
 
 def test_german_is_transcribed_in_german(whisper_bundle: WhisperBundle, encoded) -> None:
@@ -135,8 +139,9 @@ def test_german_is_transcribed_in_german(whisper_bundle: WhisperBundle, encoded)
 
 
 @pytest.mark.parametrize("lang,index", [("en", 0), ("de", 3)])
-def test_timestamps_bracket_the_speech(whisper_bundle: WhisperBundle, encoded, audio_dir: Path,
-                                       lang: str, index: int) -> None:
+def test_timestamps_bracket_the_speech(
+    whisper_bundle: WhisperBundle, encoded, audio_dir: Path, lang: str, index: int
+) -> None:
     """With timestamps on, the answer is <|t|> text <|t|> segments: starting at 0, never going back, ending inside
     the audio, with the same words as without timestamps."""
     tok = whisper_bundle.tokenizer
@@ -153,9 +158,10 @@ def test_timestamps_bracket_the_speech(whisper_bundle: WhisperBundle, encoded, a
 
 def test_beam_search_translates_as_well_as_greedy(whisper_bundle: WhisperBundle, encoded) -> None:
     """Beam search (4 beams) over the real model translates German at least as well as the threshold."""
-    pairs = [(utt, decode(whisper_bundle, encoded[("de", i)], DecodingOptions(task="translate", language="de",
-                                                                                beam_size=4)))
-             for i, utt in enumerate(SENTENCES["de"])]
+    pairs = [
+        (utt, decode(whisper_bundle, encoded[("de", i)], DecodingOptions(task="translate", language="de", beam_size=4)))
+        for i, utt in enumerate(SENTENCES["de"])
+    ]
     score = _chrf(pairs)
     assert score >= MIN_TRANSLATION_CHRF, f"chrF {score:.1f}\n{_report(pairs)}"
     assert all(r.finished for _, r in pairs)

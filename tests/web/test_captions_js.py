@@ -1,6 +1,7 @@
 """One caption rule: the page's downloads (web/captions.js, run in Node.js) and app/captions.py turn the same commits
 into byte-identical WebVTT and SRT files, on a real talk's commits and on seeded random ones built to hit every
 rule (sentence and clause ends, pauses, long cues, glued pieces, CJK, astral characters, unusual spaces)."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,41 @@ const out = JSON.parse(input).map((commits) => [toWebVTT(commits), toSRT(commits
 process.stdout.write(JSON.stringify(out));
 """
 
-VOCABULARY = ["the", "council", "will", "meet", "again", "and", "but", "because", "which", "bridge", "river",
-              "Kubernetes", "Nguyen", "nice,", "however;", "well:", "ok.", "really?", "yes!", "end…", "«quoted»",
-              "(aside)", "said.\u201d", "tokyo。", "東京都の天気は晴れです", "emoji\U0001F600", "a<b", "x&y",
-              "-->", "supercalifragilisticexpialidociousandmorethanalinelongword", "—", "And", "SO"]
+VOCABULARY = [
+    "the",
+    "council",
+    "will",
+    "meet",
+    "again",
+    "and",
+    "but",
+    "because",
+    "which",
+    "bridge",
+    "river",
+    "Kubernetes",
+    "Nguyen",
+    "nice,",
+    "however;",
+    "well:",
+    "ok.",
+    "really?",
+    "yes!",
+    "end…",
+    "«quoted»",
+    "(aside)",
+    "said.\u201d",
+    "tokyo。",
+    "東京都の天気は晴れです",
+    "emoji\U0001f600",
+    "a<b",
+    "x&y",
+    "-->",
+    "supercalifragilisticexpialidociousandmorethanalinelongword",
+    "—",
+    "And",
+    "SO",
+]
 SPACES = [" ", " ", " ", "  ", "\u00a0", "\t", "\u3000", "\u2009", "\n"]
 
 
@@ -63,10 +95,16 @@ def node_files(cases: list[list[Commit]]) -> list[list[str]]:
         if os.environ.get("CI"):
             pytest.fail("Node.js is needed to run web/captions.js")
         pytest.skip("Node.js is not installed")
-    payload = json.dumps([[{"text": c.text, "start": c.start_s, "end": c.end_s} for c in commits]
-                          for commits in cases])
-    done = subprocess.run([node, "--input-type=module", "-e", RUNNER], input=payload, capture_output=True,
-                          text=True, encoding="utf-8", timeout=60, check=False)
+    payload = json.dumps([[{"text": c.text, "start": c.start_s, "end": c.end_s} for c in commits] for commits in cases])
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", RUNNER],
+        input=payload,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -76,7 +114,12 @@ def test_the_rules_file_sets_the_python_defaults() -> None:
     rules = json.loads(RULES_PATH.read_text(encoding="utf-8"))
     c = CaptionConfig()
     assert (c.max_line_chars, c.max_lines, c.min_duration_s, c.max_duration_s, c.pause_s) == (
-        rules["max_line_chars"], rules["max_lines"], rules["min_duration_s"], rules["max_duration_s"], rules["pause_s"])
+        rules["max_line_chars"],
+        rules["max_lines"],
+        rules["min_duration_s"],
+        rules["max_duration_s"],
+        rules["pause_s"],
+    )
 
 
 def test_page_and_python_write_the_same_files() -> None:

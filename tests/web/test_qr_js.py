@@ -1,6 +1,7 @@
 """The page's QR encoder (web/qr.js, run in Node.js) draws exactly the modules an independent encoder (python-qrcode)
 draws for the same text, version and mask, for every version and mask it supports; with its own mask choice the
 code reads back as the link with a real decoder (zbarimg, where installed); text too long for it is refused."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests import REPO
 
 qrcode = pytest.importorskip("qrcode")
@@ -37,8 +39,15 @@ def run_js(cases: list[tuple[str, int | None]]) -> list[list]:
         if os.environ.get("CI"):
             pytest.fail("Node.js is needed to run web/qr.js")
         pytest.skip("Node.js is not installed")
-    done = subprocess.run([node, "--input-type=module", "-e", RUNNER], input=json.dumps(cases), capture_output=True,
-                          text=True, encoding="utf-8", timeout=120, check=False)
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", RUNNER],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -87,8 +96,11 @@ def test_the_link_reads_back_with_a_decoder(tmp_path: Path) -> None:
     for r, row in enumerate(rows):
         for c, dark in enumerate(row):
             if dark == "1":
-                img.paste(0, ((c + quiet) * scale, (r + quiet) * scale, (c + quiet + 1) * scale, (r + quiet + 1) * scale))
+                img.paste(
+                    0, ((c + quiet) * scale, (r + quiet) * scale, (c + quiet + 1) * scale, (r + quiet + 1) * scale)
+                )
     img.save(tmp_path / "link.png")
-    done = subprocess.run([zbarimg, "--raw", "-q", str(tmp_path / "link.png")], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [zbarimg, "--raw", "-q", str(tmp_path / "link.png")], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.stdout.strip() == LINK, done.stderr

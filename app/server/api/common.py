@@ -8,6 +8,7 @@ session once the flush is over. Times stay in connection time: every turn knows 
 
 Everything else — limits, rates, backpressure, idle and session timeouts, graceful shutdown — is `Connection`'s.
 """
+
 from __future__ import annotations
 
 import json

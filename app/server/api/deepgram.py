@@ -10,6 +10,7 @@ closing. The Dragoman extension `task=translate` turns the stream into English c
 
 Parsing (`ListenParams`, `PcmStream`) is sans-I/O; `ListenConnection` is the Connection subclass that speaks it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -87,8 +88,11 @@ class ListenParams:
 
         encoding = q.get("encoding") or None
         if encoding is not None and encoding not in ENCODINGS:
-            raise HandshakeRefused(400, f"encoding {encoding!r} is not supported; use {', '.join(ENCODINGS)}, or send "
-                                        "a WAV stream without an encoding")
+            raise HandshakeRefused(
+                400,
+                f"encoding {encoding!r} is not supported; use {', '.join(ENCODINGS)}, or send "
+                "a WAV stream without an encoding",
+            )
         if encoding is not None and not q.get("sample_rate"):
             raise HandshakeRefused(400, "sample_rate is required with encoding")
         sample_rate = integer("sample_rate", 16000, 8000, 192000)
@@ -105,11 +109,18 @@ class ListenParams:
         if endpointing not in (None, "", "false", "true") and not (endpointing or "").isdigit():
             raise HandshakeRefused(400, f"endpointing must be a number of milliseconds or false, got {endpointing!r}")
         return ListenParams(
-            encoding=encoding, sample_rate=sample_rate or 16000, channels=channels or 1, language=language,
-            task=task, interim_results=flag("interim_results", False), punctuate=flag("punctuate", True)
-            or flag("smart_format", False), endpointing=endpointing != "false",
-            utterance_end_ms=integer("utterance_end_ms", None, 0, 60000), vad_events=flag("vad_events", False),
-            model=q.get("model") or "nova-3")
+            encoding=encoding,
+            sample_rate=sample_rate or 16000,
+            channels=channels or 1,
+            language=language,
+            task=task,
+            interim_results=flag("interim_results", False),
+            punctuate=flag("punctuate", True) or flag("smart_format", False),
+            endpointing=endpointing != "false",
+            utterance_end_ms=integer("utterance_end_ms", None, 0, 60000),
+            vad_events=flag("vad_events", False),
+            model=q.get("model") or "nova-3",
+        )
 
 
 MAX_WAV_HEADER = 64 * 1024
@@ -130,8 +141,11 @@ class PcmStream:
         """Once the header is complete: the offset where samples start (and the format is set); else None."""
         h = self.header or b""
         if len(h) >= 4 and h[:4] != b"RIFF":
-            raise p.ProtocolError(p.ErrorCode.BAD_AUDIO, "without an encoding parameter the stream must be a WAV file "
-                                                         "(RIFF header); raw PCM needs encoding=linear16&sample_rate=")
+            raise p.ProtocolError(
+                p.ErrorCode.BAD_AUDIO,
+                "without an encoding parameter the stream must be a WAV file "
+                "(RIFF header); raw PCM needs encoding=linear16&sample_rate=",
+            )
         pos, fmt = 12, None
         while pos + 8 <= len(h):
             cid, size = h[pos : pos + 4], int.from_bytes(h[pos + 4 : pos + 8], "little")
@@ -143,12 +157,18 @@ class PcmStream:
                 return None
             if cid == b"fmt ":
                 fmt = h[pos + 8 : pos + 8 + size]
-                tag, channels, rate = (int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little"),
-                                       int.from_bytes(fmt[4:8], "little"))
+                tag, channels, rate = (
+                    int.from_bytes(fmt[0:2], "little"),
+                    int.from_bytes(fmt[2:4], "little"),
+                    int.from_bytes(fmt[4:8], "little"),
+                )
                 bits = int.from_bytes(fmt[14:16], "little")
                 if tag not in (1, 0xFFFE) or bits != 16 or not 1 <= channels <= 8 or not 8000 <= rate <= 192000:
-                    raise p.ProtocolError(p.ErrorCode.BAD_AUDIO, "only 16-bit PCM WAV streams are supported "
-                                                                 f"(got format {tag}, {bits} bits, {channels} ch, {rate} Hz)")
+                    raise p.ProtocolError(
+                        p.ErrorCode.BAD_AUDIO,
+                        "only 16-bit PCM WAV streams are supported "
+                        f"(got format {tag}, {bits} bits, {channels} ch, {rate} Hz)",
+                    )
                 self.channels, self.sample_rate, self.width = channels, rate, 2
             pos += 8 + size + (size & 1)
         return None
@@ -174,6 +194,7 @@ class PcmStream:
 
 
 # --- the connection -----------------------------------------------------------------------------------------------
+
 
 class ListenConnection(TurnConnection):
     """One Deepgram live stream."""
@@ -207,8 +228,15 @@ class ListenConnection(TurnConnection):
         code = code.value if isinstance(code, p.ErrorCode) else code
         return JsonEvent({"type": "Error", "variant": code, "description": message, "message": message}, ascii=True)
 
-    def _results(self, pieces: list[Piece], *, is_final: bool, speech_final: bool = False,
-                 from_finalize: bool = False, at_s: float | None = None) -> JsonEvent:
+    def _results(
+        self,
+        pieces: list[Piece],
+        *,
+        is_final: bool,
+        speech_final: bool = False,
+        from_finalize: bool = False,
+        at_s: float | None = None,
+    ) -> JsonEvent:
         offset = self.turn_offset_s
         shifted = [Piece(x.text, x.start_s + offset, x.end_s + offset) for x in pieces]
         text = " ".join(x.text.strip() for x in shifted if x.text.strip())
@@ -219,18 +247,30 @@ class ListenConnection(TurnConnection):
         words = []
         for w in word_times(shifted):
             bare = _PUNCTUATION.sub("", w["word"]).lower() or w["word"]
-            words.append({"word": bare, "start": w["start"], "end": w["end"], "confidence": 1.0,
-                          "punctuated_word": w["word"]})
+            words.append(
+                {"word": bare, "start": w["start"], "end": w["end"], "confidence": 1.0, "punctuated_word": w["word"]}
+            )
         if words:
             self.last_word_end = words[-1]["end"]
         # interim results are superseded by the next one: they are what backpressure drops first
-        return JsonEvent({
-            "type": "Results", "is_final": is_final, "speech_final": speech_final, "from_finalize": from_finalize,
-            "channel_index": [0, 1], "start": round(start, 3), "duration": round(max(0.0, end - start), 3),
-            "channel": {"alternatives": [{"transcript": text, "confidence": 1.0, "words": words}]},
-            "metadata": {"request_id": self.request_id, "model_uuid": self.model_uuid,
-                         "model_info": {"name": self.server.model_name, "version": "dragoman", "arch": "whisper"}},
-        }, droppable=not is_final)
+        return JsonEvent(
+            {
+                "type": "Results",
+                "is_final": is_final,
+                "speech_final": speech_final,
+                "from_finalize": from_finalize,
+                "channel_index": [0, 1],
+                "start": round(start, 3),
+                "duration": round(max(0.0, end - start), 3),
+                "channel": {"alternatives": [{"transcript": text, "confidence": 1.0, "words": words}]},
+                "metadata": {
+                    "request_id": self.request_id,
+                    "model_uuid": self.model_uuid,
+                    "model_info": {"name": self.server.model_name, "version": "dragoman", "arch": "whisper"},
+                },
+            },
+            droppable=not is_final,
+        )
 
     def _send_finals(self, speech_final: bool = False, from_finalize: bool = False) -> None:
         self.flush_scheduled = False
@@ -238,16 +278,23 @@ class ListenConnection(TurnConnection):
             return
         pieces = [Piece(c.text, c.start_s, c.end_s) for c in self.finals]
         self.finals = []
-        self.post(self._results(pieces, is_final=True, speech_final=speech_final and self.params.endpointing,
-                                from_finalize=from_finalize))
+        self.post(
+            self._results(
+                pieces,
+                is_final=True,
+                speech_final=speech_final and self.params.endpointing,
+                from_finalize=from_finalize,
+            )
+        )
         if speech_final:
             self._utterance_end()
 
     def _utterance_end(self) -> None:
         self.in_speech = False
         if self.params.utterance_end_ms is not None:
-            self.post(JsonEvent({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": self.last_word_end},
-                                ascii=True))
+            self.post(
+                JsonEvent({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": self.last_word_end}, ascii=True)
+            )
 
     def _speech(self, start_s: float | None) -> None:
         if not self.in_speech:
@@ -288,12 +335,22 @@ class ListenConnection(TurnConnection):
 
     def _metadata(self) -> JsonEvent:
         self.metadata_sent = True
-        return JsonEvent({
-            "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
-            "sha256": self.sha.hexdigest(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "duration": round(self.received_s, 3), "channels": self.params.channels, "models": [self.model_uuid],
-            "model_info": {self.model_uuid: {"name": self.server.model_name, "version": "dragoman",
-                                             "arch": "whisper"}}}, ascii=True)
+        return JsonEvent(
+            {
+                "type": "Metadata",
+                "transaction_key": "deprecated",
+                "request_id": self.request_id,
+                "sha256": self.sha.hexdigest(),
+                "created": datetime.datetime.now(datetime.UTC).isoformat(),
+                "duration": round(self.received_s, 3),
+                "channels": self.params.channels,
+                "models": [self.model_uuid],
+                "model_info": {
+                    self.model_uuid: {"name": self.server.model_name, "version": "dragoman", "arch": "whisper"}
+                },
+            },
+            ascii=True,
+        )
 
     def on_close_stream(self) -> None:
         if not self.metadata_sent:
@@ -321,13 +378,15 @@ class ListenConnection(TurnConnection):
 
     async def _on_text(self, text: str) -> None:
         if len(text) > self.config.limits.max_text_bytes:
-            raise p.ProtocolError(p.ErrorCode.TOO_LARGE, f"text message is over {self.config.limits.max_text_bytes} "
-                                                         "bytes")
+            raise p.ProtocolError(
+                p.ErrorCode.TOO_LARGE, f"text message is over {self.config.limits.max_text_bytes} bytes"
+            )
         try:
             obj = json.loads(text)
         except (ValueError, RecursionError):
-            raise p.ProtocolError(p.ErrorCode.BAD_JSON, "text messages must be JSON: KeepAlive, Finalize or "
-                                                        "CloseStream") from None
+            raise p.ProtocolError(
+                p.ErrorCode.BAD_JSON, "text messages must be JSON: KeepAlive, Finalize or CloseStream"
+            ) from None
         kind = obj.get("type") if isinstance(obj, dict) else None
         if kind == "KeepAlive":
             return
@@ -341,8 +400,9 @@ class ListenConnection(TurnConnection):
             if not self.flush() and self.flushing is None:
                 self.on_close_stream()
             return
-        raise p.ProtocolError(p.ErrorCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:40]!r} (KeepAlive, "
-                                                        "Finalize, CloseStream)")
+        raise p.ProtocolError(
+            p.ErrorCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:40]!r} (KeepAlive, Finalize, CloseStream)"
+        )
 
     def _on_binary(self, data: bytes) -> None:
         if not data:  # Deepgram's older way to say CloseStream
@@ -358,4 +418,3 @@ class ListenConnection(TurnConnection):
             if not np.isfinite(samples).all():  # (cannot happen for integer PCM; guards future encodings)
                 raise p.ProtocolError(p.ErrorCode.BAD_AUDIO, "non-finite samples")
             self.feed_turn(samples, self.pcm.sample_rate)
-

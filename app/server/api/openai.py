@@ -13,6 +13,7 @@ Two decoders serve a file:
   fast live client would, and each commit is sent as a `transcript.text.delta` server-sent event the moment it is
   made; `transcript.text.done` carries the whole text. It takes a live session slot (503 when none is free).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,8 +56,16 @@ MAX_PROMPT_CHARS = 2000  # Whisper reads at most 223 prompt tokens; more is trun
 class ApiError(Exception):
     """An error answer in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -121,8 +130,9 @@ def _parse_bool(value: str | None, name: str) -> bool:
 async def _read_form(request: Request, max_bytes: int) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise ApiError(413, f"the upload is {int(length)} bytes; this server takes at most {max_bytes}",
-                       code="file_too_large")
+        raise ApiError(
+            413, f"the upload is {int(length)} bytes; this server takes at most {max_bytes}", code="file_too_large"
+        )
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(400, "send the audio as multipart/form-data with a 'file' field", param="file")
@@ -140,8 +150,9 @@ async def _read_form(request: Request, max_bytes: int) -> Any:
     try:
         return await Request(request.scope, limited).form(max_files=1, max_fields=32, max_part_size=64 * 1024)
     except TooLarge:
-        raise ApiError(413, f"the upload is over {max_bytes} bytes, the most this server takes",
-                       code="file_too_large") from None
+        raise ApiError(
+            413, f"the upload is over {max_bytes} bytes, the most this server takes", code="file_too_large"
+        ) from None
     except Exception as e:  # starlette's MultiPartException / HTTPException for a malformed body
         raise ApiError(400, f"malformed multipart body: {getattr(e, 'detail', None) or e}") from None
 
@@ -155,11 +166,15 @@ async def parse_request(request: Request, hub: DragomanHub, task: str) -> FileRe
             raise ApiError(400, "a 'file' field with the audio is required", param="file")
         response_format = _form_value(form, "response_format", "json") or "json"
         if response_format not in RESPONSE_FORMATS:
-            raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
-                                f"got {response_format!r}", param="response_format")
+            raise ApiError(
+                400,
+                f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}",
+                param="response_format",
+            )
         try:
-            language = parse_language(_form_value(form, "language"), known_languages(hub.engine.backend),
-                                      detect="leave it out")
+            language = parse_language(
+                _form_value(form, "language"), known_languages(hub.engine.backend), detect="leave it out"
+            )
         except ConfigError as e:
             raise ApiError(400, str(e), param="language") from None
         prompt = _form_value(form, "prompt", "") or ""
@@ -172,22 +187,32 @@ async def parse_request(request: Request, hub: DragomanHub, task: str) -> FileRe
             raise ApiError(400, f"temperature must be a number, got {raw_t!r}", param="temperature") from None
         if not (math.isfinite(temperature) and 0.0 <= temperature <= 1.0):
             raise ApiError(400, "temperature must be between 0 and 1", param="temperature")
-        granularities = [str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist(
-            "timestamp_granularities")]
+        granularities = [
+            str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+        ]
         for g in granularities:
             if g not in GRANULARITIES:
-                raise ApiError(400, f"timestamp_granularities must be word and/or segment, got {g!r}",
-                               param="timestamp_granularities")
+                raise ApiError(
+                    400,
+                    f"timestamp_granularities must be word and/or segment, got {g!r}",
+                    param="timestamp_granularities",
+                )
         if granularities and response_format != "verbose_json":
-            raise ApiError(400, "timestamp_granularities needs response_format=verbose_json",
-                           param="timestamp_granularities")
+            raise ApiError(
+                400, "timestamp_granularities needs response_format=verbose_json", param="timestamp_granularities"
+            )
         stream = _parse_bool(_form_value(form, "stream"), "stream")
         # the body is in (reading it costs no CPU); decoding it does: from here on the request holds a job slot
         try:
             job = hub.files.admit()
         except JobsFull as e:
-            raise ApiError(429, f"{e.active} file transcriptions are decoding or waiting; try again later",
-                           type="rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": "10"}) from None
+            raise ApiError(
+                429,
+                f"{e.active} file transcriptions are decoding or waiting; try again later",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": "10"},
+            ) from None
         try:
             audio = await _decode_upload(upload, limits.max_audio_s)
         except BaseException:
@@ -195,8 +220,17 @@ async def parse_request(request: Request, hub: DragomanHub, task: str) -> FileRe
             raise
     finally:
         await form.close()
-    return FileRequest(task=task, audio=audio, language=language, prompt=prompt, response_format=response_format,
-                       temperature=temperature, words="word" in granularities, stream=stream, job=job)
+    return FileRequest(
+        task=task,
+        audio=audio,
+        language=language,
+        prompt=prompt,
+        response_format=response_format,
+        temperature=temperature,
+        words="word" in granularities,
+        stream=stream,
+        job=job,
+    )
 
 
 async def _decode_upload(upload: UploadFile, max_audio_s: float) -> np.ndarray:
@@ -219,20 +253,29 @@ async def _decode_upload(upload: UploadFile, max_audio_s: float) -> np.ndarray:
     try:
         audio = await asyncio.to_thread(decode)
     except AudioError:
-        raise ApiError(400, "the file is not audio Dragoman can decode (WAV, FLAC, MP3, OGG, M4A, WebM, ...)",
-                       param="file", code="invalid_file") from None
+        raise ApiError(
+            400,
+            "the file is not audio Dragoman can decode (WAV, FLAC, MP3, OGG, M4A, WebM, ...)",
+            param="file",
+            code="invalid_file",
+        ) from None
     except Exception as e:  # a decoder crashing on a hostile file is still the file's fault
         log.info("upload refused: %s: %s", type(e).__name__, e)
         raise ApiError(400, "the file is not audio Dragoman can decode", param="file", code="invalid_file") from None
     if audio.size == 0:
         raise ApiError(400, "the file holds no audio samples", param="file", code="invalid_file")
     if audio.size / SAMPLE_RATE > max_audio_s:
-        raise ApiError(413, f"the recording is {audio.size / SAMPLE_RATE:.0f} s long; this server takes at most "
-                            f"{max_audio_s:.0f} s", param="file", code="file_too_large")
+        raise ApiError(
+            413,
+            f"the recording is {audio.size / SAMPLE_RATE:.0f} s long; this server takes at most {max_audio_s:.0f} s",
+            param="file",
+            code="file_too_large",
+        )
     return audio
 
 
 # --- decoding -----------------------------------------------------------------------------------------------------
+
 
 def _offline(hub: DragomanHub, req: FileRequest, cancel: threading.Event) -> tuple[str | None, list[Piece]]:
     """Runs in the file worker: the whole recording through `dragoman file`'s decoder."""
@@ -248,9 +291,13 @@ def _offline(hub: DragomanHub, req: FileRequest, cancel: threading.Event) -> tup
     if cancel.is_set():
         raise JobCancelled
     temperatures = TranscribeOptions.temperatures if req.temperature == 0 else (req.temperature,)
-    options = TranscribeOptions(task=req.task, language=req.language, beam_size=5, temperatures=temperatures,
-                                initial_prompt=tuple(backend.text_tokens(" " + req.prompt.strip()))
-                                if req.prompt.strip() else ())
+    options = TranscribeOptions(
+        task=req.task,
+        language=req.language,
+        beam_size=5,
+        temperatures=temperatures,
+        initial_prompt=tuple(backend.text_tokens(" " + req.prompt.strip())) if req.prompt.strip() else (),
+    )
     result = transcribe(bundle, req.audio, options, progress=progress)
     return result.language, [Piece(s.text, s.start_s, s.end_s) for s in result.segments if s.text.strip()]
 
@@ -269,8 +316,13 @@ def _open_live(hub: DragomanHub, req: FileRequest) -> LiveSession:
     try:
         live = hub.engine.open_session(_session_config(hub, req))
     except EngineBusy:
-        raise ApiError(503, "every live session slot is in use; try again later", type="server_error",
-                       code="server_busy", headers={"Retry-After": "5"}) from None
+        raise ApiError(
+            503,
+            "every live session slot is in use; try again later",
+            type="server_error",
+            code="server_busy",
+            headers={"Retry-After": "5"},
+        ) from None
     hub.metrics.session_opened()
     return live
 
@@ -327,6 +379,7 @@ async def decode_file(hub: DragomanHub, req: FileRequest) -> tuple[str | None, l
 
 # --- answers ------------------------------------------------------------------------------------------------------
 
+
 def word_times(pieces: list[Piece]) -> list[dict[str, Any]]:
     """Words with start/end. A piece's time span is shared among its words in proportion to their length: word
     times are interpolated within each segment (or commit), not aligned one by one."""
@@ -356,8 +409,11 @@ def render(req: FileRequest, language: str | None, pieces: list[Piece]) -> Respo
     if fmt == "text":
         return Response(text + "\n", media_type="text/plain; charset=utf-8")
     if fmt in ("srt", "vtt"):
-        commits = [Commit(text=" " + p.text.strip(), start_s=p.start_s, end_s=max(p.end_s, p.start_s))
-                   for p in pieces if p.text.strip()]
+        commits = [
+            Commit(text=" " + p.text.strip(), start_s=p.start_s, end_s=max(p.end_s, p.start_s))
+            for p in pieces
+            if p.text.strip()
+        ]
         body = format_captions(build_cues(commits), fmt)  # type: ignore[arg-type]
         return Response(body, media_type="text/vtt; charset=utf-8" if fmt == "vtt" else "text/plain; charset=utf-8")
     usage = {"type": "duration", "seconds": math.ceil(req.duration_s)}
@@ -366,10 +422,23 @@ def render(req: FileRequest, language: str | None, pieces: list[Piece]) -> Respo
     body: dict[str, Any] = {
         "task": "translate" if req.task == "translate" else "transcribe",
         "language": "en" if req.task == "translate" else language,  # a translation's language is its output's
-        "duration": round(req.duration_s, 3), "text": text,
-        "segments": [{"id": i, "seek": int(p.start_s * 100), "start": round(p.start_s, 3), "end": round(p.end_s, 3),
-                      "text": p.text, "tokens": [], "temperature": req.temperature, "avg_logprob": None,
-                      "compression_ratio": None, "no_speech_prob": None} for i, p in enumerate(pieces)],
+        "duration": round(req.duration_s, 3),
+        "text": text,
+        "segments": [
+            {
+                "id": i,
+                "seek": int(p.start_s * 100),
+                "start": round(p.start_s, 3),
+                "end": round(p.end_s, 3),
+                "text": p.text,
+                "tokens": [],
+                "temperature": req.temperature,
+                "avg_logprob": None,
+                "compression_ratio": None,
+                "no_speech_prob": None,
+            }
+            for i, p in enumerate(pieces)
+        ],
         "usage": usage,
     }
     if req.words:
@@ -401,10 +470,13 @@ def routes(hub: DragomanHub) -> list[Route]:
             try:
                 denial = hub.check(request.scope)
                 if denial is not None:
-                    raise ApiError(denial.status, denial.reason, type="invalid_request_error",
-                                   code="invalid_api_key" if denial.status == 401 else "forbidden_origin",
-                                   headers={"WWW-Authenticate": 'Bearer realm="dragoman"'}
-                                   if denial.status == 401 else None)
+                    raise ApiError(
+                        denial.status,
+                        denial.reason,
+                        type="invalid_request_error",
+                        code="invalid_api_key" if denial.status == 401 else "forbidden_origin",
+                        headers={"WWW-Authenticate": 'Bearer realm="dragoman"'} if denial.status == 401 else None,
+                    )
                 if hub.closing:
                     raise ApiError(503, "the server is shutting down", type="server_error", code="shutting_down")
                 if hub.engine is None:
@@ -426,8 +498,11 @@ def routes(hub: DragomanHub) -> list[Route]:
                 if req.stream:
                     hub.files.release(req.job)  # decoded: the live engine does the rest, in its own session slot
                     live = _open_live(hub, req)  # before the 200 of the event stream: a busy server answers 503
-                    return StreamingResponse(_stream(hub, req, live), media_type="text/event-stream",
-                                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    return StreamingResponse(
+                        _stream(hub, req, live),
+                        media_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                    )
                 language, pieces = await decode_file(hub, req)
                 return render(req, language, pieces)
             finally:
@@ -443,8 +518,12 @@ def routes(hub: DragomanHub) -> list[Route]:
 
     async def model(request: Request) -> Response:
         if request.path_params["model"] != hub.model_name:
-            raise ApiError(404, f"this server serves {hub.model_name!r}; any model name is accepted by the audio "
-                                "endpoints", code="model_not_found", param="model")
+            raise ApiError(
+                404,
+                f"this server serves {hub.model_name!r}; any model name is accepted by the audio endpoints",
+                code="model_not_found",
+                param="model",
+            )
         return JSONResponse(model_entry())
 
     return [
@@ -453,4 +532,3 @@ def routes(hub: DragomanHub) -> list[Route]:
         Route("/v1/models", guarded(models, "models"), methods=["GET"]),
         Route("/v1/models/{model:path}", guarded(model, "models"), methods=["GET"]),
     ]
-

@@ -13,6 +13,7 @@ whatever is spoken; `{"partials": true}` adds `dragoman.transcription.partial` e
 maps to -60..-20 dBFS, `silence_duration_ms`, `prefix_padding_ms`); `turn_detection: null` leaves turns to the
 client's `commit`. Each turn is one engine session (api/common.py).
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,14 @@ if TYPE_CHECKING:
     from ..hub import DragomanHub
 
 log = logging.getLogger("app.server")
-FORMATS = {"audio/pcm": "pcm16", "pcm16": "pcm16", "audio/pcmu": "mulaw", "g711_ulaw": "mulaw",
-           "audio/pcma": "alaw", "g711_alaw": "alaw"}
+FORMATS = {
+    "audio/pcm": "pcm16",
+    "pcm16": "pcm16",
+    "audio/pcmu": "mulaw",
+    "g711_ulaw": "mulaw",
+    "audio/pcma": "alaw",
+    "g711_alaw": "alaw",
+}
 
 
 @dataclass(frozen=True)
@@ -92,16 +99,20 @@ def parse_session(event: dict[str, Any], current: RealtimeSettings, known_langua
     if event["type"] == "session.update":
         kind = session.get("type", "transcription")
         if kind != "transcription":
-            raise BadEvent("unsupported_session_type", f"this server only runs transcription sessions, not "
-                                                       f"{str(kind)[:40]!r}", "session.type")
+            raise BadEvent(
+                "unsupported_session_type",
+                f"this server only runs transcription sessions, not {str(kind)[:40]!r}",
+                "session.type",
+            )
         audio_in = _object(_object(session.get("audio"), "session.audio").get("input"), "session.audio.input")
         fmt = audio_in.get("format")
         if fmt is not None:
             fmt = _object(fmt, "session.audio.input.format")
             encoding = FORMATS.get(str(fmt.get("type", "audio/pcm")))
             if encoding is None:
-                raise BadEvent("invalid_value", f"unsupported audio format {fmt.get('type')!r}",
-                               "session.audio.input.format.type")
+                raise BadEvent(
+                    "invalid_value", f"unsupported audio format {fmt.get('type')!r}", "session.audio.input.format.type"
+                )
             rate = fmt.get("rate", 24000 if encoding == "pcm16" else 8000)
             s = replace(s, encoding=encoding, sample_rate=_rate(rate))
         transcription = audio_in.get("transcription", ...)
@@ -135,8 +146,11 @@ def parse_session(event: dict[str, Any], current: RealtimeSettings, known_langua
         else:
             t = _object(turn, "turn_detection")
             if t.get("type", "server_vad") not in ("server_vad", "semantic_vad"):
-                raise BadEvent("invalid_value", f"turn_detection.type must be server_vad, got {t.get('type')!r}",
-                               "turn_detection.type")
+                raise BadEvent(
+                    "invalid_value",
+                    f"turn_detection.type must be server_vad, got {t.get('type')!r}",
+                    "turn_detection.type",
+                )
             base = s.turn_detection or TurnDetection()
             try:
                 threshold = float(t.get("threshold", base.threshold))
@@ -145,8 +159,11 @@ def parse_session(event: dict[str, Any], current: RealtimeSettings, known_langua
             except (TypeError, ValueError):
                 raise BadEvent("invalid_type", "turn_detection values must be numbers", "turn_detection") from None
             if not (0.0 <= threshold <= 1.0 and 0 <= padding <= 10000 and 100 <= silence <= 10000):
-                raise BadEvent("invalid_value", "turn_detection: threshold 0..1, prefix_padding_ms 0..10000, "
-                                                "silence_duration_ms 100..10000", "turn_detection")
+                raise BadEvent(
+                    "invalid_value",
+                    "turn_detection: threshold 0..1, prefix_padding_ms 0..10000, silence_duration_ms 100..10000",
+                    "turn_detection",
+                )
             s = replace(s, turn_detection=TurnDetection(threshold, padding, silence))
     ext = _object(session.get("dragoman"), "session.dragoman")
     if "task" in ext:
@@ -159,10 +176,18 @@ def parse_session(event: dict[str, Any], current: RealtimeSettings, known_langua
 
 
 def _rate(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or not 8000 <= value <= 192000:
-        raise BadEvent("invalid_value", f"rate must be a whole number of Hz within 8000..192000 (OpenAI clients "
-                                        f"send 24000), got {value!r}", "session.audio.input.format.rate")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+        or not 8000 <= value <= 192000
+    ):
+        raise BadEvent(
+            "invalid_value",
+            f"rate must be a whole number of Hz within 8000..192000 (OpenAI clients send 24000), got {value!r}",
+            "session.audio.input.format.rate",
+        )
     return int(value)
 
 
@@ -237,33 +262,57 @@ class RealtimeConnection(TurnConnection):
 
     def _event(self, kind: str, **fields: Any) -> JsonEvent:
         # the tentative tail (a Dragoman extension) is superseded by the next one: what backpressure drops first
-        return JsonEvent({"type": kind, "event_id": _event_id(), **fields},
-                         droppable=kind == "dragoman.transcription.partial")
+        return JsonEvent(
+            {"type": kind, "event_id": _event_id(), **fields}, droppable=kind == "dragoman.transcription.partial"
+        )
 
     def _session_object(self) -> dict[str, Any]:
         s = self.settings
-        turn = None if s.turn_detection is None else {
-            "type": "server_vad", "threshold": s.turn_detection.threshold,
-            "prefix_padding_ms": s.turn_detection.prefix_padding_ms,
-            "silence_duration_ms": s.turn_detection.silence_duration_ms}
+        turn = (
+            None
+            if s.turn_detection is None
+            else {
+                "type": "server_vad",
+                "threshold": s.turn_detection.threshold,
+                "prefix_padding_ms": s.turn_detection.prefix_padding_ms,
+                "silence_duration_ms": s.turn_detection.silence_duration_ms,
+            }
+        )
         transcription = {"model": s.model, "language": s.language, "prompt": s.prompt}
         fmt_type = {"pcm16": "audio/pcm", "mulaw": "audio/pcmu", "alaw": "audio/pcma"}[s.encoding]
         extension = {"task": s.task, "partials": s.partials, "model": self.server.model_name}
         if self.beta:
-            return {"id": self.session_id, "object": "realtime.transcription_session",
-                    "input_audio_format": {"pcm16": "pcm16", "mulaw": "g711_ulaw", "alaw": "g711_alaw"}[s.encoding],
-                    "input_audio_transcription": transcription, "turn_detection": turn, "include": [],
-                    "dragoman": extension}
-        return {"type": "transcription", "id": self.session_id, "object": "realtime.transcription_session",
-                "audio": {"input": {"format": {"type": fmt_type, "rate": s.sample_rate}, "transcription": transcription,
-                                    "turn_detection": turn, "noise_reduction": None}},
-                "include": [], "dragoman": extension}
+            return {
+                "id": self.session_id,
+                "object": "realtime.transcription_session",
+                "input_audio_format": {"pcm16": "pcm16", "mulaw": "g711_ulaw", "alaw": "g711_alaw"}[s.encoding],
+                "input_audio_transcription": transcription,
+                "turn_detection": turn,
+                "include": [],
+                "dragoman": extension,
+            }
+        return {
+            "type": "transcription",
+            "id": self.session_id,
+            "object": "realtime.transcription_session",
+            "audio": {
+                "input": {
+                    "format": {"type": fmt_type, "rate": s.sample_rate},
+                    "transcription": transcription,
+                    "turn_detection": turn,
+                    "noise_reduction": None,
+                }
+            },
+            "include": [],
+            "dragoman": extension,
+        }
 
     def _error_message(self, code: p.ErrorCode | str, message: str, param: str | None = None) -> JsonEvent:
         code = code.value if isinstance(code, p.ErrorCode) else code
         kind = "server_error" if code in ("internal", "busy", "shutting_down", "timeout") else "invalid_request_error"
-        return self._event("error", error={"type": kind, "code": code, "message": message, "param": param,
-                                           "event_id": None})
+        return self._event(
+            "error", error={"type": kind, "code": code, "message": message, "param": param, "event_id": None}
+        )
 
     def _render(self, event: Commit | Partial | Error, live: LiveSession) -> list[p.Outgoing]:
         item = self.turn_items.get(str(live.id), self.item_id or "")
@@ -271,15 +320,24 @@ class RealtimeConnection(TurnConnection):
             texts = self.turn_texts.setdefault(str(live.id), [])
             delta = event.text if texts else event.text.lstrip()
             texts.append(delta)
-            return [self._event("conversation.item.input_audio_transcription.delta", item_id=item, content_index=0,
-                                delta=delta)]
+            return [
+                self._event(
+                    "conversation.item.input_audio_transcription.delta", item_id=item, content_index=0, delta=delta
+                )
+            ]
         if isinstance(event, Partial):
             if not self.settings.partials:
                 return []
             offset_ms = self.turn_offset_s * 1000
-            return [self._event("dragoman.transcription.partial", item_id=item, text=event.text,
-                                start_ms=None if event.start_s is None else round(offset_ms + event.start_s * 1000),
-                                end_ms=None if event.end_s is None else round(offset_ms + event.end_s * 1000))]
+            return [
+                self._event(
+                    "dragoman.transcription.partial",
+                    item_id=item,
+                    text=event.text,
+                    start_ms=None if event.start_s is None else round(offset_ms + event.start_s * 1000),
+                    end_ms=None if event.end_s is None else round(offset_ms + event.end_s * 1000),
+                )
+            ]
         return [self._error_message(event.code, event.message)]
 
     # turns -------------------------------------------------------------------------------------------------------
@@ -300,8 +358,15 @@ class RealtimeConnection(TurnConnection):
         transcript = "".join(self.turn_texts.pop(key, [])).strip()
         if item is None or live.failed:
             return
-        self.post(self._event("conversation.item.input_audio_transcription.completed", item_id=item, content_index=0,
-                              transcript=transcript, usage={"type": "duration", "seconds": round(live.audio_s, 3)}))
+        self.post(
+            self._event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item,
+                content_index=0,
+                transcript=transcript,
+                usage={"type": "duration", "seconds": round(live.audio_s, 3)},
+            )
+        )
 
     def commit_turn(self, reason: str) -> bool:
         """Commit the open item: `committed`, then the turn's flush and `completed`."""
@@ -345,27 +410,41 @@ class RealtimeConnection(TurnConnection):
         if kind in ("session.update", "transcription_session.update"):
             languages = known_languages(self.server.engine.backend)
             settings = parse_session(event, self.settings, languages)
-            if (self.live is not None or self.held) and (settings.encoding, settings.sample_rate) != \
-                    (self.settings.encoding, self.settings.sample_rate):
-                raise BadEvent("invalid_value", "the audio format cannot change once audio was appended; commit or "
-                                                "clear first", "session")
+            if (self.live is not None or self.held) and (settings.encoding, settings.sample_rate) != (
+                self.settings.encoding,
+                self.settings.sample_rate,
+            ):
+                raise BadEvent(
+                    "invalid_value",
+                    "the audio format cannot change once audio was appended; commit or clear first",
+                    "session",
+                )
             self.settings, self.beta = settings, kind == "transcription_session.update"
             self.task, self.language, self.sample_rate = settings.task, settings.language, settings.sample_rate
-            self.gate = None if settings.turn_detection is None else \
-                EnergyGate(settings.turn_detection, settings.sample_rate)
-            self.post(self._event("transcription_session.updated" if self.beta else "session.updated",
-                                  session=self._session_object()))
+            self.gate = (
+                None if settings.turn_detection is None else EnergyGate(settings.turn_detection, settings.sample_rate)
+            )
+            self.post(
+                self._event(
+                    "transcription_session.updated" if self.beta else "session.updated", session=self._session_object()
+                )
+            )
         elif kind == "input_audio_buffer.append":
             self._append(event.get("audio"))
         elif kind == "input_audio_buffer.commit":
             if not self.commit_turn("client"):
-                raise BadEvent("input_audio_buffer_commit_empty", "the input audio buffer is empty: append audio "
-                                                                  "before committing")
+                raise BadEvent(
+                    "input_audio_buffer_commit_empty", "the input audio buffer is empty: append audio before committing"
+                )
         elif kind == "input_audio_buffer.clear":
             self._clear()
         else:
-            raise BadEvent("unknown_event", f"unsupported event type {kind[:60]!r}: this server transcribes "
-                                            "(session.update, input_audio_buffer.append/commit/clear)", "type")
+            raise BadEvent(
+                "unknown_event",
+                f"unsupported event type {kind[:60]!r}: this server transcribes "
+                "(session.update, input_audio_buffer.append/commit/clear)",
+                "type",
+            )
 
     def _append(self, audio: Any) -> None:
         if not isinstance(audio, str) or not audio:
@@ -386,11 +465,17 @@ class RealtimeConnection(TurnConnection):
         if self.gate is not None:
             for what, t_ms in self.gate.process(samples):
                 if what == "started":
-                    self.post(self._event("input_audio_buffer.speech_started", audio_start_ms=round(t_ms),
-                                          item_id=self._open_item()))
+                    self.post(
+                        self._event(
+                            "input_audio_buffer.speech_started", audio_start_ms=round(t_ms), item_id=self._open_item()
+                        )
+                    )
                 else:
-                    self.post(self._event("input_audio_buffer.speech_stopped", audio_end_ms=round(t_ms),
-                                          item_id=self._open_item()))
+                    self.post(
+                        self._event(
+                            "input_audio_buffer.speech_stopped", audio_end_ms=round(t_ms), item_id=self._open_item()
+                        )
+                    )
                     self.feed_turn(samples, s.sample_rate)  # the audio up to the stop belongs to this turn
                     samples = samples[:0]
                     self.commit_turn("server_vad")
@@ -411,5 +496,7 @@ class RealtimeConnection(TurnConnection):
         self.post(self._event("input_audio_buffer.cleared"))
 
     def _on_binary(self, data: bytes) -> None:
-        raise p.ProtocolError(p.ErrorCode.BAD_MESSAGE, "binary messages are not part of the Realtime API; send "
-                                                       "input_audio_buffer.append events with base64 audio")
+        raise p.ProtocolError(
+            p.ErrorCode.BAD_MESSAGE,
+            "binary messages are not part of the Realtime API; send input_audio_buffer.append events with base64 audio",
+        )

@@ -4,6 +4,7 @@ Differences from Whisper that the layers above see through this class only: one 
 (`start_tokens` is just the decoder start token), no previous-text prompt, one alignment "head" (the last decoder
 layer's cross-attention averaged over its heads), and BPE pieces whose bytes carry the word spacing.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Speech2Text2's decoding: greedy or beam search (models/search.py, token-identical to HF `generate`) over one
 encoder window, behind the Backend seam (the family supplies step / new_state / filter_logits / eot).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,14 @@ class SearchOptions(BeamOptions):
 
 
 @torch.inference_mode()
-def generate(backend: Backend, encoder_out: Tensor, options: SearchOptions, *, valid: Tensor | None = None,
-             start: list[int] | None = None) -> list[int]:
+def generate(
+    backend: Backend,
+    encoder_out: Tensor,
+    options: SearchOptions,
+    *,
+    valid: Tensor | None = None,
+    start: list[int] | None = None,
+) -> list[int]:
     """Decode one window (encoder_out (1, S, d)): the whole sequence, start token(s) and final eos included."""
     start = list(start) if start is not None else backend.start_tokens("translate", None, [])
     state = backend.new_state(encoder_out, valid)
@@ -62,8 +69,9 @@ def translate_window(bundle: S2T2Bundle, audio: np.ndarray, beam_size: int) -> s
     return bundle.tokenizer.decode(tokens)
 
 
-def translate_offline(bundle: S2T2Bundle, audio: np.ndarray, options: OfflineOptions,
-                      progress: Progress | None = None) -> Transcript:
+def translate_offline(
+    bundle: S2T2Bundle, audio: np.ndarray, options: OfflineOptions, progress: Progress | None = None
+) -> Transcript:
     """The family's offline entry (engine.backend.transcribe): no timestamps to seek by, so ≤ 30 s windows cut at
     the quietest 0.1 s in the last 5 s of each. Translates whatever the task (the checkpoint's one task); the
     language is the caller's, as given (one source language per checkpoint, nothing detected)."""

@@ -4,6 +4,7 @@ The family registers `load_s2t2` for config.json model_type "speech-encoder-deco
 such directories here). Everything that is checked is checked before any weight is read, and every failure is a
 ModelLoadError that names the field or file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,15 @@ from typing import Any, Literal
 import torch
 
 from ...errors import ModelLoadError
-from ..checkpoint import (check_weights, config_from_json, generation_lookup, no_random_init, read_json,
-                         read_state_dict, warn_unapplied)
+from ..checkpoint import (
+    check_weights,
+    config_from_json,
+    generation_lookup,
+    no_random_init,
+    read_json,
+    read_state_dict,
+    warn_unapplied,
+)
 from .model import S2T2, S2T2Config
 from .tokenizer import S2T2Tokenizer
 from .wav2vec2 import ACTIVATIONS, SAMPLE_RATE, Wav2Vec2Config
@@ -27,9 +35,15 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 200  # HF's own default (20) would cut a 30 s window's translation mid-sentence
 # checkpoint entries that carry nothing the inference model needs
 # HF generation options with their neutral values; other values are logged and not applied
-UNAPPLIED_OPTIONS = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "min_length": 0,
-                     "forced_eos_token_id": None, "forced_bos_token_id": None, "bad_words_ids": None,
-                     "do_sample": False}
+UNAPPLIED_OPTIONS = {
+    "no_repeat_ngram_size": 0,
+    "repetition_penalty": 1.0,
+    "min_length": 0,
+    "forced_eos_token_id": None,
+    "forced_bos_token_id": None,
+    "bad_words_ids": None,
+    "do_sample": False,
+}
 IGNORED_WEIGHTS = ("encoder.masked_spec_embed", "decoder.model.decoder.embed_positions.weights")
 
 
@@ -80,8 +94,10 @@ def load_s2t2(path: Path, cfg: dict[str, Any], name: str) -> S2T2Bundle:
     tokenizer = S2T2Tokenizer.from_dir(path)
     generation = _generation(path, cfg, tokenizer)
     if len(tokenizer.vocab) > dec_cfg.vocab_size:
-        raise ModelLoadError(f"{path}: vocab.json has {len(tokenizer.vocab)} tokens but the decoder only "
-                             f"{dec_cfg.vocab_size} (config.json decoder.vocab_size)")
+        raise ModelLoadError(
+            f"{path}: vocab.json has {len(tokenizer.vocab)} tokens but the decoder only "
+            f"{dec_cfg.vocab_size} (config.json decoder.vocab_size)"
+        )
     with no_random_init():  # every weight comes from the checkpoint (strict below)
         model = S2T2(enc_cfg, dec_cfg)
     model.load_state_dict(map_weights(read_state_dict(path), model, path), strict=True)
@@ -97,11 +113,15 @@ def parse_config(cfg: dict[str, Any], path: Path | str = "config.json") -> tuple
     if not isinstance(enc, dict) or not isinstance(dec, dict):
         raise ModelLoadError(f"{where}: a speech-encoder-decoder config needs 'encoder' and 'decoder' sections")
     if enc.get("model_type") != "wav2vec2":
-        raise ModelLoadError(f"{where}: encoder model_type {enc.get('model_type')!r} is not supported "
-                             "(this engine runs wav2vec2 encoders with Speech2Text2 decoders)")
+        raise ModelLoadError(
+            f"{where}: encoder model_type {enc.get('model_type')!r} is not supported "
+            "(this engine runs wav2vec2 encoders with Speech2Text2 decoders)"
+        )
     if dec.get("model_type") != "speech_to_text_2":
-        raise ModelLoadError(f"{where}: decoder model_type {dec.get('model_type')!r} is not supported "
-                             "(this engine runs Speech2Text2 decoders; for Whisper use a Whisper checkpoint)")
+        raise ModelLoadError(
+            f"{where}: decoder model_type {dec.get('model_type')!r} is not supported "
+            "(this engine runs Speech2Text2 decoders; for Whisper use a Whisper checkpoint)"
+        )
     try:
         enc_cfg = _wav2vec2_config(enc)
         dec_cfg = _s2t2_config(dec)
@@ -121,11 +141,14 @@ def _wav2vec2_config(enc: dict[str, Any]) -> Wav2Vec2Config:
     if n_conv is not None and int(n_conv) != len(c.conv_dim):
         raise ValueError(f"encoder.num_feat_extract_layers is {n_conv} but conv_dim lists {len(c.conv_dim)} layers")
     if c.hidden_size % c.num_attention_heads:
-        raise ValueError(f"encoder.hidden_size {c.hidden_size} is not divisible by "
-                         f"num_attention_heads {c.num_attention_heads}")
+        raise ValueError(
+            f"encoder.hidden_size {c.hidden_size} is not divisible by num_attention_heads {c.num_attention_heads}"
+        )
     if c.hidden_size % c.num_conv_pos_embedding_groups:
-        raise ValueError(f"encoder.hidden_size {c.hidden_size} is not divisible by "
-                         f"num_conv_pos_embedding_groups {c.num_conv_pos_embedding_groups}")
+        raise ValueError(
+            f"encoder.hidden_size {c.hidden_size} is not divisible by "
+            f"num_conv_pos_embedding_groups {c.num_conv_pos_embedding_groups}"
+        )
     for key in ("feat_extract_activation", "hidden_act"):
         if getattr(c, key) not in ACTIVATIONS:
             raise ValueError(f"encoder.{key} {getattr(c, key)!r} is not supported ({', '.join(ACTIVATIONS)})")
@@ -137,8 +160,9 @@ def _wav2vec2_config(enc: dict[str, Any]) -> Wav2Vec2Config:
 def _s2t2_config(dec: dict[str, Any]) -> S2T2Config:
     c = config_from_json(S2T2Config, dec)
     if c.d_model % c.decoder_attention_heads:
-        raise ValueError(f"decoder.d_model {c.d_model} is not divisible by "
-                         f"decoder_attention_heads {c.decoder_attention_heads}")
+        raise ValueError(
+            f"decoder.d_model {c.d_model} is not divisible by decoder_attention_heads {c.decoder_attention_heads}"
+        )
     if c.activation_function not in ACTIVATIONS:
         raise ValueError(f"decoder.activation_function {c.activation_function!r} is not supported")
     if not 0 <= c.pad_token_id < c.vocab_size:
@@ -195,8 +219,12 @@ def map_weights(hf: dict[str, torch.Tensor], model: S2T2, path: Path | str) -> d
     conv = "encoder.encoder.pos_conv_embed.conv"
     g = hf.get(f"{conv}.weight_g", hf.get(f"{conv}.parametrizations.weight.original0"))
     v = hf.get(f"{conv}.weight_v", hf.get(f"{conv}.parametrizations.weight.original1"))
-    folded = {f"{conv}.weight_g", f"{conv}.weight_v", f"{conv}.parametrizations.weight.original0",
-              f"{conv}.parametrizations.weight.original1"}
+    folded = {
+        f"{conv}.weight_g",
+        f"{conv}.weight_v",
+        f"{conv}.parametrizations.weight.original0",
+        f"{conv}.parametrizations.weight.original1",
+    }
     if g is not None and v is not None:
         # weight norm over dim 2 (time): each kernel tap's (out, in/groups) slice is scaled to norm g
         g, v = g.float(), v.float()

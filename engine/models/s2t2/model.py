@@ -4,6 +4,7 @@ The decoder is stateless: every step reads and extends an explicit DecoderState 
 cross-attention keys/values of the current audio, the position offset). Layer and parameter names follow the HF
 checkpoint (`self_attn.k_proj`, `encoder_attn_layer_norm`, `fc1`, ...) so the loader only strips prefixes.
 """
+
 from __future__ import annotations
 
 import math
@@ -116,8 +117,9 @@ class S2T2Decoder(nn.Module):
         # rows 0..pad are never used by real tokens (pad itself maps to the zero row); the reference allocates
         # max_target_positions + 2 rows, enough for pad_token_id <= 1
         n_rows = cfg.pad_token_id + 1 + cfg.max_target_positions
-        self.register_buffer("embed_positions", sinusoidal_table(n_rows, cfg.d_model, cfg.pad_token_id),
-                             persistent=False)
+        self.register_buffer(
+            "embed_positions", sinusoidal_table(n_rows, cfg.d_model, cfg.pad_token_id), persistent=False
+        )
         self.layers = Layers[DecoderLayer](DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 

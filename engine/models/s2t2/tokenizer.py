@@ -3,6 +3,7 @@
 Decoding joins the pieces with spaces and then deletes every "@@ " — so "Sch@@", "ön" reads "Schön". Encoding (only
 needed for prompts and tests) applies `merges.txt` with a "</w>" end-of-word marker, as the reference does.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,14 @@ class SpecialTokens:
 class S2T2Tokenizer:
     # merges: merges.txt's piece pairs, first = merged first (a malformed line's shorter tuple never matches, as
     # in the reference)
-    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, ...]] | None = None,
-                 special_names: dict[str, str] | None = None, do_lower_case: bool = False,
-                 clean_up_spaces: bool = False) -> None:
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: list[tuple[str, ...]] | None = None,
+        special_names: dict[str, str] | None = None,
+        do_lower_case: bool = False,
+        clean_up_spaces: bool = False,
+    ) -> None:
         self.vocab = vocab
         self.id_to_piece = {i: p for p, i in vocab.items()}
         names = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
@@ -46,7 +52,7 @@ class S2T2Tokenizer:
         self._bpe_cache: dict[str, list[str]] = {}
 
     @classmethod
-    def from_dir(cls, path: Path) -> "S2T2Tokenizer":
+    def from_dir(cls, path: Path) -> S2T2Tokenizer:
         """vocab.json (required), merges.txt (optional: decoding works without it), tokenizer_config.json and
         special_tokens_map.json (optional: names of the special tokens)."""
         vocab_file = path / "vocab.json"
@@ -78,8 +84,13 @@ class S2T2Tokenizer:
                 value = value.get("content")
             if isinstance(value, str):
                 special[key] = value
-        return cls(vocab, merges, special, bool(config.get("do_lower_case", False)),
-                   bool(config.get("clean_up_tokenization_spaces", False)))
+        return cls(
+            vocab,
+            merges,
+            special,
+            bool(config.get("do_lower_case", False)),
+            bool(config.get("clean_up_tokenization_spaces", False)),
+        )
 
     # -- decoding ------------------------------------------------------------------------------------------
     def piece(self, token: int) -> str:
@@ -152,7 +163,17 @@ class S2T2Tokenizer:
 
 def _clean_up(text: str) -> str:
     """The reference's clean_up_tokenization (only when tokenizer_config.json asks for it)."""
-    for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-                 (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for a, b in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(a, b)
     return text

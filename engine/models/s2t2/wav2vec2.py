@@ -4,6 +4,7 @@ Module and parameter names follow the HF checkpoints (`feature_extractor.conv_la
 loading is a prefix strip; the one exception is the positional convolution, whose weight norm is folded into a plain
 weight when the checkpoint is read (it never changes at inference time).
 """
+
 from __future__ import annotations
 
 import math
@@ -158,8 +159,9 @@ class PositionalConv(nn.Module):
     def __init__(self, cfg: Wav2Vec2Config) -> None:
         super().__init__()
         k = cfg.num_conv_pos_embeddings
-        self.conv = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, k, padding=k // 2,
-                              groups=cfg.num_conv_pos_embedding_groups)
+        self.conv = nn.Conv1d(
+            cfg.hidden_size, cfg.hidden_size, k, padding=k // 2, groups=cfg.num_conv_pos_embedding_groups
+        )
         self.trim = 1 if k % 2 == 0 else 0  # an even kernel with padding k//2 yields one frame too many
         self.act = activation(cfg.feat_extract_activation)
 
@@ -193,8 +195,12 @@ class AttentionProjections(nn.Module):
 class SelfAttention(AttentionProjections):
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         b, t, d = x.shape
-        out = F.scaled_dot_product_attention(self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)),
-                                             self.split_heads(self.v_proj(x)), attn_mask=mask)
+        out = F.scaled_dot_product_attention(
+            self.split_heads(self.q_proj(x)),
+            self.split_heads(self.k_proj(x)),
+            self.split_heads(self.v_proj(x)),
+            attn_mask=mask,
+        )
         merged: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, t, d))
         return merged
 
@@ -261,8 +267,9 @@ class Adapter(nn.Module):
         if out != cfg.hidden_size:
             self.proj = nn.Linear(cfg.hidden_size, out)
             self.proj_layer_norm = nn.LayerNorm(out)
-        self.layers = Layers[_AdapterLayer](_AdapterLayer(out, cfg.adapter_kernel_size, cfg.adapter_stride)
-                                           for _ in range(cfg.num_adapter_layers))
+        self.layers = Layers[_AdapterLayer](
+            _AdapterLayer(out, cfg.adapter_kernel_size, cfg.adapter_stride) for _ in range(cfg.num_adapter_layers)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if self.proj is not None:

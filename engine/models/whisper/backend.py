@@ -1,4 +1,5 @@
 """Whisper behind the Backend seam: log-mel windows in, byte-level BPE tokens out."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,7 +86,7 @@ class WhisperBackend:
 
     def start_tokens(self, task: Task, language: str | None, previous: list[int]) -> list[int]:
         sp = self.tokenizer.special
-        head = [sp.sot_prev] + previous[-(self.model.n_text_ctx // 4):] if previous else []
+        head = [sp.sot_prev] + previous[-(self.model.n_text_ctx // 4) :] if previous else []
         return head + self.tokenizer.sot_sequence(task, language, timestamps=False)
 
     def filter_logits(self, logits: Tensor, n_generated: int) -> None:

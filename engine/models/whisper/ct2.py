@@ -5,6 +5,7 @@ Layout (little-endian; a string is a uint16 length counting a trailing NUL, then
     n_vars x { string name | uint8 rank | rank x uint32 dim | uint8 dtype | uint32 nbytes | bytes }
     uint32 n_aliases | n_aliases x { string alias | string target }
 """
+
 from __future__ import annotations
 
 import re
@@ -111,9 +112,9 @@ def _count_layers(names: Iterable[str], prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def whisper_from_ct2(ct2: CT2Model, alignment_heads: tuple[tuple[int, int], ...] = ()) -> tuple[
-    WhisperConfig, dict[str, torch.Tensor]
-]:
+def whisper_from_ct2(
+    ct2: CT2Model, alignment_heads: tuple[tuple[int, int], ...] = ()
+) -> tuple[WhisperConfig, dict[str, torch.Tensor]]:
     """Map a CTranslate2 WhisperSpec onto Whisper's state dict (fp32)."""
     if ct2.spec_name != "WhisperSpec":
         raise ModelLoadError(f"expected a WhisperSpec CTranslate2 model, got {ct2.spec_name}")

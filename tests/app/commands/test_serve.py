@@ -1,4 +1,5 @@
 """`dragoman serve`'s flags (app/commands/serve.py): limits, access and session defaults of the server config."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,9 +15,27 @@ def test_serve_flags_make_the_config(monkeypatch, tmp_path):
     from engine.errors import ConfigError
 
     monkeypatch.setenv("DRAGOMAN_TOKEN", TOKEN)
-    args = build_parser().parse_args(["serve", "--task", "transcribe", "--language", "fr", "--max-realtime", "2",
-                                      "--idle-timeout", "5", "--max-session-time", "60", "--max-connections", "3",
-                                      "--max-frame-kb", "64", "--allow-origin", "https://a.example"])
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--task",
+            "transcribe",
+            "--language",
+            "fr",
+            "--max-realtime",
+            "2",
+            "--idle-timeout",
+            "5",
+            "--max-session-time",
+            "60",
+            "--max-connections",
+            "3",
+            "--max-frame-kb",
+            "64",
+            "--allow-origin",
+            "https://a.example",
+        ]
+    )
     config = server_config(args)
     assert config.access.token == TOKEN and config.access.allowed_origins == ("https://a.example",)
     assert (config.server_limits.max_realtime, config.server_limits.idle_timeout_s) == (2.0, 5.0)
@@ -28,8 +47,12 @@ def test_serve_flags_make_the_config(monkeypatch, tmp_path):
     proto.session_ended()
     explicit = proto.receive_text('{"type": "start", "task": "translate", "language": null}')
     assert (explicit.task, explicit.language) == ("translate", None)  # an explicit null still means "detect"
-    for bad in (["serve", "--token", "short"], ["serve", "--language", "german"],
-                ["serve", "--certfile", str(tmp_path / "missing.pem"), "--keyfile", str(tmp_path / "k.pem")],
-                ["serve", "--certfile", str(tmp_path)], ["serve", "--idle-timeout", "0"]):
+    for bad in (
+        ["serve", "--token", "short"],
+        ["serve", "--language", "german"],
+        ["serve", "--certfile", str(tmp_path / "missing.pem"), "--keyfile", str(tmp_path / "k.pem")],
+        ["serve", "--certfile", str(tmp_path)],
+        ["serve", "--idle-timeout", "0"],
+    ):
         with pytest.raises(ConfigError):
             server_config(build_parser().parse_args(bad))

@@ -1,5 +1,6 @@
 """The caption protocol's server on the real model, shared by test_connection.py and test_connection_hardening.py
 (files that need another server define their own `server` fixture, which takes precedence)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Operations endpoints and the ASGI app itself: /healthz for load balancers, /metrics for Prometheus (behind the
 token), access rules on the API routes, and `create_app()` running under another host (its own lifespan)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from app.runtime import Engine, EngineConfig
 from app.server import DragomanServer, ServerConfig, create_app
 from app.server.auth import AccessConfig
-from app.runtime import Engine, EngineConfig
 from tests.server_clients import pcm16, serving
 
 TOKEN = "ops-test-token-0e4d"
@@ -90,7 +91,9 @@ async def test_api_routes_check_token_and_origin_and_refuse_plain_gets(server):
         ({"Authorization": f"Token {TOKEN}"}, base + "/v1/models", 200),
         ({}, base + f"/v1/models?token={TOKEN}", 200),
         ({"Authorization": f"Bearer {TOKEN}", "Origin": "https://evil.example"}, base + "/v1/models", 403),
-        ({}, base + "/v1/listen", 426), ({}, base + "/v1/realtime", 426), ({}, base + "/ws", 426),
+        ({}, base + "/v1/listen", 426),
+        ({}, base + "/v1/realtime", 426),
+        ({}, base + "/ws", 426),
     ]:
         status, body, _ = await asyncio.to_thread(get, url, headers)
         assert status == expected, (url, headers, status, body[:200])

@@ -2,6 +2,7 @@
 
 These need sessions to open but no model work, so they are quick.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,9 +23,12 @@ async def test_token_is_required_and_never_logged(backend, caplog):
     """With a token, /ws needs it (header or query; else 401); the page stays public; the token never hits the logs."""
     caplog.set_level(logging.DEBUG)  # everything, websockets' request lines included
     async with serving(backend, access=AccessConfig(token=TOKEN)) as srv:
-        for url, headers in [(srv.ws_url, None), (srv.ws_url + "?token=wrong", None),
-                             (srv.ws_url, {"Authorization": "Bearer " + TOKEN[:-1]}),
-                             (srv.ws_url + "?token=" + TOKEN[:-1] + "X", None)]:
+        for url, headers in [
+            (srv.ws_url, None),
+            (srv.ws_url + "?token=wrong", None),
+            (srv.ws_url, {"Authorization": "Bearer " + TOKEN[:-1]}),
+            (srv.ws_url + "?token=" + TOKEN[:-1] + "X", None),
+        ]:
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(url, additional_headers=headers):
                     pass
@@ -36,8 +40,9 @@ async def test_token_is_required_and_never_logged(backend, caplog):
         page = await asyncio.to_thread(lambda: urllib.request.urlopen(srv.url + "?token=" + TOKEN, timeout=10).read())
         assert b"Dragoman" in page
     # the test's own client logs what it sends; everything the server side logged is checked
-    server_log = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records
-                           if not r.name.startswith("websockets.client"))
+    server_log = "\n".join(
+        r.getMessage() + (r.exc_text or "") for r in caplog.records if not r.name.startswith("websockets.client")
+    )
     # the requests were logged (DEBUG; ASGI lower-cases header names) ...
     assert "GET /ws" in server_log and "authorization" in server_log.lower()
     assert TOKEN not in server_log and TOKEN[:-1] not in server_log  # ... without the token or near-misses
@@ -49,9 +54,15 @@ async def test_origin_must_be_same_or_allowed(backend):
     """Browsers from a foreign origin get 403; the server's own origin, listed origins and non-browsers get in."""
     async with serving(backend, access=AccessConfig(allowed_origins=("https://captions.example.org",))) as srv:
         own = f"http://127.0.0.1:{srv.port}"
-        for origin, ok in [(own, True), (None, True), ("https://captions.example.org", True),
-                           ("https://evil.example.com", False), (f"http://localhost:{srv.port}", False),
-                           (f"https://127.0.0.1:{srv.port}", False), ("null", False)]:
+        for origin, ok in [
+            (own, True),
+            (None, True),
+            ("https://captions.example.org", True),
+            ("https://evil.example.com", False),
+            (f"http://localhost:{srv.port}", False),
+            (f"https://127.0.0.1:{srv.port}", False),
+            ("null", False),
+        ]:
             try:
                 async with connect(srv.ws_url, origin=origin) as ws:
                     await ready(ws)
@@ -70,17 +81,23 @@ def _self_signed(tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"  # tmp_path: never committed
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return certfile, keyfile
 
 
@@ -94,6 +111,6 @@ async def test_tls_serves_https_and_wss(backend, tmp_path):
         assert b"Dragoman" in page
         async with connect(srv.ws_url, ssl=client, origin=f"https://127.0.0.1:{srv.port}") as ws:
             await ready(ws)
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (a reset, an EOF or a bad reply, as the TLS server drops it)
             async with connect(srv.ws_url.replace("wss://", "ws://"), open_timeout=5):
                 pass

@@ -1,4 +1,5 @@
 """The WebSocket protocol end to end: a real websockets client, a real server, the embedded model, German speech."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,9 +12,9 @@ import sacrebleu
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import connect
 
+from app.runtime import Engine, EngineConfig
 from app.server import DragomanServer, ServerConfig
 from engine.audio import resample
-from app.runtime import Engine, EngineConfig
 from tests.server_clients import SamplesTrack, Transcript, pcm16, stream_pcm, words
 from tests.speech import speech
 
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.slow
 
 # Words the English reference of each German sentence must bring (SENTENCES["de"][i].english)
 # (sentences 0 and 3 are the ones Whisper base translates reliably when streamed)
-KEY_WORDS = {0: {"morning", "weather", "berlin", "park", "afternoon"},
-             3: {"sister", "works", "hospital", "doctor", "helps", "people"}}
+KEY_WORDS = {
+    0: {"morning", "weather", "berlin", "park", "afternoon"},
+    3: {"sister", "works", "hospital", "doctor", "helps", "people"},
+}
 
 
 def assert_translates(transcript: Transcript, index: int, min_hits: int = 3) -> None:
@@ -79,6 +82,7 @@ async def test_protocol_errors_keep_the_connection_usable(server, audio_dir):
     """Bad messages get error events with stable codes; the same connection then runs a normal session."""
     audio, _ = speech("de", 3, audio_dir)
     async with connect(server.ws_url) as ws:
+
         async def expect_error(send: str | bytes) -> str:
             await ws.send(send)
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -110,8 +114,10 @@ async def test_protocol_errors_keep_the_connection_usable(server, audio_dir):
 async def test_busy_beyond_max_sessions_and_vanishing_client(backend, audio_dir):
     """Past max_sessions a client gets `busy`; a client that vanishes mid-stream frees its slot for the next."""
     audio, _ = speech("de", 3, audio_dir)
-    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, \
-            DragomanServer(engine, ServerConfig(port=0)) as srv:
+    async with (
+        Engine(backend, EngineConfig(max_sessions=1)) as engine,
+        DragomanServer(engine, ServerConfig(port=0)) as srv,
+    ):
         async with connect(srv.ws_url) as first:
             await first.send('{"type": "start"}')
             assert json.loads(await first.recv())["type"] == "ready"
@@ -148,8 +154,9 @@ async def test_webrtc_session_over_the_same_socket(server, audio_dir):
                     out.messages.append(msg)
                     if msg["type"] == "answer":
                         await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "answer"))
-                        asyncio.get_running_loop().call_later(len(track.pcm) / track.rate + 1.0,
-                                                              lambda: asyncio.ensure_future(ws.send('{"type":"stop"}')))
+                        asyncio.get_running_loop().call_later(
+                            len(track.pcm) / track.rate + 1.0, lambda: asyncio.ensure_future(ws.send('{"type":"stop"}'))
+                        )
                     elif msg["type"] == "end":
                         break
     finally:

@@ -3,6 +3,7 @@ handler or the server; every reply is a well-formed server message; afterwards a
 
 The server runs on its own event loop in a thread (hypothesis drives examples synchronously); 300 sequences.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from app.server.protocol import ErrorCode
-from tests.server_clients import server_in_thread
 from tests.app.server.test_protocol_fuzz import actions
+from tests.server_clients import server_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 # every message type app/server/protocol.py writes (target_* only with --target, which this server lacks)
@@ -58,8 +59,9 @@ async def exchange(url: str, steps: list[tuple[str, object]]) -> list[dict]:
     return replies
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(actions, max_size=25))
 def test_random_message_sequences_over_a_real_socket(live_server, steps):
     """Whatever a client sends, replies are well-formed server messages with known codes and the handler survives."""

@@ -2,6 +2,7 @@
 server keeps serving, and a well-behaved client streaming German speech meanwhile gets its complete translation.
 A failure inside one session's model work ends only that session, logged once with its id.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.server import DragomanServer, ServerConfig
 from app.runtime import Engine, EngineConfig
+from app.server import DragomanServer, ServerConfig
 from tests.server_clients import pcm16, stream_pcm, words
 from tests.speech import speech
 
@@ -37,8 +38,11 @@ async def replies_to(url: str, sends: list, *, start: dict | None = None, wait_s
             quiet_until = asyncio.get_running_loop().time() + wait_s  # stats alone do not count as activity
             while True:
                 try:
-                    out.append(json.loads(await asyncio.wait_for(
-                        ws.recv(), max(0.0, quiet_until - asyncio.get_running_loop().time()))))
+                    out.append(
+                        json.loads(
+                            await asyncio.wait_for(ws.recv(), max(0.0, quiet_until - asyncio.get_running_loop().time()))
+                        )
+                    )
                 except TimeoutError:
                     break
                 if out[-1]["type"] == "end":
@@ -63,15 +67,23 @@ async def test_bad_input_gets_codes_while_a_good_client_is_unaffected(server, au
         "malformed json": ([b"", "{nope"], None, {"not_started", "bad_json"}, None),
         "unknown type": (['{"type":"launch"}'], None, {"unknown_type"}, None),
         "missing type": (['{"task":"translate"}', '{"type":"offer"}'], None, {"bad_message"}, None),
-        "wrong fields": (['{"type":"start","sample_rate":"fast"}', '{"type":"start","task":7}',
-                          '{"type":"start","protocol":99}'], None, {"bad_message", "unsupported_version"}, None),
+        "wrong fields": (
+            ['{"type":"start","sample_rate":"fast"}', '{"type":"start","task":7}', '{"type":"start","protocol":99}'],
+            None,
+            {"bad_message", "unsupported_version"},
+            None,
+        ),
         "audio before start": ([b"\x00\x00" * 160, '{"type":"stop"}'], None, {"not_started"}, None),
         "start twice": (['{"type":"start"}'], {}, {"already_started"}, None),
         "odd length pcm": ([b"\x00\x00\x00"], {}, {"bad_audio"}, None),
         "misaligned f32": ([b"\x00" * 6], {"encoding": "pcm_f32le"}, {"bad_audio"}, None),
         "nan and inf": ([nan], {"encoding": "pcm_f32le"}, {"bad_audio"}, None),
-        "absurd rates": (['{"type":"start","sample_rate":1}', '{"type":"start","sample_rate":1e12}'], None,
-                         {"bad_message"}, None),
+        "absurd rates": (
+            ['{"type":"start","sample_rate":1}', '{"type":"start","sample_rate":1e12}'],
+            None,
+            {"bad_message"},
+            None,
+        ),
         "empty frame": ([b""], {}, {"bad_audio"}, None),
         "tiny frame flood": ([b"\x00\x00"] * 1500 + ['{"type":"stop"}'], {}, {"rate_limited"}, None),
         "multi-MB frame": ([b"\x00" * (4 * 2**20)], {}, set(), 1009),
@@ -85,8 +97,9 @@ async def test_bad_input_gets_codes_while_a_good_client_is_unaffected(server, au
         ws.transport.abort()  # gone without stop or close
 
     good = asyncio.ensure_future(stream_pcm(url, audio, realtime=2.0))
-    results = await asyncio.gather(*(replies_to(url, sends, start=start) for sends, start, _, _ in cases.values()),
-                                   disconnect_mid_stream())
+    results = await asyncio.gather(
+        *(replies_to(url, sends, start=start) for sends, start, _, _ in cases.values()), disconnect_mid_stream()
+    )
     out = await good
     for (name, (_, _, expected, close)), (replies, code) in zip(cases.items(), results):
         got = set(codes(replies))
@@ -108,8 +121,10 @@ async def test_a_model_failure_ends_only_its_session(backend, audio_dir, caplog)
     """An exception in one session's model work gives that client `internal` and `end`; the other completes."""
     caplog.set_level(logging.INFO)
     audio, _ = speech("de", 3, audio_dir)
-    async with Engine(backend, EngineConfig(max_sessions=3)) as engine, \
-            DragomanServer(engine, ServerConfig(port=0)) as srv:
+    async with (
+        Engine(backend, EngineConfig(max_sessions=3)) as engine,
+        DragomanServer(engine, ServerConfig(port=0)) as srv,
+    ):
         opened = []
         real_open = engine.open_session
 
@@ -117,8 +132,10 @@ async def test_a_model_failure_ends_only_its_session(backend, audio_dir, caplog)
             live = real_open(config, session_id)
             opened.append(live)
             if len(opened) == 1:  # the first session's decoder blows up at its first update
+
                 def boom(*args, **kwargs):
                     raise RuntimeError("simulated model failure")
+
                 live.session.begin_decode = boom  # the engine's first step of model work per update
             return live
 

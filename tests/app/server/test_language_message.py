@@ -3,6 +3,7 @@ the text decoded in it, again only when it changes; a session given its language
 
 The server is the real one; the engine is test_rooms.py's scripted stand-in with a detector attached (the real
 model's German is checked in tests/e2e/test_browser.py)."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ async def test_detected_language_is_announced_before_its_text_and_on_change():
             await ws.send(json.dumps({"type": "stop"}))
             rest = await read_until(ws, "end")
             announced = [m for m in first + rest if m["type"] == "language"]
-            assert announced == [{"type": "language", "language": "la", "decided": False},
-                                 {"type": "language", "language": "de", "decided": True}]
+            assert announced == [
+                {"type": "language", "language": "la", "decided": False},
+                {"type": "language", "language": "de", "decided": True},
+            ]
             # before the text decoded in it (w0-w2 were read before the change)
             switch = rest.index(announced[1])
             assert [m["text"] for m in rest[switch:] if m["type"] == "commit"] == [" w3", " w4", " w5"]

@@ -2,6 +2,7 @@
 
 These need sessions to open but little or no model work (silence is skipped by the VAD), so they are quick.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,7 @@
 """Captions in another language over the WebSocket protocol: `start.target` parsing, the offered targets, and a
 real server streaming synthesised English speech with a tiny MarianMT checkpoint, whose `target_commit`s are
 exactly what transformers translates from the session's own source units."""
+
 from __future__ import annotations
 
 import asyncio
@@ -131,8 +132,7 @@ async def test_one_speaker_captioned_in_two_languages(server, marian_es, audio_d
     from engine.mt.translate import Translator
 
     es = Translator(marian_es)
-    assert [m["text"].strip() for m in by["es"]] == [es.translate(m["source_text"], "en", "es").text
-                                                     for m in by["es"]]
+    assert [m["text"].strip() for m in by["es"]] == [es.translate(m["source_text"], "en", "es").text for m in by["es"]]
     assert [m["text"] for m in by["es"]] != [m["text"] for m in by["de"]]
 
 

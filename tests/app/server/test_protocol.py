@@ -1,4 +1,5 @@
 """The sans-I/O protocol: parsing, validation, phases and the messages the server builds."""
+
 from __future__ import annotations
 
 import json
@@ -23,33 +24,46 @@ def test_start_defaults():
 
 def test_start_full_and_language_normalised():
     """Every start field is read; 'auto' and '' mean detection, codes are lower-cased."""
-    msg = p.parse_text(json.dumps({"type": "start", "task": "transcribe", "language": "DE", "sample_rate": 48000.0,
-                                   "encoding": "pcm_f32le", "protocol": 1}))
+    msg = p.parse_text(
+        json.dumps(
+            {
+                "type": "start",
+                "task": "transcribe",
+                "language": "DE",
+                "sample_rate": 48000.0,
+                "encoding": "pcm_f32le",
+                "protocol": 1,
+            }
+        )
+    )
     assert msg == p.Start("transcribe", "de", 48000, "pcm_f32le")
     assert p.parse_text('{"type": "start", "language": "auto"}').language is None
     assert p.parse_text('{"type": "start", "language": ""}').language is None
 
 
-@pytest.mark.parametrize("text, code", [
-    ("not json", ErrorCode.BAD_JSON),
-    ("[1, 2]", ErrorCode.BAD_JSON),
-    ('{"no": "type"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": 3}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "dance"}', ErrorCode.UNKNOWN_TYPE),
-    ('{"type": "start", "task": "summarise"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "language": "german!"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "language": 7}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "sample_rate": 100}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "sample_rate": 1e9}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "sample_rate": 16000.5}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "sample_rate": true}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "sample_rate": "16000"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "encoding": "mp3"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "start", "protocol": 2}', ErrorCode.UNSUPPORTED_VERSION),
-    ('{"type": "offer"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "offer", "sdp": "hello"}', ErrorCode.BAD_MESSAGE),
-    ('{"type": "ice", "sdpMLineIndex": -1, "candidate": null}', ErrorCode.BAD_MESSAGE),
-])
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("not json", ErrorCode.BAD_JSON),
+        ("[1, 2]", ErrorCode.BAD_JSON),
+        ('{"no": "type"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": 3}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "dance"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type": "start", "task": "summarise"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "language": "german!"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "language": 7}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "sample_rate": 100}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "sample_rate": 1e9}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "sample_rate": 16000.5}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "sample_rate": true}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "sample_rate": "16000"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "encoding": "mp3"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "start", "protocol": 2}', ErrorCode.UNSUPPORTED_VERSION),
+        ('{"type": "offer"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "offer", "sdp": "hello"}', ErrorCode.BAD_MESSAGE),
+        ('{"type": "ice", "sdpMLineIndex": -1, "candidate": null}', ErrorCode.BAD_MESSAGE),
+    ],
+)
 def test_bad_messages_get_stable_codes(text, code):
     """Each kind of malformed message is rejected with its documented error code."""
     assert code_of(p.parse_text, text) is code
@@ -68,8 +82,9 @@ def test_size_limits_are_config():
 def test_ice_candidate_parsing():
     """An ICE message keeps candidate, mid and index; null or empty candidate marks the end."""
     line = "candidate:1 1 udp 2122260223 192.168.1.2 54321 typ host"
-    assert p.parse_text(json.dumps({"type": "ice", "candidate": line, "sdpMid": "0", "sdpMLineIndex": 0})) == \
-        p.Ice(line, "0", 0)
+    assert p.parse_text(json.dumps({"type": "ice", "candidate": line, "sdpMid": "0", "sdpMLineIndex": 0})) == p.Ice(
+        line, "0", 0
+    )
     assert p.parse_text('{"type": "ice", "candidate": ""}') == p.Ice(None)
 
 
@@ -110,15 +125,31 @@ def test_phases():
 
 def test_server_messages_are_json_with_rounded_times():
     """Outgoing messages are compact JSON; times round to ms and NaN becomes null."""
-    assert json.loads(p.CommitMessage(" Hello", 1.23456, 2.0).to_json()) == \
-        {"type": "commit", "text": " Hello", "start_s": 1.235, "end_s": 2.0}
-    assert json.loads(p.StatsMessage(float("nan"), 0.5, 3.0).to_json()) == \
-        {"type": "stats", "lag_s": None, "rtf": 0.5, "audio_s": 3.0}
+    assert json.loads(p.CommitMessage(" Hello", 1.23456, 2.0).to_json()) == {
+        "type": "commit",
+        "text": " Hello",
+        "start_s": 1.235,
+        "end_s": 2.0,
+    }
+    assert json.loads(p.StatsMessage(float("nan"), 0.5, 3.0).to_json()) == {
+        "type": "stats",
+        "lag_s": None,
+        "rtf": 0.5,
+        "audio_s": 3.0,
+    }
     ready = json.loads(p.ReadyMessage("abc", ({"urls": ["stun:x:1"]},)).to_json())
-    assert ready == {"type": "ready", "session": "abc", "protocol": p.PROTOCOL_VERSION, "sample_rate": 16000,
-                     "ice_servers": [{"urls": ["stun:x:1"]}]}
-    assert json.loads(p.ErrorMessage(ErrorCode.BUSY, "full").to_json()) == \
-        {"type": "error", "code": "busy", "message": "full"}
+    assert ready == {
+        "type": "ready",
+        "session": "abc",
+        "protocol": p.PROTOCOL_VERSION,
+        "sample_rate": 16000,
+        "ice_servers": [{"urls": ["stun:x:1"]}],
+    }
+    assert json.loads(p.ErrorMessage(ErrorCode.BUSY, "full").to_json()) == {
+        "type": "error",
+        "code": "busy",
+        "message": "full",
+    }
     assert p.EndMessage().to_json() == '{"type":"end"}'
     assert p.PartialMessage("ü").to_json().startswith('{"type":"partial",')
     assert "ü" in p.PartialMessage("ü").to_json()  # not \\u-escaped: half the bytes on the wire
@@ -128,42 +159,36 @@ def test_server_messages_are_written_byte_for_byte_as_documented():
     """Every server message type, exactly as the page, the docs and deployed clients read it: field order, compact
     separators, UTF-8 unescaped, times in ms."""
     written = [
-        (p.ReadyMessage("s1", ({"urls": ["stun:x:1"]},), replica="r1"),
-         '{"type":"ready","session":"s1","protocol":1,"sample_rate":16000,"ice_servers":[{"urls":["stun:x:1"]}],'
-         '"replica":"r1"}'),
-        (p.ReadyMessage("s1"),
-         '{"type":"ready","session":"s1","protocol":1,"sample_rate":16000,"ice_servers":[]}'),
-        (p.PartialMessage(" grüß", 0.5, None),
-         '{"type":"partial","text":" grüß","start_s":0.5,"end_s":null}'),
-        (p.CommitMessage(" Hi", 1.0004, 2.5),
-         '{"type":"commit","text":" Hi","start_s":1.0,"end_s":2.5}'),
-        (p.TargetPartialMessage("de", "Hal", "Hel"),
-         '{"type":"target_partial","target":"de","text":"Hal",'
-         '"source_text":"Hel"}'),
-        (p.TargetCommitMessage("de", "Hallo.", "Hello.", 0.0, 1.2, 0.3456),
-         '{"type":"target_commit","target":"de","text":"Hallo.","source_text":"Hello.","start_s":0.0,'
-         '"end_s":1.2,"latency_s":0.346}'),
-        (p.StatsMessage(0.25, 0.5, float("inf")),
-         '{"type":"stats","lag_s":0.25,"rtf":0.5,"audio_s":null}'),
-        (p.LanguageMessage("de", False),
-         '{"type":"language","language":"de","decided":false}'),
-        (p.RestartedMessage("s2", None),
-         '{"type":"restarted","session":"s2","language":null}'),
-        (p.AnswerMessage("v=0"),
-         '{"type":"answer","sdp":"v=0"}'),
-        (p.ErrorMessage(ErrorCode.BUSY, "full"),
-         '{"type":"error","code":"busy","message":"full"}'),
-        (p.ErrorMessage("oom", "engine"),
-         '{"type":"error","code":"oom","message":"engine"}'),
-        (p.EndMessage(),
-         '{"type":"end"}'),
-        (p.RoomMessage("ab12", "tok", 200),
-         '{"type":"room","room":"ab12","viewer_token":"tok",'
-         '"watch_path":"/watch/ab12?token=tok","viewers":200}'),
-        (p.RoomEndMessage("over"),
-         '{"type":"room_end","reason":"over"}'),
-        (p.JoinedMessage("ab12", True, 3),
-         '{"type":"joined","room":"ab12","live":true,"replayed":3}'),
+        (
+            p.ReadyMessage("s1", ({"urls": ["stun:x:1"]},), replica="r1"),
+            '{"type":"ready","session":"s1","protocol":1,"sample_rate":16000,"ice_servers":[{"urls":["stun:x:1"]}],'
+            '"replica":"r1"}',
+        ),
+        (p.ReadyMessage("s1"), '{"type":"ready","session":"s1","protocol":1,"sample_rate":16000,"ice_servers":[]}'),
+        (p.PartialMessage(" grüß", 0.5, None), '{"type":"partial","text":" grüß","start_s":0.5,"end_s":null}'),
+        (p.CommitMessage(" Hi", 1.0004, 2.5), '{"type":"commit","text":" Hi","start_s":1.0,"end_s":2.5}'),
+        (
+            p.TargetPartialMessage("de", "Hal", "Hel"),
+            '{"type":"target_partial","target":"de","text":"Hal","source_text":"Hel"}',
+        ),
+        (
+            p.TargetCommitMessage("de", "Hallo.", "Hello.", 0.0, 1.2, 0.3456),
+            '{"type":"target_commit","target":"de","text":"Hallo.","source_text":"Hello.","start_s":0.0,'
+            '"end_s":1.2,"latency_s":0.346}',
+        ),
+        (p.StatsMessage(0.25, 0.5, float("inf")), '{"type":"stats","lag_s":0.25,"rtf":0.5,"audio_s":null}'),
+        (p.LanguageMessage("de", False), '{"type":"language","language":"de","decided":false}'),
+        (p.RestartedMessage("s2", None), '{"type":"restarted","session":"s2","language":null}'),
+        (p.AnswerMessage("v=0"), '{"type":"answer","sdp":"v=0"}'),
+        (p.ErrorMessage(ErrorCode.BUSY, "full"), '{"type":"error","code":"busy","message":"full"}'),
+        (p.ErrorMessage("oom", "engine"), '{"type":"error","code":"oom","message":"engine"}'),
+        (p.EndMessage(), '{"type":"end"}'),
+        (
+            p.RoomMessage("ab12", "tok", 200),
+            '{"type":"room","room":"ab12","viewer_token":"tok","watch_path":"/watch/ab12?token=tok","viewers":200}',
+        ),
+        (p.RoomEndMessage("over"), '{"type":"room_end","reason":"over"}'),
+        (p.JoinedMessage("ab12", True, 3), '{"type":"joined","room":"ab12","live":true,"replayed":3}'),
     ]
     for message, text in written:
         assert message.to_json() == text
@@ -172,10 +197,21 @@ def test_server_messages_are_written_byte_for_byte_as_documented():
 def test_only_superseded_messages_may_be_dropped():
     """Under backpressure partials, target partials and stats go first (a later one replaces them); commits, errors
     and the session's bookends never do."""
-    droppable = {m.type for m in (p.PartialMessage("x"), p.TargetPartialMessage("de", "x", "y"),
-                                  p.StatsMessage(0, 1, 1)) if m.droppable}
-    kept = [p.CommitMessage("x", 0, 1), p.TargetCommitMessage("de", "x", "y", 0, 1, 0), p.ErrorMessage("busy", "x"),
-            p.ReadyMessage("s"), p.EndMessage(), p.AnswerMessage("v=0"), p.LanguageMessage("de", True),
-            p.RestartedMessage("s", None), p.RoomMessage("r", "t", 1)]
+    droppable = {
+        m.type
+        for m in (p.PartialMessage("x"), p.TargetPartialMessage("de", "x", "y"), p.StatsMessage(0, 1, 1))
+        if m.droppable
+    }
+    kept = [
+        p.CommitMessage("x", 0, 1),
+        p.TargetCommitMessage("de", "x", "y", 0, 1, 0),
+        p.ErrorMessage("busy", "x"),
+        p.ReadyMessage("s"),
+        p.EndMessage(),
+        p.AnswerMessage("v=0"),
+        p.LanguageMessage("de", True),
+        p.RestartedMessage("s", None),
+        p.RoomMessage("r", "t", 1),
+    ]
     assert droppable == {"partial", "target_partial", "stats"}
     assert not any(m.droppable for m in kept)

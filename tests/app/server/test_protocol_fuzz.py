@@ -4,6 +4,7 @@ ProtocolError with a stable code — never another exception, never a hang — a
 Example counts (the issue asks for >= 10,000 malformed inputs in CI across the fuzz tests): 2,500 + 3,000 + 2,000
 + 1,000 sequences (up to 40 messages each) + 500 here, plus tests/engine/streaming/test_session_fuzz.py and test_connection_fuzz.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,19 +22,68 @@ from app.server.protocol import ConnectionProtocol, ErrorCode, Phase, ProtocolEr
 LIMITS = ProtocolLimits(max_text_bytes=4096, max_audio_frame_bytes=4096, max_sdp_bytes=1024, max_candidate_bytes=200)
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=30)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-FIELDS = ["type", "task", "language", "sample_rate", "encoding", "protocol", "sdp", "candidate", "sdpMid",
-          "sdpMLineIndex"]
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = [
+    "type",
+    "task",
+    "language",
+    "sample_rate",
+    "encoding",
+    "protocol",
+    "sdp",
+    "candidate",
+    "sdpMid",
+    "sdpMLineIndex",
+]
 TYPES = ["start", "stop", "offer", "ice", "language", "START", "", "answer", "ready"]
-interesting = st.sampled_from([
-    "translate", "transcribe", "de", "auto", "", "pcm_s16le", "pcm_f32le", 16000, 48000, 7999, 192001, 44100.0,
-    16000.5, float("inf"), float("nan"), -1, 0, 2**63, True, False, None, "v=0\r\n", "candidate:1 1 udp 1 x 1 typ",
-    "v=0" + "x" * 2000, 1, 2, 63, 64, "de" * 40, "xx-yy", [], {}])
+interesting = st.sampled_from(
+    [
+        "translate",
+        "transcribe",
+        "de",
+        "auto",
+        "",
+        "pcm_s16le",
+        "pcm_f32le",
+        16000,
+        48000,
+        7999,
+        192001,
+        44100.0,
+        16000.5,
+        float("inf"),
+        float("nan"),
+        -1,
+        0,
+        2**63,
+        True,
+        False,
+        None,
+        "v=0\r\n",
+        "candidate:1 1 udp 1 x 1 typ",
+        "v=0" + "x" * 2000,
+        1,
+        2,
+        63,
+        64,
+        "de" * 40,
+        "xx-yy",
+        [],
+        {},
+    ]
+)
 messages = st.fixed_dictionaries({}, optional={"type": st.sampled_from(TYPES) | json_values}).flatmap(
     lambda base: st.dictionaries(st.sampled_from(FIELDS), interesting | json_values, max_size=6).map(
-        lambda extra: {**base, **extra}))
+        lambda extra: {**base, **extra}
+    )
+)
 
 
 def _dumps(obj: object) -> str:
@@ -76,8 +126,11 @@ def parse(text: str) -> None:
 
 
 @settings(max_examples=2500, **FAST)
-@given(st.text(max_size=300) | st.text(alphabet='{}[]":,0123456789.eE+-truefalsnl \\u', max_size=80)
-       | st.binary(max_size=200).map(lambda b: b.decode("utf-8", "surrogateescape")))
+@given(
+    st.text(max_size=300)
+    | st.text(alphabet='{}[]":,0123456789.eE+-truefalsnl \\u', max_size=80)
+    | st.binary(max_size=200).map(lambda b: b.decode("utf-8", "surrogateescape"))
+)
 def test_any_text_parses_or_fails_with_a_code(text):
     """Arbitrary text (junk, JSON fragments, lone surrogates) gives a message or a coded ProtocolError."""
     parse(text)
@@ -93,11 +146,13 @@ def test_json_with_missing_and_wrong_fields_parses_or_fails_with_a_code(obj):
 
 def test_deep_nesting_and_huge_numbers_are_protocol_errors():
     """Pathological JSON (deep nesting, 10^5-digit numbers, oversize text) gives bad_json/bad_message/too_large."""
-    for text, code in [("[" * 100_000 + "]" * 100_000, ErrorCode.TOO_LARGE),
-                       ("[" * 2000 + "]" * 2000, ErrorCode.BAD_JSON),
-                       ('{"type":"start","sample_rate":1' + "0" * 3000 + "}", ErrorCode.BAD_MESSAGE),
-                       ('{"type":"start","sample_rate":1e400}', ErrorCode.BAD_MESSAGE),
-                       ('{"type":"start","sample_rate":NaN}', ErrorCode.BAD_MESSAGE)]:
+    for text, code in [
+        ("[" * 100_000 + "]" * 100_000, ErrorCode.TOO_LARGE),
+        ("[" * 2000 + "]" * 2000, ErrorCode.BAD_JSON),
+        ('{"type":"start","sample_rate":1' + "0" * 3000 + "}", ErrorCode.BAD_MESSAGE),
+        ('{"type":"start","sample_rate":1e400}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"start","sample_rate":NaN}', ErrorCode.BAD_MESSAGE),
+    ]:
         try:
             p.parse_text(text, LIMITS)
         except ProtocolError as e:
@@ -108,9 +163,12 @@ def test_deep_nesting_and_huge_numbers_are_protocol_errors():
 
 @pytest.mark.slow
 @settings(max_examples=2000, **FAST)
-@given(data=st.binary(max_size=5000) | st.builds(lambda n, v: np.full(n, v, "<f4").tobytes(), st.integers(0, 300),
-                                                 st.floats(width=32)),
-       encoding=st.sampled_from(list(p.ENCODINGS)), rate=st.integers(8000, 192000))
+@given(
+    data=st.binary(max_size=5000)
+    | st.builds(lambda n, v: np.full(n, v, "<f4").tobytes(), st.integers(0, 300), st.floats(width=32)),
+    encoding=st.sampled_from(list(p.ENCODINGS)),
+    rate=st.integers(8000, 192000),
+)
 def test_binary_frames_decode_to_finite_audio_or_fail_with_a_code(data, encoding, rate):
     """Any bytes in either encoding give finite samples in [-1, 1] of the right length, or bad_audio/too_large."""
     try:
@@ -118,8 +176,12 @@ def test_binary_frames_decode_to_finite_audio_or_fail_with_a_code(data, encoding
     except ProtocolError as e:
         check_error(e)
         assert e.code in (ErrorCode.BAD_AUDIO, ErrorCode.TOO_LARGE)
-        assert not data or len(data) > LIMITS.max_audio_frame_bytes or len(data) % p.ENCODINGS[encoding].itemsize \
+        assert (
+            not data
+            or len(data) > LIMITS.max_audio_frame_bytes
+            or len(data) % p.ENCODINGS[encoding].itemsize
             or encoding == "pcm_f32le"
+        )
     else:
         assert audio.samples.dtype == np.float32 and audio.sample_rate == rate
         assert audio.samples.size == len(data) // p.ENCODINGS[encoding].itemsize > 0
@@ -128,9 +190,17 @@ def test_binary_frames_decode_to_finite_audio_or_fail_with_a_code(data, encoding
 
 actions = st.one_of(
     messages.map(lambda m: ("text", _dumps(m))),
-    st.sampled_from(['{"type":"start"}', '{"type":"stop"}', '{"type":"start","encoding":"pcm_f32le"}',
-                     '{"type":"offer","sdp":"v=0\\r\\n"}', '{"type":"ice","candidate":null}', "{", "[]"]).map(
-        lambda t: ("text", t)),
+    st.sampled_from(
+        [
+            '{"type":"start"}',
+            '{"type":"stop"}',
+            '{"type":"start","encoding":"pcm_f32le"}',
+            '{"type":"offer","sdp":"v=0\\r\\n"}',
+            '{"type":"ice","candidate":null}',
+            "{",
+            "[]",
+        ]
+    ).map(lambda t: ("text", t)),
     st.binary(max_size=64).map(lambda b: ("binary", b)),
     st.just(("ended", None)),
 )
@@ -169,8 +239,11 @@ def test_message_sequences_keep_the_phase_consistent(steps):
 
 
 @settings(max_examples=500, **FAST)
-@given(rate=st.floats(0.5, 500), burst=st.floats(0, 100),
-       items=st.lists(st.tuples(st.floats(0, 20), st.floats(0, 2)), min_size=1, max_size=60))
+@given(
+    rate=st.floats(0.5, 500),
+    burst=st.floats(0, 100),
+    items=st.lists(st.tuples(st.floats(0, 20), st.floats(0, 2)), min_size=1, max_size=60),
+)
 def test_token_bucket_admits_no_more_than_rate_and_burst(rate, burst, items):
     """A caller that waits as told gets at most burst + rate * elapsed + one item admitted, at any point in time."""
     bucket, now, admitted, t0 = TokenBucket(rate, burst), 0.0, 0.0, 0.0

@@ -4,6 +4,7 @@ a viewer that does not read is dropped without slowing the speaker, and viewers 
 The server is the real one (uvicorn, app/server/connection.py, app/server/rooms.py); the engine is a scripted stand-in that turns
 every 0.1 s of audio into one committed word, so the tests run in seconds. tests/e2e/test_watch.py covers the page.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The page over plain HTTP from the same port as the WebSocket: MIME types, 404s, no way out of web/."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,15 +32,18 @@ async def static_server():
         yield server
 
 
-@pytest.mark.parametrize("path, mime, marker", [
-    ("/", "text/html; charset=utf-8", b"<title>Dragoman"),
-    ("/index.html", "text/html; charset=utf-8", b"<title>Dragoman"),
-    ("/app.js", "text/javascript; charset=utf-8", b"PROTOCOL_VERSION"),
-    ("/capture-worklet.js", "text/javascript; charset=utf-8", b"registerProcessor"),
-    ("/captions.js", "text/javascript; charset=utf-8", b"toWebVTT"),
-    ("/style.css", "text/css; charset=utf-8", b".partial"),
-    ("/?reload=1", "text/html; charset=utf-8", b"<title>Dragoman"),
-])
+@pytest.mark.parametrize(
+    "path, mime, marker",
+    [
+        ("/", "text/html; charset=utf-8", b"<title>Dragoman"),
+        ("/index.html", "text/html; charset=utf-8", b"<title>Dragoman"),
+        ("/app.js", "text/javascript; charset=utf-8", b"PROTOCOL_VERSION"),
+        ("/capture-worklet.js", "text/javascript; charset=utf-8", b"registerProcessor"),
+        ("/captions.js", "text/javascript; charset=utf-8", b"toWebVTT"),
+        ("/style.css", "text/css; charset=utf-8", b".partial"),
+        ("/?reload=1", "text/html; charset=utf-8", b"<title>Dragoman"),
+    ],
+)
 async def test_serves_page_files_with_mime_types(static_server, path, mime, marker):
     """Every file the page needs is served with the MIME type browsers require (modules, worklets)."""
     status, headers, body = await http_get(static_server.port, path)
@@ -50,10 +54,21 @@ async def test_serves_page_files_with_mime_types(static_server, path, mime, mark
     assert marker in body
 
 
-@pytest.mark.parametrize("path", [
-    "/nope.html", "/../pyproject.toml", "/%2e%2e/pyproject.toml", "/..%2fpyproject.toml", "/web/../../pyproject.toml",
-    "/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/.hidden", "/..\\pyproject.toml", "/%00index.html", "//etc/passwd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope.html",
+        "/../pyproject.toml",
+        "/%2e%2e/pyproject.toml",
+        "/..%2fpyproject.toml",
+        "/web/../../pyproject.toml",
+        "/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/.hidden",
+        "/..\\pyproject.toml",
+        "/%00index.html",
+        "//etc/passwd",
+    ],
+)
 async def test_missing_and_escaping_paths_are_404(static_server, path):
     """Missing files, hidden files and any attempt to climb out of web/ get a plain 404."""
     status, _, body = await http_get(static_server.port, path)

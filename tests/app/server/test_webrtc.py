@@ -1,4 +1,5 @@
 """WebRTC input: an aiortc peer sends a real speech track over loopback; the server side pulls and resamples it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,11 @@ def test_parse_ice_server():
     turn = parse_ice_server("alice:s3cret@turn:turn.example.org:3478?transport=udp")
     assert turn == IceServer("turn:turn.example.org:3478?transport=udp", "alice", "s3cret")
     assert "s3cret" not in repr(turn)
-    assert turn.to_browser() == {"urls": ["turn:turn.example.org:3478?transport=udp"], "username": "alice",
-                                 "credential": "s3cret"}
+    assert turn.to_browser() == {
+        "urls": ["turn:turn.example.org:3478?transport=udp"],
+        "username": "alice",
+        "credential": "s3cret",
+    }
     with pytest.raises(ValueError, match="stun:host:port"):
         parse_ice_server("http://example.org")
 

@@ -1,5 +1,6 @@
 """Loading checkpoints: HF-format Whisper directories written by transformers, hub ids without a network, and
 the embedded model's safetensors cache (built once, reused, rebuilt when torn)."""
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,25 @@ from engine.models.whisper.load import WhisperBundle, _embedded_files, load_embe
 from tests import REPO
 
 
-
 def _tiny_hf_config():
     from transformers import WhisperConfig
 
     return WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        max_source_positions=30, max_target_positions=40,
-        decoder_start_token_id=50258, pad_token_id=50257, bos_token_id=50257, eos_token_id=50257,
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=30,
+        max_target_positions=40,
+        decoder_start_token_id=50258,
+        pad_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50257,
     )
 
 
@@ -105,13 +116,18 @@ def test_hf_directory_gets_the_int8_decoder_by_default(checkpoint: Path, hf_refe
     assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()
 
 
-@pytest.mark.parametrize("save_kwargs", [{"max_shard_size": "1MB"}, {"safe_serialization": False}],
-                         ids=["sharded-safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize(
+    "save_kwargs",
+    [{"max_shard_size": "1MB"}, {"safe_serialization": False}],
+    ids=["sharded-safetensors", "pytorch_model.bin"],
+)
 def test_hf_directory_in_other_weight_layouts(hf_reference, tmp_path: Path, save_kwargs: dict) -> None:
     """Sharded safetensors (with an index) and pytorch_model.bin checkpoints load to the same logits."""
     directory = _write_checkpoint(hf_reference, tmp_path / "ckpt", **save_kwargs)
     names = {p.name for p in directory.iterdir()}
-    assert ("model.safetensors.index.json" in names) if "max_shard_size" in save_kwargs else ("pytorch_model.bin" in names)
+    assert (
+        ("model.safetensors.index.json" in names) if "max_shard_size" in save_kwargs else ("pytorch_model.bin" in names)
+    )
     _assert_matches_transformers(load_model(str(directory), device="cpu", quantize="none"), hf_reference)
 
 
@@ -155,10 +171,17 @@ def test_missing_local_path_raises(tmp_path: Path) -> None:
 
 
 # -- hub ids without a network -------------------------------------------------------------------------------
-def _load_in_subprocess(name: str, env_overrides: dict[str, str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _load_in_subprocess(
+    name: str, env_overrides: dict[str, str], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess, float]:
     """load_model(name) in a fresh interpreter, so huggingface_hub reads the environment at import."""
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-           "PYTHONPATH": str(REPO), **env_overrides}
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(REPO),
+        **env_overrides,
+    }
     code = (
         "from engine.errors import ModelLoadError\n"
         "from engine.models.loading import load_model\n"
@@ -172,11 +195,15 @@ def _load_in_subprocess(name: str, env_overrides: dict[str, str], tmp_path: Path
     return run, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("env", [
-    {"HF_HUB_OFFLINE": "1"},
-    # network on but nothing listening: the download fails at once with connection refused
-    {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
-], ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"HF_HUB_OFFLINE": "1"},
+        # network on but nothing listening: the download fails at once with connection refused
+        {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    ],
+    ids=["HF_HUB_OFFLINE", "unreachable-endpoint"],
+)
 def test_hub_id_without_network_fails_fast_naming_offline_alternatives(tmp_path: Path, env: dict[str, str]) -> None:
     """A hub id that is not cached, with the hub unreachable, gives ModelLoadError naming the embedded model and
     a local directory as alternatives, within seconds (no hang, no traceback)."""
@@ -188,8 +215,9 @@ def test_hub_id_without_network_fails_fast_naming_offline_alternatives(tmp_path:
     assert seconds < 30, f"took {seconds:.1f} s"
 
 
-def test_hub_id_loads_from_a_populated_local_hub_cache(checkpoint: Path, hf_reference, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_id_loads_from_a_populated_local_hub_cache(
+    checkpoint: Path, hf_reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With HF_HUB_OFFLINE=1, a hub id already in the local hub cache loads from there."""
     import huggingface_hub
 
@@ -244,8 +272,12 @@ def test_first_load_converts_into_the_cache(fresh_cache: Path, whisper_bundle_fp
 
 
 @pytest.mark.slow
-def test_second_load_uses_the_cache(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_second_load_uses_the_cache(
+    fresh_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """With the cache in place the CT2 files are not read again, nothing is printed or logged as converting, and
     the load is quick."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(fresh_cache))
@@ -264,8 +296,12 @@ def test_second_load_uses_the_cache(fresh_cache: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow
-def test_corrupt_cache_is_rebuilt(fresh_cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                  caplog: pytest.LogCaptureFixture, whisper_bundle_fp32: WhisperBundle) -> None:
+def test_corrupt_cache_is_rebuilt(
+    fresh_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    whisper_bundle_fp32: WhisperBundle,
+) -> None:
     """A torn cache file (as after a crash mid-write) is detected, converted again (saying so in the log) and
     replaced."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(fresh_cache))

@@ -1,4 +1,5 @@
 """Loading MT checkpoints: what is accepted, and the clear errors for what is not."""
+
 from __future__ import annotations
 
 import json

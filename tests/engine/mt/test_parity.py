@@ -1,12 +1,11 @@
 """MarianMT and M2M100 against transformers 4.46.3 on tiny random checkpoints written here: tokenizer ids, encoder
 output, logits, greedy and beam `generate`, and the explicit decoder state (cache == recomputation, rewind)."""
+
 from __future__ import annotations
 
 import warnings
 
 import pytest
-
-pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 import torch
 
 from engine.mt.loading import load_mt
@@ -14,6 +13,7 @@ from engine.mt.search import MTSearchOptions, search
 from engine.mt.translate import Translator
 from tests.mt_reference import ENGLISH, MAX_LENGTH, build_m2m100, build_marian, build_nllb
 
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 BUILDERS = {"marian": build_marian, "m2m100": build_m2m100, "nllb": build_nllb}
 
 SENTENCES = ENGLISH[:6] + ["Hello, unknown words: xyz Qq!", "a"]
@@ -97,9 +97,15 @@ def test_search_is_token_identical_to_generate(pair, num_beams: int) -> None:
     """Greedy and beam search (forced language token, forced final eos, banned <pad>) equal `generate`."""
     ref, tok, bundle, family = pair
     gen = bundle.generation
-    options = MTSearchOptions(num_beams=num_beams, max_length=MAX_LENGTH, length_penalty=gen.length_penalty,
-                              early_stopping=gen.early_stopping, eos=gen.eos_token_id,
-                              forced_eos=gen.forced_eos_token_id, banned=gen.bad_token_ids)
+    options = MTSearchOptions(
+        num_beams=num_beams,
+        max_length=MAX_LENGTH,
+        length_penalty=gen.length_penalty,
+        early_stopping=gen.early_stopping,
+        eos=gen.eos_token_id,
+        forced_eos=gen.forced_eos_token_id,
+        banned=gen.bad_token_ids,
+    )
     for text in SENTENCES:
         ids = tok(text).input_ids
         expected = _ref_generate(ref, tok, family, ids, num_beams)

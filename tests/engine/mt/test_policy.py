@@ -1,5 +1,6 @@
 """The streaming MT policy and stage: units cut from committed source text, append-only target commits, every
 source sentence translated by finish(), nothing translated twice; the cascade's choice of pivot."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,10 @@ from engine.mt.policy import MTPolicyConfig, SourceSegmenter
 from engine.mt.stage import MTStage, TargetCommit, TargetPartial, TargetRoute
 from engine.mt.translate import Translation
 
-TEXT = ("Good morning everyone. Today we will talk about the weather in London, and the price of coffee! "
-        "Is it expensive? The meeting starts at nine o'clock, please bring your notes and a laptop")
+TEXT = (
+    "Good morning everyone. Today we will talk about the weather in London, and the price of coffee! "
+    "Is it expensive? The meeting starts at nine o'clock, please bring your notes and a laptop"
+)
 
 
 class FakeTranslator:
@@ -72,8 +75,9 @@ def test_clause_unit_waits_for_enough_words() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=1, max_value=200), max_size=12),
-       unit=st.sampled_from(["sentence", "clause"]))
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=200), max_size=12), unit=st.sampled_from(["sentence", "clause"])
+)
 def test_commits_are_append_only_complete_and_never_duplicated(cuts: list[int], unit: str) -> None:
     """However the source is committed, the target commits translate every source word exactly once, in order,
     and finish() leaves nothing untranslated."""
@@ -105,8 +109,10 @@ def test_partials_are_greedy_and_commits_use_the_checkpoint_beam() -> None:
 def test_several_targets_share_one_source_stream() -> None:
     """One stage captions the same units in several languages; a target equal to the speech language passes through."""
     fake = FakeTranslator()
-    stage = MTStage([TargetRoute("de", fake, "en"), TargetRoute("es", fake, "en"), TargetRoute("en", None, None)],
-                    MTPolicyConfig(partials=False))
+    stage = MTStage(
+        [TargetRoute("de", fake, "en"), TargetRoute("es", fake, "en"), TargetRoute("en", None, None)],
+        MTPolicyConfig(partials=False),
+    )
     events = _run(stage, _commits(TEXT, [3, 9]))
     by_target = {t: [e for e in events if isinstance(e, TargetCommit) and e.target == t] for t in ("de", "es", "en")}
     assert [e.source_text for e in by_target["de"]] == [e.source_text for e in by_target["es"]]
@@ -119,14 +125,18 @@ class Bundle:
         self.name, self.source_languages, self.target_languages = name, src, tgt
 
     def can_translate(self, source, target) -> bool:
-        return (self.source_languages is None or source in self.source_languages) and \
-            (self.target_languages is None or target in self.target_languages)
+        return (self.source_languages is None or source in self.source_languages) and (
+            self.target_languages is None or target in self.target_languages
+        )
 
 
 def test_cascade_prefers_direct_pairs_and_pivots_through_english() -> None:
     """Direct MT when a checkpoint reads the spoken language, else Whisper translates to English first."""
-    en_de, de_en, many = Bundle("en-de", ("en",), ("de",)), Bundle("de-en", ("de",), ("en",)), \
-        Bundle("nllb", ("en", "de", "es", "fr"), ("en", "de", "es", "fr"))
+    en_de, de_en, many = (
+        Bundle("en-de", ("en",), ("de",)),
+        Bundle("de-en", ("de",), ("en",)),
+        Bundle("nllb", ("en", "de", "es", "fr"), ("en", "de", "es", "fr")),
+    )
     assert plan_target("de", "en", [en_de]).kind == "direct"
     assert plan_target("de", "en", [en_de]).task == "transcribe"
     pivot = plan_target("de", "fr", [en_de])
@@ -152,8 +162,9 @@ def test_a_language_the_model_cannot_read_skips_that_target_without_failing() ->
         def translate(self, text, source, target, num_beams=None, prefix=()):
             raise ConfigError(f"this M2M100 model does not know the source language {source!r}")
 
-    stage = MTStage([TargetRoute("de", Refusing(), "xx"), TargetRoute("es", FakeTranslator(), "en")],
-                    MTPolicyConfig(partials=False))
+    stage = MTStage(
+        [TargetRoute("de", Refusing(), "xx"), TargetRoute("es", FakeTranslator(), "en")], MTPolicyConfig(partials=False)
+    )
     events = _run(stage, _commits("Hello there. Good bye.", []))
     assert {e.target for e in events if isinstance(e, TargetCommit)} == {"es"}
     assert stage.text("de") == ""
@@ -192,7 +203,7 @@ class WordTranslator:
         tok = self.bundle.tokenizer
         ids = tok.ids(text.upper().split())
         self.prefixes.append(tuple(prefix))
-        ids = tuple(prefix) + ids[len(prefix):]
+        ids = tuple(prefix) + ids[len(prefix) :]
         return Translation(tok.decode(list(ids)), ids, True)
 
 

@@ -3,6 +3,7 @@
 Equality is checked on the fp32 model: the default int8 decoder quantises each Linear's input with one scale
 per tensor, so a batch's rows nudge each other's rounding (batched int8 is as good, not bit-identical; the
 scheduler and benchmark measure its quality)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,19 @@ def _jobs(backend, clips, prefixes, policy_name="local-agreement", pad_s=0.0):
         seq = backend.start_tokens(task, lang, []) + committed
         n_frames = int(len(audio) / SAMPLE_RATE / backend.frame_s)
         policy = make_policy(policy_name)
-        jobs.append(DecodeJob(backend, state, sequence=seq, n_committed=len(committed), n_frames=n_frames,
-                              policy=policy, final=False, max_new_tokens=40, refill=True))
+        jobs.append(
+            DecodeJob(
+                backend,
+                state,
+                sequence=seq,
+                n_committed=len(committed),
+                n_frames=n_frames,
+                policy=policy,
+                final=False,
+                max_new_tokens=40,
+                refill=True,
+            )
+        )
     return jobs
 
 

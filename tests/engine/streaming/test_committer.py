@@ -1,4 +1,5 @@
 """engine/streaming/committer.py on made-up token pieces (no model): what a commit may stop at, UTF-8, spacing."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,20 @@ from engine.streaming.config import SessionConfig
 from engine.streaming.policy import AlignAtt, LocalAgreement
 from engine.streaming.segment import Segment, Update
 
-PIECES = [b" The", b" city", b" of", b" Ham", b"burg", b",", b" today", b".", b" Stra", "ß".encode()[:1],
-          "ß".encode()[1:], b"e"]
+PIECES = [
+    b" The",
+    b" city",
+    b" of",
+    b" Ham",
+    b"burg",
+    b",",
+    b" today",
+    b".",
+    b" Stra",
+    "ß".encode()[:1],
+    "ß".encode()[1:],
+    b"e",
+]
 EOT = len(PIECES)
 
 

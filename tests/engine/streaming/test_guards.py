@@ -1,4 +1,5 @@
 """Hallucination guards (engine/streaming/guards.py): pure functions over token ids and text."""
+
 from __future__ import annotations
 
 from engine.streaming.guards import is_prompt_echo, looks_like_source_language, repetition_cut

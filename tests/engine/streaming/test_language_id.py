@@ -1,4 +1,5 @@
 """LanguageId: a stream's language is not fixed on a short, unsure look, and a wrong choice is revised."""
+
 from engine.streaming.language_id import LanguageId
 
 

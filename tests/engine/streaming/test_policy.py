@@ -1,4 +1,5 @@
 """Commit policies: pure functions over token ids and attention arrays."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Vocabulary (`start.vocabulary`, SessionConfig.vocabulary): the names and terms lead the decoder's prompt, before
 the previous text; without one the prompt is unchanged."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -14,6 +14,7 @@ through StreamingSession and through `dragoman stream`.
   6th at Black News from Chicago. Good evening and welcome to the 6th at Black News from Chicago.").
 Each test failed on the code before the fix (checked against the commit before it).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,9 @@ def passage_audio(voice: str, audio_dir, onsets: list[float] | None = None) -> n
     return np.concatenate(pieces + [np.zeros(SAMPLE_RATE, np.float32)])
 
 
-def stream(backend, audio: np.ndarray, config: SessionConfig,
-           timed: list[TimedEvent] | None = None) -> StreamingSession:
+def stream(
+    backend, audio: np.ndarray, config: SessionConfig, timed: list[TimedEvent] | None = None
+) -> StreamingSession:
     """Feed `audio` in 0.1 s pieces; `timed` (if given) receives the Commits with the stream time of each."""
     session = StreamingSession(backend, config)
     step = SAMPLE_RATE // 10
@@ -210,10 +212,13 @@ def test_dragoman_stream_commits_a_sentence_said_once_once(audio_dir, tmp_path):
     assert words(srt.read_text()).count("chicago") == 1, srt.read_text()
 
 
-@pytest.mark.parametrize("text", [
-    "In Hamburg regnet es heute den ganzen Tag.",  # its first second sounded English
-    "Ich komme heute etwas später nach Hause.",  # its first second sounded Latin
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "In Hamburg regnet es heute den ganzen Tag.",  # its first second sounded English
+        "Ich komme heute etwas später nach Hause.",  # its first second sounded Latin
+    ],
+)
 def test_auto_detect_waits_for_enough_speech(backend, audio_dir, text):
     """With no language given, a short German sentence whose first second Whisper takes for another language
     is still detected as German and translated, not transcribed as if it were that language ("in Hamburg
@@ -223,8 +228,9 @@ def test_auto_detect_waits_for_enough_speech(backend, audio_dir, text):
     session = stream(backend, audio, SessionConfig(task="translate", language=None))
     assert session.language == "de"
     out = set(words(session.transcript))
-    assert len(out) >= 3 and not out & {w.lower().strip(".") for w in text.split()} - {"in", "hamburg"}, \
+    assert len(out) >= 3 and not out & {w.lower().strip(".") for w in text.split()} - {"in", "hamburg"}, (
         session.transcript
+    )
 
 
 def railroad_talk(audio_dir) -> np.ndarray:

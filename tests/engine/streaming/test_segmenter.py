@@ -1,4 +1,5 @@
 """engine/streaming/segmenter.py without a VAD (no model): segments are cut at max_segment_s, updates come due."""
+
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,10 @@ def test_without_a_vad_segments_close_at_the_window_limit():
     seg = Segmenter(SessionConfig(use_vad=False, max_segment_s=10.0), print, logging.getLogger(__name__))
     seg.feed(np.zeros(25 * SAMPLE_RATE, np.float32))
     assert [(s.start_s, s.n_samples / SAMPLE_RATE, s.closed) for s in seg.segments] == [
-        (0.0, 10.0, True), (10.0, 10.0, True), (20.0, 5.0, False)]
+        (0.0, 10.0, True),
+        (10.0, 10.0, True),
+        (20.0, 5.0, False),
+    ]
     upd = seg.due()
     assert upd is not None and upd.final and len(upd.audio) == 10 * SAMPLE_RATE
     assert len(upd.encoder_audio) == len(upd.audio) + SAMPLE_RATE  # pad_s of digital silence for the encoder

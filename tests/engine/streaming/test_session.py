@@ -1,4 +1,5 @@
 """StreamingSession end to end on real synthesised speech with the embedded Whisper base."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -78,9 +79,13 @@ def test_streaming_is_close_to_offline(backend, whisper_bundle, german, german_e
 
     audio, spans = german
     offline = " ".join(
-        decode(whisper_bundle, backend.encode(audio[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)]),
-               DecodingOptions(task="translate", language="de")).text.strip()
-        for s, e, _ in spans)
+        decode(
+            whisper_bundle,
+            backend.encode(audio[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)]),
+            DecodingOptions(task="translate", language="de"),
+        ).text.strip()
+        for s, e, _ in spans
+    )
     streamed = german_events[1]
     text = "".join(c.text for c in commits_of(streamed))
     assert sacrebleu.sentence_chrf(text, [offline]).score >= 50.0, (text, offline)
@@ -102,8 +107,7 @@ def test_alignatt_commits_words_before_the_sentence_ends(backend, german):
     audio, spans = german
 
     def early_share(policy: str) -> float:
-        session = StreamingSession(backend, SessionConfig(task="translate", language="de", policy=policy,
-                                                          min_prob=0.0))
+        session = StreamingSession(backend, SessionConfig(task="translate", language="de", policy=policy, min_prob=0.0))
         events = stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10)
         early = total = 0
         for timed in events:
@@ -127,8 +131,9 @@ def test_unpadded_encoder_makes_alignatt_start_over(backend, german):
     first = audio[: int(spans[0][1] * SAMPLE_RATE) + SAMPLE_RATE]
 
     def repeats(pad_s: float) -> int:
-        session = StreamingSession(backend, SessionConfig(task="translate", language="de", pad_s=pad_s,
-                                                          mode="exact", min_prob=0.0))
+        session = StreamingSession(
+            backend, SessionConfig(task="translate", language="de", pad_s=pad_s, mode="exact", min_prob=0.0)
+        )
         text = "".join(c.text for c in commits_of(stream(session, first, SAMPLE_RATE, SAMPLE_RATE // 10)))
         return text.lower().count("good morning")
 

@@ -4,6 +4,7 @@ accepted audio or an AudioError/StreamStateError — never another exception —
 feed_audio does no model work (validate, resample, append), so 1,200 examples run in seconds; the real embedded
 backend is only needed to construct sessions.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,17 +19,32 @@ from engine.streaming.session import SessionConfig, StreamingSession
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
-FAST = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                  HealthCheck.function_scoped_fixture])
+FAST = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 
 dtypes = st.sampled_from(["<i2", "<i4", "|u1", "<u2", "<f4", "<f8", "<f2", "|b1", "<c8", "<M8[s]", "|S2", "O"])
-arrays = dtypes.flatmap(lambda dt: hnp.arrays(
-    np.dtype(dt) if dt != "O" else np.dtype(object),
-    st.one_of(st.integers(0, 400).map(lambda n: (n,)), st.tuples(st.integers(0, 100), st.integers(0, 4)),
-              st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 3)), st.just(())),
-    elements=None if dt != "O" else st.none()))
-rates = st.one_of(st.integers(-10, 10**7), st.sampled_from([8000, 16000, 44100, 48000, 192000, 384000, 4000]),
-                  st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(), st.text(max_size=3))
+arrays = dtypes.flatmap(
+    lambda dt: hnp.arrays(
+        np.dtype(dt) if dt != "O" else np.dtype(object),
+        st.one_of(
+            st.integers(0, 400).map(lambda n: (n,)),
+            st.tuples(st.integers(0, 100), st.integers(0, 4)),
+            st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 3)),
+            st.just(()),
+        ),
+        elements=None if dt != "O" else st.none(),
+    )
+)
+rates = st.one_of(
+    st.integers(-10, 10**7),
+    st.sampled_from([8000, 16000, 44100, 48000, 192000, 384000, 4000]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
 
 
 def feed(session: StreamingSession, samples, rate) -> bool:

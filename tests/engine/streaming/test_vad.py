@@ -1,4 +1,5 @@
 """Silero VAD per stream: speech segments open at speech and close at pauses; silence and noise stay closed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,5 +27,8 @@ def test_sentences_with_pauses_give_one_segment_each(audio_dir):
 def test_silence_and_noise_never_open_a_segment():
     """Silence and quiet white noise are not speech."""
     rng = np.random.default_rng(0)
-    for audio in (np.zeros(10 * SAMPLE_RATE, np.float32), (0.05 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32)):
+    for audio in (
+        np.zeros(10 * SAMPLE_RATE, np.float32),
+        (0.05 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32),
+    ):
         assert not any(w.opened for w in StreamVad().process(audio))

@@ -1,5 +1,6 @@
 """`WS /v1/listen` with the real Deepgram SDK (pinned in the test extra) against a real server with the embedded
 model and synthesised speech; the byte-stream decoder; and refusals of bad input."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,17 +36,21 @@ async def server(backend):
 
 def deepgram(srv: DragomanServer, key: str = TOKEN) -> AsyncDeepgramClient:
     base = f"127.0.0.1:{srv.port}"
-    env = DeepgramClientEnvironment(base=f"http://{base}", production=f"ws://{base}", agent=f"ws://{base}",
-                                    agent_rest=f"http://{base}")
+    env = DeepgramClientEnvironment(
+        base=f"http://{base}", production=f"ws://{base}", agent=f"ws://{base}", agent_rest=f"http://{base}"
+    )
     return AsyncDeepgramClient(api_key=key, environment=env)
 
 
-async def stream_with_sdk(srv: DragomanServer, audio: np.ndarray, *, finalize_at: float | None = None,
-                          **params: Any) -> list[Any]:
+async def stream_with_sdk(
+    srv: DragomanServer, audio: np.ndarray, *, finalize_at: float | None = None, **params: Any
+) -> list[Any]:
     """Stream `audio` (16 kHz) through the SDK's live client at 4x real time; CloseStream; every message back."""
     received: list[Any] = []
-    async with deepgram(srv).listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000,
-                                               **params) as socket:
+    async with deepgram(srv).listen.v1.connect(
+        model="nova-3", encoding="linear16", sample_rate=16000, **params
+    ) as socket:
+
         async def listen() -> None:
             async for message in socket:
                 received.append(message)
@@ -63,8 +68,9 @@ async def stream_with_sdk(srv: DragomanServer, audio: np.ndarray, *, finalize_at
 
 
 def finals_text(received: list[Any]) -> str:
-    return " ".join(m.channel.alternatives[0].transcript for m in received
-                    if getattr(m, "type", None) == "Results" and m.is_final).strip()
+    return " ".join(
+        m.channel.alternatives[0].transcript for m in received if getattr(m, "type", None) == "Results" and m.is_final
+    ).strip()
 
 
 @pytest.mark.slow
@@ -80,15 +86,23 @@ async def test_sdk_live_stream_gets_interim_and_final_results(server, audio_dir,
     assert any(m.is_final and m.speech_final for m in results), "no speech_final"
     text = finals_text(received)
     offline = transcribe(whisper_bundle, audio, TranscribeOptions(language="en", beam_size=5)).text
-    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                          jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
+    norm = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
+    )
     assert jiwer.wer(offline, text, reference_transform=norm, hypothesis_transform=norm) <= 0.25, (offline, text)
     assert len(words(text) & EN_WORDS) >= 4, text
     all_words = [w for m in results if m.is_final for w in m.channel.alternatives[0].words]
     assert all_words and all(a.start <= a.end <= b.start + 1e-6 for a, b in zip(all_words, all_words[1:]))
     assert all(0 <= w.start <= len(audio) / 16000 + 0.5 for w in all_words)
     assert getattr(received[-1], "type", None) == "Metadata" and received[-1].duration == pytest.approx(
-        len(audio) / 16000, abs=0.05)
+        len(audio) / 16000, abs=0.05
+    )
 
 
 @pytest.mark.slow
@@ -105,8 +119,13 @@ async def test_finalize_flushes_and_the_stream_goes_on(server, audio_dir):
     before = " ".join(m.channel.alternatives[0].transcript for m in results[: flushed[0] + 1])
     after = " ".join(m.channel.alternatives[0].transcript for m in results[flushed[0] + 1 :])
     assert len(words(before) & EN_WORDS) >= 4, before
-    assert len(words(after) & {"meeting", "meetings", "starts", "nine", "o'clock", "please", "bring", "your", "notes",
-                               "laptop"}) >= 4, after
+    assert (
+        len(
+            words(after)
+            & {"meeting", "meetings", "starts", "nine", "o'clock", "please", "bring", "your", "notes", "laptop"}
+        )
+        >= 4
+    ), after
     starts = [m.start for m in results if m.channel.alternatives[0].transcript]
     assert starts == sorted(starts) and starts[-1] >= len(a) / 16000 - 0.5  # connection time across the flush
 
@@ -117,8 +136,9 @@ async def test_task_translate_extension_gives_english(server, audio_dir):
     speech into English finals."""
     audio, _ = speech("de", 3, audio_dir)
     audio = np.concatenate([audio, np.zeros(8000, np.float32)])
-    received = await stream_with_sdk(server, audio, language="de",
-                                     request_options={"additional_query_parameters": {"task": "translate"}})
+    received = await stream_with_sdk(
+        server, audio, language="de", request_options={"additional_query_parameters": {"task": "translate"}}
+    )
     text = finals_text(received)
     assert len(words(text) & {"sister", "works", "hospital", "doctor", "helps", "people"}) >= 3, text
 
@@ -141,8 +161,16 @@ async def test_wrong_key_and_bad_parameters_are_refused_at_the_handshake(server)
             pass
     assert refused.value.status_code == 401
     url = f"ws://127.0.0.1:{server.port}/v1/listen"
-    for query in ["encoding=opus&sample_rate=48000", "encoding=linear16", "encoding=linear16&sample_rate=1000",
-                  "language=xx", "channels=0", "interim_results=maybe", "task=summarise", "endpointing=soon"]:
+    for query in [
+        "encoding=opus&sample_rate=48000",
+        "encoding=linear16",
+        "encoding=linear16&sample_rate=1000",
+        "language=xx",
+        "channels=0",
+        "interim_results=maybe",
+        "task=summarise",
+        "endpointing=soon",
+    ]:
         with pytest.raises(InvalidStatus) as refused:
             async with connect(f"{url}?{query}", additional_headers={"Authorization": f"Token {TOKEN}"}):
                 pass
@@ -195,8 +223,9 @@ async def test_a_wav_stream_in_odd_sized_pieces(server, audio_dir):
         await ws.send('{"type": "CloseStream"}')
         async for raw in ws:
             received.append(json.loads(raw))
-    text = " ".join(m["channel"]["alternatives"][0]["transcript"] for m in received
-                    if m["type"] == "Results" and m["is_final"])
+    text = " ".join(
+        m["channel"]["alternatives"][0]["transcript"] for m in received if m["type"] == "Results" and m["is_final"]
+    )
     assert len(words(text) & EN_WORDS) >= 4, text
     assert received[-1]["type"] == "Metadata"
 

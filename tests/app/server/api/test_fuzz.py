@@ -1,6 +1,7 @@
 """Property-based tests over a real server for the compatible APIs: random event sequences on /v1/realtime and
 /v1/listen, random multipart bodies on /v1/audio/transcriptions. Nothing crashes a handler or the server, every reply
 is a well-formed message of that API (errors with a code), and afterwards each API still works."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,37 +20,74 @@ from app.server import DragomanServer
 from tests.server_clients import server_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-REALTIME_TYPES = {"session.created", "session.updated", "transcription_session.updated", "error",
-                  "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-                  "input_audio_buffer.committed", "input_audio_buffer.cleared",
-                  "conversation.item.input_audio_transcription.delta",
-                  "conversation.item.input_audio_transcription.completed", "dragoman.transcription.partial"}
+REALTIME_TYPES = {
+    "session.created",
+    "session.updated",
+    "transcription_session.updated",
+    "error",
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "input_audio_buffer.cleared",
+    "conversation.item.input_audio_transcription.delta",
+    "conversation.item.input_audio_transcription.completed",
+    "dragoman.transcription.partial",
+}
 LISTEN_TYPES = {"Results", "Metadata", "Error", "SpeechStarted", "UtteranceEnd"}
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**9) | st.floats(allow_nan=False)
-                           | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                        max_size=4), max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**9) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
 audio_b64 = st.binary(max_size=4801).map(lambda b: base64.b64encode(b).decode())
 realtime_events = st.one_of(
     st.text(max_size=60),
     st.binary(max_size=64),
     st.fixed_dictionaries({"type": st.just("input_audio_buffer.append"), "audio": audio_b64 | json_values}),
-    st.fixed_dictionaries({"type": st.sampled_from(["input_audio_buffer.commit", "input_audio_buffer.clear",
-                                                    "response.create", "conversation.item.create"])}),
-    st.fixed_dictionaries({"type": st.sampled_from(["session.update", "transcription_session.update"]),
-                           "session": st.fixed_dictionaries({}, optional={
-                               "type": st.sampled_from(["transcription", "realtime"]) | json_values,
-                               "audio": st.fixed_dictionaries({"input": st.fixed_dictionaries({}, optional={
-                                   "format": st.fixed_dictionaries({"type": st.sampled_from(
-                                       ["audio/pcm", "audio/pcmu", "audio/pcma", "mp3"]), "rate": json_values}),
-                                   "turn_detection": st.none() | st.dictionaries(
-                                       st.sampled_from(["type", "threshold", "silence_duration_ms"]), json_values),
-                                   "transcription": st.dictionaries(st.sampled_from(["language", "prompt", "model"]),
-                                                                    json_values)})}),
-                               "input_audio_format": st.sampled_from(["pcm16", "g711_ulaw", "opus"]) | json_values,
-                               "dragoman": st.dictionaries(st.sampled_from(["task", "partials"]), json_values),
-                           }) | json_values}),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["input_audio_buffer.commit", "input_audio_buffer.clear", "response.create", "conversation.item.create"]
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["session.update", "transcription_session.update"]),
+            "session": st.fixed_dictionaries(
+                {},
+                optional={
+                    "type": st.sampled_from(["transcription", "realtime"]) | json_values,
+                    "audio": st.fixed_dictionaries(
+                        {
+                            "input": st.fixed_dictionaries(
+                                {},
+                                optional={
+                                    "format": st.fixed_dictionaries(
+                                        {
+                                            "type": st.sampled_from(["audio/pcm", "audio/pcmu", "audio/pcma", "mp3"]),
+                                            "rate": json_values,
+                                        }
+                                    ),
+                                    "turn_detection": st.none()
+                                    | st.dictionaries(
+                                        st.sampled_from(["type", "threshold", "silence_duration_ms"]), json_values
+                                    ),
+                                    "transcription": st.dictionaries(
+                                        st.sampled_from(["language", "prompt", "model"]), json_values
+                                    ),
+                                },
+                            )
+                        }
+                    ),
+                    "input_audio_format": st.sampled_from(["pcm16", "g711_ulaw", "opus"]) | json_values,
+                    "dragoman": st.dictionaries(st.sampled_from(["task", "partials"]), json_values),
+                },
+            )
+            | json_values,
+        }
+    ),
     st.dictionaries(st.text(max_size=8), json_values, max_size=3),
 ).map(lambda e: e if isinstance(e, (str, bytes)) else json.dumps(e))
 listen_messages = st.one_of(
@@ -58,9 +96,15 @@ listen_messages = st.one_of(
     st.sampled_from(['{"type": "KeepAlive"}', '{"type": "Finalize"}', '{"type": "CloseStream"}']),
     st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(json.dumps),
 )
-listen_queries = st.sampled_from(["encoding=linear16&sample_rate=16000", "encoding=mulaw&sample_rate=8000",
-                                  "encoding=linear16&sample_rate=44100&channels=2&interim_results=true", "",
-                                  "encoding=alaw&sample_rate=8000&language=multi&vad_events=true"])
+listen_queries = st.sampled_from(
+    [
+        "encoding=linear16&sample_rate=16000",
+        "encoding=mulaw&sample_rate=8000",
+        "encoding=linear16&sample_rate=44100&channels=2&interim_results=true",
+        "",
+        "encoding=alaw&sample_rate=8000&language=multi&vad_events=true",
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +140,9 @@ def run(server: DragomanServer, coro):
     return asyncio.run_coroutine_threadsafe(coro, server.engine._loop).result(90)
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(realtime_events, max_size=15))
 def test_random_realtime_events(live_server, events):
     """Whatever a Realtime client sends, replies are known events; errors carry a code; the socket stays usable."""
@@ -114,15 +159,17 @@ def test_random_realtime_events(live_server, events):
         assert "fuzz.marker" in json.dumps(replies[-1]), replies[-3:]
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(listen_queries, st.lists(listen_messages, max_size=15))
 def test_random_listen_streams(live_server, query, messages):
     """Whatever a Deepgram client streams, replies are Results/Metadata/Error...; CloseStream ends with Metadata."""
     url = live_server.ws_url.replace("/ws", "/v1/listen") + "?" + query
     marker = '{"type": "FuzzMarker"}'
-    replies, code = run(live_server, talk(url, messages, marker, lambda r: "FuzzMarker" in json.dumps(r)
-                                          or r["type"] == "Metadata"))
+    replies, code = run(
+        live_server, talk(url, messages, marker, lambda r: "FuzzMarker" in json.dumps(r) or r["type"] == "Metadata")
+    )
     assert code in (1000, 1001, 1008, 1009), code
     for r in replies:
         assert r["type"] in LISTEN_TYPES, r
@@ -133,26 +180,39 @@ def test_random_listen_streams(live_server, query, messages):
 
 
 multipart_fields = st.dictionaries(
-    st.sampled_from(["model", "language", "prompt", "response_format", "temperature", "stream",
-                     "timestamp_granularities[]", "junk"]),
-    st.text(max_size=12), max_size=5)
+    st.sampled_from(
+        ["model", "language", "prompt", "response_format", "temperature", "stream", "timestamp_granularities[]", "junk"]
+    ),
+    st.text(max_size=12),
+    max_size=5,
+)
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(multipart_fields, st.binary(max_size=2000), st.booleans())
 def test_random_uploads_are_refused_cleanly(live_server, fields, payload, with_file):
     """Random form fields and non-audio files get 4xx answers in OpenAI's error shape, never a 5xx."""
     boundary = "fuzzboundary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode("utf-8",
-                                                                                                   "surrogatepass")
-             for k, v in fields.items()]
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode("utf-8", "surrogatepass")
+        for k, v in fields.items()
+    ]
     if with_file:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.wav"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + payload + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.wav"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + payload
+            + b"\r\n"
+        )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(live_server.url + "v1/audio/transcriptions", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    req = urllib.request.Request(
+        live_server.url + "v1/audio/transcriptions",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             status, answer = r.status, r.read()
@@ -165,6 +225,7 @@ def test_random_uploads_are_refused_cleanly(live_server, fields, payload, with_f
 
 def test_each_api_still_works_after_the_fuzzing(live_server):
     """After the random traffic every slot is free and each socket API opens, answers and closes normally."""
+
     async def check() -> None:
         for _ in range(100):
             if live_server.engine.n_sessions == 0 and live_server.n_connections == 0:

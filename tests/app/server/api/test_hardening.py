@@ -1,5 +1,6 @@
 """The compatible APIs under hostile input and at shutdown: bad input on every endpoint at once never touches a good
 client streaming speech meanwhile; a graceful shutdown gives Deepgram and Realtime clients their final results."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +28,7 @@ async def server(backend):
 async def deepgram_stream(base: str, audio: np.ndarray, *, realtime: float = 3.0) -> list[dict]:
     out: list[dict] = []
     async with connect(base + "/v1/listen?encoding=linear16&sample_rate=16000&language=en") as ws:
+
         async def receive() -> None:
             async for raw in ws:
                 out.append(json.loads(raw))
@@ -52,13 +54,21 @@ async def hostile(base: str, http: str) -> list[str]:
 
     huge_b64 = base64.b64encode(bytes(300_000)).decode()
     await asyncio.gather(
-        socket(base + "/v1/realtime", ["{nope", '{"type": "response.create"}',
-                                       '{"type": "input_audio_buffer.append", "audio": "@@"}',
-                                       '{"type": "session.update", "session": {"type": "transcription", "audio": '
-                                       '{"input": {"format": {"type": "audio/pcm", "rate": 3}}}}}']),
+        socket(
+            base + "/v1/realtime",
+            [
+                "{nope",
+                '{"type": "response.create"}',
+                '{"type": "input_audio_buffer.append", "audio": "@@"}',
+                '{"type": "session.update", "session": {"type": "transcription", "audio": '
+                '{"input": {"format": {"type": "audio/pcm", "rate": 3}}}}}',
+            ],
+        ),
         socket(base + "/v1/realtime", [json.dumps({"type": "input_audio_buffer.append", "audio": huge_b64})]),
-        socket(base + "/v1/listen?encoding=linear16&sample_rate=16000", ["{nope", '{"type": "Dance"}', b"\x00" * 3,
-                                                                         bytes(2 * 2**20)]),
+        socket(
+            base + "/v1/listen?encoding=linear16&sample_rate=16000",
+            ["{nope", '{"type": "Dance"}', b"\x00" * 3, bytes(2 * 2**20)],
+        ),
         socket(base + "/v1/listen?encoding=speex&sample_rate=16000", []),
         socket(base + "/v1/listen?sample_rate=16000", [b"not a wav file at all"]),
         asyncio.to_thread(upload, b"not audio" * 1000),
@@ -77,8 +87,9 @@ async def test_bad_input_everywhere_leaves_a_good_stream_alone(server, audio_dir
     good, bad = await asyncio.gather(deepgram_stream(base, audio), hostile(base, http))
     assert {"Error", "error", "close 1009", "http 400"} <= set(bad), bad
     assert not any(t.startswith("http 5") for t in bad), bad
-    finals = " ".join(m["channel"]["alternatives"][0]["transcript"] for m in good
-                      if m["type"] == "Results" and m["is_final"])
+    finals = " ".join(
+        m["channel"]["alternatives"][0]["transcript"] for m in good if m["type"] == "Results" and m["is_final"]
+    )
     assert not [m for m in good if m["type"] == "Error"] and good[-1]["type"] == "Metadata"
     assert len(words(finals) & EN_WORDS) >= 4, finals
     async with asyncio.timeout(20):
@@ -108,11 +119,19 @@ async def test_shutdown_flushes_deepgram_and_realtime_clients(server, audio_dir)
 
     async def realtime() -> None:
         async with connect(base + "/v1/realtime") as ws:
-            await ws.send('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": '
-                          '{"turn_detection": null, "transcription": {"language": "en"}}}}}')
+            await ws.send(
+                '{"type": "session.update", "session": {"type": "transcription", "audio": {"input": '
+                '{"turn_detection": null, "transcription": {"language": "en"}}}}}'
+            )
             for i in range(0, len(a24) * 3 // 4, 2400):
-                await ws.send(json.dumps({"type": "input_audio_buffer.append",
-                                          "audio": base64.b64encode(pcm16(a24[i : i + 2400])).decode()}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(pcm16(a24[i : i + 2400])).decode(),
+                        }
+                    )
+                )
                 await asyncio.sleep(0.02)
             await sent.wait()
             async for raw in ws:
@@ -126,8 +145,9 @@ async def test_shutdown_flushes_deepgram_and_realtime_clients(server, audio_dir)
     await asyncio.wait_for(clients, 60)
     assert codes == {"deepgram": 1001, "realtime": 1001}, codes
     assert [m["variant"] for m in dg if m["type"] == "Error"] == ["shutting_down"] and dg[-1]["type"] == "Metadata"
-    finals = " ".join(m["channel"]["alternatives"][0]["transcript"] for m in dg
-                      if m["type"] == "Results" and m["is_final"])
+    finals = " ".join(
+        m["channel"]["alternatives"][0]["transcript"] for m in dg if m["type"] == "Results" and m["is_final"]
+    )
     assert len(words(finals) & {"morning", "everyone", "weather", "london"}) >= 3, finals
     assert [m["error"]["code"] for m in rt if m["type"] == "error"] == ["shutting_down"]
     completed = [m for m in rt if m["type"] == "conversation.item.input_audio_transcription.completed"]

@@ -1,5 +1,6 @@
 """The OpenAI-compatible audio endpoints, driven by the real `openai` client (pinned in the test extra) against a
 real server on 127.0.0.1 with the embedded model and synthesised speech; and their refusals of bad input."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,10 +16,10 @@ import webvtt
 from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
 
+from app.runtime import Engine, EngineConfig
 from app.server import DragomanServer, ServerConfig
 from app.server.auth import AccessConfig
 from app.server.limits import FileLimits
-from app.runtime import Engine, EngineConfig
 from tests.server_clients import serving, words
 from tests.speech import SENTENCES, speech, write_wav
 
@@ -85,8 +86,7 @@ async def test_transcription_in_every_response_format(server, english_wav):
 async def test_streaming_deltas_concatenate_to_the_final_text(server, english_wav):
     """stream=True yields transcript.text.delta events, then transcript.text.done with their concatenation."""
     with open(english_wav, "rb") as f:
-        stream = await client(server).audio.transcriptions.create(model="whisper-1", file=f, language="en",
-                                                                  stream=True)
+        stream = await client(server).audio.transcriptions.create(model="whisper-1", file=f, language="en", stream=True)
         deltas, done = [], None
         async for event in stream:
             if event.type == "transcript.text.delta":
@@ -101,8 +101,12 @@ async def test_streaming_deltas_concatenate_to_the_final_text(server, english_wa
 @pytest.mark.slow
 async def test_a_full_file_queue_answers_429_and_others_still_decode(backend, english_wav):
     """With one file job allowed, a second request while the first decodes is the client's RateLimitError."""
-    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, DragomanServer(engine, ServerConfig(
-            port=0, access=AccessConfig(token=TOKEN), files=FileLimits(max_jobs=1))) as srv:
+    async with (
+        Engine(backend, EngineConfig(max_sessions=1)) as engine,
+        DragomanServer(
+            engine, ServerConfig(port=0, access=AccessConfig(token=TOKEN), files=FileLimits(max_jobs=1))
+        ) as srv,
+    ):
         c = client(srv)
         data = english_wav.read_bytes()
         first = asyncio.ensure_future(c.audio.transcriptions.create(model="whisper-1", file=("a.wav", data)))
@@ -116,8 +120,10 @@ async def test_a_full_file_queue_answers_429_and_others_still_decode(backend, en
 
 async def test_streaming_without_a_free_session_slot_is_503(backend, english_wav):
     """stream=true needs a live session slot: with none free the answer is 503 before any event (a 5xx error)."""
-    async with Engine(backend, EngineConfig(max_sessions=1)) as engine, DragomanServer(engine, ServerConfig(
-            port=0, access=AccessConfig(token=TOKEN))) as srv:
+    async with (
+        Engine(backend, EngineConfig(max_sessions=1)) as engine,
+        DragomanServer(engine, ServerConfig(port=0, access=AccessConfig(token=TOKEN))) as srv,
+    ):
         async with connect(srv.ws_url + "?token=" + TOKEN) as ws:
             await ws.send('{"type": "start", "language": "en"}')
             assert json.loads(await ws.recv())["type"] == "ready"
@@ -171,8 +177,15 @@ async def test_bad_uploads_get_openai_errors(server, english_wav, tmp_path):
         ({"file": english_wav.read_bytes(), "response_format": "pdf"}, openai.BadRequestError, None),
         ({"file": english_wav.read_bytes(), "language": "klingon"}, openai.BadRequestError, None),
         ({"file": english_wav.read_bytes(), "temperature": 7}, openai.BadRequestError, None),
-        ({"file": english_wav.read_bytes(), "timestamp_granularities": ["syllable"],
-          "response_format": "verbose_json"}, openai.BadRequestError, None),
+        (
+            {
+                "file": english_wav.read_bytes(),
+                "timestamp_granularities": ["syllable"],
+                "response_format": "verbose_json",
+            },
+            openai.BadRequestError,
+            None,
+        ),
     ]
     for kwargs, error, code in cases:
         kwargs = dict(kwargs)
@@ -196,17 +209,23 @@ async def test_not_multipart_and_garbage_bodies(server):
     url = f"http://127.0.0.1:{server.port}/v1/audio/transcriptions"
 
     def post(body: bytes, content_type: str) -> tuple[int, dict]:
-        req = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"})
+        req = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    for body, ctype in [(b'{"file": "x"}', "application/json"), (b"\xff" * 1000, "multipart/form-data; boundary=zz"),
-                        (b"--zz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nw\r\n--zz--\r\n",
-                         "multipart/form-data; boundary=zz")]:
+    for body, ctype in [
+        (b'{"file": "x"}', "application/json"),
+        (b"\xff" * 1000, "multipart/form-data; boundary=zz"),
+        (
+            b'--zz\r\nContent-Disposition: form-data; name="model"\r\n\r\nw\r\n--zz--\r\n',
+            "multipart/form-data; boundary=zz",
+        ),
+    ]:
         status, answer = await asyncio.to_thread(post, body, ctype)
         assert status == 400 and answer["error"]["message"], (ctype, status, answer)
     assert (await client(server).models.list()).data

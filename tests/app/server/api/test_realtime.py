@@ -1,6 +1,7 @@
 """`WS /v1/realtime` with the real `openai` client's Realtime connection (pinned in the test extra) against a real
 server with the embedded model: server VAD turns, manual commits, the older transcription_session events, and
 refusals of bad events."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,15 +69,23 @@ async def test_server_vad_turns_with_the_openai_realtime_client(server, audio_di
     b, _ = speech("en", 1, audio_dir)
     silence = np.zeros(16000, np.float32)
     audio = np.concatenate([silence[:4000], a, silence, b, silence])
-    async with client(server).realtime.connect(model="gpt-4o-transcribe",
-                                               extra_query={"intent": "transcription"}) as conn:
+    async with client(server).realtime.connect(
+        model="gpt-4o-transcribe", extra_query={"intent": "transcription"}
+    ) as conn:
         first = await conn.recv()
         assert first.type == "session.created"
-        await conn.session.update(session={
-            "type": "transcription",
-            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
-                                "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
-                                "turn_detection": {"type": "server_vad", "silence_duration_ms": 600}}}})
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 600},
+                    }
+                },
+            }
+        )
 
         async def send() -> None:
             for chunk in b64_chunks(audio):
@@ -84,8 +93,9 @@ async def test_server_vad_turns_with_the_openai_realtime_client(server, audio_di
                 await asyncio.sleep(0.025)
 
         sender = asyncio.ensure_future(send())
-        events = await collect_until(conn, lambda ev: sum(
-            e.type == "conversation.item.input_audio_transcription.completed" for e in ev) == 2)
+        events = await collect_until(
+            conn, lambda ev: sum(e.type == "conversation.item.input_audio_transcription.completed" for e in ev) == 2
+        )
         await sender
     types = [e.type for e in events]
     assert types[0] == "session.updated"
@@ -98,8 +108,11 @@ async def test_server_vad_turns_with_the_openai_realtime_client(server, audio_di
     assert len(words(completed[0].transcript) & EN_WORDS) >= 4, completed[0].transcript
     assert len(words(completed[1].transcript) & EN1_WORDS) >= 4, completed[1].transcript
     for c in completed:
-        deltas = [e.delta for e in events if e.type == "conversation.item.input_audio_transcription.delta"
-                  and e.item_id == c.item_id]
+        deltas = [
+            e.delta
+            for e in events
+            if e.type == "conversation.item.input_audio_transcription.delta" and e.item_id == c.item_id
+        ]
         assert deltas and "".join(deltas).strip() == c.transcript
     started = [e for e in events if e.type == "input_audio_buffer.speech_started"]
     assert 0 <= started[0].audio_start_ms < 600 and started[1].audio_start_ms > len(a) / 16 - 300
@@ -111,10 +124,17 @@ async def test_manual_commit_with_the_older_transcription_session_events(server,
     audio, _ = speech("de", 3, audio_dir)
     async with client(server).realtime.connect(model="whisper-1") as conn:
         await conn.recv()  # session.created
-        await conn.send({"type": "transcription_session.update", "session": {
-            "input_audio_format": "pcm16", "turn_detection": None,
-            "input_audio_transcription": {"model": "whisper-1", "language": "de"},
-            "dragoman": {"task": "translate", "partials": True}}})
+        await conn.send(
+            {
+                "type": "transcription_session.update",
+                "session": {
+                    "input_audio_format": "pcm16",
+                    "turn_detection": None,
+                    "input_audio_transcription": {"model": "whisper-1", "language": "de"},
+                    "dragoman": {"task": "translate", "partials": True},
+                },
+            }
+        )
         events = await commit_turn(conn, audio)
     types = [e.type for e in events]
     assert types[0] == "transcription_session.updated" and "input_audio_buffer.speech_started" not in types
@@ -129,19 +149,24 @@ async def test_clear_drops_the_uncommitted_turn(server, audio_dir):
     b, _ = speech("en", 1, audio_dir)
     async with client(server).realtime.connect(model="whisper-1") as conn:
         await conn.recv()  # session.created
-        await conn.session.update(session={"type": "transcription", "audio": {"input": {
-            "turn_detection": None, "transcription": {"language": "en"}}}})
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"turn_detection": None, "transcription": {"language": "en"}}},
+            }
+        )
         for chunk in b64_chunks(a)[: len(a) // 1600 // 2]:
             await conn.input_audio_buffer.append(audio=chunk)
         await asyncio.sleep(1.0)  # let the engine decode some of it
         await conn.input_audio_buffer.clear()
         events = await commit_turn(conn, b)
     types = [e.type for e in events]
-    assert "input_audio_buffer.cleared" in types and types.count(
-        "conversation.item.input_audio_transcription.completed") == 1
+    assert (
+        "input_audio_buffer.cleared" in types
+        and types.count("conversation.item.input_audio_transcription.completed") == 1
+    )
     transcript = events[-1].transcript
-    assert len(words(transcript) & EN1_WORDS) >= 4 and not words(transcript) & {"london", "coffee", "price"}, \
-        transcript
+    assert len(words(transcript) & EN1_WORDS) >= 4 and not words(transcript) & {"london", "coffee", "price"}, transcript
     cleared_at = types.index("input_audio_buffer.cleared")
     late = [e for e in events[cleared_at:] if e.type.endswith("transcription.delta")]
     assert all(e.item_id == events[-1].item_id for e in late)
@@ -152,14 +177,18 @@ async def test_bad_events_get_error_events_and_the_session_goes_on(server):
     url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=x"
     async with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
-        bad = ["{nope", "[]", '{"type": "response.create"}',
-               '{"type": "input_audio_buffer.append", "audio": "***"}',
-               '{"type": "input_audio_buffer.append"}',
-               '{"type": "session.update", "session": {"type": "transcription", "audio": {"input": '
-               '{"format": {"type": "audio/pcm", "rate": 7}}}}}',
-               '{"type": "session.update", "session": {"type": "realtime"}}',
-               '{"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "xx"}}}}}',
-               '{"type": "input_audio_buffer.commit"}']
+        bad = [
+            "{nope",
+            "[]",
+            '{"type": "response.create"}',
+            '{"type": "input_audio_buffer.append", "audio": "***"}',
+            '{"type": "input_audio_buffer.append"}',
+            '{"type": "session.update", "session": {"type": "transcription", "audio": {"input": '
+            '{"format": {"type": "audio/pcm", "rate": 7}}}}}',
+            '{"type": "session.update", "session": {"type": "realtime"}}',
+            '{"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "xx"}}}}}',
+            '{"type": "input_audio_buffer.commit"}',
+        ]
         for text in bad:
             await ws.send(text)
             msg = json.loads(await asyncio.wait_for(ws.recv(), 10))

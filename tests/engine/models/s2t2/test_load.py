@@ -1,4 +1,5 @@
 """Loading wav2vec2 + Speech2Text2 checkpoints: file formats, legacy names, hub cache, clear errors, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -74,18 +75,21 @@ def _edit_config(path: Path, edit) -> None:
     (path / "config.json").write_text(json.dumps(cfg))
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["encoder"].update(model_type="hubert"), "encoder model_type 'hubert' is not supported"),
-    (lambda c: c["decoder"].update(model_type="bart"), "decoder model_type 'bart' is not supported"),
-    (lambda c: c["encoder"].update(feat_extract_norm="batch"), "feat_extract_norm is 'batch'"),
-    (lambda c: c["encoder"].update(num_attention_heads=5), "not divisible by num_attention_heads 5"),
-    (lambda c: c["decoder"].update(decoder_attention_heads=3), "not divisible by decoder_attention_heads 3"),
-    (lambda c: c["encoder"].update(conv_kernel=[10, 3]), "equal length"),
-    (lambda c: c["decoder"].update(decoder_ffn_dim=41), "decoder_ffn_dim|fc1.weight has shape"),
-    (lambda c: c["decoder"].update(decoder_layers=3), "missing weights decoder.layers.2"),
-    (lambda c: c.pop("decoder"), "needs 'encoder' and 'decoder' sections"),
-    (lambda c: c["decoder"].update(activation_function="mish"), "activation_function 'mish'"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c["encoder"].update(model_type="hubert"), "encoder model_type 'hubert' is not supported"),
+        (lambda c: c["decoder"].update(model_type="bart"), "decoder model_type 'bart' is not supported"),
+        (lambda c: c["encoder"].update(feat_extract_norm="batch"), "feat_extract_norm is 'batch'"),
+        (lambda c: c["encoder"].update(num_attention_heads=5), "not divisible by num_attention_heads 5"),
+        (lambda c: c["decoder"].update(decoder_attention_heads=3), "not divisible by decoder_attention_heads 3"),
+        (lambda c: c["encoder"].update(conv_kernel=[10, 3]), "equal length"),
+        (lambda c: c["decoder"].update(decoder_ffn_dim=41), "decoder_ffn_dim|fc1.weight has shape"),
+        (lambda c: c["decoder"].update(decoder_layers=3), "missing weights decoder.layers.2"),
+        (lambda c: c.pop("decoder"), "needs 'encoder' and 'decoder' sections"),
+        (lambda c: c["decoder"].update(activation_function="mish"), "activation_function 'mish'"),
+    ],
+)
 def test_bad_configs_raise_clear_model_load_errors(reference, tmp_path, edit, message: str) -> None:
     """An unsupported or inconsistent config.json is a ModelLoadError that says what is wrong."""
     out = _copy(reference[1], tmp_path / "bad")
@@ -161,8 +165,12 @@ def test_a_long_recording_is_translated_in_windows_cut_in_pauses(reference) -> N
     audio = speech_like(16000 * 40, 9)
     audio[16000 * 27 : 16000 * 27 + 1600] = 0  # a 0.1 s pause at 27 s
     done: list[float] = []
-    result = transcribe(bundle, audio, OfflineOptions(task="translate", language="en", beam_size=1),
-                        lambda seconds, total: done.append(seconds))
+    result = transcribe(
+        bundle,
+        audio,
+        OfflineOptions(task="translate", language="en", beam_size=1),
+        lambda seconds, total: done.append(seconds),
+    )
     assert [(s.start_s, s.end_s) for s in result.segments] == [(0.0, 27.05), (27.05, 40.0)]
     assert result.segments[0].text == translate_window(bundle, audio[: int(16000 * 27.05)], 1)
     assert result.language == "en" and done == [27.05, 40.0]
@@ -187,6 +195,7 @@ def test_file_command_translates_with_a_checkpoint(reference, tmp_path, capsys) 
     inputs = Wav2Vec2FeatureExtractor.from_pretrained(path)(audio, sampling_rate=16000, return_tensors="pt")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ids = ref.generate(inputs.input_values, attention_mask=inputs.attention_mask, num_beams=2,
-                           max_length=200, do_sample=False)[0]
+        ids = ref.generate(
+            inputs.input_values, attention_mask=inputs.attention_mask, num_beams=2, max_length=200, do_sample=False
+        )[0]
     assert printed == Speech2Text2Tokenizer.from_pretrained(path).decode(ids, skip_special_tokens=True).strip()

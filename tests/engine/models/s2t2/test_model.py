@@ -1,4 +1,5 @@
 """The Speech2Text2 decoder on the explicit DecoderState: caching, rewind, reorder, left padding, alignment."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,11 +16,26 @@ PAD = 1
 def model() -> S2T2:
     """A tiny random model (no transformers needed): encoder 32 wide, decoder 24 wide (projected)."""
     torch.manual_seed(0)
-    enc = Wav2Vec2Config(conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 4), hidden_size=32,
-                         num_hidden_layers=1, num_attention_heads=4, intermediate_size=32,
-                         num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
-    dec = S2T2Config(vocab_size=VOCAB, d_model=24, decoder_layers=3, decoder_attention_heads=4, decoder_ffn_dim=32,
-                     max_target_positions=32, pad_token_id=PAD)
+    enc = Wav2Vec2Config(
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 4),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=32,
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=4,
+    )
+    dec = S2T2Config(
+        vocab_size=VOCAB,
+        d_model=24,
+        decoder_layers=3,
+        decoder_attention_heads=4,
+        decoder_ffn_dim=32,
+        max_target_positions=32,
+        pad_token_id=PAD,
+    )
     m = S2T2(enc, dec).eval()
     with torch.no_grad():
         for p in m.parameters():

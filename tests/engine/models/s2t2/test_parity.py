@@ -4,6 +4,7 @@ Each variant is a tiny random SpeechEncoderDecoderModel saved with save_pretrain
 covering both feature-encoder norms, both layer-norm placements, scale_embedding on and off, and decoder widths with
 and without the enc_to_dec projection.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -61,8 +62,9 @@ def test_logits_match_reference(pair) -> None:
     inputs = _inputs(fe, CLIPS[0])
     prefix = torch.tensor([[0, 5, 1, 9, 20, 21, 7, 7, 13]])
     with torch.no_grad():
-        expected = ref(input_values=inputs.input_values, attention_mask=inputs.get("attention_mask"),
-                       decoder_input_ids=prefix).logits
+        expected = ref(
+            input_values=inputs.input_values, attention_mask=inputs.get("attention_mask"), decoder_input_ids=prefix
+        ).logits
     state = backend.new_state(backend.encode(CLIPS[0]))
     torch.testing.assert_close(backend.step(prefix, state), expected, rtol=1e-5, atol=2e-5)
 
@@ -75,8 +77,13 @@ def test_search_is_token_identical_to_generate(pair, num_beams: int) -> None:
         inputs = _inputs(fe, audio)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            expected = ref.generate(inputs.input_values, attention_mask=inputs.get("attention_mask"),
-                                    max_length=14, num_beams=num_beams, do_sample=False)[0].tolist()
+            expected = ref.generate(
+                inputs.input_values,
+                attention_mask=inputs.get("attention_mask"),
+                max_length=14,
+                num_beams=num_beams,
+                do_sample=False,
+            )[0].tolist()
         got = generate(backend, backend.encode(audio), SearchOptions(num_beams=num_beams, max_length=14))
         assert got == expected
 
@@ -88,8 +95,14 @@ def test_beam_early_stopping_is_token_identical(pair) -> None:
     inputs = _inputs(fe, audio)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = ref.generate(inputs.input_values, attention_mask=inputs.get("attention_mask"), max_length=20,
-                                num_beams=3, early_stopping=True, do_sample=False)[0].tolist()
+        expected = ref.generate(
+            inputs.input_values,
+            attention_mask=inputs.get("attention_mask"),
+            max_length=20,
+            num_beams=3,
+            early_stopping=True,
+            do_sample=False,
+        )[0].tolist()
     got = generate(backend, backend.encode(audio), SearchOptions(num_beams=3, max_length=20, early_stopping=True))
     assert got == expected
 
@@ -102,8 +115,13 @@ def test_translate_window_equals_reference_pipeline(pair) -> None:
     limit = backend.bundle.generation.max_length
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ids = ref.generate(inputs.input_values, attention_mask=inputs.get("attention_mask"), max_length=limit,
-                           num_beams=2, do_sample=False)[0]
+        ids = ref.generate(
+            inputs.input_values,
+            attention_mask=inputs.get("attention_mask"),
+            max_length=limit,
+            num_beams=2,
+            do_sample=False,
+        )[0]
     assert translate_window(backend.bundle, audio, beam_size=2) == tok.decode(ids, skip_special_tokens=True)
 
 

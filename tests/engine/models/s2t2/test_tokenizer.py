@@ -1,4 +1,5 @@
 """The Speech2Text2 tokenizer against the reference Speech2Text2Tokenizer (transformers 4.46.3)."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,7 @@ def test_special_token_ids(pair) -> None:
     """bos/pad/eos/unk come from the vocabulary by name, as the reference resolves them."""
     ours, ref = pair
     sp = ours.special
-    assert (sp.bos, sp.pad, sp.eos, sp.unk) == (ref.bos_token_id, ref.pad_token_id, ref.eos_token_id,
-                                                ref.unk_token_id)
+    assert (sp.bos, sp.pad, sp.eos, sp.unk) == (ref.bos_token_id, ref.pad_token_id, ref.eos_token_id, ref.unk_token_id)
 
 
 def test_decoding_only_tokenizer_without_merges(tmp_path) -> None:

@@ -1,4 +1,5 @@
 """The wav2vec2 encoder and front end against transformers 4.46.3 on tiny random models."""
+
 from __future__ import annotations
 
 import warnings
@@ -17,10 +18,20 @@ def _pair(norm: str, stable: bool, seed: int):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     torch.manual_seed(seed)
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                         conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 4), conv_bias=True,
-                         feat_extract_norm=norm, do_stable_layer_norm=stable, num_conv_pos_embeddings=15,
-                         num_conv_pos_embedding_groups=4)
+    cfg = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 4, 4),
+        conv_bias=True,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=stable,
+        num_conv_pos_embeddings=15,
+        num_conv_pos_embedding_groups=4,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = Wav2Vec2Model(cfg).eval()
@@ -33,8 +44,17 @@ def _pair(norm: str, stable: bool, seed: int):
     # map_weights expects a whole SpeechEncoderDecoder checkpoint: take the encoder part of its answer
     from engine.models.s2t2.model import S2T2, S2T2Config
 
-    full = S2T2(ours_cfg, S2T2Config(vocab_size=8, d_model=32, decoder_layers=1, decoder_attention_heads=4,
-                                     decoder_ffn_dim=8, max_target_positions=8))
+    full = S2T2(
+        ours_cfg,
+        S2T2Config(
+            vocab_size=8,
+            d_model=32,
+            decoder_layers=1,
+            decoder_attention_heads=4,
+            decoder_ffn_dim=8,
+            max_target_positions=8,
+        ),
+    )
     dec = {k: v for k, v in full.state_dict().items() if not k.startswith("encoder.")}
     mapped = map_weights({**sd, **dec}, full, "test")
     ours.load_state_dict({k.removeprefix("encoder."): v for k, v in mapped.items() if k.startswith("encoder.")})
@@ -86,15 +106,27 @@ def test_output_lengths_match_reference_formula() -> None:
     """Frame counts for any input length follow the reference's convolution arithmetic, adapter included."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-                         conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=4,
-                         num_conv_pos_embedding_groups=2, add_adapter=True, adapter_stride=2, num_adapter_layers=2)
+    cfg = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2,
+        add_adapter=True,
+        adapter_stride=2,
+        num_adapter_layers=2,
+    )
     ref = Wav2Vec2Model(cfg)
     ours = _wav2vec2_config(cfg.to_dict())
     n = torch.tensor([400, 401, 999, 16000, 31999])
     assert torch.equal(ours.output_lengths(n), ref._get_feat_extract_output_lengths(n))
-    assert torch.equal(ours.output_lengths(n, with_adapter=False),
-                       ref._get_feat_extract_output_lengths(n, add_adapter=False))
+    assert torch.equal(
+        ours.output_lengths(n, with_adapter=False), ref._get_feat_extract_output_lengths(n, add_adapter=False)
+    )
 
 
 def test_too_short_input_is_rejected_clearly() -> None:

@@ -1,6 +1,7 @@
 """The Whisper network over an explicit DecoderState, on a tiny seeded random model: whatever the cache does
 (incremental steps, chunks, rewinds, beam reordering, left padding, masked audio) must give the logits of a
 full recomputation from scratch."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,6 +16,7 @@ from tests.tiny_models import TINY_WHISPER as TINY
 # Tight enough to catch a position off by one or a stale cache entry (those move logits by > 1e-2 here), loose
 # enough for fp32 summation-order differences between one pass over T tokens and T passes over one.
 TOL = dict(rtol=1e-4, atol=1e-4)
+
 
 @pytest.fixture(scope="module")
 def encoder_out(tiny_whisper: Whisper) -> torch.Tensor:
@@ -37,8 +39,9 @@ def _full(model: Whisper, encoder_out: torch.Tensor, tokens: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def test_incremental_decoding_equals_full_recomputation_at_every_step(tiny_whisper: Whisper,
-                                                                      encoder_out: torch.Tensor) -> None:
+def test_incremental_decoding_equals_full_recomputation_at_every_step(
+    tiny_whisper: Whisper, encoder_out: torch.Tensor
+) -> None:
     """Feeding one token at a time over the cache gives, at every step, the logits of recomputing the prefix."""
     tokens = _tokens(40)
     state = tiny_whisper.new_state(encoder_out)
@@ -82,8 +85,14 @@ def test_rewind_then_reextend_equals_fresh_decode(tiny_whisper: Whisper, encoder
     state.rewind(12)
     assert state.offset == 18
     new = other[:, 4:13]
-    logits = torch.cat([tiny_whisper.step(new[:, :5], state), tiny_whisper.step(new[:, 5:6], state),
-                        tiny_whisper.step(new[:, 6:], state)], 1)
+    logits = torch.cat(
+        [
+            tiny_whisper.step(new[:, :5], state),
+            tiny_whisper.step(new[:, 5:6], state),
+            tiny_whisper.step(new[:, 6:], state),
+        ],
+        1,
+    )
     fresh = _full(tiny_whisper, encoder_out, torch.cat([first[:, :18], new], dim=1))[:, 18:]
     torch.testing.assert_close(logits, fresh, **TOL)
 
@@ -117,8 +126,9 @@ def test_set_audio_keeps_the_token_cache(tiny_whisper: Whisper, encoder_out: tor
 
 
 @torch.no_grad()
-def test_alignment_step_returns_the_same_logits_and_normalised_heads(tiny_whisper: Whisper,
-                                                                     encoder_out: torch.Tensor) -> None:
+def test_alignment_step_returns_the_same_logits_and_normalised_heads(
+    tiny_whisper: Whisper, encoder_out: torch.Tensor
+) -> None:
     """step_with_alignment gives step()'s logits plus (B, heads, T, S) cross-attention rows that sum to 1."""
     tokens = _tokens(8, seed=7)
     logits, attn = tiny_whisper.step_with_alignment(tokens, tiny_whisper.new_state(encoder_out))
@@ -135,13 +145,16 @@ def test_left_padded_batched_rows_equal_unbatched_rows(tiny_whisper: Whisper, en
     seqs = [_tokens(n + 6, seed=10 + i) for i, n in enumerate(lengths)]
     width = max(lengths)
     pad = torch.tensor([width - n for n in lengths])
-    batch = torch.stack([torch.cat([torch.zeros(int(p), dtype=torch.long), s[0, :n]]) for p, s, n in
-                         zip(pad, seqs, lengths)])
+    batch = torch.stack(
+        [torch.cat([torch.zeros(int(p), dtype=torch.long), s[0, :n]]) for p, s, n in zip(pad, seqs, lengths)]
+    )
     state = tiny_whisper.new_state(encoder_out)
     state.left_pad = pad
     prompt_logits = tiny_whisper.step(batch, state)
-    steps = [tiny_whisper.step(torch.stack([s[0, n + j : n + j + 1] for s, n in zip(seqs, lengths)]), state)
-             for j in range(6)]
+    steps = [
+        tiny_whisper.step(torch.stack([s[0, n + j : n + j + 1] for s, n in zip(seqs, lengths)]), state)
+        for j in range(6)
+    ]
     for row, (s, n) in enumerate(zip(seqs, lengths)):
         alone = _full(tiny_whisper, encoder_out, s)
         torch.testing.assert_close(prompt_logits[row, int(pad[row]) :], alone[0, :n], **TOL)
@@ -186,8 +199,9 @@ def test_encoder_accepts_short_windows_and_refuses_too_long_ones(tiny_whisper: W
 
 # -- decoding loops over the cache ---------------------------------------------------------------------------
 @pytest.mark.parametrize("timestamps", [False, True])
-def test_greedy_with_cache_equals_cache_free_greedy(tiny_whisper_bundle: WhisperBundle, encoder_out: torch.Tensor,
-                                                    timestamps: bool) -> None:
+def test_greedy_with_cache_equals_cache_free_greedy(
+    tiny_whisper_bundle: WhisperBundle, encoder_out: torch.Tensor, timestamps: bool
+) -> None:
     """Greedy decoding over the cache picks the same tokens, with the same score, as recomputing every step."""
     base = dict(task="translate", language="de", max_new_tokens=20, timestamps=timestamps)
     cached = decode(tiny_whisper_bundle, encoder_out, DecodingOptions(**base))
@@ -198,8 +212,12 @@ def test_greedy_with_cache_equals_cache_free_greedy(tiny_whisper_bundle: Whisper
 
 @pytest.mark.parametrize("beam_size,patience,timestamps", [(4, 1.0, False), (3, 2.0, True)])
 def test_beam_search_with_cache_reordering_equals_cache_free_beam_search(
-    tiny_whisper_bundle: WhisperBundle, encoder_out: torch.Tensor, monkeypatch: pytest.MonkeyPatch,
-    beam_size: int, patience: float, timestamps: bool,
+    tiny_whisper_bundle: WhisperBundle,
+    encoder_out: torch.Tensor,
+    monkeypatch: pytest.MonkeyPatch,
+    beam_size: int,
+    patience: float,
+    timestamps: bool,
 ) -> None:
     """Beam search that reorders the cache rows finds the hypothesis, and score, of a cache-free beam search;
     the reordering really happened (beams were dropped and duplicated)."""
@@ -211,8 +229,14 @@ def test_beam_search_with_cache_reordering_equals_cache_free_beam_search(
         original(self, indices)
 
     monkeypatch.setattr(DecoderState, "reorder", spy)
-    base = dict(task="transcribe", language="en", beam_size=beam_size, patience=patience, max_new_tokens=16,
-                timestamps=timestamps)
+    base = dict(
+        task="transcribe",
+        language="en",
+        beam_size=beam_size,
+        patience=patience,
+        max_new_tokens=16,
+        timestamps=timestamps,
+    )
     cached = decode(tiny_whisper_bundle, encoder_out, DecodingOptions(**base))
     n_cached_reorders = len(reorders)
     free = decode(tiny_whisper_bundle, encoder_out, DecodingOptions(**base, use_cache=False))

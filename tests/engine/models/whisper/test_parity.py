@@ -1,5 +1,6 @@
 """Parity with an independent implementation on the real base weights: our state dict, renamed into
 transformers' WhisperForConditionalGeneration, must give the same encoder output, logits and greedy tokens."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,12 @@ def to_transformers_state_dict(ours: dict[str, torch.Tensor]) -> dict[str, torch
 
     def common(src: str, dst: str) -> None:
         attn(f"{src}.attn", f"{dst}.self_attn")
-        for mine, theirs in (("attn_ln", "self_attn_layer_norm"), ("mlp.0", "fc1"), ("mlp.2", "fc2"),
-                             ("mlp_ln", "final_layer_norm")):
+        for mine, theirs in (
+            ("attn_ln", "self_attn_layer_norm"),
+            ("mlp.0", "fc1"),
+            ("mlp.2", "fc2"),
+            ("mlp_ln", "final_layer_norm"),
+        ):
             hf[f"{dst}.{theirs}.weight"] = ours[f"{src}.{mine}.weight"]
             hf[f"{dst}.{theirs}.bias"] = ours[f"{src}.{mine}.bias"]
 
@@ -71,12 +76,21 @@ def reference(whisper_bundle_fp32: WhisperBundle):
 
     cfg = whisper_bundle_fp32.model.config
     hf_cfg = WhisperConfig(
-        vocab_size=cfg.n_vocab, num_mel_bins=cfg.n_mels, d_model=cfg.n_text_state,
-        encoder_layers=cfg.n_audio_layer, decoder_layers=cfg.n_text_layer,
-        encoder_attention_heads=cfg.n_audio_head, decoder_attention_heads=cfg.n_text_head,
-        encoder_ffn_dim=4 * cfg.n_audio_state, decoder_ffn_dim=4 * cfg.n_text_state,
-        max_source_positions=cfg.n_audio_ctx, max_target_positions=cfg.n_text_ctx,
-        decoder_start_token_id=50258, pad_token_id=50257, bos_token_id=50257, eos_token_id=50257,
+        vocab_size=cfg.n_vocab,
+        num_mel_bins=cfg.n_mels,
+        d_model=cfg.n_text_state,
+        encoder_layers=cfg.n_audio_layer,
+        decoder_layers=cfg.n_text_layer,
+        encoder_attention_heads=cfg.n_audio_head,
+        decoder_attention_heads=cfg.n_text_head,
+        encoder_ffn_dim=4 * cfg.n_audio_state,
+        decoder_ffn_dim=4 * cfg.n_text_state,
+        max_source_positions=cfg.n_audio_ctx,
+        max_target_positions=cfg.n_text_ctx,
+        decoder_start_token_id=50258,
+        pad_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50257,
         attn_implementation="eager",
     )
     with no_init_weights():
@@ -89,14 +103,19 @@ def reference(whisper_bundle_fp32: WhisperBundle):
 
 
 @pytest.fixture(scope="module")
-def encoded(whisper_bundle_fp32: WhisperBundle, reference, audio_dir: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def encoded(
+    whisper_bundle_fp32: WhisperBundle, reference, audio_dir: Path
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """German and English speech in 30 s log-mel windows, encoded by both implementations: lang -> (ours, theirs)."""
     out = {}
     for lang in ("de", "en"):
         audio, _ = speech(lang, 0, audio_dir)
         features = log_mel_spectrogram(np.asarray(audio), pad_samples=N_SAMPLES)[None, :, :N_FRAMES]
         with torch.inference_mode():
-            out[lang] = (whisper_bundle_fp32.model.encode(features), reference.model.encoder(features).last_hidden_state)
+            out[lang] = (
+                whisper_bundle_fp32.model.encode(features),
+                reference.model.encoder(features).last_hidden_state,
+            )
     return out
 
 
@@ -108,8 +127,9 @@ def test_encoder_output_matches_transformers(encoded) -> None:
 
 
 @pytest.mark.parametrize("lang,task", [("de", "translate"), ("de", "transcribe"), ("en", "transcribe")])
-def test_logits_and_greedy_tokens_match_transformers(whisper_bundle_fp32: WhisperBundle, reference, encoded,
-                                                     lang: str, task: str) -> None:
+def test_logits_and_greedy_tokens_match_transformers(
+    whisper_bundle_fp32: WhisperBundle, reference, encoded, lang: str, task: str
+) -> None:
     """Our greedy decode over DecoderState yields tokens that transformers' greedy choice confirms at every position
     (same suppression rules), and our logits for the whole answer equal theirs."""
     bundle = whisper_bundle_fp32
@@ -143,7 +163,9 @@ def test_language_detection_matches_transformers(whisper_bundle_fp32: WhisperBun
     for lang, (ours_enc, theirs_enc) in encoded.items():
         with torch.inference_mode():
             detected, probs = detect_language(whisper_bundle_fp32, ours_enc)
-            logits = reference(encoder_outputs=(theirs_enc,), decoder_input_ids=torch.tensor([[tok.special.sot]])).logits
+            logits = reference(
+                encoder_outputs=(theirs_enc,), decoder_input_ids=torch.tensor([[tok.special.sot]])
+            ).logits
         theirs = logits[0, -1, ids].softmax(-1)
         assert detected == lang
         np.testing.assert_allclose([probs[c] for c in codes], theirs.numpy(), atol=1e-3)

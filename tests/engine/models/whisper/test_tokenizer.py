@@ -1,5 +1,6 @@
 """The real Whisper tokenizer (from the embedded model's tokenizer.json): special tokens, byte-exact decoding,
 and holding back the tail of a character that a token boundary cut in two."""
+
 from __future__ import annotations
 
 import pytest
@@ -112,15 +113,18 @@ def test_cut_umlaut_in_arztin_is_held_back(tok: WhisperTokenizer) -> None:
     assert tok.decode(ids[:2]) == "Ä"
 
 
-@pytest.mark.parametrize("data,expected", [
-    (b"", (b"", b"")),
-    (b"abc", (b"abc", b"")),
-    (b"a\xc3", (b"a", b"\xc3")),  # 2-byte lead alone
-    (b"a\xc3\xa4", (b"a\xc3\xa4", b"")),  # complete ä
-    (b"x\xe6\x97", (b"x", b"\xe6\x97")),  # 3-byte character missing its last byte
-    (b"\xf0\x9f\x98", (b"", b"\xf0\x9f\x98")),  # 4-byte emoji missing one byte
-    (b"\xf0\x9f\x98\x80", (b"\xf0\x9f\x98\x80", b"")),  # complete 😀
-])
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        (b"", (b"", b"")),
+        (b"abc", (b"abc", b"")),
+        (b"a\xc3", (b"a", b"\xc3")),  # 2-byte lead alone
+        (b"a\xc3\xa4", (b"a\xc3\xa4", b"")),  # complete ä
+        (b"x\xe6\x97", (b"x", b"\xe6\x97")),  # 3-byte character missing its last byte
+        (b"\xf0\x9f\x98", (b"", b"\xf0\x9f\x98")),  # 4-byte emoji missing one byte
+        (b"\xf0\x9f\x98\x80", (b"\xf0\x9f\x98\x80", b"")),  # complete 😀
+    ],
+)
 def test_split_complete_utf8(data: bytes, expected: tuple[bytes, bytes]) -> None:
     """The split keeps whole characters and holds back at most one incomplete trailing character."""
     assert split_complete_utf8(data) == expected
