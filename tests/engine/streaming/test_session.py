@@ -227,7 +227,7 @@ def test_pause_free_speech_is_trimmed_at_commits(backend, english_without_pauses
     come steadily and the lag stays bounded instead of waiting for a forced commit at max_segment_s."""
     session, _, windows, lags, commit_times = english_without_pauses
     cfg = session.config
-    assert max(windows) <= 2 * cfg.trim_s + cfg.chunk_s + cfg.pad_s + 0.1 < backend.max_window_s
+    assert max(windows) <= 2 * cfg.trim_s + cfg.update_s + cfg.pad_s + 0.1 < backend.max_window_s
     assert max(np.diff([0.0] + commit_times)) <= 4.0, commit_times
     assert max(lags) <= 5.0
 
