@@ -38,28 +38,31 @@ def _reference(ref, tok, text: str) -> str:
     return tok.decode(out[0], skip_special_tokens=True)
 
 
+def _file_to_german_json(wav: Path, language: str, mt_path: Path) -> list[str]:
+    """`dragoman file` arguments: the speech in `language`, translated to German by the tiny checkpoint, greedy
+    Whisper, unquantised MT, JSON out."""
+    return [
+        "file",
+        str(wav),
+        "--language",
+        language,
+        "--target",
+        "de",
+        "--mt-model",
+        str(mt_path),
+        "--json",
+        "--beam",
+        "1",
+        "--mt-quantize",
+        "none",
+    ]
+
+
 def test_file_target_equals_reference_translation_of_own_transcript(marian, english_wav, capsys) -> None:
     """Each JSON segment's text is transformers' translation of that segment's source sentence, the sentences
     together are Dragoman's own transcript, and the top-level text joins the segment translations."""
     ref, tok, path = marian
-    rc = main(
-        [
-            "file",
-            str(english_wav),
-            "--language",
-            "en",
-            "--target",
-            "de",
-            "--mt-model",
-            str(path),
-            "--json",
-            "--beam",
-            "1",
-            "--mt-quantize",
-            "none",
-        ]
-    )
-    assert rc == 0
+    assert main(_file_to_german_json(english_wav, "en", path)) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["target"] == "de" and out["task"] == "transcribe"
     segments = out["segments"]
@@ -78,26 +81,7 @@ def test_file_pivots_through_english_when_no_direct_pair(marian, audio_dir, caps
     ref, tok, path = marian
     audio, _ = speech("fr", 0, audio_dir)
     wav = write_wav(audio_dir / "fr0.wav", audio)
-    assert (
-        main(
-            [
-                "file",
-                str(wav),
-                "--language",
-                "fr",
-                "--target",
-                "de",
-                "--mt-model",
-                str(path),
-                "--json",
-                "--beam",
-                "1",
-                "--mt-quantize",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert main(_file_to_german_json(wav, "fr", path)) == 0
     captured = capsys.readouterr()
     assert "pivot through English" in captured.err
     out = json.loads(captured.out)
