@@ -213,7 +213,7 @@ _US3_FIX_VERSION = "us3-fix-1"  # part of the cache key: change it when the rewr
 
 def _synthesize(text: str, voice: str, cache_dir: Path, speed_wpm: int) -> Path:
     """tests.speech.synthesize (cache, Spanish e/ o/ fix, silence check), or the mb-us3 rewrite below."""
-    from tests.speech import synthesize
+    from tests.speech import espeak_phonemes, synthesize
 
     if voice != "mb-us3":
         return synthesize(text, voice, cache_dir, speed_wpm=speed_wpm)
@@ -224,15 +224,8 @@ def _synthesize(text: str, voice: str, cache_dir: Path, speed_wpm: int) -> Path:
     key = hashlib.sha1(f"{voice}|{speed_wpm}|{_US3_FIX_VERSION}|{text}".encode()).hexdigest()[:16]
     path = cache_dir / f"{voice}-{key}.wav"
     if not path.exists():
-        pho = subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-q", "--pho", text],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
         lines = []
-        for line in pho.splitlines():
+        for line in espeak_phonemes(text, voice, speed_wpm):
             fields = line.split("\t")
             if fields[0] == "O2":
                 fields[0] = "O"

@@ -145,17 +145,21 @@ def synthesize(text: str, voice: str, out_dir: Path, speed_wpm: int = 150) -> Pa
     return path
 
 
-def _synthesize_via_pho(text: str, voice: str, speed_wpm: int, fixes: dict[str, str], out: Path) -> None:
-    """espeak-ng phonemes -> rename the ones the mbrola database lacks -> mbrola -> WAV."""
-    pho = subprocess.run(
+def espeak_phonemes(text: str, voice: str, speed_wpm: int) -> list[str]:
+    """espeak-ng's mbrola phoneme lines (--pho) for `text`: "name<TAB>duration_ms<TAB>pitch points"."""
+    return subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-q", "--pho", text],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
-    ).stdout
+    ).stdout.splitlines()
+
+
+def _synthesize_via_pho(text: str, voice: str, speed_wpm: int, fixes: dict[str, str], out: Path) -> None:
+    """espeak-ng phonemes -> rename the ones the mbrola database lacks -> mbrola -> WAV."""
     lines = []
-    for line in pho.splitlines():
+    for line in espeak_phonemes(text, voice, speed_wpm):
         name, sep, rest = line.partition("\t")
         lines.append(fixes.get(name, name) + sep + rest)
     database = Path("/usr/share/mbrola") / voice.removeprefix("mb-") / voice.removeprefix("mb-")
