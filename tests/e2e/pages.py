@@ -99,3 +99,16 @@ async def page_without_engine(chromium: Chromium) -> AsyncIterator:
             yield page
     finally:
         await server.stop()
+
+
+async def wait_for_committed_key_words(page: Any, n_words: int = 2) -> None:
+    """Wait (up to a minute) until the page's committed captions hold `n_words` of KEY_WORDS."""
+    await page.wait_for_function(
+        """([keys, n]) => {
+            const text = [...document.querySelectorAll('#captions .commit')].map(s => s.textContent)
+                .join('').toLowerCase();
+            return keys.filter(k => text.includes(k)).length >= n;
+        }""",
+        arg=[sorted(KEY_WORDS), n_words],
+        timeout=60000,
+    )

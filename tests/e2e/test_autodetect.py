@@ -8,7 +8,7 @@ import pytest
 
 from app.captions import build_cues, format_captions
 from engine.events import Commit
-from tests.e2e.pages import ARTIFACTS, KEY_WORDS
+from tests.e2e.pages import ARTIFACTS, KEY_WORDS, wait_for_committed_key_words
 from tests.server_clients import words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -27,15 +27,7 @@ async def test_auto_detect_on_german_speech_shows_english_captions(server, chrom
         await page.wait_for_function(
             "document.querySelector('#detected-text').textContent.includes('detected: German')", timeout=60000
         )
-        await page.wait_for_function(
-            """(keys) => {
-                const text = [...document.querySelectorAll('#captions .commit')].map(s => s.textContent)
-                    .join('').toLowerCase();
-                return keys.filter(k => text.includes(k)).length >= 2;
-            }""",
-            arg=sorted(KEY_WORDS),
-            timeout=60000,
-        )
+        await wait_for_committed_key_words(page)
         assert await page.is_visible("#detected-fix button[data-language=en]")  # a correction is one click
         await page.screenshot(path=str(ARTIFACTS / "autodetect-german.png"))
         await page.wait_for_timeout(3000)

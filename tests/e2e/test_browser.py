@@ -13,7 +13,7 @@ import webvtt
 
 from app.runtime import Engine, EngineConfig
 from app.server import DragomanServer, ServerConfig
-from tests.e2e.pages import ARTIFACTS, KEY_WORDS, page_without_engine
+from tests.e2e.pages import ARTIFACTS, KEY_WORDS, page_without_engine, wait_for_committed_key_words
 from tests.server_clients import words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,15 +36,7 @@ async def test_page_shows_english_captions_from_the_microphone(
         await page.select_option("#language", language)
         await page.click("#start")
         # Committed English words appear while the audio plays
-        await page.wait_for_function(
-            """(keys) => {
-                const text = [...document.querySelectorAll('#captions .commit')].map(s => s.textContent)
-                    .join('').toLowerCase();
-                return keys.filter(k => text.includes(k)).length >= 2;
-            }""",
-            arg=sorted(KEY_WORDS),
-            timeout=60000,
-        )
+        await wait_for_committed_key_words(page)
         await page.screenshot(path=str(ARTIFACTS / f"captions-live-{transport}.png"))
         if transport == "websocket":
             rate = await page.evaluate("window.dragoman.ctx.sampleRate")
