@@ -36,6 +36,15 @@ def _inputs(fe, audio):
     return fe(audio, sampling_rate=16000, return_tensors="pt")
 
 
+def _reference_generate(ref, inputs, **search) -> list[int]:
+    """The reference `generate`'s first sequence for the extracted `inputs` (no sampling; `search`: max_length,
+    num_beams, early_stopping)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = ref.generate(inputs.input_values, attention_mask=inputs.get("attention_mask"), do_sample=False, **search)
+    return out[0].tolist()
+
+
 def test_backend_satisfies_protocol(pair) -> None:
     """The loaded checkpoint is an s2t2 bundle whose backend implements every Backend member."""
     _, _, _, backend = pair
@@ -74,16 +83,7 @@ def test_search_is_token_identical_to_generate(pair, num_beams: int) -> None:
     """Greedy and beam search give exactly the sequences the reference `generate` gives."""
     ref, _, fe, backend = pair
     for audio in CLIPS:
-        inputs = _inputs(fe, audio)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            expected = ref.generate(
-                inputs.input_values,
-                attention_mask=inputs.get("attention_mask"),
-                max_length=14,
-                num_beams=num_beams,
-                do_sample=False,
-            )[0].tolist()
+        expected = _reference_generate(ref, _inputs(fe, audio), max_length=14, num_beams=num_beams)
         got = generate(backend, backend.encode(audio), SearchOptions(num_beams=num_beams, max_length=14))
         assert got == expected
 
@@ -92,17 +92,7 @@ def test_beam_early_stopping_is_token_identical(pair) -> None:
     """early_stopping=True (stop at num_beams finished hypotheses) matches the reference too."""
     ref, _, fe, backend = pair
     audio = CLIPS[1]
-    inputs = _inputs(fe, audio)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = ref.generate(
-            inputs.input_values,
-            attention_mask=inputs.get("attention_mask"),
-            max_length=20,
-            num_beams=3,
-            early_stopping=True,
-            do_sample=False,
-        )[0].tolist()
+    expected = _reference_generate(ref, _inputs(fe, audio), max_length=20, num_beams=3, early_stopping=True)
     got = generate(backend, backend.encode(audio), SearchOptions(num_beams=3, max_length=20, early_stopping=True))
     assert got == expected
 
@@ -111,17 +101,8 @@ def test_translate_window_equals_reference_pipeline(pair) -> None:
     """translate_window's text is the reference tokenizer's decode of the reference generate (beam 2)."""
     ref, tok, fe, backend = pair
     audio = CLIPS[2]
-    inputs = _inputs(fe, audio)
     limit = backend.bundle.generation.max_length
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ids = ref.generate(
-            inputs.input_values,
-            attention_mask=inputs.get("attention_mask"),
-            max_length=limit,
-            num_beams=2,
-            do_sample=False,
-        )[0]
+    ids = _reference_generate(ref, _inputs(fe, audio), max_length=limit, num_beams=2)
     assert translate_window(backend.bundle, audio, beam_size=2) == tok.decode(ids, skip_special_tokens=True)
 
 
