@@ -121,20 +121,13 @@ ENC_HIDDEN = 32
 SAMPLES_PER_FRAME = 80  # conv strides 5 * 4 * 4
 
 
-def build_reference(tmp: Path, v: Variant, safe_serialization: bool = True, max_shard_size: str | None = None):
-    """Build, randomise and save a tiny SpeechEncoderDecoderModel; return the reference reloaded from disk."""
-    from transformers import (
-        Speech2Text2Config,
-        Speech2Text2ForCausalLM,
-        Speech2Text2Tokenizer,
-        SpeechEncoderDecoderModel,
-        Wav2Vec2Config,
-        Wav2Vec2FeatureExtractor,
-        Wav2Vec2Model,
-    )
+def tiny_wav2vec2_config(
+    *, feat_extract_norm: str, stable_layer_norm: bool, conv_bias: bool = True, num_conv_pos_embeddings: int = 16
+):
+    """A tiny transformers Wav2Vec2Config: ENC_HIDDEN wide, two layers, three convolutions (SAMPLES_PER_FRAME)."""
+    from transformers import Wav2Vec2Config
 
-    torch.manual_seed(v.seed)
-    enc_cfg = Wav2Vec2Config(
+    return Wav2Vec2Config(
         hidden_size=ENC_HIDDEN,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -142,11 +135,28 @@ def build_reference(tmp: Path, v: Variant, safe_serialization: bool = True, max_
         conv_dim=(16, 16, 16),
         conv_kernel=(10, 3, 3),
         conv_stride=(5, 4, 4),
-        conv_bias=v.conv_bias,
-        feat_extract_norm=v.feat_extract_norm,
-        do_stable_layer_norm=v.stable_layer_norm,
-        num_conv_pos_embeddings=16,
+        conv_bias=conv_bias,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=stable_layer_norm,
+        num_conv_pos_embeddings=num_conv_pos_embeddings,
         num_conv_pos_embedding_groups=4,
+    )
+
+
+def build_reference(tmp: Path, v: Variant, safe_serialization: bool = True, max_shard_size: str | None = None):
+    """Build, randomise and save a tiny SpeechEncoderDecoderModel; return the reference reloaded from disk."""
+    from transformers import (
+        Speech2Text2Config,
+        Speech2Text2ForCausalLM,
+        Speech2Text2Tokenizer,
+        SpeechEncoderDecoderModel,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
+
+    torch.manual_seed(v.seed)
+    enc_cfg = tiny_wav2vec2_config(
+        feat_extract_norm=v.feat_extract_norm, stable_layer_norm=v.stable_layer_norm, conv_bias=v.conv_bias
     )
     dec_cfg = Speech2Text2Config(
         vocab_size=len(PIECES),

@@ -10,28 +10,15 @@ import torch
 
 from engine.models.s2t2.load import _wav2vec2_config, map_weights
 from engine.models.s2t2.wav2vec2 import Wav2Vec2Encoder, normalize_audio
-from tests.s2t2_reference import speech_like
+from tests.s2t2_reference import speech_like, tiny_wav2vec2_config
 
 
 def _pair(norm: str, stable: bool, seed: int):
     """A random HF Wav2Vec2Model and our encoder carrying the same weights."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from transformers import Wav2Vec2Model
 
     torch.manual_seed(seed)
-    cfg = Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        conv_dim=(16, 16, 16),
-        conv_kernel=(10, 3, 3),
-        conv_stride=(5, 4, 4),
-        conv_bias=True,
-        feat_extract_norm=norm,
-        do_stable_layer_norm=stable,
-        num_conv_pos_embeddings=15,
-        num_conv_pos_embedding_groups=4,
-    )
+    cfg = tiny_wav2vec2_config(feat_extract_norm=norm, stable_layer_norm=stable, num_conv_pos_embeddings=15)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = Wav2Vec2Model(cfg).eval()
