@@ -166,10 +166,8 @@ def decode(
     all_logits = bundle.model.step(tokens, state)  # the whole prompt in one forward pass
     no_speech_prob = all_logits[0, sot_index].float().softmax(-1)[sp.no_speech].item()
     first = all_logits[:, -1]
-    if options.beam_size == 1:
-        out, sum_lp, finished = _greedy(bundle, state, tokens, logits=first, filt=filt, budget=budget, options=options)
-    else:
-        out, sum_lp, finished = _beam(bundle, state, tokens, logits=first, filt=filt, budget=budget, options=options)
+    search = _Search(bundle, state, filt, budget, options)
+    out, sum_lp, finished = (_greedy if options.beam_size == 1 else _beam)(search, tokens, first)
     answer = list(options.prefix) + out
     text = tok.decode([t for t in answer if t < sp.eot])
     return DecodingResult(
@@ -190,23 +188,31 @@ def _pick(logits: Tensor, temperature: float) -> Tensor:
     return logits.argmax(-1)
 
 
-def _greedy(
-    bundle: WhisperBundle,
-    state: DecoderState,
-    tokens: Tensor,
-    *,
-    logits: Tensor,
-    filt: LogitFilter,
-    budget: int,
-    options: DecodingOptions,
-) -> tuple[list[int], float, bool]:
-    eot = bundle.tokenizer.eot
+@dataclass
+class _Search:
+    """What greedy and beam search share for one window; each takes it with the prompt tokens (B, T) and the
+    logits after them (B, V), and returns (new tokens, their summed log-probability, whether eot ended them)."""
+
+    bundle: WhisperBundle
+    state: DecoderState  # the decoder cache, already holding the prompt
+    filt: LogitFilter
+    budget: int  # new tokens at most
+    options: DecodingOptions
+
+    def next_logits(self, tokens: Tensor) -> Tensor:
+        """Logits after the last of `tokens`, the one token the cache has not seen yet."""
+        return _step(self.bundle, tokens, self.state, n_new=1, use_cache=self.options.use_cache)
+
+
+def _greedy(search: _Search, tokens: Tensor, logits: Tensor) -> tuple[list[int], float, bool]:
+    eot = search.bundle.tokenizer.eot
+    budget = search.budget
     out: list[int] = []
     total = 0.0
     for _ in range(budget):
         logits = logits.float()
-        filt(logits, tokens)
-        nxt = _pick(logits, options.temperature)
+        search.filt(logits, tokens)
+        nxt = _pick(logits, search.options.temperature)
         total += logits.log_softmax(-1)[0, nxt[0]].item()
         if nxt.item() == eot:
             return out, total, True
@@ -214,22 +220,14 @@ def _greedy(
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         if len(out) == budget:
             break
-        logits = _step(bundle, tokens, state, n_new=1, use_cache=options.use_cache)
+        logits = search.next_logits(tokens)
     return out, total, False
 
 
-def _beam(
-    bundle: WhisperBundle,
-    state: DecoderState,
-    tokens: Tensor,
-    *,
-    logits: Tensor,
-    filt: LogitFilter,
-    budget: int,
-    options: DecodingOptions,
-) -> tuple[list[int], float, bool]:
+def _beam(search: _Search, tokens: Tensor, logits: Tensor) -> tuple[list[int], float, bool]:
     """Beam search (openai's flavour: patience, length-normalised ranking of finished hypotheses)."""
-    eot = bundle.tokenizer.eot
+    eot = search.bundle.tokenizer.eot
+    options, state, budget = search.options, search.state, search.budget
     beam = options.beam_size
     n_init = tokens.shape[1]
     state.repeat(beam)
@@ -241,7 +239,7 @@ def _beam(
     max_finished = round(beam * options.patience)
     for step in range(budget):
         logits = logits.float()
-        filt(logits, tokens)
+        search.filt(logits, tokens)
         nxt = whisper_beam_step(sum_lp, logits.log_softmax(-1), beam=beam, eot=eot, room=max_finished - len(finished))
         finished += [(tokens[r, n_init:].tolist(), score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
         if len(finished) >= max_finished or not nxt.rows or step == budget - 1:
@@ -250,7 +248,7 @@ def _beam(
         state.reorder(rows)
         tokens = torch.cat([tokens[rows], torch.tensor(nxt.tokens, device=tokens.device)[:, None]], dim=1)
         sum_lp = torch.tensor(nxt.scores, device=tokens.device)
-        logits = _step(bundle, tokens, state, n_new=1, use_cache=options.use_cache)
+        logits = search.next_logits(tokens)
     done = True
     if not finished:  # nothing reached eot within the budget: rank the live beams
         done = False
