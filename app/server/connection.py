@@ -193,13 +193,7 @@ class Connection:
                 except TimeoutError:
                     if self._idle_left_s() > 0:
                         continue  # WebRTC audio kept the connection alive meanwhile
-                    log.info("%snothing received for %.0f s; ending", self.prefix, self.limits.idle_timeout_s)
-                    await self.end_by_server(
-                        p.ErrorCode.TIMEOUT,
-                        f"nothing received for {self.limits.idle_timeout_s:.0f} s",
-                        1008,
-                        "idle timeout",
-                    )
+                    await self._time_out(f"nothing received for {self.limits.idle_timeout_s:.0f} s", "idle timeout")
                     return  # closed (or cut off) by now
                 self.last_input = time.monotonic()
                 if self.ending or not self.ws.open:
@@ -404,13 +398,15 @@ class Connection:
     async def _deadline(self, live: LiveSession) -> None:
         await asyncio.sleep(self.limits.max_session_s)
         if self.live is live:
-            log.info("%ssession reached its %.0f s limit; ending", self.prefix, self.limits.max_session_s)
-            await self.end_by_server(
-                p.ErrorCode.TIMEOUT,
+            await self._time_out(
                 f"the session reached its time limit of {self.limits.max_session_s:.0f} s; start a new one",
-                1008,
                 "session time limit",
             )
+
+    async def _time_out(self, message: str, reason: str) -> None:
+        """A time limit ran out (idle or session): log and send `message`, then end with close code 1008, `reason`."""
+        log.info("%s%s; ending", self.prefix, message)
+        await self.end_by_server(p.ErrorCode.TIMEOUT, message, 1008, reason)
 
     async def end_by_server(self, code: p.ErrorCode, message: str, close_code: int, reason: str) -> None:
         """End this connection on the server's initiative: say why, flush the session (final commits, `end`), close.
