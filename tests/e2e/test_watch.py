@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -92,16 +93,7 @@ async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
                 await qr.wait_for(state="visible", timeout=5000)
                 assert await projector.get_attribute("#qr-code", "data-text") == base
                 await projector.screenshot(path=str(ARTIFACTS / "watch-projection-qr.png"))
-                if shutil.which("zbarimg"):
-                    await qr.screenshot(path=str(tmp_path / "watch-qr.png"))
-                    read = subprocess.run(
-                        ["zbarimg", "--raw", "-q", str(tmp_path / "watch-qr.png")],
-                        capture_output=True,
-                        text=True,
-                        timeout=60,
-                        check=False,
-                    )
-                    assert read.stdout.strip() == base, read.stderr
+                await assert_qr_reads(qr, tmp_path / "watch-qr.png", base)
                 await projector.click("#qr-toggle")
                 assert await projector.locator("#qr").is_hidden()
 
@@ -123,6 +115,15 @@ async def test_viewer_pages_show_the_speakers_captions(chromium, tmp_path):
                 await wrong.wait_for_function("document.body.dataset.state === 'error'", timeout=10000)
                 assert "Cannot join" in (await wrong.text_content("#status"))
     assert not errors, errors
+
+
+async def assert_qr_reads(qr, png: Path, text: str) -> None:
+    """Where zbarimg is installed: the QR code `qr` (a locator), screenshot to `png`, reads as `text`."""
+    if not shutil.which("zbarimg"):
+        return
+    await qr.screenshot(path=str(png))
+    read = subprocess.run(["zbarimg", "--raw", "-q", str(png)], capture_output=True, text=True, timeout=60, check=False)
+    assert read.stdout.strip() == text, read.stderr
 
 
 async def start_sharing(page, timeout_ms: int) -> str | None:
@@ -155,16 +156,7 @@ async def test_speaker_page_offers_the_audience_link(chromium, tmp_path):
             qr = page.locator("#share-qr svg")
             await qr.wait_for(state="visible", timeout=5000)
             assert await page.get_attribute("#share-qr", "data-text") == href
-            await qr.screenshot(path=str(tmp_path / "qr.png"))
-            if shutil.which("zbarimg"):
-                read = subprocess.run(
-                    ["zbarimg", "--raw", "-q", str(tmp_path / "qr.png")],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                )
-                assert read.stdout.strip() == href, read.stderr
+            await assert_qr_reads(qr, tmp_path / "qr.png", href)
             viewer = await browser.new_page()
             await viewer.goto(href)
             await viewer.wait_for_function("document.body.dataset.state === 'live'", timeout=10000)
