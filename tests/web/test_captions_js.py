@@ -5,17 +5,13 @@ rule (sentence and clause ends, pauses, long cues, glued pieces, CJK, astral cha
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import subprocess
-
-import pytest
 
 from app.captions import RULES_PATH, CaptionConfig, build_cues, format_captions
 from engine.events import Commit
 from tests import REPO
 from tests.app.test_captions import TALK
+from tests.web.node import run_node
 
 CAPTIONS_JS = REPO / "web" / "captions.js"
 
@@ -90,23 +86,8 @@ def python_files(commits: list[Commit]) -> list[str]:
 
 
 def node_files(cases: list[list[Commit]]) -> list[list[str]]:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI"):
-            pytest.fail("Node.js is needed to run web/captions.js")
-        pytest.skip("Node.js is not installed")
-    payload = json.dumps([[{"text": c.text, "start": c.start_s, "end": c.end_s} for c in commits] for commits in cases])
-    done = subprocess.run(
-        [node, "--input-type=module", "-e", RUNNER],
-        input=payload,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    payload = [[{"text": c.text, "start": c.start_s, "end": c.end_s} for c in commits] for commits in cases]
+    return run_node(RUNNER, payload, needed_for="web/captions.js")
 
 
 def test_the_rules_file_sets_the_python_defaults() -> None:

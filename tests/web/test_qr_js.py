@@ -5,7 +5,6 @@ code reads back as the link with a real decoder (zbarimg, where installed); text
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests import REPO
+from tests.web.node import run_node
 
 qrcode = pytest.importorskip("qrcode")
 
@@ -34,22 +34,7 @@ process.stdout.write(JSON.stringify(JSON.parse(input).map(([text, mask]) => {{
 
 
 def run_js(cases: list[tuple[str, int | None]]) -> list[list]:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI"):
-            pytest.fail("Node.js is needed to run web/qr.js")
-        pytest.skip("Node.js is not installed")
-    done = subprocess.run(
-        [node, "--input-type=module", "-e", RUNNER],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return run_node(RUNNER, cases, needed_for="web/qr.js", timeout_s=120)
 
 
 def reference(text: str, mask: int) -> tuple[int, str]:
