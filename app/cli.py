@@ -77,7 +77,7 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="seconds of new speech between decoder updates (default: the engine's)",
+        help="seconds of new speech between decoder updates (default: 0.5 when transcribing, 1.0 when translating)",
     )
     p.add_argument(
         "--commit",
