@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serving_child:
         return serving_child(args.serving_child, args.threads)
     torch.set_num_threads(args.threads)
-    config = SessionConfig(task="translate", language="de", **json.loads(args.config))
+    config = SessionConfig(**{"task": "translate", "language": "de", **json.loads(args.config)})
     audio = _stream_audio()
     backend = make_backend(load_model())
     print(
