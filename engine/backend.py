@@ -130,9 +130,8 @@ class Family(Generic[BundleT]):
 
     name: str  # the `family` of its bundles and backends
     model_types: tuple[str, ...]  # config.json `model_type` values of the checkpoint directories it loads
-    load_directory: Callable[
-        [Path, dict[str, Any], str], BundleT
-    ]  # (directory, its config.json, name) -> bundle on the CPU
+    # (directory, its config.json, name) -> bundle on the CPU
+    load_directory: Callable[[Path, dict[str, Any], str], BundleT]
     backend: Callable[[BundleT], Backend]
     # a whole recording of any length: (bundle, 16 kHz float32 mono samples, options, progress) -> Transcript
     transcribe: Callable[[BundleT, np.ndarray, OfflineOptions, Progress | None], Transcript]

@@ -3,9 +3,9 @@
 The flow per stream:
   feed_audio -> inbox (validated, resampled to 16 kHz; no model work, safe from any thread)
   the Segmenter: Silero VAD cuts the audio into speech segments (silence is never decoded)
-  per segment, every `chunk_s` of new speech, an update: encode the segment's audio, continue the decoder from
-  the committed tokens (modes.py), let the Guards drop hallucinations, the policy pick what is stable and the
-  Committer turn it into Commit / Partial events
+  per segment, every `update_s` of new speech (chunk_s by task), an update: encode the segment's audio, continue
+  the decoder from the committed tokens (modes.py), let the Guards drop hallucinations, the policy pick what is
+  stable and the Committer turn it into Commit / Partial events
   a pause (or the window limit) closes a segment: its last update commits everything
   without a pause, a window past `trim_s` loses the audio of its committed text from the front (trim.py);
   that text becomes the previous-text prompt, so the window stays short
