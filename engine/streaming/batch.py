@@ -25,11 +25,10 @@ def decode_batch(backend: Backend, jobs: list[DecodeJob]) -> list[DecodeResult]:
     with torch.inference_mode():
         active: list[tuple[DecodeJob, int]] = []
         for job in jobs:
-            logits, att = job.prefill()
             if job.beam_size > 1:
-                beam_search(backend, job, logits)
+                beam_search(backend, job, job.prefill()[0])
                 continue
-            tok = job.accept(logits, att)
+            tok = job.start()
             if tok is not None:
                 active.append((job, tok))
         if len(active) == 1:

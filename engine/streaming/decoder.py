@@ -1,6 +1,11 @@
 """One streaming decoder update over a session's DecoderState: greedy, a token at a time (DecodeJob), or beam
 search for a segment's last update.
 
+Greedy updates verify a draft first: the tokens the previous update showed after the committed text. They are fed
+in the prefix's forward pass, and every draft token the model's own argmax agrees with is taken without a step of
+its own (speculative decoding with the last hypothesis as the draft). The tokens are those step-by-step greedy
+decoding gives (up to float rounding); consecutive updates mostly agree, so most steps are saved.
+
 Only the Backend protocol is used, so Whisper and Speech2Text2 stream the same way. The cache invariant a
 session keeps between updates (incremental mode): the state holds `sequence[:-1]` — prompt plus committed
 tokens except the last, whose step must be re-run to get the next token's logits against the new audio.
@@ -37,8 +42,9 @@ class DecodeResult:
 class DecodeJob:
     """One stream's greedy continuation, one token at a time, so that several streams can share each step.
 
-    The caller feeds the decoder: `prefill()` runs the stream's own prefix on its own state, then each step's
-    logits and attention go to `accept()`, which returns the token to feed next or None when this stream is done.
+    The caller feeds the decoder: `start()` runs the stream's own prefix (and verifies the draft) on its own state
+    and returns the first token to feed; then each step's logits and attention go to `accept()`, which returns the
+    token to feed next or None when this stream is done.
     batch.py drives them: `decode_batch`, one job alone or several in one batched forward pass per step.
     """
 
@@ -56,6 +62,7 @@ class DecodeJob:
         refill: bool,
         beam_size: int = 1,
         prior: Sequence[tuple[int, int]] = (),
+        draft: Sequence[int] = (),
     ) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
@@ -63,6 +70,8 @@ class DecodeJob:
         self.backend, self.state, self.policy, self.final = backend, state, policy, final
         self.beam_size = beam_size  # > 1: beam search (only for a segment's last update: nothing is held back)
         self.prior = list(prior)  # (token, encoder frame) of committed tokens whose alignment is known
+        # tokens expected after the committed prefix (the previous update's tentative ones), verified in start()
+        self.draft = list(draft) if beam_size == 1 else []
         self.sequence, self.n_committed, self.n_frames, self.refill = sequence, n_committed, n_frames, refill
         self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
         self.max_new_tokens = max_new_tokens
@@ -81,8 +90,9 @@ class DecodeJob:
         st = self.state
         return int(st.cross_valid[0].sum()) if st.cross_valid is not None else st.n_frames
 
-    def prefill(self) -> tuple[Tensor, Tensor | None]:
-        """Run the prefix on the job's own state: the whole sequence (refill) or only its last token."""
+    def prefill(self, draft: Sequence[int] = ()) -> tuple[Tensor, Tensor | None]:
+        """Run the prefix on the job's own state: the whole sequence (refill) or only its last token, then `draft`;
+        logits (T, V) and alignment attention (heads, T, S) of the draft's positions and the one after it."""
         st = self.state
         device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
         self.out, self.rows, self.lps, self.frames = [], [], [], []  # a job may be re-run after a failed batch
@@ -92,13 +102,30 @@ class DecodeJob:
             st.truncate(len(self.sequence) - 1)
         if self.refill:
             st.reset()
-            feed = self.sequence
+            feed = list(self.sequence)
         else:
             assert st.offset == len(self.sequence) - 1, "incremental cache must hold sequence[:-1]"
             feed = self.sequence[-1:]
-        logits, att = self.backend.step_with_alignment(torch.tensor([feed], device=device), st)
-        self.budget = max(0, min(self.max_new_tokens, backend_ctx(self.backend) - st.offset - 1))
-        return logits[0, -1], (att[0, :, -1] if att is not None and att.numel() else None)
+        room = backend_ctx(self.backend) - len(self.sequence) - 1  # positions left after the prefix
+        self.budget = max(0, min(self.max_new_tokens, room))
+        draft = list(draft)[: max(0, self.budget - 1)]
+        logits, att = self.backend.step_with_alignment(torch.tensor([feed + draft], device=device), st)
+        first = len(feed) - 1  # the position whose logits give the first new token
+        return logits[0, first:], (att[0, :, first:] if att is not None and att.numel() else None)
+
+    def start(self) -> int | None:
+        """Prefill with the draft, then accept each draft token the model agrees with; the first token still to
+        be fed (None: this job is done). The state then holds the prefix plus the accepted draft tokens."""
+        draft = self.draft
+        logits, att = self.prefill(draft)
+        n_draft = logits.shape[0] - 1
+        base = len(self.sequence)  # cached positions once the prefix is in
+        for j in range(n_draft + 1):
+            tok = self.accept(logits[j], None if att is None else att[:, j])
+            if tok is None or j == n_draft or tok != draft[j]:
+                self.state.truncate(base + j)  # keep what was accepted; drop the draft's rejected rest
+                return tok
+        raise AssertionError("unreachable: the loop returns at j == n_draft")
 
     def accept(self, logits: Tensor, att: Tensor | None) -> int | None:
         """The last position's logits (V,) and alignment attention (heads, S) -> the token to feed, or None: done."""
@@ -161,7 +188,7 @@ class DecodeJob:
 
 
 def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
-    """Beam search for a segment's last update, after job.prefill() gave the first logits (V,).
+    """Beam search for a segment's last update, after job.prefill() gave the first logits (1, V).
 
     Everything it finds is committed, so no policy stops it and no attention is kept; the beams run on a copy
     of the state (the job's own state keeps the prefix only, as the guards expect). Ranking as Whisper and
@@ -170,7 +197,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     st = job.state.clone()
     st.repeat(beam)
     device = st.device
-    logits = logits.float()[None].repeat(beam, 1)
+    logits = logits.float()[-1:].repeat(beam, 1)
     sum_lp = torch.zeros(beam, device=device)
     sum_lp[1:] = float("-inf")  # all beams start identical: expand only the first
     seqs: list[list[int]] = [[] for _ in range(beam)]

@@ -51,6 +51,8 @@ class Incremental:
             refill=refill,
             beam_size=self.config.final_beam if upd.final else 1,
             prior=prior,
+            # the last update's hypothesis after the committed text: verified, not trusted
+            draft=seg.tentative if self.config.draft else (),
         )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:

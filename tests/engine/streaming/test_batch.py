@@ -144,3 +144,42 @@ def test_reread_spans_find_a_sentence_read_again_from_the_same_audio():
     assert reread_spans([1, 2, 3, 4, 5, 3], [17, 22, 30, 60, 66, 70], tb, content, prior) == [(0, 3)]
     assert reread_spans([1, 2, 3, 4, 5, 3], [80, 90, 95, 100, 110, 115], tb, content, prior) == []
     assert reread_spans([4, 6, 3, 7, 3], [10, 20, 25, 30, 35], tb, content) == []
+
+
+@pytest.mark.parametrize("policy_name,pad_s", [("local-agreement", 0.0), ("alignatt", 1.0)])
+def test_draft_tokens_are_verified_not_trusted(backend, clips, policy_name, pad_s):
+    """A job given a draft (the last update's hypothesis) decodes the same tokens as without one, whether the
+    draft is right, right only at its start, wrong or too long; a right draft saves a forward pass per token."""
+    prefixes = [[], backend.text_tokens(" My family"), []]
+    calls = {"n": 0}
+    step = backend.step_with_alignment
+
+    def counting(tokens, state):
+        calls["n"] += 1
+        return step(tokens, state)
+
+    backend.step_with_alignment = counting
+    try:
+        plain, plain_calls = [], []
+        for job in _jobs(backend, clips, prefixes, policy_name, pad_s):
+            calls["n"] = 0
+            plain.append(decode_batch(backend, [job])[0])
+            plain_calls.append(calls["n"])
+        assert all(len(r.tokens) >= 3 for r in plain)
+        for name, make in (
+            ("right", lambda toks: list(toks)),
+            ("right start", lambda toks: list(toks[:2]) + backend.text_tokens(" zebra umbrella")),
+            ("wrong", lambda toks: backend.text_tokens(" zebra umbrella")),
+            ("too long", lambda toks: list(toks) + backend.text_tokens(" and more") * 30),
+        ):
+            for job, ref, n_plain in zip(_jobs(backend, clips, prefixes, policy_name, pad_s), plain, plain_calls):
+                job.draft = make(ref.tokens)
+                calls["n"] = 0
+                res = decode_batch(backend, [job])[0]
+                assert res.tokens == ref.tokens, name
+                assert res.next_token == ref.next_token, name
+                assert job.state.offset == len(job.sequence) + res.n_stepped, name
+                if name == "right":  # the draft's tokens ride in the prefix's forward pass
+                    assert calls["n"] <= n_plain - len(ref.tokens) + 1, (calls, n_plain)
+    finally:
+        backend.step_with_alignment = step
