@@ -97,6 +97,7 @@ class Committer:
             end = seg.start_s + len(upd.audio) / SAMPLE_RATE
         end = min(max(end, start), seg.start_s + len(upd.audio) / SAMPLE_RATE)
         seg.token_s.extend(self._token_times(seg, len(new), attention, upd))
+        seg.hidden.extend(hidden[0] <= i < hidden[1] for i in range(len(new)))
         seg.sequence.extend(new)
         seg.committed_end_s = end
         if not text:

@@ -109,6 +109,20 @@ def is_prompt_echo(tokens: list[int], prompt: list[int], min_len: int = 4) -> bo
     return any(prompt[i : i + n] == head for i in range(len(prompt) - n + 1))
 
 
+# A run of this many words copied from the previous-text prompt counts as an echo (Guards.echoes_prompt)
+_ECHO_WORDS = 4
+
+
+def echo_run(words: Sequence[str], n_new: int, prompt_words: Sequence[str], min_words: int = _ECHO_WORDS) -> bool:
+    """`words` (normalised; the last `n_new` just decoded) hold a run of at least `min_words` consecutive words,
+    one of them new, that also stands word for word in `prompt_words`."""
+    if len(words) < min_words or len(prompt_words) < min_words or n_new <= 0:
+        return False
+    grams = {tuple(prompt_words[i : i + min_words]) for i in range(len(prompt_words) - min_words + 1)}
+    first = max(0, len(words) - n_new - min_words + 1)  # runs that reach into the new words
+    return any(tuple(words[i : i + min_words]) in grams for i in range(first, len(words) - min_words + 1))
+
+
 # Frequent function words that are not English words: their density tells a translation drifting into the
 # source language. Deliberately short lists of unambiguous words (no "die", "a", "in", "son").
 _SOURCE_WORDS = {
@@ -158,6 +172,20 @@ class Guards:
             self.log.debug("prompt echo discarded")
             return True
         return self.drifted(tokens, language) or self.unsure(seg, tokens, res)
+
+    def echoes_prompt(self, seg: Segment, tokens: list[int]) -> bool:
+        """The segment's text so far (committed and just decoded) copies a run of words from its previous-text
+        prompt: Whisper writes out the context instead of the new speech ("I have to bring some documents."
+        again over a sentence about Lisbon) and every later update follows the copy. Words, not tokens: the
+        copy drifts ("document" -> "documents")."""
+        if not seg.prompt or not tokens:
+            return False
+        new = _norm_words(self._text(tokens))
+        words = _norm_words(self._text(seg.committed[-24:])) + new
+        return echo_run(words, len(new), _norm_words(self._text(seg.prompt)))
+
+    def _text(self, tokens: list[int]) -> str:
+        return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
 
     def discard(
         self, seg: Segment, upd: Update, heard: list[int], res: DecodeResult, language: str | None

@@ -35,6 +35,9 @@ class Segment:
     committed_end_s: float = 0.0  # stream time the committed text reaches
     # stream time each committed token's alignment heads point at (parallel to `committed`; None: unknown)
     token_s: list[float | None] = field(default_factory=list)
+    # parallel to `committed`: True for a token committed but not shown (a repeat, Guards.repeated_prefix); the
+    # decoder keeps it in its sequence, the next segment's prompt leaves it out (a repeat there invites an echo)
+    hidden: list[bool] = field(default_factory=list)
     refill: bool = False  # the cached prefix no longer matches `sequence` (after a trim): re-fill it once
     n_trimmed: int = 0  # samples dropped from the front so far (trimming)
     use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
@@ -48,6 +51,11 @@ class Segment:
     @property
     def committed(self) -> list[int]:
         return self.sequence[self.n_start :]
+
+    def shown(self, n: int | None = None) -> list[int]:
+        """The first `n` (all) committed tokens less the hidden ones: what the prompt may carry on."""
+        committed = self.committed[:n]
+        return [t for t, h in zip(committed, self.hidden + [False] * len(committed)) if not h]
 
     def audio(self) -> np.ndarray:
         if len(self.chunks) > 1:

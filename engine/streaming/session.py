@@ -210,6 +210,10 @@ class StreamingSession:
                 tokens = res.tokens
             if tokens and self.guards.looks_hallucinated(seg, tokens, res, self.language):
                 tokens, res = self.guards.discard(seg, upd, tokens, res, self.language)
+        elif seg.use_prompt and self.guards.echoes_prompt(seg, tokens):
+            self.log.debug("the previous text echoed mid-segment: decoded again without it")
+            res = self._retry_without_prompt(pending)
+            tokens = res.tokens
         k = self._stable_count(seg, upd, tokens, res, n_frames)
         if k:
             text_out = self.committer.text_out
@@ -280,7 +284,7 @@ class StreamingSession:
         cut = trim(seg, self.config, self.backend.token_bytes)
         if cut is None:
             return
-        kept = seg.committed[len(cut.moved) :]
+        kept = seg.committed[cut.n_tokens :]
         self.prompt.remember(cut.moved)
         self.prompt.start(seg, kept, self.language)
         seg.refill = True  # the cache holds the old start tokens
@@ -292,7 +296,7 @@ class StreamingSession:
         )
 
     def _end_segment(self, seg: Segment) -> None:
-        self.prompt.remember(seg.committed)
+        self.prompt.remember(seg.shown())
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)
         self.policy.reset()

@@ -21,8 +21,10 @@ _MIN_TRIM_S = 1.0
 
 @dataclass(frozen=True)
 class Trim:
-    """One cut: the committed tokens whose audio left the window (they go to the prompt), and its length."""
+    """One cut: how many committed tokens left the window, those of them that were shown (they go to the prompt),
+    and its length."""
 
+    n_tokens: int
     moved: list[int]
     n_samples: int
 
@@ -42,14 +44,15 @@ def trim(seg: Segment, config: SessionConfig, token_bytes: Callable[[int], bytes
     n_cut = min(int(cut_s * SAMPLE_RATE), seg.n_decoded)
     if n_cut < _MIN_TRIM_S * SAMPLE_RATE:
         return None
-    moved = seg.committed[:j]
+    moved = seg.shown(j)
     audio = seg.audio()[n_cut:]
     seg.chunks, seg.n_samples = [audio], len(audio)
     seg.n_decoded -= n_cut
     seg.n_trimmed += n_cut
     seg.start_s += n_cut / SAMPLE_RATE
     seg.token_s = seg.token_s[j:]
-    return Trim(moved, n_cut)
+    seg.hidden = seg.hidden[j:]
+    return Trim(j, moved, n_cut)
 
 
 def trim_point(seg: Segment, token_bytes: Callable[[int], bytes], keep_words: int, sentence_only: bool) -> int | None:
