@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from engine.streaming.guards import is_prompt_echo, looks_like_source_language, repetition_cut
+from engine.streaming.guards import echo_run, is_prompt_echo, looks_like_source_language, repetition_cut
+from engine.streaming.segment import Segment
 
 
 def test_repetition_loop_is_cut_to_one_copy():
@@ -18,3 +19,23 @@ def test_prompt_echo_and_source_language_drift():
     assert not is_prompt_echo([5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6])
     assert looks_like_source_language("Bitte schicken Sie mir den Bericht bis Freitag", "de")
     assert not looks_like_source_language("Please send me the report by Friday", "de")
+
+
+def test_echo_run_finds_four_copied_words_reaching_into_the_new_ones():
+    """A run of four words of the prompt, one of them just decoded, is an echo; the copy may drift after it."""
+    prompt = "perfect it comes very well i have to bring some document".split()
+    assert echo_run(["i", "have", "to", "bring", "some", "documents"], 6, prompt)
+    assert echo_run(["i", "have", "to", "bring"], 3, prompt)  # the first word was committed earlier
+    assert not echo_run(["i", "have", "to"], 3, prompt)  # three words: too common to tell
+    assert not echo_run(["i", "have", "to", "bring", "lisbon"], 1, prompt)  # the copy lies in old words only
+    assert not echo_run("lisbon and porto are the cities".split(), 6, prompt)
+    assert not echo_run(["i", "have", "to", "bring"], 4, [])
+
+
+def test_hidden_repeats_are_left_out_of_what_the_prompt_carries_on():
+    """Segment.shown: committed tokens less those committed but not shown (a repeat the decoder continued from)."""
+    seg = Segment(start_s=0.0)
+    seg.sequence, seg.n_start = [50258, 1, 2, 3, 4, 5], 1
+    seg.hidden = [False, False, True, True, False]
+    assert seg.shown() == [1, 2, 5]
+    assert seg.shown(3) == [1, 2]

@@ -11,7 +11,10 @@ through StreamingSession and through `dragoman stream`.
   discarded, after earlier updates had shown it (44.1 kHz microphone audio of "Bitte schicken Sie mir den
   Bericht bis Freitag ...");
 - a sentence said once, committed twice: a segment's last update starting over ("Good morning and welcome to the
-  6th at Black News from Chicago. Good evening and welcome to the 6th at Black News from Chicago.").
+  6th at Black News from Chicago. Good evening and welcome to the 6th at Black News from Chicago.");
+- lost sentences under an echo of the previous text: after "I have to bring some document." (committed, then
+  repeated and hidden), two Spanish sentences about Lisbon came out as "I have to bring some documents." again
+  (benchmark own_es_2, 45-64 s).
 Each test failed on the code before the fix (checked against the commit before it).
 """
 
@@ -277,3 +280,30 @@ def test_a_sentence_never_translated_is_committed_as_heard(backend, audio_dir, m
         session = stream(backend, audio, SessionConfig(task="translate", language="de"))
     assert len(words(session.transcript)) >= 4, session.transcript
     assert "committed untranslated" in caplog.text
+
+
+def test_an_echo_of_the_previous_text_does_not_replace_new_sentences(backend, audio_dir):
+    """Two Spanish sentences after a previous text that invites an echo: both are translated, and the previous
+    text is not written out again (before the word-level echo guard: only "I have to bring some documents." twice)."""
+    texts = [
+        "Lisboa y Oporto son las ciudades donde más se ha encarecido comprar una casa.",
+        "Según los expertos, la llegada de trabajadores extranjeros con sueldos altos explica parte de esta subida.",
+    ]
+    pause = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
+    pieces = [np.zeros(SAMPLE_RATE // 2, np.float32)]
+    for text in texts:
+        pieces += [load_audio(synthesize(text, "mb-es1", audio_dir)), pause]
+    session = StreamingSession(backend, SessionConfig(task="translate", language="es"))
+    session.prompt.remember(backend.text_tokens(" I have to bring some document. I have to bring some document."))
+    step = SAMPLE_RATE // 10
+    audio = np.concatenate(pieces)
+    for i in range(0, len(audio), step):
+        session.feed_audio(audio[i : i + step], SAMPLE_RATE)
+        session.process()
+    session.finish()
+    session.process()
+    text = "".join(te.event.text for te in session.drain_timed_events() if isinstance(te.event, Commit))
+    w = words(text)
+    assert "bring" not in w, text
+    assert "lisbon" in w or "porto" in w, text
+    assert "experts" in w or "workers" in w, text
