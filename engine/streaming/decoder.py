@@ -4,7 +4,8 @@ search for a segment's last update.
 Greedy updates verify a draft first: the tokens the previous update showed after the committed text. They are fed
 in the prefix's forward pass, and every draft token the model's own argmax agrees with is taken without a step of
 its own (speculative decoding with the last hypothesis as the draft). The tokens are those step-by-step greedy
-decoding gives (up to float rounding); consecutive updates mostly agree, so most steps are saved.
+decoding gives (up to rounding: the int8 decoder quantises a multi-token pass's activations with one scale);
+consecutive updates mostly agree, so most of the draft's steps are saved.
 
 Only the Backend protocol is used, so Whisper and Speech2Text2 stream the same way. The cache invariant a
 session keeps between updates (incremental mode): the state holds `sequence[:-1]` — prompt plus committed
