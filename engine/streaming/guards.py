@@ -153,6 +153,15 @@ _REPEAT_TAIL_WORDS = 40
 _REPEAT_WORDS = 4
 
 
+def _mostly_repeats(sentence: Sequence[str], earlier: Sequence[str], n: int = _REPEAT_WORDS) -> bool:
+    """At least 60 % of the sentence's word n-grams (and two or more) stand in `earlier`."""
+    grams = [tuple(sentence[i : i + n]) for i in range(len(sentence) - n + 1)]
+    if len(grams) < 2:
+        return False
+    seen = {tuple(earlier[i : i + n]) for i in range(len(earlier) - n + 1)}
+    return sum(g in seen for g in grams) >= 0.6 * len(grams)
+
+
 def _norm_words(text: str) -> list[str]:
     """Words reduced to lower-case letters and digits (punctuation and spacing ignored); empty ones dropped."""
     out = ("".join(c for c in w.lower() if c.isalnum()) for w in text.split())
@@ -268,19 +277,24 @@ class Guards:
         if hidden[1]:
             return hidden
         words = self.words(new)
-        tail = "".join(_norm_words(text_out)[-_REPEAT_TAIL_WORDS:])
+        tail_words = _norm_words(text_out)[-_REPEAT_TAIL_WORDS:]
+        tail = "".join(tail_words)
         for i in range(1, len(words) - _REPEAT_WORDS + 1):
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
                 continue
+            end = len(new)  # the sentence's end: the first sentence-ending token after its opening
+            for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
+                if ends_sentence(self.backend.token_bytes(new[t])):
+                    end = t + 1
+                    break
             context = tail + "".join(w for _, w in words[:i])
-            if "".join(w for _, w in words[i : i + _REPEAT_WORDS]) in context:
-                # the whole restarted sentence goes: its opening repeats, the rest is a second translation
-                end = len(new)
-                for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
-                    if ends_sentence(self.backend.token_bytes(new[t])):
-                        end = t + 1
-                        break
+            sentence = [w for start, w in words[i:] if start < end]
+            earlier = tail_words + [w for _, w in words[:i]]
+            # its opening repeats what was just said, or most of it does, worded a little differently ("At that
+            # time, he began to paint ..." after "During that time, he began to paint ...")
+            if "".join(sentence[:_REPEAT_WORDS]) in context or _mostly_repeats(sentence, earlier):
+                # the whole restarted sentence goes: the rest is a second translation
                 self.log.debug("repeated sentence not shown again")
                 return words[i][0], end
         return hidden

@@ -4,8 +4,10 @@ byte-exact incremental decoder that never emits half a UTF-8 character."""
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -32,6 +34,41 @@ def _unicode_to_byte() -> dict[str, int]:
             cs.append(256 + n)
             n += 1
     return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def repair_merges(spec: dict[str, Any]) -> int:
+    """Put back byte-level BPE merges a tokenizer.json lost; how many. A converter that takes merges.txt's first
+    line for its "#version" header drops the first merge (Whisper's "Ġ t"), and then every word starting with
+    " t" encodes as " " + "t..." (" the" -> [" ", "the"]), a split the model never saw in training (vocabulary
+    prompts, initial prompts). GPT-2-style vocabularies number tokens in merge order (the 256 bytes, then merge
+    i makes token 256 + i), so a token no merge makes is rebuilt from its two parts at its own place."""
+    model = spec.get("model") or {}
+    vocab, merges = model.get("vocab"), model.get("merges")
+    if model.get("type") != "BPE" or not isinstance(vocab, dict) or not isinstance(merges, list) or not merges:
+        return 0
+    as_list = not isinstance(merges[0], str)  # newer files store [left, right] pairs
+    pairs = [tuple(m) if as_list else tuple(m.split(" ", 1)) for m in merges]
+    made = {a + b for a, b in pairs}
+    # only a vocabulary numbered in merge order (allowing for the lost ones) can tell where a lost merge stood
+    in_order = sum(vocab.get(a + b, -1) - 256 - j in range(0, 4) for j, (a, b) in enumerate(pairs))
+    if in_order < 0.9 * len(pairs):
+        return 0
+    token_of = {i: t for t, i in vocab.items()}
+    fixed = 0
+    for i in range(256, 256 + len(pairs) + 1):
+        tok = token_of.get(i)
+        if tok is None or tok in made or len(tok) < 2:
+            continue
+        splits = [(tok[:k], tok[k:]) for k in range(1, len(tok))]
+        split = next(((a, b) for a, b in splits if vocab.get(a, i) < i and vocab.get(b, i) < i), None)
+        if split is None:
+            continue
+        pairs.insert(i - 256, split)
+        made.add(tok)
+        fixed += 1
+    if fixed:
+        model["merges"] = [list(p) if as_list else " ".join(p) for p in pairs]
+    return fixed
 
 
 @dataclass(frozen=True)
@@ -83,7 +120,9 @@ class WhisperTokenizer:
     @classmethod
     def from_file(cls, path: str | Path, n_vocab: int) -> WhisperTokenizer:
         try:
-            return cls(Tokenizer.from_file(str(path)), n_vocab)
+            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+            repair_merges(spec)
+            return cls(Tokenizer.from_str(json.dumps(spec)), n_vocab)
         except ModelLoadError:
             raise
         except Exception as e:

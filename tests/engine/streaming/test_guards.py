@@ -39,3 +39,24 @@ def test_hidden_repeats_are_left_out_of_what_the_prompt_carries_on():
     seg.hidden = [False, False, True, True, False]
     assert seg.shown() == [1, 2, 5]
     assert seg.shown(3) == [1, 2]
+
+
+def test_a_sentence_said_again_in_other_words_is_hidden(backend):
+    """A segment's last update that translates the sentence again with a different opening ("At that time" for
+    "During that time") hides the second copy; a new sentence that shares a few words with the last one stays."""
+    import logging
+
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.guards import Guards
+
+    guards = Guards(backend, SessionConfig(), logging.LoggerAdapter(logging.getLogger("test"), {}))
+    committed = "Hello. During that time, he began to paint the car with a"
+    new = backend.text_tokens(" mirror placed on the bed. At that time, he began to paint the car with a mirror.")
+    a, b = guards.repeated_sentence(new, (0, 0), committed)
+    text = b"".join(backend.token_bytes(t) for t in new[a:b]).decode()
+    assert text.strip() == "At that time, he began to paint the car with a mirror."
+    kept = backend.text_tokens(" last 20 years. Today I will talk about how tourism has changed in the Canary Islands.")
+    assert guards.repeated_sentence(kept, (0, 0), "I'm not going to talk about how the tourism has changed in the") == (
+        0,
+        0,
+    )

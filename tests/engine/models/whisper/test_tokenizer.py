@@ -134,3 +134,26 @@ def test_decode_replaces_a_cut_character_instead_of_raising(tok: WhisperTokenize
     """decode() of a prefix that ends mid-character gives U+FFFD, never an exception."""
     ids = tok.encode("Ärztin")
     assert tok.decode(ids[:1]) == "\ufffd"
+
+
+def test_the_lost_first_merge_is_put_back(tok: WhisperTokenizer) -> None:
+    """The embedded tokenizer.json lacks GPT-2's first merge ("Ġ t"): without it " the" encoded as [" ", "the"]
+    (ids 220, 3322), a split Whisper never saw. Loading puts it back: Whisper's own ids, 264 for " the"."""
+    import json
+
+    from engine.models.whisper.tokenizer import repair_merges
+
+    assert tok.encode(" the") == [264]
+    assert tok.encode(" that to") == [300, 281]
+    assert all(tok.encode(" " + w) == [i] for w, i in (("time", 565), ("go", 352)))
+    for text in SPLIT_TEXTS + ["Take the train to Toulouse at ten to two."]:
+        ids = tok.encode(text)
+        assert b"".join(tok.token_bytes(i) for i in ids).decode() == text
+        assert 220 not in ids  # no lone space token in front of a word
+
+    spec = json.loads((_embedded_files()[0] / "tokenizer.json").read_text(encoding="utf-8"))
+    assert repair_merges(spec) == 1
+    assert spec["model"]["merges"][0] == "Ġ t"
+    assert repair_merges(spec) == 0  # nothing more to put back
+    shuffled = {"model": {"type": "BPE", "vocab": {"a": 300, "b": 301, "ab": 256}, "merges": ["x y", "y z"]}}
+    assert repair_merges(shuffled) == 0  # not numbered in merge order: left alone
