@@ -103,7 +103,7 @@ class DecodeJob:
             st.truncate(len(self.sequence) - 1)
         if self.refill:
             st.reset()
-            feed = list(self.sequence)
+            feed = self.sequence
         else:
             assert st.offset == len(self.sequence) - 1, "incremental cache must hold sequence[:-1]"
             feed = self.sequence[-1:]

@@ -177,21 +177,24 @@ class Guards:
         self.backend, self.config, self.log = backend, config, log
 
     def looks_hallucinated(self, seg: Segment, tokens: list[int], res: DecodeResult, language: str | None) -> bool:
-        if seg.prompt and is_prompt_echo(tokens, seg.prompt):
-            self.log.debug("prompt echo discarded")
-            return True
-        return self.drifted(tokens, language) or self.unsure(seg, tokens, res)
+        """A segment's first words: an echo of the prompt, a drift into the spoken language, or not speech."""
+        return self.echoes_prompt(seg, tokens) or self.drifted(tokens, language) or self.unsure(seg, tokens, res)
 
     def echoes_prompt(self, seg: Segment, tokens: list[int]) -> bool:
-        """The segment's text so far (committed and just decoded) copies a run of words from its previous-text
-        prompt: Whisper writes out the context instead of the new speech ("I have to bring some documents."
-        again over a sentence about Lisbon) and every later update follows the copy. Words, not tokens: the
-        copy drifts ("document" -> "documents")."""
+        """The segment's text so far (committed and just decoded) copies its previous-text prompt: a segment that
+        opens with a run of the prompt's tokens, or a run of words anywhere. Whisper writes out the context
+        instead of the new speech ("I have to bring some documents." again over a sentence about Lisbon) and
+        every later update follows the copy; words catch a copy that drifts ("document" -> "documents")."""
         if not seg.prompt or not tokens:
             return False
         new = _norm_words(self._text(tokens))
         words = _norm_words(self._text(seg.committed[-24:])) + new
-        return echo_run(words, len(new), _norm_words(self._text(seg.prompt)))
+        if (not seg.committed and is_prompt_echo(tokens, seg.prompt)) or echo_run(
+            words, len(new), _norm_words(self._text(seg.prompt))
+        ):
+            self.log.debug("prompt echo: %r", self._text(tokens))
+            return True
+        return False
 
     def _text(self, tokens: list[int]) -> str:
         return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
@@ -231,7 +234,7 @@ class Guards:
         """A translation written in the spoken language instead (Whisper sometimes ignores its task)."""
         if self.config.task != "translate" or language in (None, "en"):
             return False
-        text = b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+        text = self._text(tokens)
         if looks_like_source_language(text, language):
             self.log.debug("translation drifted into %s: %r", language, text)
             return True

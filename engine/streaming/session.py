@@ -210,8 +210,7 @@ class StreamingSession:
                 tokens = res.tokens
             if tokens and self.guards.looks_hallucinated(seg, tokens, res, self.language):
                 tokens, res = self.guards.discard(seg, upd, tokens, res, self.language)
-        elif seg.use_prompt and self.guards.echoes_prompt(seg, tokens):
-            self.log.debug("the previous text echoed mid-segment: decoded again without it")
+        elif seg.use_prompt and self.guards.echoes_prompt(seg, tokens):  # later in a segment: only the echo
             res = self._retry_without_prompt(pending)
             tokens = res.tokens
         k = self._stable_count(seg, upd, tokens, res, n_frames)
