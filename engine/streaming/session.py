@@ -204,13 +204,14 @@ class StreamingSession:
         seg = upd.segment
         res = self.mode.hypothesis(seg, res)
         tokens = res.tokens
-        if tokens and not seg.committed and self.guards.looks_hallucinated(seg, tokens, res, self.language):
+        guards = self.guards
+        if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=upd.final):
             if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
                 res = self._retry_without_prompt(pending)
                 tokens = res.tokens
-            if tokens and self.guards.looks_hallucinated(seg, tokens, res, self.language):
-                tokens, res = self.guards.discard(seg, upd, tokens, res, self.language)
-        elif seg.use_prompt and self.guards.echoes_prompt(seg, tokens):  # later in a segment: only the echo
+            if tokens and guards.looks_hallucinated(seg, tokens, res, self.language, final=upd.final):
+                tokens, res = guards.discard(seg, upd, tokens, res, self.language)
+        elif seg.use_prompt and guards.echoes_prompt(seg, tokens):  # later in a segment: only the echo
             res = self._retry_without_prompt(pending)
             tokens = res.tokens
         k = self._stable_count(seg, upd, tokens, res, n_frames)
