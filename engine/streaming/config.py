@@ -109,9 +109,9 @@ class SessionConfig:
     pad_s: float = 1.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
-    # A pause this long inside a segment runs a probe, decoded as the segment's last update would be (beam, no
-    # AlignAtt stop): if its text ends a sentence there, the segment closes now and the probe is its last update
-    # (everything committed) instead of one after vad.min_silence_s; otherwise it commits nothing. 0 disables.
+    # A pause this long inside a segment runs a probe: one greedy decode to the end of the text (no AlignAtt
+    # stop), committing nothing; if the text ends a sentence there, the segment closes now and its last update
+    # commits it, instead of after vad.min_silence_s. 0 disables.
     sentence_pause_s: float = 0.0
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
     prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables

@@ -46,10 +46,10 @@ class Incremental:
             n_committed=len(seg.committed),
             n_frames=n_frames,
             policy=policy,
-            final=upd.final or upd.probe,  # a probe is decoded as a last update (it may become one)
+            final=upd.final or upd.probe,  # no AlignAtt stop: a probe reads to the end of the text
             max_new_tokens=max(budget, 4),
             refill=refill,
-            beam_size=self.config.final_beam if upd.final or upd.probe else 1,
+            beam_size=self.config.final_beam if upd.final else 1,
             prior=prior,
             # the last update's hypothesis after the committed text: verified, not trusted
             draft=seg.tentative if self.config.draft else (),

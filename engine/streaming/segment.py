@@ -77,8 +77,8 @@ class Update:
     audio: np.ndarray  # the segment's audio so far (what the update decides about)
     final: bool
     pad_samples: int = 0  # silence appended for the encoder only (SessionConfig.pad_s)
-    # a sentence-end probe at a short pause, decoded as a last update: if its text ends a sentence the segment
-    # closes and the probe is its last update, else nothing is committed (SessionConfig.sentence_pause_s)
+    # a sentence-end probe at a short pause: decoded to its end (no AlignAtt stop), greedy, committing nothing;
+    # the segment closes now if the text ends a sentence (SessionConfig.sentence_pause_s)
     probe: bool = False
 
     @property

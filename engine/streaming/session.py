@@ -27,7 +27,6 @@ re-fills it in one forward pass per update instead.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import uuid
@@ -190,7 +189,7 @@ class StreamingSession:
         changed = self._identify_language(upd, encoder_out)
         # A segment's last update always re-fills the prefix (one forward pass per segment, cheap): the tail
         # is decoded against exact keys/values even in incremental mode.
-        refill = self.mode.refills_every_update or upd.final or upd.probe or seg.refill
+        refill = self.mode.refills_every_update or upd.final or seg.refill
         seg.refill = False
         if seg.state is None or changed:
             self._start_decoder(seg, encoder_out, valid)
@@ -207,11 +206,8 @@ class StreamingSession:
         res = self.mode.hypothesis(seg, res)
         tokens = res.tokens
         if upd.probe:
-            if not self._probe_ends_segment(seg, upd, res):
-                self.mode.keep_cache(seg)  # not a sentence end: nothing committed, the segment goes on
-                return
-            upd = dataclasses.replace(upd, final=True, probe=False)
-            pending = dataclasses.replace(pending, upd=upd)
+            self._probe(seg, res)
+            return
         guards = self.guards
         if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=upd.final):
             if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
@@ -269,16 +265,13 @@ class StreamingSession:
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
 
-    def _probe_ends_segment(self, seg: Segment, upd: Update, res: DecodeResult) -> bool:
-        """A sentence-end probe at a short pause (decoded as a last update): True when its text ends a sentence
-        where the model stopped and no speech came since; the segment is then closed and the probe's decode
-        becomes its last update (SessionConfig.sentence_pause_s)."""
+    def _probe(self, seg: Segment, res: DecodeResult) -> None:
+        """A sentence-end probe at a short pause: the segment closes now when its text, read to the end, ends a
+        sentence and the model ended it there; nothing is committed or shown (the last update does that)."""
         text = [t for t in res.tokens if self.backend.token_bytes(t).strip()]
-        ends = bool(text) and res.next_token == self.backend.eot and ends_sentence(self.backend.token_bytes(text[-1]))
-        if not ends or not seg.probed or seg.closed:  # `probed` is cleared by speech after the probe
-            return False
-        self.segmenter.close_at_sentence_end(seg)
-        return seg in self.segmenter.segments  # (a segment of a click or a cough is dropped on closing)
+        if text and res.next_token == self.backend.eot and ends_sentence(self.backend.token_bytes(text[-1])):
+            self.segmenter.close_at_sentence_end(seg)
+        self.mode.keep_cache(seg)
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""
