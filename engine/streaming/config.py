@@ -109,10 +109,6 @@ class SessionConfig:
     pad_s: float = 1.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
-    # A pause this long inside a segment runs a probe: one greedy decode to the end of the text (no AlignAtt
-    # stop), committing nothing; if the text ends a sentence there, the segment closes now and its last update
-    # commits it, instead of after vad.min_silence_s. 0 disables.
-    sentence_pause_s: float = 0.0
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
     prompt_tokens: int = 32  # previous committed tokens given as <|startofprev|> context; 0 disables
     # names and terms the speaker will use ("Dragoman, Kubernetes, Nguyen"): their tokens (at most
@@ -153,8 +149,6 @@ class SessionConfig:
             raise ConfigError("trim_s must be 0 (off) or between 2 s and max_segment_s")
         if self.trim_keep_words < 1:
             raise ConfigError("trim_keep_words must be at least 1")
-        if self.sentence_pause_s and not 0.1 <= self.sentence_pause_s < self.vad.min_silence_s:
-            raise ConfigError("sentence_pause_s must be 0 (off) or between 0.1 s and vad.min_silence_s")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 

@@ -46,7 +46,7 @@ class Incremental:
             n_committed=len(seg.committed),
             n_frames=n_frames,
             policy=policy,
-            final=upd.final or upd.probe,  # no AlignAtt stop: a probe reads to the end of the text
+            final=upd.final,
             max_new_tokens=max(budget, 4),
             refill=refill,
             beam_size=self.config.final_beam if upd.final else 1,
@@ -91,7 +91,7 @@ class Redecode(Incremental):
             n_committed=0,
             n_frames=n_frames,
             policy=policy,
-            final=upd.final or upd.probe,
+            final=upd.final,
             max_new_tokens=budget,
             refill=True,
         )

@@ -43,8 +43,6 @@ class Segment:
     use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
     # the tentative tokens after `committed` that the last update showed (and its guards let through)
     tentative: list[int] = field(default_factory=list)
-    silence_s: float = 0.0  # the pause the segment ends in so far (VAD)
-    probed: bool = False  # this pause already had its sentence-end probe (SessionConfig.sentence_pause_s)
 
     @property
     def end_s(self) -> float:
@@ -77,9 +75,6 @@ class Update:
     audio: np.ndarray  # the segment's audio so far (what the update decides about)
     final: bool
     pad_samples: int = 0  # silence appended for the encoder only (SessionConfig.pad_s)
-    # a sentence-end probe at a short pause: decoded to its end (no AlignAtt stop), greedy, committing nothing;
-    # the segment closes now if the text ends a sentence (SessionConfig.sentence_pause_s)
-    probe: bool = False
 
     @property
     def encoder_audio(self) -> np.ndarray:

@@ -66,9 +66,6 @@ class Segmenter:
                 cur.append(w.samples)
                 if w.prob >= self.config.vad.neg_threshold:
                     cur.speech_s += len(w.samples) / SAMPLE_RATE
-                if not w.silence_s:
-                    cur.probed = False  # speech again: the next pause gets its own probe
-                cur.silence_s = w.silence_s
                 if w.closed:
                     self._close(cur)
                 else:
@@ -102,20 +99,7 @@ class Segmenter:
         need = self.config.update_s if seg.n_decoded else max(self.config.update_s, self.config.min_first_s)
         if new >= need * SAMPLE_RATE:
             return Update(seg, seg.audio(), final=False, pad_samples=self._pad)
-        pause = self.config.sentence_pause_s
-        if pause and seg.silence_s >= pause and not seg.probed and len(self.segments) == 1:
-            seg.probed = True
-            return Update(seg, seg.audio(), final=False, pad_samples=self._pad, probe=True)
         return None
-
-    def close_at_sentence_end(self, seg: Segment) -> None:
-        """A probe found the segment's text ending a sentence at a short pause: close it now (its last update
-        comes next) instead of after min_silence_s; speech that resumes opens a new segment."""
-        if not seg.closed and self.segments and self.segments[-1] is seg:
-            self.log.debug("sentence end at a %.2f s pause: segment closed", seg.silence_s)
-            self._close(seg)
-            if self._vad is not None:
-                self._vad.end_speech()
 
     def pop(self) -> Segment:
         """The front segment is done (its last update ran)."""

@@ -40,7 +40,6 @@ from ..audio import SAMPLE_RATE
 from ..backend import Backend
 from ..errors import ConfigError
 from ..events import Event, TimedEvent
-from ..text import ends_sentence
 from .batch import decode_batch
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
@@ -205,9 +204,6 @@ class StreamingSession:
         seg = upd.segment
         res = self.mode.hypothesis(seg, res)
         tokens = res.tokens
-        if upd.probe:
-            self._probe(seg, res)
-            return
         guards = self.guards
         if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=upd.final):
             if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
@@ -264,14 +260,6 @@ class StreamingSession:
         self._start_decoder(seg, pending.encoder_out, pending.valid)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
-
-    def _probe(self, seg: Segment, res: DecodeResult) -> None:
-        """A sentence-end probe at a short pause: the segment closes now when its text, read to the end, ends a
-        sentence and the model ended it there; nothing is committed or shown (the last update does that)."""
-        text = [t for t in res.tokens if self.backend.token_bytes(t).strip()]
-        if text and res.next_token == self.backend.eot and ends_sentence(self.backend.token_bytes(text[-1])):
-            self.segmenter.close_at_sentence_end(seg)
-        self.mode.keep_cache(seg)
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""

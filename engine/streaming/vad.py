@@ -69,7 +69,6 @@ class VadWindow:
     in_speech: bool  # inside a segment after this window
     opened: bool  # this window opened a segment
     closed: bool  # this window closed a segment (the pause was long enough)
-    silence_s: float = 0.0  # silence inside the segment up to this window (0 while speech goes on)
 
 
 class StreamVad:
@@ -100,12 +99,8 @@ class StreamVad:
                 else:
                     st.silence_s = 0.0
                     st.speech_s += WINDOW_S
-            out.append(VadWindow(win, prob, st.in_speech, opened, closed, st.silence_s if st.in_speech else 0.0))
+            out.append(VadWindow(win, prob, st.in_speech, opened, closed))
         return out
-
-    def end_speech(self) -> None:
-        """The segment was closed before the pause reached min_silence_s: speech that resumes opens a new one."""
-        self.state.in_speech, self.state.silence_s = False, 0.0
 
     def flush(self) -> np.ndarray:
         """The samples still pending (less than one window), at the end of the stream."""
