@@ -107,6 +107,9 @@ class SessionConfig:
     # "Good morning. Today is ... Good morning. Today is ..."; BLEU 13). SimulStreaming pads to 30 s, which
     # costs a full 30 s encoder pass per update; 1 s is enough: BLEU 36.7 vs 34.5 (0.5 s) and 35.0 (2 s).
     pad_s: float = 1.0
+    # a segment's last update fills its encoder window with digital silence to the model's whole window (30 s for
+    # Whisper, as offline decoding does) instead of pad_s: one full encoder pass per segment
+    last_full_window: bool = False
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)

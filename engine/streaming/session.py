@@ -27,6 +27,7 @@ re-fills it in one forward pass per update instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -175,6 +176,9 @@ class StreamingSession:
         upd = self.segmenter.due()
         if upd is None and finishing and not self.segmenter.segments:
             self._finish_stream()
+        if upd is not None and upd.final and self.config.last_full_window:
+            full = int(self.backend.max_window_s * SAMPLE_RATE) - len(upd.audio)
+            upd = dataclasses.replace(upd, pad_samples=max(upd.pad_samples, full))
         return upd
 
     def begin_decode(self, upd: Update, encoder_out: Tensor, valid: Tensor | None) -> PendingDecode:
