@@ -107,9 +107,9 @@ class SessionConfig:
     # "Good morning. Today is ... Good morning. Today is ..."; BLEU 13). SimulStreaming pads to 30 s, which
     # costs a full 30 s encoder pass per update; 1 s is enough: BLEU 36.7 vs 34.5 (0.5 s) and 35.0 (2 s).
     pad_s: float = 1.0
-    # a segment's last update fills its encoder window with digital silence to the model's whole window (30 s for
-    # Whisper, as offline decoding does) instead of pad_s: one full encoder pass per segment
-    last_full_window: bool = False
+    # a segment's last update fills its encoder window with digital silence up to this many seconds (30: Whisper's
+    # whole window, as offline decoding does) instead of pad_s; 0: pad_s only. One longer encoder pass per segment.
+    last_window_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
@@ -152,6 +152,8 @@ class SessionConfig:
             raise ConfigError("trim_s must be 0 (off) or between 2 s and max_segment_s")
         if self.trim_keep_words < 1:
             raise ConfigError("trim_keep_words must be at least 1")
+        if not 0.0 <= self.last_window_s <= 30.0:
+            raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
