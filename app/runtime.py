@@ -271,14 +271,21 @@ class Engine:
             self._flush(ls)
 
     def _encode(self, audios: list[np.ndarray]) -> list[torch.Tensor]:
-        """Encoder outputs per session, unpadded: (1, S_i, d) each."""
-        if len(audios) == 1:
-            return [self.backend.encode(audios[0])]
-        self.batched_passes += 1
-        enc, valid = self.backend.encode_batch(audios)
-        if valid is None:
-            return [enc[i : i + 1] for i in range(len(audios))]
-        return [enc[i : i + 1, : int(valid[i].sum())] for i in range(len(audios))]
+        """Encoder outputs per session, unpadded: (1, S_i, d) each. A window filled to the model's whole trained
+        window (a segment's last update, SessionConfig.last_window_s) is encoded alone: in a batch every other
+        window would be padded to its length."""
+        full = 0.9 * self.backend.trained_window_s * self.backend.sample_rate
+        alone = [i for i, a in enumerate(audios) if full and len(a) >= full]
+        rest = [i for i in range(len(audios)) if i not in alone]
+        out: dict[int, torch.Tensor] = {i: self.backend.encode(audios[i]) for i in alone}
+        if len(rest) == 1:
+            out[rest[0]] = self.backend.encode(audios[rest[0]])
+        elif rest:
+            self.batched_passes += 1
+            enc, valid = self.backend.encode_batch([audios[i] for i in rest])
+            for j, i in enumerate(rest):
+                out[i] = enc[j : j + 1] if valid is None else enc[j : j + 1, : int(valid[j].sum())]
+        return [out[i] for i in range(len(audios))]
 
     def _flush(self, ls: LiveSession) -> None:
         events = ls.session.drain_events()

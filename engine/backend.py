@@ -28,6 +28,8 @@ class Backend(Protocol):
     name: str
     sample_rate: int  # model input rate (16 kHz for both families)
     max_window_s: float  # longest audio one encoder pass may see
+    # the window the encoder was trained on, silence-padded (30 s for Whisper); 0: any length (wav2vec2)
+    trained_window_s: float
     frame_s: float  # seconds of audio per encoder output frame
     eot: int  # end-of-text token
     tasks: tuple[str, ...]  # tasks this model can do

@@ -25,6 +25,7 @@ class S2T2Backend:
     family = "s2t2"
     sample_rate = SAMPLE_RATE
     max_window_s = MAX_WINDOW_S
+    trained_window_s = 0.0  # wav2vec2 takes any length: nothing to fill
     tasks: tuple[str, ...] = ("translate",)  # a speech-translation checkpoint translates into its one target language
     alignment_heads = 1  # step_with_alignment returns the head-averaged last layer, (B, 1, T, S)
 

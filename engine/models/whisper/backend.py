@@ -19,6 +19,7 @@ class WhisperBackend:
     family = "whisper"
     sample_rate = SAMPLE_RATE
     max_window_s = N_SAMPLES / SAMPLE_RATE
+    trained_window_s = N_SAMPLES / SAMPLE_RATE  # every training window was 30 s, padded
     frame_s = SECONDS_PER_ENCODER_FRAME
     tasks: tuple[str, ...] = ("transcribe", "translate")
 
