@@ -109,14 +109,15 @@ class SessionConfig:
     pad_s: float = 1.0
     # A segment's last update (beam search, everything committed) fills its encoder window with digital silence up
     # to this many seconds instead of pad_s (30: Whisper's whole window, as offline decoding and SimulStreaming do);
-    # 0: pad_s only; None: by task, 30 in translation and 0 in transcription. Whisper was trained on 30 s windows,
-    # and on a short one the encoder's states differ: own + dev (80 sentences per language, one run beside the
-    # pad_s-only default, benchmarks/README.md) translation gained German 20.4 -> 21.9 BLEU, French 21.9 -> 22.2,
-    # Spanish 22.6 -> 24.2 (chrF 47.4 -> 48.7), the real volunteer captions French 13.1 -> 17.3 and Spanish
-    # 10.9 -> 11.7; a 15 s window gave German only 20.5, 10 s 20.0. English transcription lost (WER 10.6 -> 11.1 %).
-    # The cost: one 30 s encoder pass per segment (see the benchmark's cost run for RTF and CA). Models that take
-    # any length (wav2vec2: Backend.trained_window_s 0) are never padded.
-    last_window_s: float | None = None
+    # 0: pad_s only. Models that take any length (wav2vec2: Backend.trained_window_s 0) are never padded.
+    # Whisper was trained on 30 s windows; on a short one its encoder states differ. 30 s, own + dev (80 sentences
+    # per language, one run beside 0, benchmarks/README.md): German 20.4 -> 21.9 BLEU, French 21.9 -> 22.2, Spanish
+    # 22.6 -> 24.2, the real volunteer captions French 13.1 -> 17.3 and Spanish 10.9 -> 11.7 (15 s: German 20.5,
+    # 10 s: 20.0; English transcription 10.6 -> 11.1 % WER). But one 30 s encoder pass per segment costs 0.4 s on
+    # two cores: in the cost run translation RTF rose from 0.18-0.19 to 0.29-0.35 (over the 0.3 one live stream
+    # may use, and four streams would no longer keep up) and StreamLAAL CA by 0.1-0.9 s. Off by default; on
+    # (`--last-window 30`) where quality matters more than compute and captions' final latency.
+    last_window_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
@@ -159,8 +160,8 @@ class SessionConfig:
             raise ConfigError("trim_s must be 0 (off) or between 2 s and max_segment_s")
         if self.trim_keep_words < 1:
             raise ConfigError("trim_keep_words must be at least 1")
-        if self.last_window_s is not None and not 0.0 <= self.last_window_s <= 30.0:
-            raise ConfigError("last_window_s must be None (by task), or 0 (pad_s only) to 30 s")
+        if not 0.0 <= self.last_window_s <= 30.0:
+            raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
@@ -170,13 +171,6 @@ class SessionConfig:
         if self.chunk_s is not None:
             return self.chunk_s
         return 0.5 if self.task == "transcribe" else 1.0
-
-    @property
-    def last_window(self) -> float:
-        """last_window_s with None resolved by task: seconds the last update's encoder window is filled to."""
-        if self.last_window_s is not None:
-            return self.last_window_s
-        return 30.0 if self.task == "translate" else 0.0
 
     @property
     def held_words(self) -> int:

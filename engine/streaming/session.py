@@ -176,7 +176,7 @@ class StreamingSession:
         upd = self.segmenter.due()
         if upd is None and finishing and not self.segmenter.segments:
             self._finish_stream()
-        window_s = min(self.config.last_window, self.backend.trained_window_s)
+        window_s = min(self.config.last_window_s, self.backend.trained_window_s)
         if upd is not None and upd.final and window_s:  # see SessionConfig.last_window_s
             pad = int(window_s * SAMPLE_RATE) - len(upd.audio)
             upd = dataclasses.replace(upd, pad_samples=max(upd.pad_samples, pad))

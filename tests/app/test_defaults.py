@@ -44,13 +44,18 @@ def test_protocol_start_without_template_builds_the_default_session():
 
 @pytest.mark.parametrize("command", sorted(BARE))
 def test_flags_override_only_their_fields(command):
-    """--policy/--mode/--chunk/--commit change their own fields and leave every other default alone."""
+    """--policy/--mode/--chunk/--commit/--last-window change their own fields and leave every other default
+    alone."""
     other = "local-agreement" if SessionConfig().policy == "alignatt" else "alignatt"
     mode = "exact" if SessionConfig().mode == "incremental" else "incremental"
     unit = "sentence" if SessionConfig().commit_unit != "sentence" else "word"
-    config = _built(command, ["--policy", other, "--mode", mode, "--chunk", "2.5", "--commit", unit])
+    flags = ["--policy", other, "--mode", mode, "--chunk", "2.5", "--commit", unit, "--last-window", "30"]
+    config = _built(command, flags)
     assert (config.policy, config.mode, config.chunk_s, config.commit_unit) == (other, mode, 2.5, unit)
-    expected = dataclasses.replace(SessionConfig(), policy=other, mode=mode, chunk_s=2.5, commit_unit=unit)
+    assert config.last_window_s == 30.0
+    expected = dataclasses.replace(
+        SessionConfig(), policy=other, mode=mode, chunk_s=2.5, commit_unit=unit, last_window_s=30.0
+    )
     assert _apart_from_task_language(config) == expected
 
 

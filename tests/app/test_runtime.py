@@ -189,3 +189,27 @@ async def test_scheduling_is_fair_between_a_busy_and_a_quiet_session(tiny_backen
 
 async def _drain(live) -> list:
     return [e async for e in live.events()]
+
+
+async def test_a_whole_window_is_encoded_alone_and_the_rest_batched(tiny_backend, monkeypatch):
+    """A segment's last update filled to the whole 30 s window (SessionConfig.last_window_s) is encoded on its own:
+    batched, it would pad every other window to 30 s. The others still share one pass; every output equals its
+    window encoded alone."""
+    rng = np.random.default_rng(0)
+    audios = [(0.1 * rng.standard_normal(int(s * SAMPLE_RATE))).astype(np.float32) for s in (2.0, 30.0, 3.0)]
+    batched: list[list[int]] = []
+    encode_batch = tiny_backend.encode_batch
+
+    def spy(windows):
+        batched.append([len(w) for w in windows])
+        return encode_batch(windows)
+
+    monkeypatch.setattr(tiny_backend, "encode_batch", spy)
+    async with Engine(tiny_backend, EngineConfig(batch=True)) as engine:
+        out = engine._encode(audios)
+        assert engine.batched_passes == 1
+    assert batched == [[2 * SAMPLE_RATE, 3 * SAMPLE_RATE]]
+    for a, enc in zip(audios, out):
+        alone = tiny_backend.encode(a)
+        assert enc.shape == alone.shape
+        assert np.allclose(enc.float().cpu().numpy(), alone.float().cpu().numpy(), atol=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 
 from engine.audio import SAMPLE_RATE
 from engine.streaming.config import SessionConfig
@@ -44,3 +45,33 @@ def test_an_open_segment_is_due_every_chunk():
     assert seg.due() is not None
     seg.close_all()
     assert seg.due().final
+
+
+@pytest.mark.parametrize("window_s", [0.0, 30.0])
+def test_the_last_update_fills_its_window_only_when_asked(tiny_backend, window_s):
+    """last_window_s 30: a segment's last update pads its encoder window with silence to Whisper's 30 s, its
+    other updates keep pad_s; 0 (the default) pads every update by pad_s alone."""
+    from engine.streaming.session import StreamingSession
+
+    config = SessionConfig(use_vad=False, logprob_threshold=-100.0, last_window_s=window_s)
+    session = StreamingSession(tiny_backend, config)
+    session.feed_audio(np.zeros(3 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    session.finish()
+    windows = []
+    while (upd := session.next_update()) is not None:
+        windows.append((upd.final, len(upd.audio), len(upd.encoder_audio)))
+        session.update(upd)
+    pad = int(config.pad_s * SAMPLE_RATE)
+    assert [w[0] for w in windows][-1] is True
+    assert all(enc == n + pad for final, n, enc in windows if not final)
+    final_enc = windows[-1][2]
+    assert final_enc == (30 * SAMPLE_RATE if window_s else windows[-1][1] + pad)
+
+
+def test_last_window_is_validated():
+    """last_window_s lies in 0..30 s."""
+    from engine.errors import ConfigError
+
+    for bad in (-1.0, 31.0):
+        with pytest.raises(ConfigError):
+            SessionConfig(last_window_s=bad)
