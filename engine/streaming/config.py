@@ -115,8 +115,9 @@ class SessionConfig:
     # 22.6 -> 24.2, the real volunteer captions French 13.1 -> 17.3 and Spanish 10.9 -> 11.7 (15 s: German 20.5,
     # 10 s: 20.0; English transcription 10.6 -> 11.1 % WER). But one 30 s encoder pass per segment costs 0.4 s on
     # two cores: in the cost run translation RTF rose from 0.18-0.19 to 0.29-0.35 (over the 0.3 one live stream
-    # may use, and four streams would no longer keep up) and StreamLAAL CA by 0.1-0.9 s. Off by default; on
-    # (`--last-window 30`) where quality matters more than compute and captions' final latency.
+    # may use) and StreamLAAL CA by 0.1-0.9 s; four live German streams still kept up, but at a median lag of
+    # 4.7-6.1 s instead of 4.1 s. Off by default; on (`--last-window 30`) where quality matters more than compute
+    # and the final captions' latency.
     last_window_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
