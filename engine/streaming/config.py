@@ -119,7 +119,6 @@ class SessionConfig:
     # 4.7-6.1 s instead of 4.1 s. Off by default; on (`--last-window 30`) where quality matters more than compute
     # and the final captions' latency.
     last_window_s: float = 0.0
-    last_window_crop: bool = False  # (being measured) the decoder reads only the audio + pad_s of that window
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)

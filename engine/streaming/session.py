@@ -191,10 +191,6 @@ class StreamingSession:
         # the policy judges attention against the end of the real audio, not of the padding
         n_frames = min(n_all, int(len(upd.audio) / SAMPLE_RATE / self.backend.frame_s))
         changed = self._identify_language(upd, encoder_out)
-        if upd.final and self.config.last_window_crop and valid is None:
-            # the whole window's encoder states, but the decoder reads only the audio and pad_s of them
-            keep = int((len(upd.audio) / SAMPLE_RATE + self.config.pad_s) / self.backend.frame_s)
-            encoder_out = encoder_out[:, : max(1, min(keep, encoder_out.shape[1]))]
         # A segment's last update always re-fills the prefix (one forward pass per segment, cheap): the tail
         # is decoded against exact keys/values even in incremental mode.
         refill = self.mode.refills_every_update or upd.final or seg.refill
