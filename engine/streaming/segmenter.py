@@ -21,10 +21,15 @@ from .vad import StreamVad
 class Segmenter:
     """The segments of one stream: front is being decoded, back may still be growing.
 
-    `on_idle(t)` is told the stream time up to which nothing is pending (silence, or a dropped click)."""
+    `on_idle(t)` is told the stream time up to which nothing is pending (silence, or a dropped click);
+    `trained_window_s` is the model's (Backend.trained_window_s): how far a last update may be filled."""
 
     def __init__(
-        self, config: SessionConfig, on_idle: Callable[[float], None], log: logging.LoggerAdapter[logging.Logger]
+        self,
+        config: SessionConfig,
+        on_idle: Callable[[float], None],
+        log: logging.LoggerAdapter[logging.Logger],
+        trained_window_s: float = 0.0,
     ) -> None:
         self.config = config
         self._on_idle = on_idle
@@ -35,6 +40,8 @@ class Segmenter:
         self.n_consumed = 0  # samples that went through the VAD
         self._vad_time = 0.0  # stream time up to which the VAD has classified windows
         self._pad = int(config.pad_s * SAMPLE_RATE)
+        # a segment's last update is filled with silence to this many samples (SessionConfig.last_window_s)
+        self._last_window = int(min(config.last_window_s, trained_window_s) * SAMPLE_RATE)
 
     def feed(self, x: np.ndarray) -> None:
         """Cut incoming audio into speech segments (or one long segment without a VAD)."""
@@ -94,7 +101,8 @@ class Segmenter:
             return None
         seg = self.segments[0]
         if seg.closed:
-            return Update(seg, seg.audio(), final=True, pad_samples=self._pad)
+            audio = seg.audio()
+            return Update(seg, audio, final=True, pad_samples=max(self._pad, self._last_window - len(audio)))
         new = seg.n_samples - seg.n_decoded
         need = self.config.update_s if seg.n_decoded else max(self.config.update_s, self.config.min_first_s)
         if new >= need * SAMPLE_RATE:

@@ -27,7 +27,6 @@ re-fills it in one forward pass per update instead.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import uuid
@@ -90,7 +89,7 @@ class StreamingSession:
         self.inbox = Inbox()
         self.outbox = Outbox()
         self.done = False  # finish() was processed: every commit is out
-        self.segmenter = Segmenter(config, self._idle_until, self.log)
+        self.segmenter = Segmenter(config, self._idle_until, self.log, backend.trained_window_s)
         self.guards = Guards(backend, config, self.log)
         self.committer = Committer(backend, config, self.policy)
         self.prompt = Prompt(backend, config)
@@ -176,10 +175,6 @@ class StreamingSession:
         upd = self.segmenter.due()
         if upd is None and finishing and not self.segmenter.segments:
             self._finish_stream()
-        window_s = min(self.config.last_window_s, self.backend.trained_window_s)
-        if upd is not None and upd.final and window_s:  # see SessionConfig.last_window_s
-            pad = int(window_s * SAMPLE_RATE) - len(upd.audio)
-            upd = dataclasses.replace(upd, pad_samples=max(upd.pad_samples, pad))
         return upd
 
     def begin_decode(self, upd: Update, encoder_out: Tensor, valid: Tensor | None) -> PendingDecode:
@@ -209,12 +204,12 @@ class StreamingSession:
         seg = upd.segment
         res = self.mode.hypothesis(seg, res)
         tokens = res.tokens
-        guards = self.guards
-        if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=upd.final):
+        guards, final = self.guards, upd.final
+        if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
             if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
                 res = self._retry_without_prompt(pending)
                 tokens = res.tokens
-            if tokens and guards.looks_hallucinated(seg, tokens, res, self.language, final=upd.final):
+            if tokens and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
                 tokens, res = guards.discard(seg, upd, tokens, res, self.language)
         elif seg.use_prompt and guards.echoes_prompt(seg, tokens):  # later in a segment: only the echo
             res = self._retry_without_prompt(pending)
