@@ -10,6 +10,7 @@ Chosen once per session (mode_for); the session asks the mode object instead of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..audio import SAMPLE_RATE
@@ -27,12 +28,18 @@ class Incremental:
     backend: Backend
     config: SessionConfig
     refills_every_update: bool = False
+    continues: bool = True  # job() can decode on from given tokens (`forced`)
 
-    def job(self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
-        """The decoder job for one update of `seg` (its state already holds the update's audio)."""
+    def job(
+        self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy, forced: Sequence[int] = ()
+    ) -> DecodeJob:
+        """The decoder job for one update of `seg` (its state already holds the update's audio); `forced`: tokens
+        taken as if committed, the job decodes what follows them (needs refill)."""
         assert seg.state is not None, "begin_decode installs the state first"
+        assert refill or not forced, "forced tokens are not in the cache"
         audio_s = len(upd.audio) / SAMPLE_RATE
-        budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(seg.committed)
+        committed = seg.committed + list(forced)
+        budget = int(self.config.max_tokens_per_s * audio_s) + 8 - len(committed)
         # where in this window each committed token was read (the last update drops text read twice: reread_spans)
         prior = [
             (t, int((s - seg.start_s) / self.backend.frame_s))
@@ -42,8 +49,8 @@ class Incremental:
         return DecodeJob(
             self.backend,
             seg.state,
-            sequence=seg.sequence,
-            n_committed=len(seg.committed),
+            sequence=seg.sequence + list(forced),
+            n_committed=len(committed),
             n_frames=n_frames,
             policy=policy,
             final=upd.final,
@@ -52,7 +59,7 @@ class Incremental:
             beam_size=self.config.final_beam if upd.final else 1,
             prior=prior,
             # the last update's hypothesis after the committed text: verified, not trusted
-            draft=seg.tentative if self.config.draft else (),
+            draft=seg.tentative if self.config.draft and not forced else (),
         )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:
@@ -78,9 +85,13 @@ class Redecode(Incremental):
     """Decode the whole segment from the task prompt; what is already committed is dropped afterwards."""
 
     refills_every_update: bool = True
+    continues: bool = False  # its hypotheses restart from the task prompt
 
-    def job(self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy) -> DecodeJob:
+    def job(
+        self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy, forced: Sequence[int] = ()
+    ) -> DecodeJob:
         assert seg.state is not None, "begin_decode installs the state first"
+        assert not forced, "redecode does not continue from given tokens"
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8
         start = seg.sequence[: seg.n_start]

@@ -43,6 +43,9 @@ class Segment:
     use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
     # the tentative tokens after `committed` that the last update showed (and its guards let through)
     tentative: list[int] = field(default_factory=list)
+    # the last non-empty `tentative`: kept when a later update is discarded (the screen went blank), so that a last
+    # decode that drifts into the spoken language can still be continued from text that was translated
+    last_shown: list[int] = field(default_factory=list)
 
     @property
     def end_s(self) -> float:

@@ -27,6 +27,7 @@ re-fills it in one forward pass per update instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -210,7 +211,7 @@ class StreamingSession:
                 res = self._retry_without_prompt(pending)
                 tokens = res.tokens
             if tokens and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
-                tokens, res = guards.discard(seg, upd, tokens, res, self.language)
+                tokens, res = self._salvage(pending, tokens, res)
         elif seg.use_prompt and guards.echoes_prompt(seg, tokens):  # later in a segment: only the echo
             res = self._retry_without_prompt(pending)
             tokens = res.tokens
@@ -227,6 +228,8 @@ class StreamingSession:
             self.policy.committed(k)
         self.mode.keep_cache(seg)
         seg.tentative = list(tokens[k:])
+        if seg.tentative:
+            seg.last_shown = seg.tentative
         partial = self.committer.show(tokens[k:], seg, upd)
         if partial is not None:
             self._emit(upd, partial)
@@ -260,6 +263,25 @@ class StreamingSession:
         self._start_decoder(seg, pending.encoder_out, pending.valid)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+
+    def _salvage(self, pending: PendingDecode, heard: list[int], res: DecodeResult) -> tuple[list[int], DecodeResult]:
+        """An update that failed the guards twice: what to commit instead (Guards.discard), except that a segment's
+        last decode which drifted into the spoken language is continued from the translation shown before it.
+        The drift proves speech (it wrote the words out), and the text shown earlier was heard from less audio:
+        committed as it was, it loses the sentence's end ("Thank you for your" for "... für Ihre Hilfe."); the
+        beam continues it over the whole segment ("Thank you for your help.")."""
+        upd = pending.upd
+        seg = upd.segment
+        base = seg.tentative or seg.last_shown
+        if not (upd.final and base and self.mode.continues and self.guards.drifted(heard, self.language)):
+            return self.guards.discard(seg, upd, heard, res, self.language)
+        job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy, forced=base)
+        more = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        if more.tokens and self.guards.drifted(more.tokens, self.language):
+            self.log.info("last update drifted twice: the text shown before is committed")
+            return list(base), dataclasses.replace(res, attention=None)
+        self.log.info("last update drifted: continued from the text shown before")
+        return list(base) + more.tokens, dataclasses.replace(more, tokens=list(base) + more.tokens, attention=None)
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""
