@@ -16,7 +16,10 @@ through StreamingSession and through `dragoman stream`.
   repeated and hidden), two Spanish sentences about Lisbon came out as "I have to bring some documents." again
   (benchmark own_es_2, 45-64 s; the `dragoman stream` variant of this one passed before the fix too);
 - vanished captions: a short utterance whose only decode (a segment's last) Whisper was unsure of (average
-  log-probability below -2, no-speech probability low) was discarded as a guess.
+  log-probability below -2, no-speech probability low) was discarded as a guess;
+- a lost sentence end: a segment's beam-searched last decode wrote the sentence out in German, and the text shown
+  before it, heard from a second less audio, was committed instead ("Thank you for your", no "help"; seen in
+  `dragoman mic`, where it failed the end-to-end test about one run in four).
 Each test failed on the code before the fix (checked against the commit before it).
 """
 
@@ -355,3 +358,40 @@ def test_dragoman_stream_keeps_an_unsure_last_decode(audio_dir, tmp_path):
     vtt = tmp_path / "out.vtt"
     assert main(["stream", str(wav), "--language", "fr", "--vtt", str(vtt)]) == 0
     _unsure_checks(vtt.read_text())
+
+
+# "Bitte schicken Sie mir den Bericht bis Freitag. Vielen Dank für Ihre Hilfe.": Whisper base's beam-searched last
+# decode writes it out in German at every lead-in tried (0 to 0.95 s); the earlier updates' translation ended at
+# "Thank you for your" and was committed as it was.
+DRIFT_LEADS_S = (0.1, 0.45, 0.7)
+
+
+def drift_audio(audio_dir, lead_s: float) -> np.ndarray:
+    from tests.speech import speech
+
+    audio = speech("de", 1, audio_dir)[0]
+    lead, tail = np.zeros(int(lead_s * SAMPLE_RATE), np.float32), np.zeros(SAMPLE_RATE, np.float32)
+    return np.concatenate([lead, audio, tail])
+
+
+def _drift_checks(text: str) -> None:
+    w = words(text)
+    assert "friday" in w and "help" in w, text
+    assert "vielen" not in w and "hilfe" not in w, text  # translated, not committed as heard
+
+
+@pytest.mark.parametrize("lead_s", DRIFT_LEADS_S)
+def test_a_last_decode_that_drifts_is_continued_not_cut_short(backend, audio_dir, lead_s):
+    """The drifted last decode is replaced by the translation shown before it, continued to the segment's end."""
+    session = stream(backend, drift_audio(audio_dir, lead_s), SessionConfig(task="translate", language="de"))
+    _drift_checks(session.transcript)
+
+
+def test_dragoman_stream_continues_a_last_decode_that_drifts(audio_dir, tmp_path):
+    """The same sentence through `dragoman stream`: the caption file ends with "help"."""
+    from app.cli import main
+
+    wav = write_wav(tmp_path / "drift.wav", drift_audio(audio_dir, DRIFT_LEADS_S[0]))
+    vtt = tmp_path / "out.vtt"
+    assert main(["stream", str(wav), "--language", "de", "--vtt", str(vtt)]) == 0
+    _drift_checks(vtt.read_text())
