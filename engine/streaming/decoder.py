@@ -223,7 +223,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     cut = repetition_cut(job.committed + best)
     if cut is not None:
         best, job.loop_cut = best[: max(0, cut - len(job.committed))], True
-    rows = _alignment_rows(backend, job, best)
+    rows = alignment_rows(backend, job, best)
     if rows:
         frames = [attended_frame(r) for r in rows]
         while (cut := reread_cut(best, frames, job._is_content)) is not None:
@@ -233,7 +233,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     job.out, job.rows, job.total, job.done = list(best), rows, score, True
 
 
-def _alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list[np.ndarray]:
+def alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list[np.ndarray]:
     """The alignment heads' attention behind each of `tokens` (as greedy decoding records it: the step that
     produced the token), from one forward pass over them on a copy of the job's prefix cache."""
     if not tokens or not job.sequence:

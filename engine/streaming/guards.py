@@ -162,6 +162,24 @@ def _mostly_repeats(sentence: Sequence[str], earlier: Sequence[str], n: int = _R
     return sum(g in seen for g in grams) >= 0.6 * len(grams)
 
 
+# How many tokens before a sentence mark where the audio read so far ends (_heard_anew)
+_BEFORE_TOKENS = 6
+
+
+def _heard_anew(attention: np.ndarray | None, start: int, end: int, n_frames: int) -> bool:
+    """Tokens [start, end) of a hypothesis were read from speech after that of the tokens before them: their
+    median attended frame lies past every frame the last _BEFORE_TOKENS tokens before them attend to (by more than
+    _REREAD_FRAMES) and inside the real audio (`n_frames`). A sentence translated twice re-reads the audio of the
+    first copy (all six hidden on the benchmark's own and dev sets did: median before the copy's last frame) or
+    parks on the padding; a sentence said twice is heard later. No attention: no evidence of new speech."""
+    if attention is None or len(attention) < end or start < 1 or not n_frames:
+        return False
+    n_all = attention.shape[-1]
+    before = [attended_frame(attention[t], n_all) for t in range(max(0, start - _BEFORE_TOKENS), start)]
+    median = float(np.median([attended_frame(attention[t], n_all) for t in range(start, end)]))
+    return max(before) + _REREAD_FRAMES < median < n_frames
+
+
 def _norm_words(text: str) -> list[str]:
     """Words reduced to lower-case letters and digits (punctuation and spacing ignored); empty ones dropped."""
     out = ("".join(c for c in w.lower() if c.isalnum()) for w in text.split())
@@ -282,11 +300,19 @@ class Guards:
                 return cut
         return 0
 
-    def repeated_sentence(self, new: list[int], hidden: tuple[int, int], text_out: str) -> tuple[int, int]:
-        """In a segment's last update (beam search, no attention to check), a sentence inside `new` that opens
-        with `_REPEAT_WORDS` words said just before it ("... up to 5.2 percent. The price for electricity is
-        always up to 5.2 percent.") translates that sentence again: it is hidden to its end, as repeated_prefix
-        hides a repeat at the start."""
+    def repeated_sentence(
+        self,
+        new: list[int],
+        hidden: tuple[int, int],
+        text_out: str,
+        attention: np.ndarray | None = None,
+        n_frames: int = 0,
+    ) -> tuple[int, int]:
+        """In a segment's last update (beam search), a sentence inside `new` that opens with `_REPEAT_WORDS` words
+        said just before it ("... up to 5.2 percent. The price for electricity is always up to 5.2 percent.")
+        translates that sentence again: it is hidden to its end, as repeated_prefix hides a repeat at the start.
+        Unless its alignment (`attention` of `new`, `n_frames` of real audio) shows new speech: a speaker who
+        says "Thank you for your help." again, a sentence later, is heard anew (_heard_anew)."""
         if hidden[1]:
             return hidden
         words = self.words(new)
@@ -307,8 +333,11 @@ class Guards:
             # its opening repeats what was just said, or most of it does, worded a little differently ("At that
             # time, he began to paint ..." after "During that time, he began to paint ...")
             if "".join(sentence[:_REPEAT_WORDS]) in context or _mostly_repeats(sentence, earlier):
+                if _heard_anew(attention, words[i][0], end, n_frames):
+                    self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
+                    continue
                 # the whole restarted sentence goes: the rest is a second translation
-                self.log.debug("repeated sentence not shown again")
+                self.log.debug("repeated sentence not shown again: %r", self._text(new[words[i][0] : end]))
                 return words[i][0], end
         return hidden
 

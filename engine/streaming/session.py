@@ -44,7 +44,7 @@ from ..events import Event, TimedEvent
 from .batch import decode_batch
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
-from .decoder import DecodeResult
+from .decoder import DecodeResult, alignment_rows
 from .guards import Guards
 from .language_id import LanguageId, identify
 from .mailbox import Inbox, Outbox
@@ -220,7 +220,7 @@ class StreamingSession:
             text_out = self.committer.text_out
             hidden = (0, self.guards.repeated_prefix(seg, tokens[:k], res.attention, text_out))
             if upd.final and hidden[1] < k:
-                hidden = self.guards.repeated_sentence(tokens[:k], hidden, text_out)
+                hidden = self.guards.repeated_sentence(tokens[:k], hidden, text_out, res.attention, n_frames)
             commit, end_s = self.committer.commit(seg, tokens[:k], res.attention, upd, hidden=hidden)
             self._committed_until_s = max(self._committed_until_s, end_s)
             if commit is not None:
@@ -281,7 +281,11 @@ class StreamingSession:
             self.log.info("last update drifted twice: the text shown before is committed")
             return list(base), dataclasses.replace(res, attention=None)
         self.log.info("last update drifted: continued from the text shown before")
-        return list(base) + more.tokens, dataclasses.replace(more, tokens=list(base) + more.tokens, attention=None)
+        tokens = list(base) + more.tokens
+        # where the whole text was read (the duplicate guard tells a sentence said again by it)
+        plain = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
+        rows = alignment_rows(self.backend, plain, tokens)
+        return tokens, dataclasses.replace(more, tokens=tokens, attention=np.stack(rows) if rows else None)
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""

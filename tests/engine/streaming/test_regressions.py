@@ -19,7 +19,9 @@ through StreamingSession and through `dragoman stream`.
   log-probability below -2, no-speech probability low) was discarded as a guess;
 - a lost sentence end: a segment's beam-searched last decode wrote the sentence out in German, and the text shown
   before it, heard from a second less audio, was committed instead ("Thank you for your", no "help"; seen in
-  `dragoman mic`, where it failed the end-to-end test about one run in four).
+  `dragoman mic`, where it failed the end-to-end test about one run in four);
+- a sentence said again, hidden: the duplicate guard took "Thank you for your help.", said a second time a
+  sentence later, for a re-translation of the first and dropped it.
 Each test failed on the code before the fix (checked against the commit before it).
 """
 
@@ -395,3 +397,38 @@ def test_dragoman_stream_continues_a_last_decode_that_drifts(audio_dir, tmp_path
     vtt = tmp_path / "out.vtt"
     assert main(["stream", str(wav), "--language", "de", "--vtt", str(vtt)]) == 0
     _drift_checks(vtt.read_text())
+
+
+# Said twice, a sentence apart: the second "Thank you for your help." is new speech, not a re-translation
+SAID_AGAIN = ["Thank you for your help.", "I will check the report tonight. Thank you for your help."]
+
+
+def said_again_audio(audio_dir) -> np.ndarray:
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    pieces = [pause[: SAMPLE_RATE // 2]]
+    for text in SAID_AGAIN:
+        pieces += [load_audio(synthesize(text, "mb-us1", audio_dir)), pause]
+    return np.concatenate(pieces)
+
+
+def _said_again_checks(text: str) -> None:
+    w = " ".join(words(text))
+    assert w.count("thank you for your help") == 2, text
+    assert "tonight" in w, text
+
+
+def test_a_sentence_said_again_is_not_hidden_as_a_repeat(backend, audio_dir):
+    """The duplicate guard hides a sentence of a segment's last decode that repeats what was just said only when
+    its alignment does not move on to new audio."""
+    config = SessionConfig(task="transcribe", language="en")
+    _said_again_checks(stream(backend, said_again_audio(audio_dir), config).transcript)
+
+
+def test_dragoman_stream_keeps_a_sentence_said_again(audio_dir, tmp_path):
+    """The same speech through `dragoman stream`: both "Thank you for your help." reach the caption file."""
+    from app.cli import main
+
+    wav = write_wav(tmp_path / "again.wav", said_again_audio(audio_dir))
+    vtt = tmp_path / "out.vtt"
+    assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
+    _said_again_checks(vtt.read_text())
