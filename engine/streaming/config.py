@@ -119,6 +119,10 @@ class SessionConfig:
     # 4.7-6.1 s instead of 4.1 s. Off by default; on (`--last-window 30`) where quality matters more than compute
     # and the final captions' latency.
     last_window_s: float = 0.0
+    # A segment's last decode (on its short window) whose average log-probability per token is below this is
+    # decoded again on the model's whole trained window (last_window_s 30 for that segment alone): the whole
+    # window's better translations, paid only where Whisper is unsure. None: never.
+    window_retry_logprob: float | None = None
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)

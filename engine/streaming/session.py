@@ -204,6 +204,8 @@ class StreamingSession:
         upd, n_frames = pending.upd, pending.n_frames
         seg = upd.segment
         res = self.mode.hypothesis(seg, res)
+        if upd.final and self._unsure_of_short_window(upd, res):
+            pending, res = self._decode_whole_window(pending)
         tokens = res.tokens
         guards, final = self.guards, upd.final
         if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
@@ -263,6 +265,27 @@ class StreamingSession:
         self._start_decoder(seg, pending.encoder_out, pending.valid)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+
+    def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:
+        """A last decode on less than the model's trained window that Whisper is unsure of (see
+        SessionConfig.window_retry_logprob)."""
+        threshold, window = self.config.window_retry_logprob, self.backend.trained_window_s
+        if threshold is None or not window or len(upd.encoder_audio) >= window * SAMPLE_RATE or not res.tokens:
+            return False
+        return res.sum_logprob / len(res.tokens) < threshold
+
+    def _decode_whole_window(self, pending: PendingDecode) -> tuple[PendingDecode, DecodeResult]:
+        """Model step: the last update again on the whole trained window (its audio, then silence)."""
+        upd = pending.upd
+        seg = upd.segment
+        assert seg.state is not None
+        n = int(self.backend.trained_window_s * SAMPLE_RATE)
+        encoder_out = self.backend.encode(np.concatenate([upd.audio, np.zeros(n - len(upd.audio), np.float32)]))
+        self.backend.set_audio(seg.state, encoder_out, None)
+        job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
+        res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        self.log.debug("unsure last decode: decoded again on the whole window")
+        return dataclasses.replace(pending, job=job, encoder_out=encoder_out, valid=None), res
 
     def _salvage(self, pending: PendingDecode, heard: list[int], res: DecodeResult) -> tuple[list[int], DecodeResult]:
         """An update that failed the guards twice: what to commit instead (Guards.discard), except that a segment's
