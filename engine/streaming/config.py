@@ -167,6 +167,8 @@ class SessionConfig:
             raise ConfigError("trim_keep_words must be at least 1")
         if not 0.0 <= self.last_window_s <= 30.0:
             raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
+        if self.window_retry_logprob is not None and not -20.0 <= self.window_retry_logprob <= 0.0:
+            raise ConfigError("window_retry_logprob must be None (off) or an average log-probability, -20..0")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 

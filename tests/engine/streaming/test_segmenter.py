@@ -75,3 +75,24 @@ def test_last_window_is_validated():
     for bad in (-1.0, 31.0):
         with pytest.raises(ConfigError):
             SessionConfig(last_window_s=bad)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.0, -1e9])
+def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(tiny_backend, monkeypatch, threshold):
+    """window_retry_logprob: a segment's last decode averaging below it (0.0: every decode) is decoded again on a
+    30 s window, once; other updates and decodes above it (-1e9: none) keep their short windows."""
+    from engine.streaming.session import StreamingSession
+
+    encoded: list[int] = []
+    encode = tiny_backend.encode
+    monkeypatch.setattr(tiny_backend, "encode", lambda audio: (encoded.append(len(audio)), encode(audio))[1])
+    config = SessionConfig(language="en", use_vad=False, logprob_threshold=-100.0, window_retry_logprob=threshold)
+    session = StreamingSession(tiny_backend, config)
+    session.feed_audio(np.zeros(3 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    session.finish()
+    while (upd := session.next_update()) is not None:
+        session.update(upd)
+    whole = 30 * SAMPLE_RATE
+    assert encoded.count(whole) == (1 if threshold == 0.0 else 0), encoded
+    assert all(n < whole for n in (encoded[:-1] if threshold == 0.0 else encoded)), encoded
+    assert session.done
