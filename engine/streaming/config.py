@@ -123,6 +123,9 @@ class SessionConfig:
     # decoded again on the model's whole trained window (last_window_s 30 for that segment alone): the whole
     # window's better translations, paid only where Whisper is unsure. None: never.
     window_retry_logprob: float | None = None
+    # ... at most once per this many seconds of the stream (a 30 s encoder pass costs about 0.4 s on two cores:
+    # this bounds what the retries add to one stream's real-time factor); 0: every unsure segment
+    window_retry_every_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
@@ -169,6 +172,8 @@ class SessionConfig:
             raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
         if self.window_retry_logprob is not None and not -20.0 <= self.window_retry_logprob <= 0.0:
             raise ConfigError("window_retry_logprob must be None (off) or an average log-probability, -20..0")
+        if not 0.0 <= self.window_retry_every_s <= 3600.0:
+            raise ConfigError("window_retry_every_s must be 0 (no limit) to 3600 s")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
