@@ -60,11 +60,13 @@ SESSION_FLAGS = {
     "chunk": "chunk_s",
     "commit": "commit_unit",
     "last_window": "last_window_s",
+    "window_retry": "window_retry_logprob",
 }
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
-    """--policy/--mode/--chunk/--commit/--last-window, shared by the streaming commands (stream, mic, serve)."""
+    """--policy/--mode/--chunk/--commit/--last-window/--window-retry, shared by the streaming commands (stream, mic,
+    serve)."""
     p.add_argument(
         "--policy",
         default=None,
@@ -99,6 +101,15 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="fill the encoder window of a segment's last update with silence up to this many seconds (30: "
         "Whisper's whole window; better translations for about 1.6x the compute) (default: 0, off)",
+    )
+    p.add_argument(
+        "--window-retry",
+        type=float,
+        default=None,
+        metavar="LOGPROB",
+        help="decode a segment's last update again on Whisper's whole 30 s window when its average "
+        "log-probability per token is below this (-0.75: the best translations measured, for about 1.5-2x the "
+        "compute) (default: off)",
     )
 
 

@@ -120,11 +120,17 @@ class SessionConfig:
     # and the final captions' latency.
     last_window_s: float = 0.0
     # A segment's last decode (on its short window) whose average log-probability per token is below this is
-    # decoded again on the model's whole trained window (last_window_s 30 for that segment alone): the whole
-    # window's better translations, paid only where Whisper is unsure. None: never.
+    # decoded again on the model's whole trained window (as last_window_s 30, for that segment alone): the whole
+    # window's better translations, paid where Whisper is unsure. None: never. Own + dev (80 sentences per
+    # language, one run beside the default, benchmarks/README.md), -0.75 (the last decodes of 43-85 % of segments
+    # by language): German 20.4 -> 22.3 BLEU, French 21.9 -> 24.0, Spanish 22.6 -> 24.2 (chrF +0.5 to +1.1),
+    # better than last_window_s 30 (21.9 / 22.2 / 24.2); -0.9: 21.4 / 21.3 / 23.3. But in the quiet cost run
+    # (first 60 s of each own stream) one stream's RTF rose from 0.17-0.19 to 0.26 / 0.37 / 0.24 (de / fr / es;
+    # French over the 0.3 target) and StreamLAAL CA by 0.1-0.7 s, so it is off by default (`--window-retry`).
     window_retry_logprob: float | None = None
-    # ... at most once per this many seconds of the stream (a 30 s encoder pass costs about 0.4 s on two cores:
-    # this bounds what the retries add to one stream's real-time factor); 0: every unsure segment
+    # ... at most once per this many seconds of the stream; 0: every unsure segment. It bounds the retries' compute
+    # but keeps too little of the gain: every 6 s, own + dev German 22.7, French 21.7, Spanish 23.3 BLEU (French
+    # chrF -0.7) at RTF 0.28 / 0.30 / 0.26; every 10 s, 22.1 / 21.4 / 23.0.
     window_retry_every_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
