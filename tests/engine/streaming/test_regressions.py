@@ -332,12 +332,16 @@ def test_dragoman_stream_does_not_let_an_echo_replace_new_sentences(echo_stream,
 UNSURE_CAPTIONS = ["Un râteau pour ramasser les feuilles.", "Une coquille de noix flottante."]
 
 
-def unsure_audio(audio_dir) -> np.ndarray:
-    pause = np.zeros(SAMPLE_RATE, np.float32)
-    pieces = [pause]
-    for text in UNSURE_CAPTIONS:
-        pieces += [load_audio(synthesize(text, "mb-fr1", audio_dir)), pause, pause]
+def captions_audio(texts: list[str], voice: str, audio_dir, lead_s: float, gap_s: float) -> np.ndarray:
+    """Each text synthesised, after `lead_s` of silence and followed by `gap_s` of it."""
+    pieces = [np.zeros(int(lead_s * SAMPLE_RATE), np.float32)]
+    for text in texts:
+        pieces += [load_audio(synthesize(text, voice, audio_dir)), np.zeros(int(gap_s * SAMPLE_RATE), np.float32)]
     return np.concatenate(pieces)
+
+
+def unsure_audio(audio_dir) -> np.ndarray:
+    return captions_audio(UNSURE_CAPTIONS, "mb-fr1", audio_dir, lead_s=1.0, gap_s=2.0)
 
 
 def _unsure_checks(text: str) -> None:
@@ -404,11 +408,7 @@ SAID_AGAIN = ["Thank you for your help.", "I will check the report tonight. Than
 
 
 def said_again_audio(audio_dir) -> np.ndarray:
-    pause = np.zeros(SAMPLE_RATE, np.float32)
-    pieces = [pause[: SAMPLE_RATE // 2]]
-    for text in SAID_AGAIN:
-        pieces += [load_audio(synthesize(text, "mb-us1", audio_dir)), pause]
-    return np.concatenate(pieces)
+    return captions_audio(SAID_AGAIN, "mb-us1", audio_dir, lead_s=0.5, gap_s=1.0)
 
 
 def _said_again_checks(text: str) -> None:
