@@ -272,7 +272,12 @@ class StreamingSession:
         SessionConfig.window_retry_logprob)."""
         cfg = self.config
         threshold, window = cfg.window_retry_logprob, self.backend.trained_window_s
-        if threshold is None or not window or len(upd.encoder_audio) >= window * SAMPLE_RATE or not res.tokens:
+        if (
+            threshold is None
+            or not window
+            or len(upd.audio) + upd.pad_samples >= window * SAMPLE_RATE
+            or not res.tokens
+        ):
             return False
         if upd.segment.end_s - self._window_retried_s < cfg.window_retry_every_s:
             return False
@@ -283,8 +288,8 @@ class StreamingSession:
         upd = pending.upd
         seg = upd.segment
         assert seg.state is not None
-        n = int(self.backend.trained_window_s * SAMPLE_RATE)
-        encoder_out = self.backend.encode(np.concatenate([upd.audio, np.zeros(n - len(upd.audio), np.float32)]))
+        whole = dataclasses.replace(upd, pad_samples=int(self.backend.trained_window_s * SAMPLE_RATE) - len(upd.audio))
+        encoder_out = self.backend.encode(whole.encoder_audio)
         self.backend.set_audio(seg.state, encoder_out, None)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
@@ -300,7 +305,7 @@ class StreamingSession:
         beam continues it over the whole segment ("Thank you for your help.")."""
         upd = pending.upd
         seg = upd.segment
-        base = seg.tentative or seg.last_shown
+        base = seg.last_shown  # the tentative text, or the last one shown before the screen went blank
         if not (upd.final and base and self.mode.continues and self.guards.drifted(heard, self.language)):
             return self.guards.discard(seg, upd, heard, res, self.language)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy, forced=base)
