@@ -127,11 +127,9 @@ class SessionConfig:
     # better than last_window_s 30 (21.9 / 22.2 / 24.2); -0.9: 21.4 / 21.3 / 23.3. But in the quiet cost run
     # (first 60 s of each own stream) one stream's RTF rose from 0.17-0.19 to 0.26 / 0.37 / 0.24 (de / fr / es;
     # French over the 0.3 target) and StreamLAAL CA by 0.1-0.7 s, so it is off by default (`--window-retry`).
+    # Spacing the retries (at most one per 6 s of stream, built and removed) bounded their compute but kept too
+    # little of the gain: own + dev German 22.7, French 21.7, Spanish 23.3 BLEU at RTF 0.28 / 0.30 / 0.26.
     window_retry_logprob: float | None = None
-    # ... at most once per this many seconds of the stream; 0: every unsure segment. It bounds the retries' compute
-    # but keeps too little of the gain: every 6 s, own + dev German 22.7, French 21.7, Spanish 23.3 BLEU (French
-    # chrF -0.7) at RTF 0.28 / 0.30 / 0.26; every 10 s, 22.1 / 21.4 / 23.0.
-    window_retry_every_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
@@ -178,8 +176,6 @@ class SessionConfig:
             raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
         if self.window_retry_logprob is not None and not -20.0 <= self.window_retry_logprob <= 0.0:
             raise ConfigError("window_retry_logprob must be None (off) or an average log-probability, -20..0")
-        if not 0.0 <= self.window_retry_every_s <= 3600.0:
-            raise ConfigError("window_retry_every_s must be 0 (no limit) to 3600 s")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 

@@ -95,7 +95,6 @@ class StreamingSession:
         self.committer = Committer(backend, config, self.policy)
         self.prompt = Prompt(backend, config)
         self._committed_until_s = 0.0
-        self._window_retried_s = -float("inf")  # stream time of the last whole-window retry (window_retry_every_s)
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -270,16 +269,13 @@ class StreamingSession:
     def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:
         """A last decode on less than the model's trained window that Whisper is unsure of (see
         SessionConfig.window_retry_logprob)."""
-        cfg = self.config
-        threshold, window = cfg.window_retry_logprob, self.backend.trained_window_s
+        threshold, window = self.config.window_retry_logprob, self.backend.trained_window_s
         if (
             threshold is None
             or not window
             or len(upd.audio) + upd.pad_samples >= window * SAMPLE_RATE
             or not res.tokens
         ):
-            return False
-        if upd.segment.end_s - self._window_retried_s < cfg.window_retry_every_s:
             return False
         return res.sum_logprob / len(res.tokens) < threshold
 
@@ -293,7 +289,6 @@ class StreamingSession:
         self.backend.set_audio(seg.state, encoder_out, None)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
-        self._window_retried_s = seg.end_s
         self.log.debug("unsure last decode: decoded again on the whole window")
         return dataclasses.replace(pending, job=job, encoder_out=encoder_out, valid=None), res
 

@@ -96,29 +96,3 @@ def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(tiny_backend
     assert encoded.count(whole) == (1 if threshold == 0.0 else 0), encoded
     assert all(n < whole for n in (encoded[:-1] if threshold == 0.0 else encoded)), encoded
     assert session.done
-
-
-@pytest.mark.parametrize(("every_s", "retries"), [(0.0, 3), (3.0, 2), (10.0, 1)])
-def test_whole_window_retries_are_spaced_by_window_retry_every_s(tiny_backend, monkeypatch, every_s, retries):
-    """Three 2 s segments, every last decode unsure: a retry at most once per `window_retry_every_s` of stream."""
-    from engine.streaming.session import StreamingSession
-
-    encoded: list[int] = []
-    encode = tiny_backend.encode
-    monkeypatch.setattr(tiny_backend, "encode", lambda audio: (encoded.append(len(audio)), encode(audio))[1])
-    config = SessionConfig(
-        language="en",
-        use_vad=False,
-        logprob_threshold=-100.0,
-        max_segment_s=2.0,
-        first_commit_s=0.0,
-        trim_s=0.0,
-        window_retry_logprob=0.0,
-        window_retry_every_s=every_s,
-    )
-    session = StreamingSession(tiny_backend, config)
-    session.feed_audio(np.zeros(6 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
-    session.finish()
-    while (upd := session.next_update()) is not None:
-        session.update(upd)
-    assert encoded.count(30 * SAMPLE_RATE) == retries, encoded
