@@ -25,7 +25,7 @@ from torch import Tensor
 from ..backend import Backend
 from ..kv_cache import DecoderState
 from ..models.search import whisper_beam_step
-from .guards import repetition_cut, reread_cut, reread_spans
+from .guards import is_stutter, repetition_cut, reread_cut, reread_spans
 from .policy import Policy, attended_frame
 
 
@@ -38,6 +38,7 @@ class DecodeResult:
     n_stepped: int  # generated tokens whose keys/values are now in the cache
     loop_cut: bool  # a repetition loop was cut off
     logprobs: tuple[float, ...] = ()  # per token (greedy updates; empty after beam search)
+    loop_next: int | None = None  # a stutter loop was cut off (guards.is_stutter): the first token of its copies
 
 
 class DecodeJob:
@@ -64,6 +65,7 @@ class DecodeJob:
         beam_size: int = 1,
         prior: Sequence[tuple[int, int]] = (),
         draft: Sequence[int] = (),
+        banned_first: Sequence[int] = (),
     ) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
@@ -76,6 +78,7 @@ class DecodeJob:
         self.sequence, self.n_committed, self.n_frames, self.refill = sequence, n_committed, n_frames, refill
         self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
         self.max_new_tokens = max_new_tokens
+        self.banned_first = list(banned_first)  # tokens the first new token may not be (a loop's restart)
         self.budget = 0
         self.out: list[int] = []
         self.lps: list[float] = []  # log-probability of each token in `out`
@@ -83,6 +86,7 @@ class DecodeJob:
         self.frames: list[int] = []  # attended_frame of each row, kept alongside (reread_cut runs every step)
         self.total, self.loop_cut, self.done = 0.0, False, False
         self.next_token: int | None = None
+        self.loop_next: int | None = None
         self.n_stepped = 0  # tokens generated and fed back (their keys/values are cached)
 
     @property
@@ -98,6 +102,7 @@ class DecodeJob:
         device = st.cross_k[0].device if st.cross_k else torch.device("cpu")
         self.out, self.rows, self.lps, self.frames = [], [], [], []  # a job may be re-run after a failed batch
         self.total, self.next_token, self.loop_cut, self.done, self.n_stepped = 0.0, None, False, False, 0
+        self.loop_next = None
         self.policy.begin_update()
         if not self.refill and st.offset >= len(self.sequence) - 1:
             st.truncate(len(self.sequence) - 1)
@@ -137,6 +142,8 @@ class DecodeJob:
             return None
         lg = logits.float().clone()[None]  # (1, V)
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
+        if not self.out and self.banned_first:
+            lg[0, self.banned_first] = float("-inf")
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
         if tok == self.backend.eot or self.policy.should_stop(
@@ -155,9 +162,11 @@ class DecodeJob:
         # loops are looked for across the committed text too: a loop can span several updates
         cut = repetition_cut(self.committed + self.out)
         if cut is not None:
+            stalled = is_stutter(self.committed + self.out, cut)
             cut = max(0, cut - len(self.committed))
+            restart = self.out[cut] if stalled and cut < len(self.out) else None
             self._truncate(cut)
-            self.done = True
+            self.loop_next, self.done = restart, True
             return None
         if self.rows and len(self.rows) == len(self.out):
             cut = reread_cut(self.out, self.frames, self._is_content)
@@ -185,7 +194,9 @@ class DecodeJob:
     def result(self) -> DecodeResult:
         attention = np.stack(self.rows) if self.rows and len(self.rows) == len(self.out) else None
         lps = tuple(self.lps) if len(self.lps) == len(self.out) else ()
-        return DecodeResult(self.out, attention, self.next_token, self.total, self.n_stepped, self.loop_cut, lps)
+        return DecodeResult(
+            self.out, attention, self.next_token, self.total, self.n_stepped, self.loop_cut, lps, self.loop_next
+        )
 
 
 def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
@@ -206,6 +217,8 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     for _ in range(job.budget):
         lg = logits.float().clone()
         backend.filter_logits(lg, job.n_committed + len(seqs[0]))
+        if not seqs[0] and job.banned_first:
+            lg[:, job.banned_first] = float("-inf")
         nxt = whisper_beam_step(sum_lp, lg.log_softmax(-1), beam=beam, eot=eot, room=beam - len(finished))
         finished += [(seqs[r], score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
         if len(finished) >= beam or not nxt.rows:
@@ -222,7 +235,10 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
         best, score = seqs[i], float(sum_lp[i])
     cut = repetition_cut(job.committed + best)
     if cut is not None:
-        best, job.loop_cut = best[: max(0, cut - len(job.committed))], True
+        keep = max(0, cut - len(job.committed))
+        stalled = keep < len(best) and is_stutter(job.committed + best, cut)
+        job.loop_next = best[keep] if stalled else None  # the session decodes on past a stall
+        best, job.loop_cut = best[:keep], True
     rows = alignment_rows(backend, job, best)
     if rows:
         frames = [attended_frame(r) for r in rows]

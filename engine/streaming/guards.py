@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # (decoder.py imports this module's decode-time guards)
 
 
 def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40) -> int | None:
-    """Where to cut a hypothesis ending in a loop (an n-gram repeated `min_repeats` times in a row): keep one copy.
+    """Where to cut a hypothesis ending in a loop (an n-gram repeated `min_repeats` times or more in a row): keep
+    one copy.
     A run of _LONG_NGRAM tokens or more needs only two copies: nobody says a whole clause twice in a row, but
     Whisper does ("How long has it been since ... How long has it been since ...")."""
     n_tok = len(tokens)
@@ -36,11 +37,23 @@ def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40)
             continue
         tail = tokens[n_tok - n :]
         if all(tokens[n_tok - (r + 1) * n : n_tok - r * n] == tail for r in range(reps)):
+            # every copy in the run goes, not only the last few: a beam search checks only once it has
+            # finished, with the loop run to its budget ("grand-grand-grand-grand-grand-grand-")
+            while n_tok >= (reps + 1) * n and tokens[n_tok - (reps + 1) * n : n_tok - reps * n] == tail:
+                reps += 1
             return n_tok - (reps - 1) * n
     return None
 
 
 _LONG_NGRAM = 8
+
+
+def is_stutter(tokens: list[int], cut: int) -> bool:
+    """The loop repetition_cut found at `cut` repeats a short n-gram ("grand-grand-grand-"), where the model stalls
+    inside the speech; a whole clause said twice is the model starting over once it has read everything."""
+    return any(tokens[cut - n : cut] == tokens[cut : cut + n] for n in range(1, min(_LONG_NGRAM, cut + 1)))
+
+
 # A repeated phrase counts as a re-reading when its copy looks (median frame of its words) no further than this
 # many encoder frames past the first one (a speaker repeating himself is heard later: 0.3 s and more)
 _REREAD_FRAMES = 10
@@ -160,6 +173,24 @@ def _mostly_repeats(sentence: Sequence[str], earlier: Sequence[str], n: int = _R
         return False
     seen = {tuple(earlier[i : i + n]) for i in range(len(earlier) - n + 1)}
     return sum(g in seen for g in grams) >= 0.6 * len(grams)
+
+
+def _same_words(sentence: Sequence[str], previous: Sequence[str]) -> bool:
+    """Most (70 %) of a sentence's words, four or more, are words of the sentence before it: translated again in
+    other words and order ("There they will work 40 people from January. There will be 40 people from
+    January."), which shares few word n-grams with the first translation."""
+    if len(sentence) < _REPEAT_WORDS:
+        return False
+    words = set(previous)
+    return sum(w in words for w in sentence) >= 0.7 * len(sentence)
+
+
+def _last_sentence_words(text: str) -> list[str]:
+    """The words of `text`'s unfinished last sentence (none when it ends a sentence)."""
+    text = text.rstrip()
+    if not text or ends_sentence(text[-1:].encode()):
+        return []
+    return _norm_words(re.split(r"(?<=[.?!])\s+", text)[-1])
 
 
 # How many tokens before a sentence mark where the audio read so far ends (_heard_anew)
@@ -318,10 +349,13 @@ class Guards:
         words = self.words(new)
         tail_words = _norm_words(text_out)[-_REPEAT_TAIL_WORDS:]
         tail = "".join(tail_words)
+        previous = _last_sentence_words(text_out)  # the sentence before the one at i, as words
         for i in range(1, len(words) - _REPEAT_WORDS + 1):
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
+                previous.append(words[i - 1][1])
                 continue
+            previous.append(words[i - 1][1])
             end = len(new)  # the sentence's end: the first sentence-ending token after its opening
             for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
                 if ends_sentence(self.backend.token_bytes(new[t])):
@@ -332,13 +366,19 @@ class Guards:
             earlier = tail_words + [w for _, w in words[:i]]
             # its opening repeats what was just said, or most of it does, worded a little differently ("At that
             # time, he began to paint ..." after "During that time, he began to paint ...")
-            if "".join(sentence[:_REPEAT_WORDS]) in context or _mostly_repeats(sentence, earlier):
+            if (
+                "".join(sentence[:_REPEAT_WORDS]) in context
+                or _mostly_repeats(sentence, earlier)
+                or _same_words(sentence, previous)
+            ):
                 if _heard_anew(attention, words[i][0], end, n_frames):
                     self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
+                    previous = []
                     continue
                 # the whole restarted sentence goes: the rest is a second translation
                 self.log.debug("repeated sentence not shown again: %r", self._text(new[words[i][0] : end]))
                 return words[i][0], end
+            previous = []  # the sentence at i is the next one's previous
         return hidden
 
     def words(self, tokens: list[int]) -> list[tuple[int, str]]:

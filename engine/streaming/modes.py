@@ -31,10 +31,19 @@ class Incremental:
     continues: bool = True  # job() can decode on from given tokens (`forced`)
 
     def job(
-        self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy, forced: Sequence[int] = ()
+        self,
+        seg: Segment,
+        upd: Update,
+        *,
+        n_frames: int,
+        refill: bool,
+        policy: Policy,
+        forced: Sequence[int] = (),
+        banned_first: Sequence[int] = (),
     ) -> DecodeJob:
         """The decoder job for one update of `seg` (its state already holds the update's audio); `forced`: tokens
-        taken as if committed, the job decodes what follows them (needs refill)."""
+        taken as if committed, the job decodes what follows them (needs refill); `banned_first`: tokens the first
+        new one may not be."""
         assert seg.state is not None, "begin_decode installs the state first"
         assert refill or not forced, "forced tokens are not in the cache"
         audio_s = len(upd.audio) / SAMPLE_RATE
@@ -60,6 +69,7 @@ class Incremental:
             prior=prior,
             # the last update's hypothesis after the committed text: verified, not trusted
             draft=seg.tentative if self.config.draft and not forced else (),
+            banned_first=banned_first,
         )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:
@@ -88,10 +98,18 @@ class Redecode(Incremental):
     continues: bool = False  # its hypotheses restart from the task prompt
 
     def job(
-        self, seg: Segment, upd: Update, *, n_frames: int, refill: bool, policy: Policy, forced: Sequence[int] = ()
+        self,
+        seg: Segment,
+        upd: Update,
+        *,
+        n_frames: int,
+        refill: bool,
+        policy: Policy,
+        forced: Sequence[int] = (),
+        banned_first: Sequence[int] = (),
     ) -> DecodeJob:
         assert seg.state is not None, "begin_decode installs the state first"
-        assert not forced, "redecode does not continue from given tokens"
+        assert not forced and not banned_first, "redecode does not continue from given tokens"
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8
         start = seg.sequence[: seg.n_start]

@@ -49,13 +49,17 @@ from .guards import Guards
 from .language_id import LanguageId, identify
 from .mailbox import Inbox, Outbox
 from .modes import mode_for
-from .policy import Hypothesis, Policy, policy_for
+from .policy import Hypothesis, Policy, attended_frame, policy_for
 from .prompt import Prompt
 from .segment import PendingDecode, Segment, Stats, Update
 from .segmenter import Segmenter
 from .trim import trim
 
 log = logging.getLogger(__name__)
+
+# A last decode that loops with more than this many encoder frames (1 s for Whisper) of its audio after the last
+# token kept is continued past the loop (StreamingSession._continue_past_loop)
+_LOOP_UNHEARD_FRAMES = 50
 
 
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
@@ -206,6 +210,8 @@ class StreamingSession:
         res = self.mode.hypothesis(seg, res)
         if upd.final and self._unsure_of_short_window(upd, res):
             pending, res = self._decode_whole_window(pending)
+        if upd.final and res.loop_next is not None and self.mode.continues:
+            res = self._continue_past_loop(pending, res)
         tokens = res.tokens
         guards, final = self.guards, upd.final
         if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
@@ -291,6 +297,38 @@ class StreamingSession:
         res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
         self.log.debug("unsure last decode: decoded again on the whole window")
         return dataclasses.replace(pending, job=job, encoder_out=encoder_out, valid=None), res
+
+    def _continue_past_loop(self, pending: PendingDecode, res: DecodeResult) -> DecodeResult:
+        """Model step: a segment's last decode that looped before its audio's end ("My grand-grand-grand-..." for
+        "Ma grand-mère habite dans un petit village ...") decodes on from the text before the loop, the loop's
+        restart banned. Cut alone, the loop loses the rest of the segment: nothing later hears that audio."""
+        upd = pending.upd
+        seg = upd.segment
+        assert res.loop_next is not None
+        heard = attended_frame(res.attention[-1]) if res.attention is not None and len(res.attention) else 0
+        if pending.n_frames - heard < _LOOP_UNHEARD_FRAMES:  # the loop is at the end: nothing is lost
+            return res
+        job = self.mode.job(
+            seg,
+            upd,
+            n_frames=pending.n_frames,
+            refill=True,
+            policy=self.policy,
+            forced=res.tokens,
+            banned_first=[res.loop_next],
+        )
+        more = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        self.log.info("last decode looped before its audio's end: decoded on past the loop")
+        tokens = res.tokens + more.tokens
+        plain = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
+        rows = alignment_rows(self.backend, plain, tokens)
+        return dataclasses.replace(
+            more,
+            tokens=tokens,
+            attention=np.stack(rows) if rows else None,
+            sum_logprob=res.sum_logprob + more.sum_logprob,
+            loop_cut=True,
+        )
 
     def _salvage(self, pending: PendingDecode, heard: list[int], res: DecodeResult) -> tuple[list[int], DecodeResult]:
         """An update that failed the guards twice: what to commit instead (Guards.discard), except that a segment's
