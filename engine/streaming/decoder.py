@@ -25,7 +25,7 @@ from torch import Tensor
 from ..backend import Backend
 from ..kv_cache import DecoderState
 from ..models.search import whisper_beam_step
-from .guards import is_stutter, repetition_cut, reread_cut, reread_spans
+from .guards import is_stutter, repetition_cut, reread_cut, reread_spans, stutter_spans
 from .policy import Policy, attended_frame
 
 
@@ -239,6 +239,8 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
         stalled = keep < len(best) and is_stutter(job.committed + best, cut)
         job.loop_next = best[keep] if stalled else None  # the session decodes on past a stall
         best, job.loop_cut = best[:keep], True
+    for a, b in reversed(stutter_spans(best)):
+        best, job.loop_cut = best[:a] + best[b:], True
     rows = alignment_rows(backend, job, best)
     if rows:
         frames = [attended_frame(r) for r in rows]

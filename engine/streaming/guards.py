@@ -54,6 +54,26 @@ def is_stutter(tokens: list[int], cut: int) -> bool:
     return any(tokens[cut - n : cut] == tokens[cut : cut + n] for n in range(1, min(_LONG_NGRAM, cut + 1)))
 
 
+def stutter_spans(tokens: list[int], min_repeats: int = 3) -> list[tuple[int, int]]:
+    """Copies [a, b) to drop inside a hypothesis where a short n-gram (under _LONG_NGRAM tokens) repeats
+    `min_repeats` times or more in a row (a single token: once more), keeping its first copy: a beam search that
+    stalls and then goes on ("My grand-grand-grand-grand in a small village") leaves such a run mid-text, where
+    repetition_cut, which looks at the end, does not see it."""
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(tokens):
+        for n in range(1, _LONG_NGRAM):
+            unit, k = tokens[i : i + n], 1
+            while tokens[i + k * n : i + (k + 1) * n] == unit and len(unit) == n:
+                k += 1
+            if k >= (min_repeats + 1 if n == 1 else min_repeats):
+                spans.append((i + n, i + k * n))
+                i += k * n - 1
+                break
+        i += 1
+    return spans
+
+
 # A repeated phrase counts as a re-reading when its copy looks (median frame of its words) no further than this
 # many encoder frames past the first one (a speaker repeating himself is heard later: 0.3 s and more)
 _REREAD_FRAMES = 10
@@ -339,23 +359,26 @@ class Guards:
         attention: np.ndarray | None = None,
         n_frames: int = 0,
     ) -> tuple[int, int]:
-        """In a segment's last update (beam search), a sentence inside `new` that opens with `_REPEAT_WORDS` words
-        said just before it ("... up to 5.2 percent. The price for electricity is always up to 5.2 percent.")
-        translates that sentence again: it is hidden to its end, as repeated_prefix hides a repeat at the start.
-        Unless its alignment (`attention` of `new`, `n_frames` of real audio) shows new speech: a speaker who
-        says "Thank you for your help." again, a sentence later, is heard anew (_heard_anew)."""
+        """In a segment's last update (beam search), a sentence inside `new` that translates the sentence before it
+        again ("... up to 5.2 percent. The price for electricity is always up to 5.2 percent."): it opens with
+        `_REPEAT_WORDS` words just said, or most of its word n-grams or words were. One of the two copies is
+        hidden: the first when all of it is in `new`, since the model starts over to say it better ("I'm not going
+        to talk about how the tourism has changed ... Today I will talk about how tourism has changed in the
+        Canary Islands ..."); else the second (the first is on screen already). Unless its alignment (`attention`
+        of `new`, `n_frames` of real audio) shows new speech: a speaker who says "Thank you for your help." again,
+        a sentence later, is heard anew (_heard_anew)."""
         if hidden[1]:
             return hidden
         words = self.words(new)
         tail_words = _norm_words(text_out)[-_REPEAT_TAIL_WORDS:]
         tail = "".join(tail_words)
-        previous = _last_sentence_words(text_out)  # the sentence before the one at i, as words
+        previous = _last_sentence_words(text_out)  # the words of the sentence before the one at i
+        first_start = 0 if not previous else None  # where that sentence starts in `new` (None: committed before)
         for i in range(1, len(words) - _REPEAT_WORDS + 1):
+            previous.append(words[i - 1][1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                previous.append(words[i - 1][1])
                 continue
-            previous.append(words[i - 1][1])
             end = len(new)  # the sentence's end: the first sentence-ending token after its opening
             for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
                 if ends_sentence(self.backend.token_bytes(new[t])):
@@ -371,14 +394,16 @@ class Guards:
                 or _mostly_repeats(sentence, earlier)
                 or _same_words(sentence, previous)
             ):
-                if _heard_anew(attention, words[i][0], end, n_frames):
-                    self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
-                    previous = []
-                    continue
-                # the whole restarted sentence goes: the rest is a second translation
-                self.log.debug("repeated sentence not shown again: %r", self._text(new[words[i][0] : end]))
-                return words[i][0], end
-            previous = []  # the sentence at i is the next one's previous
+                if not _heard_anew(attention, words[i][0], end, n_frames):
+                    if first_start is not None:
+                        self.log.debug(
+                            "sentence said better again: %r hidden", self._text(new[first_start : words[i][0]])
+                        )
+                        return first_start, words[i][0]
+                    self.log.debug("repeated sentence not shown again: %r", self._text(new[words[i][0] : end]))
+                    return words[i][0], end
+                self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
+            previous, first_start = [], words[i][0]  # the sentence at i is the next one's previous
         return hidden
 
     def words(self, tokens: list[int]) -> list[tuple[int, str]]:
