@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from engine.streaming.guards import echo_run, is_prompt_echo, looks_like_source_language, repetition_cut
+from engine.streaming.guards import (
+    echo_run,
+    is_prompt_echo,
+    is_stutter,
+    looks_like_source_language,
+    repetition_cut,
+    stutter_spans,
+)
 from engine.streaming.segment import Segment
 
 
@@ -11,6 +18,24 @@ def test_repetition_loop_is_cut_to_one_copy():
     assert repetition_cut([1, 2, 3, 4, 5, 6]) is None
     tokens = [9, 1, 2, 3, 1, 2, 3, 1, 2, 3]
     assert tokens[: repetition_cut(tokens)] == [9, 1, 2, 3]
+
+
+def test_a_loop_run_to_a_beam_searchs_budget_keeps_one_copy():
+    """A beam search checks for loops once, at its end: every copy goes, not only the last two."""
+    tokens = [9, 4] + [1, 2] * 12
+    assert tokens[: repetition_cut(tokens)] == [9, 4, 1, 2]
+    assert is_stutter(tokens, repetition_cut(tokens))  # a two-token unit: the model stalled in the speech
+    clause = list(range(10, 22))
+    assert not is_stutter([9] + clause + clause, repetition_cut([9] + clause + clause))  # it started over
+
+
+def test_a_stutter_inside_a_hypothesis_keeps_its_first_copy():
+    """ "grand-grand-grand-grand in a small village": short n-grams three times in a row (one token: four)."""
+    tokens = [5, 1, 2, 1, 2, 1, 2, 1, 9, 9, 9, 7, 7, 7, 7, 3]
+    for a, b in reversed(stutter_spans(tokens)):
+        tokens = tokens[:a] + tokens[b:]
+    assert tokens == [5, 1, 2, 1, 9, 9, 9, 7, 3]  # "no, no, no" (one token three times) is speech
+    assert stutter_spans([1, 2, 3, 1, 2, 3, 4]) == []
 
 
 def test_prompt_echo_and_source_language_drift():
@@ -55,6 +80,11 @@ def test_a_sentence_said_again_in_other_words_is_hidden(backend):
     a, b = guards.repeated_sentence(new, (0, 0), committed)
     text = b"".join(backend.token_bytes(t) for t in new[a:b]).decode()
     assert text.strip() == "At that time, he began to paint the car with a mirror."
+    # the same sentence twice inside the decode, in other words and order: the first attempt goes
+    twice = backend.text_tokens(" There they will work 40 people from January. There will be 40 people from January.")
+    a, b = guards.repeated_sentence(twice, (0, 0), "The price is open.")
+    shown = b"".join(backend.token_bytes(t) for t in twice[:a] + twice[b:]).decode()
+    assert shown.strip() == "There will be 40 people from January."
     kept = backend.text_tokens(" last 20 years. Today I will talk about how tourism has changed in the Canary Islands.")
     assert guards.repeated_sentence(kept, (0, 0), "I'm not going to talk about how the tourism has changed in the") == (
         0,
