@@ -111,6 +111,20 @@ def test_beam_last_update_scores_at_least_greedy_and_batches_beside_greedy_jobs(
     assert mixed[1].tokens == res_g[1].tokens  # the greedy job beside them is unaffected
 
 
+@pytest.mark.parametrize("beam", [1, 5])
+def test_a_banned_first_token_is_never_decoded_first(backend, clips, beam):
+    """`banned_first` (how a last decode continues past a stutter loop: the loop's restart may not come first):
+    greedy and beam search then open with another token and still decode on to end-of-text."""
+    plain = _jobs(backend, clips[2:], [[]], "alignatt", pad_s=1.0)[0]
+    plain.final, plain.beam_size = True, beam
+    first = decode_batch(backend, [plain])[0].tokens[0]
+    job = _jobs(backend, clips[2:], [[]], "alignatt", pad_s=1.0)[0]
+    job.final, job.beam_size, job.banned_first = True, beam, [first]
+    res = decode_batch(backend, [job])[0]
+    assert res.tokens and res.tokens[0] != first
+    assert res.next_token == backend.eot
+
+
 def test_a_long_run_repeated_twice_is_a_loop():
     """Two copies of an 8+ token run in a row are cut to one (Whisper's whole-sentence loops); short runs need 3."""
     from engine.streaming.guards import repetition_cut
