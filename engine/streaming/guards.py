@@ -363,11 +363,11 @@ class Guards:
         """In a segment's last update (beam search), a sentence inside `new` that translates the sentence before it
         again ("... up to 5.2 percent. The price for electricity is always up to 5.2 percent."): it opens with
         `_REPEAT_WORDS` words just said, or most of its word n-grams or words were. One of the two copies is
-        hidden: the first when all of it is in `new`, since the model starts over to say it better ("I'm not going
-        to talk about how the tourism has changed ... Today I will talk about how tourism has changed in the
-        Canary Islands ..."); else the second (the first is on screen already). Unless its alignment (`attention`
-        of `new`, `n_frames` of real audio) shows new speech: a speaker who says "Thank you for your help." again,
-        a sentence later, is heard anew (_heard_anew)."""
+        hidden: the first when all of it is in `new` and it is the shorter, since the model may start over to say it
+        in full ("During that time, he began to paint the car with a mirror. At that time, he began to paint the
+        car with a mirror placed on the bed."); else the second (a shortened restart, or the first is on screen).
+        Unless its alignment (`attention` of `new`, `n_frames` of real audio) shows new speech: a speaker who says
+        "Thank you for your help." again, a sentence later, is heard anew (_heard_anew)."""
         if hidden[1]:
             return hidden
         words = self.words(new)
@@ -396,11 +396,10 @@ class Guards:
                 or _same_words(sentence, previous)
             ):
                 if not _heard_anew(attention, words[i][0], end, n_frames):
-                    if first_start is not None:
-                        self.log.debug(
-                            "sentence said better again: %r hidden", self._text(new[first_start : words[i][0]])
-                        )
-                        return first_start, words[i][0]
+                    start = words[i][0]
+                    if first_start is not None and len(sentence) > sum(first_start <= a < start for a, _ in words):
+                        self.log.debug("sentence said in full again: %r hidden", self._text(new[first_start:start]))
+                        return first_start, start
                     self.log.debug("repeated sentence not shown again: %r", self._text(new[words[i][0] : end]))
                     return words[i][0], end
                 self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))

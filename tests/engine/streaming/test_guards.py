@@ -80,11 +80,16 @@ def test_a_sentence_said_again_in_other_words_is_hidden(backend):
     a, b = guards.repeated_sentence(new, (0, 0), committed)
     text = b"".join(backend.token_bytes(t) for t in new[a:b]).decode()
     assert text.strip() == "At that time, he began to paint the car with a mirror."
-    # the same sentence twice inside the decode, in other words and order: the first attempt goes
+    # the same sentence twice inside the decode, in other words and order: the shortened restart goes ...
     twice = backend.text_tokens(" There they will work 40 people from January. There will be 40 people from January.")
     a, b = guards.repeated_sentence(twice, (0, 0), "The price is open.")
     shown = b"".join(backend.token_bytes(t) for t in twice[:a] + twice[b:]).decode()
-    assert shown.strip() == "There will be 40 people from January."
+    assert shown.strip() == "There they will work 40 people from January."
+    # ... and a restart that says it in full replaces the first attempt, when nothing of it is on screen yet
+    fuller = backend.text_tokens(" He began to paint the car. He began to paint the car with a mirror.")
+    a, b = guards.repeated_sentence(fuller, (0, 0), "Hello.")
+    shown = b"".join(backend.token_bytes(t) for t in fuller[:a] + fuller[b:]).decode()
+    assert shown.strip() == "He began to paint the car with a mirror."
     kept = backend.text_tokens(" last 20 years. Today I will talk about how tourism has changed in the Canary Islands.")
     assert guards.repeated_sentence(kept, (0, 0), "I'm not going to talk about how the tourism has changed in the") == (
         0,
