@@ -206,6 +206,26 @@ def _same_words(sentence: Sequence[str], previous: Sequence[str]) -> bool:
     return sum(w not in words for w in sentence) <= 1
 
 
+# A run of this many words said again inside a sentence, with no sentence mark before it, is a restart
+_RESTART_WORDS = 5
+
+
+def _restart_run(words: Sequence[str], i: int, earlier: Sequence[str]) -> int:
+    """How many words from words[i] repeat, in order, a run of `earlier` that starts with the same
+    _RESTART_WORDS words (0: none does). Without punctuation a restart has no sentence mark before it: "Drivers
+    should use the bypassing instead Drivers should use the bypassing"."""
+    head = list(words[i : i + _RESTART_WORDS])
+    if len(head) < _RESTART_WORDS:
+        return 0
+    for j in range(len(earlier) - _RESTART_WORDS, -1, -1):  # the latest copy first
+        if list(earlier[j : j + _RESTART_WORDS]) == head:
+            k = _RESTART_WORDS
+            while i + k < len(words) and j + k < len(earlier) and words[i + k] == earlier[j + k]:
+                k += 1
+            return k
+    return 0
+
+
 def _last_sentence_words(text: str) -> list[str]:
     """The words of `text`'s unfinished last sentence (none when it ends a sentence)."""
     text = text.rstrip()
@@ -379,6 +399,11 @@ class Guards:
             previous.append(words[i - 1][1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
+                run = _restart_run([w for _, w in words], i, tail_words + [w for _, w in words[:i]])
+                stop = words[i + run][0] if i + run < len(words) else len(new)
+                if run and not _heard_anew(attention, words[i][0], stop, n_frames):
+                    self.log.debug("restarted words not shown again: %r", self._text(new[words[i][0] : stop]))
+                    return words[i][0], stop
                 continue
             end = len(new)  # the sentence's end: the first sentence-ending token after its opening
             for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
