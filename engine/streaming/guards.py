@@ -206,24 +206,20 @@ def _same_words(sentence: Sequence[str], previous: Sequence[str]) -> bool:
     return sum(w not in words for w in sentence) <= 1
 
 
-# A run of this many words said again inside a sentence, with no sentence mark before it, is a restart
+# A sentence's opening said again inside it, this many words or more with no sentence mark before them, restarts it
 _RESTART_WORDS = 5
 
 
-def _restart_run(words: Sequence[str], i: int, earlier: Sequence[str]) -> int:
-    """How many words from words[i] repeat, in order, a run of `earlier` that starts with the same
-    _RESTART_WORDS words (0: none does). Without punctuation a restart has no sentence mark before it: "Drivers
-    should use the bypassing instead Drivers should use the bypassing"."""
-    head = list(words[i : i + _RESTART_WORDS])
-    if len(head) < _RESTART_WORDS:
-        return 0
-    for j in range(len(earlier) - _RESTART_WORDS, -1, -1):  # the latest copy first
-        if list(earlier[j : j + _RESTART_WORDS]) == head:
-            k = _RESTART_WORDS
-            while i + k < len(words) and j + k < len(earlier) and words[i + k] == earlier[j + k]:
-                k += 1
-            return k
-    return 0
+def _restart_run(words: Sequence[str], i: int, sentence: Sequence[str]) -> int:
+    """How many words from words[i] say again, in order, the opening of the `sentence` they stand in (0: fewer
+    than _RESTART_WORDS do). Without punctuation a restart has no sentence mark before it: "Drivers should use
+    the bypassing instead Drivers should use the bypassing". Repeats of words from its middle are not restarts:
+    a second translation reuses them ("... how the tourism has changed in the ... how tourism has changed in the
+    Canary Islands")."""
+    k = 0
+    while i + k < len(words) and k < len(sentence) and words[i + k] == sentence[k]:
+        k += 1
+    return k if k >= _RESTART_WORDS else 0
 
 
 def _last_sentence_words(text: str) -> list[str]:
@@ -399,7 +395,7 @@ class Guards:
             previous.append(words[i - 1][1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                run = _restart_run([w for _, w in words], i, tail_words + [w for _, w in words[:i]])
+                run = _restart_run([w for _, w in words], i, previous)
                 stop = words[i + run][0] if i + run < len(words) else len(new)
                 if run and not _heard_anew(attention, words[i][0], stop, n_frames):
                     self.log.debug("restarted words not shown again: %r", self._text(new[words[i][0] : stop]))

@@ -95,3 +95,19 @@ def test_a_sentence_said_again_in_other_words_is_hidden(backend):
         0,
         0,
     )
+
+
+def test_a_sentence_restarted_without_punctuation_is_hidden(backend):
+    """Transcription may restart a sentence with no sentence mark before the copy: its opening, five words or more
+    said again inside it, is hidden; a repeat of words from a sentence's middle is not a restart."""
+    import logging
+
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.guards import Guards
+
+    guards = Guards(backend, SessionConfig(task="transcribe"), logging.LoggerAdapter(logging.getLogger("test"), {}))
+    new = backend.text_tokens(" the bypassing instead Drivers should use the bypassing")
+    a, b = guards.repeated_sentence(new, (0, 0), "Drivers should use")
+    assert b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode() == " the bypassing instead"
+    middle = backend.text_tokens(" and we said that the old town hall will close while the old town hall will close")
+    assert guards.repeated_sentence(middle, (0, 0), "Last week") == (0, 0)

@@ -24,7 +24,9 @@ through StreamingSession and through `dragoman stream`.
   sentence later, for a re-translation of the first and dropped it;
 - a stutter loop: the last beam search ran "grand-grand-grand-..." to its budget for "Ma grand-mère habite dans un
   petit village près de Lyon." (a cut kept all but two copies, and the rest of the sentence was lost), or went on
-  after it ("My grand-grand-grand-grand in a small village near Lyon.").
+  after it ("My grand-grand-grand-grand in a small village near Lyon.");
+- a restart without punctuation committed twice: "Drivers should use the bypassing instead Drivers should use the
+  bypassing" (English, the next sentence 0.4 s later, inside the same segment).
 Each test failed on the code before the fix (checked against the commit before it).
 """
 
@@ -470,3 +472,33 @@ def test_dragoman_stream_keeps_one_copy_of_a_stutter(audio_dir, tmp_path):
     vtt = tmp_path / "out.vtt"
     assert main(["stream", str(wav), "--language", "fr", "--vtt", str(vtt)]) == 0
     _stutter_checks(vtt.read_text())
+
+
+# Two English sentences 0.4 s apart (one segment): the first one's last decode reads it again from its start.
+RESTART = ["Drivers should use the bypass instead.", "Our daughter started school last September."]
+
+
+def restart_audio(audio_dir) -> np.ndarray:
+    return captions_audio(RESTART, "mb-us1", audio_dir, lead_s=0.5, gap_s=0.4)
+
+
+def _restart_checks(text: str) -> None:
+    w = " ".join(words(text))
+    assert w.count("drivers should use") == 1, text
+    assert "september" in w, text
+
+
+def test_a_sentence_restarted_without_punctuation_is_committed_once(backend, audio_dir):
+    """The copy of a sentence's opening inside its own last decode is hidden."""
+    session = stream(backend, restart_audio(audio_dir), SessionConfig(task="transcribe", language="en"))
+    _restart_checks(session.transcript)
+
+
+def test_dragoman_stream_commits_a_restarted_sentence_once(audio_dir, tmp_path):
+    """The same speech through `dragoman stream`: "Drivers should use" once in the caption file."""
+    from app.cli import main
+
+    wav = write_wav(tmp_path / "restart.wav", restart_audio(audio_dir))
+    vtt = tmp_path / "out.vtt"
+    assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
+    _restart_checks(vtt.read_text())
