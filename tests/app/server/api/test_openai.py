@@ -20,6 +20,7 @@ from app.runtime import Engine, EngineConfig
 from app.server import DragomanServer, ServerConfig
 from app.server.auth import AccessConfig
 from app.server.limits import FileLimits
+from engine.audio import SAMPLE_RATE
 from tests.server_clients import serving, words
 from tests.speech import SENTENCES, speech, write_wav
 
@@ -134,9 +135,16 @@ async def test_streaming_without_a_free_session_slot_is_503(backend, english_wav
 
 
 @pytest.mark.slow
-async def test_a_client_leaving_a_stream_frees_its_session(server, english_wav):
+async def test_a_client_leaving_a_stream_frees_its_session(server, audio_dir):
     """A client that stops reading the event stream and closes it ends the live session (its slot comes free)."""
-    with open(english_wav, "rb") as f:
+    # 40 s of speech: still being decoded when the first delta arrives (one short sentence could be decoded to
+    # its end before the client looked at the engine, which then had no session left to free)
+    audio, _ = speech("en", 0, audio_dir)
+    gap = np.zeros(SAMPLE_RATE // 2, np.float32)
+    long_wav = write_wav(
+        audio_dir / "api-en0-long.wav", np.concatenate([audio, gap] * int(40 * SAMPLE_RATE / (len(audio) + len(gap))))
+    )
+    with open(long_wav, "rb") as f:
         stream = await client(server).audio.transcriptions.create(model="whisper-1", file=f, stream=True)
         async for event in stream:
             assert event.type == "transcript.text.delta"
