@@ -25,6 +25,7 @@ from torch import Tensor
 from ..backend import Backend
 from ..kv_cache import DecoderState
 from ..models.search import whisper_beam_step
+from ..text import ends_sentence
 from .guards import is_stutter, repetition_cut, reread_cut, reread_spans, stutter_spans
 from .policy import Policy, attended_frame
 
@@ -162,7 +163,7 @@ class DecodeJob:
         # loops are looked for across the committed text too: a loop can span several updates
         cut = repetition_cut(self.committed + self.out)
         if cut is not None:
-            stalled = is_stutter(self.committed + self.out, cut)
+            stalled = is_stutter(self.committed + self.out, cut, self._ends_sentence)
             cut = max(0, cut - len(self.committed))
             restart = self.out[cut] if stalled and cut < len(self.out) else None
             self._truncate(cut)
@@ -184,6 +185,9 @@ class DecodeJob:
         """Keep the first n generated tokens (a loop or a re-read was cut off)."""
         self.out, self.rows, self.lps, self.frames = self.out[:n], self.rows[:n], self.lps[:n], self.frames[:n]
         self.loop_cut = True
+
+    def _ends_sentence(self, tok: int) -> bool:
+        return ends_sentence(self.backend.token_bytes(tok))
 
     def _is_content(self, tok: int) -> bool:
         return (
@@ -236,7 +240,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     cut = repetition_cut(job.committed + best)
     if cut is not None:
         keep = max(0, cut - len(job.committed))
-        stalled = keep < len(best) and is_stutter(job.committed + best, cut)
+        stalled = keep < len(best) and is_stutter(job.committed + best, cut, job._ends_sentence)
         job.loop_next = best[keep] if stalled else None  # the session decodes on past a stall
         best, job.loop_cut = best[:keep], True
     for a, b in reversed(stutter_spans(best)):

@@ -48,10 +48,14 @@ def repetition_cut(tokens: list[int], min_repeats: int = 3, max_ngram: int = 40)
 _LONG_NGRAM = 8
 
 
-def is_stutter(tokens: list[int], cut: int) -> bool:
-    """The loop repetition_cut found at `cut` repeats a short n-gram ("grand-grand-grand-"), where the model stalls
-    inside the speech; a whole clause said twice is the model starting over once it has read everything."""
-    return any(tokens[cut - n : cut] == tokens[cut : cut + n] for n in range(1, min(_LONG_NGRAM, cut + 1)))
+def is_stutter(tokens: list[int], cut: int, ends_sentence_at: Callable[[int], bool]) -> bool:
+    """The loop repetition_cut found at `cut` repeats a short n-gram inside a sentence ("grand-grand-grand-"), where
+    the model stalls in the speech; a unit that ends a sentence ("A modern pencil. A modern pencil.") or a whole
+    clause said twice is the model starting over once it has read everything."""
+    return any(
+        tokens[cut - n : cut] == tokens[cut : cut + n] and not any(ends_sentence_at(t) for t in tokens[cut - n : cut])
+        for n in range(1, min(_LONG_NGRAM, cut + 1))
+    )
 
 
 def stutter_spans(tokens: list[int], min_repeats: int = 3) -> list[tuple[int, int]]:

@@ -318,6 +318,8 @@ class StreamingSession:
             banned_first=[res.loop_next],
         )
         more = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        if more.loop_next is not None:  # it stalls again: the cut stands
+            return res
         self.log.info("last decode looped before its audio's end: decoded on past the loop")
         tokens = res.tokens + more.tokens
         plain = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)

@@ -24,9 +24,13 @@ def test_a_loop_run_to_a_beam_searchs_budget_keeps_one_copy():
     """A beam search checks for loops once, at its end: every copy goes, not only the last two."""
     tokens = [9, 4] + [1, 2] * 12
     assert tokens[: repetition_cut(tokens)] == [9, 4, 1, 2]
-    assert is_stutter(tokens, repetition_cut(tokens))  # a two-token unit: the model stalled in the speech
+    period = 99
+    ends = period.__eq__  # token 99 ends a sentence
+    assert is_stutter(tokens, repetition_cut(tokens), ends)  # a two-token unit: the model stalled in the speech
     clause = list(range(10, 22))
-    assert not is_stutter([9] + clause + clause, repetition_cut([9] + clause + clause))  # it started over
+    assert not is_stutter([9] + clause + clause, repetition_cut([9] + clause + clause), ends)  # it started over
+    sentence = [9] + [5, 6, 7, period] * 3  # "A modern pencil. A modern pencil. A modern pencil."
+    assert not is_stutter(sentence, repetition_cut(sentence), ends)  # a sentence finished, then said again
 
 
 def test_a_stutter_inside_a_hypothesis_keeps_its_first_copy():
