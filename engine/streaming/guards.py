@@ -391,15 +391,16 @@ class Guards:
         if hidden[1]:
             return hidden
         words = self.words(new)
+        texts = [w for _, w in words]
         tail_words = _norm_words(text_out)[-_REPEAT_TAIL_WORDS:]
         tail = "".join(tail_words)
         previous = _last_sentence_words(text_out)  # the words of the sentence before the one at i
         first_start = 0 if not previous else None  # where that sentence starts in `new` (None: committed before)
         for i in range(1, len(words) - _REPEAT_WORDS + 1):
-            previous.append(words[i - 1][1])
+            previous.append(texts[i - 1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                run = _restart_run([w for _, w in words], i, previous)
+                run = _restart_run(texts, i, previous)
                 stop = words[i + run][0] if i + run < len(words) else len(new)
                 if run and not _heard_anew(attention, words[i][0], stop, n_frames):
                     self.log.debug("restarted words not shown again: %r", self._text(new[words[i][0] : stop]))
@@ -410,9 +411,9 @@ class Guards:
                 if ends_sentence(self.backend.token_bytes(new[t])):
                     end = t + 1
                     break
-            context = tail + "".join(w for _, w in words[:i])
+            context = tail + "".join(texts[:i])
             sentence = [w for start, w in words[i:] if start < end]
-            earlier = tail_words + [w for _, w in words[:i]]
+            earlier = tail_words + texts[:i]
             # its opening repeats what was just said, or most of it does, worded a little differently ("At that
             # time, he began to paint ..." after "During that time, he began to paint ...")
             if (

@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -302,35 +302,40 @@ class StreamingSession:
         """Model step: a segment's last decode that looped before its audio's end ("My grand-grand-grand-..." for
         "Ma grand-mère habite dans un petit village ...") decodes on from the text before the loop, the loop's
         restart banned. Cut alone, the loop loses the rest of the segment: nothing later hears that audio."""
-        upd = pending.upd
-        seg = upd.segment
         assert res.loop_next is not None
         heard = attended_frame(res.attention[-1]) if res.attention is not None and len(res.attention) else 0
         if pending.n_frames - heard < _LOOP_UNHEARD_FRAMES:  # the loop is at the end: nothing is lost
             return res
-        job = self.mode.job(
-            seg,
-            upd,
-            n_frames=pending.n_frames,
-            refill=True,
-            policy=self.policy,
-            forced=res.tokens,
-            banned_first=[res.loop_next],
-        )
-        more = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        more = self._decode_on(pending, res.tokens, banned_first=[res.loop_next])
         if more.loop_next is not None:  # it stalls again: the cut stands
             return res
         self.log.info("last decode looped before its audio's end: decoded on past the loop")
-        tokens = res.tokens + more.tokens
-        plain = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
-        rows = alignment_rows(self.backend, plain, tokens)
-        return dataclasses.replace(
-            more,
-            tokens=tokens,
-            attention=np.stack(rows) if rows else None,
-            sum_logprob=res.sum_logprob + more.sum_logprob,
-            loop_cut=True,
+        joined = self._joined(pending, res.tokens, more)
+        return dataclasses.replace(joined, sum_logprob=res.sum_logprob + more.sum_logprob, loop_cut=True)
+
+    def _decode_on(self, pending: PendingDecode, forced: list[int], banned_first: Sequence[int] = ()) -> DecodeResult:
+        """Model step: the update's last decode again, from `forced` tokens taken as decoded (what follows them)."""
+        seg = pending.upd.segment
+        job = self.mode.job(
+            seg,
+            pending.upd,
+            n_frames=pending.n_frames,
+            refill=True,
+            policy=self.policy,
+            forced=forced,
+            banned_first=banned_first,
         )
+        return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+
+    def _joined(self, pending: PendingDecode, forced: list[int], more: DecodeResult) -> DecodeResult:
+        """`forced` + the continuation `more` as one result, with where the whole text was read (the duplicate
+        guard tells a sentence said again by it)."""
+        tokens = forced + more.tokens
+        plain = self.mode.job(
+            pending.upd.segment, pending.upd, n_frames=pending.n_frames, refill=True, policy=self.policy
+        )
+        rows = alignment_rows(self.backend, plain, tokens)
+        return dataclasses.replace(more, tokens=tokens, attention=np.stack(rows) if rows else None)
 
     def _salvage(self, pending: PendingDecode, heard: list[int], res: DecodeResult) -> tuple[list[int], DecodeResult]:
         """An update that failed the guards twice: what to commit instead (Guards.discard), except that a segment's
@@ -343,17 +348,13 @@ class StreamingSession:
         base = seg.last_shown  # the tentative text, or the last one shown before the screen went blank
         if not (upd.final and base and self.mode.continues and self.guards.drifted(heard, self.language)):
             return self.guards.discard(seg, upd, heard, res, self.language)
-        job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy, forced=base)
-        more = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        more = self._decode_on(pending, list(base))
         if more.tokens and self.guards.drifted(more.tokens, self.language):
             self.log.info("last update drifted twice: the text shown before is committed")
             return list(base), dataclasses.replace(res, attention=None)
         self.log.info("last update drifted: continued from the text shown before")
-        tokens = list(base) + more.tokens
-        # where the whole text was read (the duplicate guard tells a sentence said again by it)
-        plain = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
-        rows = alignment_rows(self.backend, plain, tokens)
-        return tokens, dataclasses.replace(more, tokens=tokens, attention=np.stack(rows) if rows else None)
+        joined = self._joined(pending, list(base), more)
+        return joined.tokens, joined
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""
