@@ -89,6 +89,16 @@ def stream(
     return session
 
 
+def stream_vtt(tmp_path, audio: np.ndarray, args: list[str], sample_rate: int = SAMPLE_RATE) -> str:
+    """`audio` through `dragoman stream ARGS --vtt` (as a WAV file at `sample_rate`): the caption file's text."""
+    from app.cli import main
+
+    wav = write_wav(tmp_path / "speech.wav", audio, sample_rate)
+    vtt = tmp_path / "out.vtt"
+    assert main(["stream", str(wav), *args, "--vtt", str(vtt)]) == 0
+    return vtt.read_text()
+
+
 def words(text: str) -> list[str]:
     return [w for w in ("".join(c for c in t.lower() if c.isalnum()) for t in text.split()) if w]
 
@@ -192,13 +202,9 @@ def test_a_sentence_whose_last_decode_fails_a_guard_is_not_lost(backend, audio_d
 
 def test_dragoman_stream_keeps_a_sentence_whose_last_decode_fails_a_guard(audio_dir, tmp_path):
     """The same 44.1 kHz recording through `dragoman stream`: both sentences reach the caption file."""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "talk44k.wav", mic_talk(audio_dir), 44100)
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--language", "de", "--vtt", str(vtt)]) == 0
-    text = words(vtt.read_text())
-    assert "friday" in text and "sister" in text, vtt.read_text()
+    captions = stream_vtt(tmp_path, mic_talk(audio_dir), ["--language", "de"], sample_rate=44100)
+    text = words(captions)
+    assert "friday" in text and "sister" in text, captions
 
 
 RESTARTED = "Good evening, and welcome to the 6 o'clock news from Chicago."
@@ -268,13 +274,9 @@ def test_a_segments_first_second_is_not_committed(backend, audio_dir):
 
 def test_dragoman_stream_does_not_commit_a_segments_first_second(audio_dir, tmp_path):
     """The same through the command line's caption file."""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "railroad.wav", railroad_talk(audio_dir))
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
-    out = words(vtt.read_text())
-    assert "kids" not in out and "decades" in out, vtt.read_text()
+    captions = stream_vtt(tmp_path, railroad_talk(audio_dir), ["--task", "transcribe", "--language", "en"])
+    out = words(captions)
+    assert "kids" not in out and "decades" in out, captions
 
 
 def test_a_sentence_never_translated_is_committed_as_heard(backend, audio_dir, monkeypatch, caplog):
@@ -323,12 +325,8 @@ def test_dragoman_stream_does_not_let_an_echo_replace_new_sentences(echo_stream,
     """The same audio through `dragoman stream`: the sentences after the echo-prone one reach the caption file.
     (Its feeding rounds differently: this one passed on the code before the fix too; the session test above
     failed there.)"""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "es.wav", echo_stream)
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--language", "es", "--vtt", str(vtt)]) == 0
-    _echo_checks(vtt.read_text())
+    captions = stream_vtt(tmp_path, echo_stream, ["--language", "es"])
+    _echo_checks(captions)
 
 
 # Short captions Whisper base understands poorly: a segment's last decode averages below -2 log-probability per
@@ -363,12 +361,8 @@ def test_an_unsure_last_decode_of_speech_is_kept(backend, audio_dir):
 
 def test_dragoman_stream_keeps_an_unsure_last_decode(audio_dir, tmp_path):
     """The same captions through `dragoman stream`: both reach the caption file."""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "unsure.wav", unsure_audio(audio_dir))
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--language", "fr", "--vtt", str(vtt)]) == 0
-    _unsure_checks(vtt.read_text())
+    captions = stream_vtt(tmp_path, unsure_audio(audio_dir), ["--language", "fr"])
+    _unsure_checks(captions)
 
 
 # "Bitte schicken Sie mir den Bericht bis Freitag. Vielen Dank für Ihre Hilfe.": Whisper base's beam-searched last
@@ -400,12 +394,8 @@ def test_a_last_decode_that_drifts_is_continued_not_cut_short(backend, audio_dir
 
 def test_dragoman_stream_continues_a_last_decode_that_drifts(audio_dir, tmp_path):
     """The same sentence through `dragoman stream`: the caption file ends with "help"."""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "drift.wav", drift_audio(audio_dir, DRIFT_LEADS_S[0]))
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--language", "de", "--vtt", str(vtt)]) == 0
-    _drift_checks(vtt.read_text())
+    captions = stream_vtt(tmp_path, drift_audio(audio_dir, DRIFT_LEADS_S[0]), ["--language", "de"])
+    _drift_checks(captions)
 
 
 # Said twice, a sentence apart: the second "Thank you for your help." is new speech, not a re-translation
@@ -431,12 +421,8 @@ def test_a_sentence_said_again_is_not_hidden_as_a_repeat(backend, audio_dir):
 
 def test_dragoman_stream_keeps_a_sentence_said_again(audio_dir, tmp_path):
     """The same speech through `dragoman stream`: both "Thank you for your help." reach the caption file."""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "again.wav", said_again_audio(audio_dir))
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
-    _said_again_checks(vtt.read_text())
+    captions = stream_vtt(tmp_path, said_again_audio(audio_dir), ["--task", "transcribe", "--language", "en"])
+    _said_again_checks(captions)
 
 
 # Three French sentences, 0.5 s apart (mb-fr4): the last decode of the third stalls in "grand-grand-grand-grand".
@@ -466,12 +452,8 @@ def test_a_stutter_in_the_last_decode_keeps_one_copy(backend, audio_dir):
 def test_dragoman_stream_keeps_one_copy_of_a_stutter(audio_dir, tmp_path):
     """The same speech through `dragoman stream`: the caption file has no stutter, and the village near Lyon. (It
     passed before the fix too: the command feeds the file in other pieces, and there the decode did not stall.)"""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "stutter.wav", stutter_audio(audio_dir))
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--language", "fr", "--vtt", str(vtt)]) == 0
-    _stutter_checks(vtt.read_text())
+    captions = stream_vtt(tmp_path, stutter_audio(audio_dir), ["--language", "fr"])
+    _stutter_checks(captions)
 
 
 # Two English sentences 0.4 s apart (one segment): the first one's last decode reads it again from its start.
@@ -496,9 +478,5 @@ def test_a_sentence_restarted_without_punctuation_is_committed_once(backend, aud
 
 def test_dragoman_stream_commits_a_restarted_sentence_once(audio_dir, tmp_path):
     """The same speech through `dragoman stream`: "Drivers should use" once in the caption file."""
-    from app.cli import main
-
-    wav = write_wav(tmp_path / "restart.wav", restart_audio(audio_dir))
-    vtt = tmp_path / "out.vtt"
-    assert main(["stream", str(wav), "--task", "transcribe", "--language", "en", "--vtt", str(vtt)]) == 0
-    _restart_checks(vtt.read_text())
+    captions = stream_vtt(tmp_path, restart_audio(audio_dir), ["--task", "transcribe", "--language", "en"])
+    _restart_checks(captions)
