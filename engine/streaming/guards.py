@@ -226,6 +226,21 @@ def _restart_run(words: Sequence[str], i: int, sentence: Sequence[str]) -> int:
     return k if k >= _RESTART_WORDS else 0
 
 
+# A phrase said again right after itself, this many words or more, inside one sentence
+_ECHO_PHRASE_WORDS = 3
+
+
+def _repeat_run(words: Sequence[str], i: int, sentence: Sequence[str]) -> int:
+    """How many words from words[i] say again, in order, the words just before them (the end of the `sentence`
+    they stand in; 0: fewer than _ECHO_PHRASE_WORDS do). A last decode that goes on from committed text may
+    translate its clause again: "but the landscape was" committed, then "beautiful but the landscape was
+    beautiful." A speaker's own repeats are shorter ("very, very") or heard anew."""
+    for k in range(len(sentence), _ECHO_PHRASE_WORDS - 1, -1):
+        if list(words[i : i + k]) == list(sentence[-k:]):
+            return k
+    return 0
+
+
 def _last_sentence_words(text: str) -> list[str]:
     """The words of `text`'s unfinished last sentence (none when it ends a sentence)."""
     text = text.rstrip()
@@ -400,11 +415,13 @@ class Guards:
             previous.append(texts[i - 1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                run = _restart_run(texts, i, previous)
-                stop = words[i + run][0] if i + run < len(words) else len(new)
-                if run and not _heard_anew(attention, words[i][0], stop, n_frames):
-                    self.log.debug("restarted words not shown again: %r", self._text(new[words[i][0] : stop]))
-                    return words[i][0], stop
+                run = _restart_run(texts, i, previous) or _repeat_run(texts, i, previous)
+                start, stop = words[i][0], words[i + run][0] if i + run < len(words) else len(new)
+                if run and not _heard_anew(attention, start, stop, n_frames):
+                    if stop == len(new):  # the copy ends the text: its closing mark replaces the first copy's
+                        start, stop = self._letters_end(new[:start]), self._letters_end(new)
+                    self.log.debug("restarted words not shown again: %r", self._text(new[start:stop]))
+                    return start, stop
                 continue
             end = len(new)  # the sentence's end: the first sentence-ending token after its opening
             for t in range(words[i + _REPEAT_WORDS - 1][0], len(new)):
@@ -431,6 +448,13 @@ class Guards:
                 self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
             previous, first_start = [], words[i][0]  # the sentence at i is the next one's previous
         return hidden
+
+    def _letters_end(self, tokens: list[int]) -> int:
+        """Where `tokens` end without their closing punctuation: a copy hidden at the end keeps the full stop."""
+        end = len(tokens)
+        while end and not any(c.isalnum() for c in self.backend.token_bytes(tokens[end - 1]).decode("utf-8", "ignore")):
+            end -= 1
+        return end
 
     def words(self, tokens: list[int]) -> list[tuple[int, str]]:
         """The words of `tokens`: (index of the token the word starts at, letters and digits in lower case).

@@ -115,3 +115,31 @@ def test_a_sentence_restarted_without_punctuation_is_hidden(backend):
     assert b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode() == " the bypassing instead"
     middle = backend.text_tokens(" and we said that the old town hall will close while the old town hall will close")
     assert guards.repeated_sentence(middle, (0, 0), "Last week") == (0, 0)
+
+
+def test_a_clause_said_again_right_after_itself_is_hidden(backend):
+    """A last decode that goes on from committed text may translate its clause again right after it ("but the
+    landscape was" committed, then "beautiful but the landscape was beautiful."): the copy goes, the full stop
+    stays. A short repeat ("very, very") and a phrase heard again in later audio stay."""
+    import logging
+
+    import numpy as np
+
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.guards import Guards
+
+    guards = Guards(backend, SessionConfig(), logging.LoggerAdapter(logging.getLogger("test"), {}))
+    committed = "The weather was cool, but the landscape was"
+    new = backend.text_tokens(" beautiful but the landscape was beautiful.")
+    a, b = guards.repeated_sentence(new, (0, 0), committed)
+    shown = b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode()
+    assert shown == " beautiful."
+    short = backend.text_tokens(" it was very, very beautiful.")
+    assert guards.repeated_sentence(short, (0, 0), "The weather was cool, and") == (0, 0)
+    # the same words, each token of the copy read from later audio than the first: a speaker saying it twice
+    said = backend.text_tokens(" we must go now we must go now.")
+    attention = np.zeros((len(said), 300), dtype=np.float32)
+    for t in range(len(said)):
+        attention[t, 20 + 25 * t] = 1.0
+    assert guards.repeated_sentence(said, (0, 0), "Listen,", attention, n_frames=300) == (0, 0)
+    assert guards.repeated_sentence(said, (0, 0), "Listen,") != (0, 0)  # no alignment: no evidence of new speech

@@ -480,3 +480,34 @@ def test_dragoman_stream_commits_a_restarted_sentence_once(audio_dir, tmp_path):
     """The same speech through `dragoman stream`: "Drivers should use" once in the caption file."""
     captions = stream_vtt(tmp_path, restart_audio(audio_dir), ["--task", "transcribe", "--language", "en"])
     _restart_checks(captions)
+
+
+# Three German sentences 0.8 s apart (mb-de6): the second one's last decode goes on from "... but the landscape was"
+# (committed) with "beautiful, but the landscape was beautiful." (found on unseen sentences)
+CLAUSE_AGAIN = [
+    "Wir haben im Juli eine Reise nach Norwegen gemacht.",
+    "Das Wetter war kühl, aber die Landschaft war wunderschön.",
+    "Mein Bruder hat jeden Tag mindestens hundert Fotos gemacht.",
+]
+
+
+def clause_again_audio(audio_dir) -> np.ndarray:
+    return captions_audio(CLAUSE_AGAIN, "mb-de6", audio_dir, lead_s=0.5, gap_s=0.8)
+
+
+def _clause_again_checks(text: str) -> None:
+    w = " ".join(words(text))
+    assert w.count("landscape") == 1, text
+    assert "beautiful" in w and "brother" in w and "photos" in w, text
+
+
+def test_a_clause_translated_again_right_after_itself_is_committed_once(backend, audio_dir):
+    """The copy of a clause said again right after itself, inside one last decode, is hidden."""
+    session = stream(backend, clause_again_audio(audio_dir), SessionConfig(task="translate", language="de"))
+    _clause_again_checks(session.transcript)
+
+
+def test_dragoman_stream_commits_a_clause_translated_again_once(audio_dir, tmp_path):
+    """The same speech through `dragoman stream`: "the landscape" once in the caption file."""
+    captions = stream_vtt(tmp_path, clause_again_audio(audio_dir), ["--language", "de"])
+    _clause_again_checks(captions)
