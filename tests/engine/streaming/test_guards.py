@@ -143,3 +143,10 @@ def test_a_clause_said_again_right_after_itself_is_hidden(backend):
         attention[t, 20 + 25 * t] = 1.0
     assert guards.repeated_sentence(said, (0, 0), "Listen,", attention, n_frames=300) == (0, 0)
     assert guards.repeated_sentence(said, (0, 0), "Listen,") != (0, 0)  # no alignment: no evidence of new speech
+    # a copy read again from the first one's audio: its frames scatter back (median past the token before it)
+    again = backend.text_tokens(" beautiful but the landscape was beautiful.")
+    attention = np.zeros((len(again), 300), dtype=np.float32)
+    for t, frame in enumerate([165, 211, 134, 122, 202, 165, 224, 230][: len(again)]):
+        attention[t, frame] = 1.0
+    a, b = guards.repeated_sentence(again, (0, 0), committed, attention, n_frames=236)
+    assert b"".join(backend.token_bytes(t) for t in again[:a] + again[b:]).decode() == " beautiful."
