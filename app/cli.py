@@ -104,13 +104,23 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--window-retry",
-        type=float,
+        type=_retry_logprob,
         default=None,
         metavar="LOGPROB",
         help="decode a segment's last update again on Whisper's whole 30 s window when its average "
-        "log-probability per token is below this (-0.75: the best translations measured, for about 1.5-2x the "
-        "compute) (default: off)",
+        "log-probability per token is below this; 'off': never (default: -0.75 in translation, off in "
+        "transcription)",
     )
+
+
+def _retry_logprob(value: str) -> float:
+    """--window-retry: an average log-probability, or 'off' (-inf: no decode averages below it)."""
+    if value.strip().lower() == "off":
+        return float("-inf")
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a log-probability such as -0.75, or off; got {value!r}") from None
 
 
 def session_config(args: argparse.Namespace):  # -> engine.streaming.config.SessionConfig (torch loads lazily)

@@ -3,9 +3,12 @@ Layers, the typed list of a stack's layers."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar, cast
 
 import torch
@@ -47,6 +50,17 @@ def resolve_device(device: DeviceName | str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise ModelLoadError(f"unknown device {device!r}: use auto, cpu or cuda")
     return torch.device(device)
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """This CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16). Elsewhere torch emulates bf16,
+    slower than fp32, so nothing runs in bf16 there. Linux reports it in /proc/cpuinfo; other systems: no."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
 
 
 def quantize_decoder(model: torch.nn.Module) -> bool:

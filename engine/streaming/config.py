@@ -121,14 +121,17 @@ class SessionConfig:
     last_window_s: float = 0.0
     # A segment's last decode (on its short window) whose average log-probability per token is below this is
     # decoded again on the model's whole trained window (as last_window_s 30, for that segment alone): the whole
-    # window's better translations, paid where Whisper is unsure. None: never. Own + dev (80 sentences per
-    # language, one run beside the default, benchmarks/README.md), -0.75 (the last decodes of 43-85 % of segments
-    # by language): German 20.4 -> 22.3 BLEU, French 21.9 -> 24.0, Spanish 22.6 -> 24.2 (chrF +0.5 to +1.1),
-    # better than last_window_s 30 (21.9 / 22.2 / 24.2); -0.9: 21.4 / 21.3 / 23.3. But in the quiet cost run
-    # (first 60 s of each own stream) one stream's RTF rose from 0.17-0.19 to 0.26 / 0.37 / 0.24 (de / fr / es;
-    # French over the 0.3 target) and StreamLAAL CA by 0.1-0.7 s, so it is off by default (`--window-retry`).
-    # Spacing the retries (at most one per 6 s of stream, built and removed) bounded their compute but kept too
-    # little of the gain: own + dev German 22.7, French 21.7, Spanish 23.3 BLEU at RTF 0.28 / 0.30 / 0.26.
+    # window's better translations, paid where Whisper is unsure. None: by task, -0.75 in translation (the last
+    # decodes of 43-85 % of segments by language) and never in transcription; -inf (`--window-retry off`): never.
+    # Chosen on own + dev (80 sentences per language), the real volunteer captions and, as a check, 20 unseen
+    # sentences per language, each beside the same run without it (benchmarks/README.md, engine 5d2b92c plus the
+    # bf16 whole window): BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; real captions
+    # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; unseen German 27.9 -> 29.3, French 27.7 -> 30.6, Spanish 32.0
+    # -> 34.3. last_window_s 30 instead (every segment on the whole window) gained less (unseen German -2.9).
+    # English transcription does not gain (10.8 % WER against 10.6 %). The price: one stream's RTF 0.19-0.21 ->
+    # 0.23-0.30 in the quiet cost run (with the whole window encoded in bf16, Whisper.bf16_windows; in fp32 French
+    # reached 0.37) and final captions later (StreamLAAL CA +0.3 to +1.1 s). A session more than
+    # RETRY_MAX_PENDING_S (session.py) behind real time skips it, so that many streams on few cores keep up.
     window_retry_logprob: float | None = None
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -174,8 +177,11 @@ class SessionConfig:
             raise ConfigError("trim_keep_words must be at least 1")
         if not 0.0 <= self.last_window_s <= 30.0:
             raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
-        if self.window_retry_logprob is not None and not -20.0 <= self.window_retry_logprob <= 0.0:
-            raise ConfigError("window_retry_logprob must be None (off) or an average log-probability, -20..0")
+        retry = self.window_retry_logprob
+        if retry is not None and retry != float("-inf") and not -20.0 <= retry <= 0.0:
+            raise ConfigError(
+                "window_retry_logprob must be None (by task), -inf (off) or an average log-probability, -20..0"
+            )
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
@@ -185,6 +191,13 @@ class SessionConfig:
         if self.chunk_s is not None:
             return self.chunk_s
         return 0.5 if self.task == "transcribe" else 1.0
+
+    @property
+    def retry_logprob(self) -> float | None:
+        """window_retry_logprob with None resolved by task; None: never decode again on the whole window."""
+        if self.window_retry_logprob is None:
+            return -0.75 if self.task == "translate" else None
+        return None if self.window_retry_logprob == float("-inf") else self.window_retry_logprob
 
     @property
     def held_words(self) -> int:

@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 # A last decode that loops with more than this many encoder frames (1 s for Whisper) of its audio after the last
 # token kept is continued past the loop (StreamingSession._continue_past_loop)
 _LOOP_UNHEARD_FRAMES = 50
+# A session with more audio than this waiting (seconds) skips the whole-window retry of an unsure last decode
+# (SessionConfig.window_retry_logprob): it is behind real time, and the retry would put it further behind. A
+# session that keeps up has at most an update's worth (1 s) plus the VAD's pause waiting.
+RETRY_MAX_PENDING_S = 2.0
 
 
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
@@ -275,10 +279,11 @@ class StreamingSession:
     def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:
         """A last decode on less than the model's trained window that Whisper is unsure of (see
         SessionConfig.window_retry_logprob)."""
-        threshold, window = self.config.window_retry_logprob, self.backend.trained_window_s
+        threshold, window = self.config.retry_logprob, self.backend.trained_window_s
         if (
             threshold is None
             or not window
+            or self.pending_s > RETRY_MAX_PENDING_S
             or len(upd.audio) + upd.pad_samples >= window * SAMPLE_RATE
             or not res.tokens
         ):
