@@ -50,10 +50,10 @@ def test_flags_override_only_their_fields(command):
     mode = "exact" if SessionConfig().mode == "incremental" else "incremental"
     unit = "sentence" if SessionConfig().commit_unit != "sentence" else "word"
     flags = ["--policy", other, "--mode", mode, "--chunk", "2.5", "--commit", unit, "--last-window", "30"]
-    flags += ["--window-retry", "-0.75"]
+    flags += ["--window-retry", "-0.9"]
     config = _built(command, flags)
     assert (config.policy, config.mode, config.chunk_s, config.commit_unit) == (other, mode, 2.5, unit)
-    assert (config.last_window_s, config.window_retry_logprob) == (30.0, -0.75)
+    assert (config.last_window_s, config.window_retry_logprob) == (30.0, -0.9)
     expected = dataclasses.replace(
         SessionConfig(),
         policy=other,
@@ -61,7 +61,7 @@ def test_flags_override_only_their_fields(command):
         chunk_s=2.5,
         commit_unit=unit,
         last_window_s=30.0,
-        window_retry_logprob=-0.75,
+        window_retry_logprob=-0.9,
     )
     assert _apart_from_task_language(config) == expected
 
@@ -97,3 +97,14 @@ def test_update_interval_and_held_words_follow_the_task():
         SessionConfig(hold_words=-1)
     with pytest.raises(ConfigError, match="chunk_s"):
         SessionConfig(chunk_s=0.0)
+
+
+@pytest.mark.parametrize("command", sorted(BARE))
+def test_window_retry_off_turns_the_retry_off_and_garbage_is_refused(command, capsys):
+    """--window-retry off: no whole-window retry even in translation; a value that is neither a number nor off is
+    an argparse error naming the flag, not a traceback."""
+    config = _built(command, ["--window-retry", "off"])
+    assert config.task == "translate" and config.retry_logprob is None
+    with pytest.raises(SystemExit):
+        _built(command, ["--window-retry", "sometimes"])
+    assert "--window-retry" in capsys.readouterr().err

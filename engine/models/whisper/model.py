@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...kv_cache import DecoderState
-from ..common import Layers, native_bf16
+from ..common import Layers
 from ..seq2seq import CachedDecoding
 
 
@@ -175,7 +175,7 @@ class Whisper(CachedDecoding, nn.Module):
         # encoded in bfloat16 where this CPU multiplies it natively: 0.19 s instead of 0.43 s on two cores, where
         # the window's cost is what keeps its better translations from the default. Shorter windows stay fp32:
         # in bfloat16 everywhere English WER rose from 10.6 to 11.5 % (benchmarks/README.md).
-        self.bf16_windows = native_bf16()
+        self.bf16_windows = False  # set by common.place (native_bf16) with the int8 decoder
 
     @property
     def n_text_ctx(self) -> int:

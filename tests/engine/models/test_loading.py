@@ -368,3 +368,24 @@ def test_an_unreachable_hub_leaves_the_environment_alone(monkeypatch: pytest.Mon
     with pytest.raises(ModelLoadError, match="Offline alternatives"):
         load_model("someone/unreachable", device="cpu")
     assert dict(os.environ) == before
+
+
+def test_a_whole_window_is_encoded_in_bf16_only_with_reduced_precision_on_a_native_cpu(checkpoint: Path) -> None:
+    """quantize="none" keeps the encoder fp32 (the equivalence above); the int8 decoder brings the whole-window
+    bf16 pass where the CPU has native bf16 (common.native_bf16). In bf16 a whole window's states stay close to
+    fp32 and come back as fp32; a shorter window is never bf16."""
+    from engine.models.common import native_bf16
+
+    assert load_model(str(checkpoint), device="cpu", quantize="none").model.bf16_windows is False
+    model = load_model(str(checkpoint), device="cpu", quantize="decoder").model
+    assert model.bf16_windows is native_bf16()
+    torch.manual_seed(2)
+    whole, short = torch.randn(1, 80, 60), torch.randn(1, 80, 40)  # the tiny model's window: 60 mel frames
+    with torch.inference_mode():
+        model.bf16_windows = False
+        exact_whole, exact_short = model.encode(whole), model.encode(short)
+        model.bf16_windows = True
+        fast_whole, fast_short = model.encode(whole), model.encode(short)
+    assert fast_whole.dtype == torch.float32
+    assert float((fast_whole - exact_whole).norm() / exact_whole.norm()) < 0.05
+    torch.testing.assert_close(fast_short, exact_short)

@@ -77,22 +77,67 @@ def test_last_window_is_validated():
             SessionConfig(last_window_s=bad)
 
 
-@pytest.mark.parametrize("threshold", [None, 0.0, -20.0])
-def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(tiny_backend, monkeypatch, threshold):
-    """window_retry_logprob: a segment's last decode averaging below it (0.0: every decode) is decoded again on a
-    30 s window, once; other updates and decodes above it (-20: none) keep their short windows."""
+def _whole_window_encodes(backend, monkeypatch, config: SessionConfig, behind_s: float = 0.0) -> list[int]:
+    """The window lengths (samples) `backend` encoded for 3 s of silence through a session with `config`, all
+    updates run; `behind_s`: the audio the session reports waiting at every update (pending_s)."""
     from engine.streaming.session import StreamingSession
 
     encoded: list[int] = []
-    encode = tiny_backend.encode
-    monkeypatch.setattr(tiny_backend, "encode", lambda audio: (encoded.append(len(audio)), encode(audio))[1])
-    config = SessionConfig(language="en", use_vad=False, logprob_threshold=-100.0, window_retry_logprob=threshold)
-    session = StreamingSession(tiny_backend, config)
+    encode = backend.encode
+    monkeypatch.setattr(backend, "encode", lambda audio: (encoded.append(len(audio)), encode(audio))[1])
+    session = StreamingSession(backend, config)
+    if behind_s:
+        monkeypatch.setattr(StreamingSession, "pending_s", property(lambda self: behind_s))
     session.feed_audio(np.zeros(3 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
     session.finish()
     while (upd := session.next_update()) is not None:
         session.update(upd)
-    whole = 30 * SAMPLE_RATE
-    assert encoded.count(whole) == (1 if threshold == 0.0 else 0), encoded
-    assert all(n < whole for n in (encoded[:-1] if threshold == 0.0 else encoded)), encoded
     assert session.done
+    return encoded
+
+
+@pytest.mark.parametrize(
+    ("task", "threshold", "retried"),
+    [
+        ("translate", 0.0, True),
+        ("translate", -20.0, False),
+        ("translate", float("-inf"), False),
+        ("transcribe", None, False),
+    ],
+)
+def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(
+    tiny_backend, monkeypatch, task, threshold, retried
+):
+    """window_retry_logprob: a segment's last decode averaging below it (0.0: every decode) is decoded again on a
+    30 s window, once; other updates and decodes above it (-20: none; -inf: off) keep their short windows, and so
+    does transcription by default."""
+    config = SessionConfig(
+        task=task, language="en", use_vad=False, logprob_threshold=-100.0, window_retry_logprob=threshold
+    )
+    encoded = _whole_window_encodes(tiny_backend, monkeypatch, config)
+    whole = 30 * SAMPLE_RATE
+    assert encoded.count(whole) == (1 if retried else 0), encoded
+    assert all(n < whole for n in (encoded[:-1] if retried else encoded)), encoded
+
+
+def test_a_session_behind_real_time_skips_the_whole_window_retry(tiny_backend, monkeypatch):
+    """With more than RETRY_MAX_PENDING_S of audio waiting, the retry would put the session further behind: the
+    last decode keeps its short window."""
+    from engine.streaming.session import RETRY_MAX_PENDING_S
+
+    config = SessionConfig(language="en", use_vad=False, logprob_threshold=-100.0, window_retry_logprob=0.0)
+    encoded = _whole_window_encodes(tiny_backend, monkeypatch, config, behind_s=RETRY_MAX_PENDING_S + 1.0)
+    assert all(n < 30 * SAMPLE_RATE for n in encoded), encoded
+
+
+def test_the_whole_window_retry_is_on_in_translation_only_by_default():
+    """None resolves by task: -0.75 in translation, never in transcription; -inf is off; out of range fails."""
+    from engine.errors import ConfigError
+
+    assert SessionConfig(task="translate").retry_logprob == -0.75
+    assert SessionConfig(task="transcribe").retry_logprob is None
+    assert SessionConfig(task="translate", window_retry_logprob=float("-inf")).retry_logprob is None
+    assert SessionConfig(task="transcribe", window_retry_logprob=-0.5).retry_logprob == -0.5
+    for bad in (0.5, -21.0, float("nan")):
+        with pytest.raises(ConfigError):
+            SessionConfig(window_retry_logprob=bad)
