@@ -121,17 +121,17 @@ class SessionConfig:
     last_window_s: float = 0.0
     # A segment's last decode (on its short window) whose average log-probability per token is below this is
     # decoded again on the model's whole trained window (as last_window_s 30, for that segment alone): the whole
-    # window's better translations, paid where Whisper is unsure. None: by task, -0.75 in translation (the last
-    # decodes of 43-85 % of segments by language) and never in transcription; -inf (`--window-retry off`): never.
-    # Chosen on own + dev (80 sentences per language), the real volunteer captions and, as a check, 20 unseen
-    # sentences per language, each beside the same run without it (benchmarks/README.md, engine 5d2b92c plus the
-    # bf16 whole window): BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; real captions
-    # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; unseen German 27.9 -> 29.3, French 27.7 -> 30.6, Spanish 32.0
-    # -> 34.3. last_window_s 30 instead (every segment on the whole window) gained less (unseen German -2.9).
-    # English transcription does not gain (10.8 % WER against 10.6 %). The price: one stream's RTF 0.19-0.21 ->
-    # 0.23-0.30 in the quiet cost run (with the whole window encoded in bf16, Whisper.bf16_windows; in fp32 French
-    # reached 0.37) and final captions later (StreamLAAL CA +0.3 to +1.1 s). A session more than
-    # RETRY_MAX_PENDING_S (session.py) behind real time skips it, so that many streams on few cores keep up.
+    # window's better translations, paid where Whisper is unsure. None or -inf (`--window-retry off`): never.
+    # -0.75 (the last decodes of 43-85 % of segments by language), measured beside the default in one run each
+    # (benchmarks/README.md; the whole window encoded in bf16, Whisper.bf16_windows): own + dev (80 sentences per
+    # language) BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; the real volunteer captions
+    # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; 20 unseen sentences per language German 27.9 -> 29.3, French
+    # 27.7 -> 30.6, Spanish 32.0 -> 34.3 (last_window_s 30 gained less: unseen German -2.9). The price: one
+    # stream's RTF 0.19-0.21 -> 0.23-0.30 in the quiet cost run and final captions later (StreamLAAL CA +0.3 to
+    # +1.1 s). Off by default: with it on, a regression stream (test_regressions.py's echo stream) commits one
+    # Spanish sentence untranslated that the default translates, Whisper base writing it out in Spanish on every
+    # window it was given. A retry that drifts into the spoken language is dropped (the short window's decode
+    # stands), and a session more than RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
     window_retry_logprob: float | None = None
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -194,9 +194,7 @@ class SessionConfig:
 
     @property
     def retry_logprob(self) -> float | None:
-        """window_retry_logprob with None resolved by task; None: never decode again on the whole window."""
-        if self.window_retry_logprob is None:
-            return -0.75 if self.task == "translate" else None
+        """window_retry_logprob with -inf (off) as None: never decode again on the whole window."""
         return None if self.window_retry_logprob == float("-inf") else self.window_retry_logprob
 
     @property

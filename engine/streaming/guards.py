@@ -162,11 +162,18 @@ def echo_run(words: Sequence[str], n_new: int, prompt_words: Sequence[str], min_
 
 # Frequent function words that are not English words: their density tells a translation drifting into the
 # source language. Deliberately short lists of unambiguous words (no "die", "a", "in", "son").
+# Each language's commonest function words that English text does not use (no "a", "no", "on", "will", "war"):
+# the Spanish list lacked "la", "de", "en", "se", and a whole-window retry written out in Spanish ("... por qué
+# quede a pedir cita con la doctora") passed as a translation.
 _SOURCE_WORDS = {
-    "de": "und der das ist nicht ich wir sie mit ein eine auf für sind wird haben heute sehr auch nach dem den des "
-    "zu von bitte vielen dank".split(),
-    "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour".split(),
-    "es": "el los las y es que con por una para nosotros muy hoy buenos días gracias del".split(),
+    "de": "und der die das ist nicht ich wir sie mit ein eine einen einem einer auf für sind wird haben heute sehr "
+    "auch nach dem den des zu von bitte vielen dank im es aber oder wie wenn noch schon nur kann können muss "
+    "mein meine unser unsere".split(),
+    "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour de en au aux "
+    "ce cette il elle ils ne mais où sont ont était mon ma mes sa ses leur leurs".split(),
+    "es": "el los las y es que con por una para nosotros muy hoy buenos días gracias del la de en se al lo su sus "
+    "como más pero le les ya este esta también porque cuando qué dónde donde hay ha han tiene puede nos mi mis "
+    "está están sobre entre desde hasta todo todos".split(),
     "it": "il gli e è che con per una della sono molto oggi".split(),
     "nl": "de het een en is niet ik wij zijn met voor ook".split(),
 }

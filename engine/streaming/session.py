@@ -213,7 +213,7 @@ class StreamingSession:
         seg = upd.segment
         res = self.mode.hypothesis(seg, res)
         if upd.final and self._unsure_of_short_window(upd, res):
-            pending, res = self._decode_whole_window(pending)
+            pending, res = self._decode_whole_window(pending, res)
         if upd.final and res.loop_next is not None and self.mode.continues:
             res = self._continue_past_loop(pending, res)
         tokens = res.tokens
@@ -290,18 +290,26 @@ class StreamingSession:
             return False
         return res.sum_logprob / len(res.tokens) < threshold
 
-    def _decode_whole_window(self, pending: PendingDecode) -> tuple[PendingDecode, DecodeResult]:
-        """Model step: the last update again on the whole trained window (its audio, then silence)."""
+    def _decode_whole_window(self, pending: PendingDecode, res: DecodeResult) -> tuple[PendingDecode, DecodeResult]:
+        """Model step: the last update again on the whole trained window (its audio, then silence), on a copy of
+        the decoder state. A retry that writes the speech out in its own language instead of translating it
+        (Whisper does, on some whole windows: a Spanish dialogue came out in Spanish) is dropped: the short
+        window's decode `res` stands, on the state as it was."""
         upd = pending.upd
         seg = upd.segment
         assert seg.state is not None
+        short_state, seg.state = seg.state, seg.state.clone()
         whole = dataclasses.replace(upd, pad_samples=int(self.backend.trained_window_s * SAMPLE_RATE) - len(upd.audio))
         encoder_out = self.backend.encode(whole.encoder_audio)
         self.backend.set_audio(seg.state, encoder_out, None)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
-        res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        retried = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        if self.guards.drifted(retried.tokens, self.language):
+            seg.state = short_state
+            self.log.info("the whole-window retry drifted into %s: the short window's decode is kept", self.language)
+            return pending, res
         self.log.debug("unsure last decode: decoded again on the whole window")
-        return dataclasses.replace(pending, job=job, encoder_out=encoder_out, valid=None), res
+        return dataclasses.replace(pending, job=job, encoder_out=encoder_out, valid=None), retried
 
     def _continue_past_loop(self, pending: PendingDecode, res: DecodeResult) -> DecodeResult:
         """Model step: a segment's last decode that looped before its audio's end ("My grand-grand-grand-..." for

@@ -101,8 +101,8 @@ def test_update_interval_and_held_words_follow_the_task():
 
 @pytest.mark.parametrize("command", sorted(BARE))
 def test_window_retry_off_turns_the_retry_off_and_garbage_is_refused(command, capsys):
-    """--window-retry off: no whole-window retry even in translation; a value that is neither a number nor off is
-    an argparse error naming the flag, not a traceback."""
+    """--window-retry off: no whole-window retry; a value that is neither a number nor off is an argparse error
+    naming the flag, not a traceback."""
     config = _built(command, ["--window-retry", "off"])
     assert config.task == "translate" and config.retry_logprob is None
     with pytest.raises(SystemExit):

@@ -72,15 +72,8 @@ class Attention(nn.Module):
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, want_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """q (B,H,Tq,Dh), k/v (B|1,H,Tk,Dh), mask bool broadcastable to (B,H,Tq,Tk), True = may attend."""
-        b, h, tq, dh = q.shape
-        if k.shape[0] == 1 < b and (mask is None or (mask.shape[0] == 1 and mask.shape[-2] == 1)):
-            # Rows sharing one audio's keys/values (a beam search's cross-attention): their queries go in one
-            # row, so the 1500 frames of a whole window are not copied once per beam at every step.
-            out, w = self.attend(q.transpose(0, 1).reshape(1, h, b * tq, dh), k, v, mask, want_weights)
-            unfold = out.view(1, b, tq, -1).squeeze(0)  # out is (1, B*Tq, D): rows back apart
-            return unfold, None if w is None else w.view(h, b, tq, -1).transpose(0, 1)
-        if k.shape[0] != b:
-            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        if k.shape[0] != q.shape[0]:
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
         if not want_weights:
             return self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))), None
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)

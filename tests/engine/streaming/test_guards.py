@@ -50,6 +50,18 @@ def test_prompt_echo_and_source_language_drift():
     assert not looks_like_source_language("Please send me the report by Friday", "de")
 
 
+def test_speech_written_out_in_spanish_or_french_is_a_drift_and_names_are_not():
+    """Whisper's translation written out in the spoken language (seen on whole-window retries of Spanish speech)
+    is recognised by its commonest function words; an English sentence with a few foreign names is not."""
+    assert looks_like_source_language("Diga, hola, yamos por qué quede a pedir cita con la doctora Álterga.", "es")
+    assert looks_like_source_language("Lisboio por dos son las ciudades donde más se ha encarecido una casa.", "es")
+    assert looks_like_source_language("Il faisait frais, mais les paysages étaient magnifiques.", "fr")
+    assert looks_like_source_language("Die Preise für Gemüse sind in diesem Jahr stark gestiegen.", "de")
+    assert not looks_like_source_language("She met Juan de la Cruz in the city of Buenos Aires.", "es")
+    assert not looks_like_source_language("Songs like La Vie en rose are now known all over the world.", "fr")
+    assert not looks_like_source_language("The concert begins at eight, but we should be there earlier.", "de")
+
+
 def test_echo_run_finds_four_copied_words_reaching_into_the_new_ones():
     """A run of four words of the prompt, one of them just decoded, is an echo; the copy may drift after it."""
     prompt = "perfect it comes very well i have to bring some document".split()

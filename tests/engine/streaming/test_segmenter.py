@@ -109,8 +109,9 @@ def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(
     tiny_backend, monkeypatch, task, threshold, retried
 ):
     """window_retry_logprob: a segment's last decode averaging below it (0.0: every decode) is decoded again on a
-    30 s window, once; other updates and decodes above it (-20: none; -inf: off) keep their short windows, and so
-    does transcription by default."""
+    30 s window, once; other updates and decodes above it (-20: none; -inf and None: off) keep their short
+    windows.
+    """
     config = SessionConfig(
         task=task, language="en", use_vad=False, logprob_threshold=-100.0, window_retry_logprob=threshold
     )
@@ -130,11 +131,11 @@ def test_a_session_behind_real_time_skips_the_whole_window_retry(tiny_backend, m
     assert all(n < 30 * SAMPLE_RATE for n in encoded), encoded
 
 
-def test_the_whole_window_retry_is_on_in_translation_only_by_default():
-    """None resolves by task: -0.75 in translation, never in transcription; -inf is off; out of range fails."""
+def test_the_whole_window_retry_is_off_by_default():
+    """None and -inf are off; a log-probability turns it on in either task; out of range fails."""
     from engine.errors import ConfigError
 
-    assert SessionConfig(task="translate").retry_logprob == -0.75
+    assert SessionConfig(task="translate").retry_logprob is None
     assert SessionConfig(task="transcribe").retry_logprob is None
     assert SessionConfig(task="translate", window_retry_logprob=float("-inf")).retry_logprob is None
     assert SessionConfig(task="transcribe", window_retry_logprob=-0.5).retry_logprob == -0.5
