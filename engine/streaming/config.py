@@ -128,7 +128,8 @@ class SessionConfig:
     # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; 20 unseen sentences per language German 27.9 -> 29.3, French
     # 27.7 -> 30.6, Spanish 32.0 -> 34.3 (last_window_s 30 gained less: unseen German -2.9). The price: one
     # stream's RTF 0.19-0.21 -> 0.23-0.30 in the quiet cost run and final captions later (StreamLAAL CA +0.3 to
-    # +1.1 s). Off by default: with it on, a regression stream (test_regressions.py's echo stream) commits one
+    # +1.1 s). At engine d6bcca0 (without the beams' shared-keys fold those runs had) own + dev German scored 20.2
+    # -> 21.3 (chrF 42.5 -> 41.2), French 21.8 -> 21.8. Off by default: with it on, a regression stream (test_regressions.py's echo stream) commits one
     # Spanish sentence untranslated that the default translates, Whisper base writing it out in Spanish on every
     # window it was given. A retry that drifts into the spoken language is dropped (the short window's decode
     # stands), and a session more than RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
