@@ -36,8 +36,9 @@ class Backend(Protocol):
     alignment_heads: int  # number of heads step_with_alignment returns
     max_text_tokens: int  # decoder context length (prompt + generated tokens)
 
-    def encode(self, audio: np.ndarray) -> Tensor:
-        """float32 mono samples at `sample_rate` -> encoder output (1, S, d)."""
+    def encode(self, audio: np.ndarray, *, bf16: bool = False) -> Tensor:
+        """float32 mono samples at `sample_rate` -> encoder output (1, S, d). `bf16`: a whole trained window may
+        be encoded in bfloat16 where the CPU does it natively (faster, a little less exact); others ignore it."""
 
     def encode_batch(self, audios: list[np.ndarray]) -> tuple[Tensor, Tensor | None]:
         """Several streams' windows in one pass -> (B, S_max, d) and a (B, S_max) validity mask (None: all valid)."""

@@ -83,14 +83,10 @@ def quantize_decoder(model: torch.nn.Module) -> bool:
 
 
 def place(bundle: B, device: torch.device, int8_decoder: bool) -> B:
-    """On a GPU, the whole network in fp16 there; on the CPU, the decoder's Linear layers in int8 when asked, and
-    with them (reduced precision asked for) a model's whole-window encoder pass in bf16 where the CPU does bf16
-    natively (Whisper.bf16_windows). quantize="none" keeps everything fp32."""
+    """On a GPU, the whole network in fp16 there; on the CPU, the decoder's Linear layers in int8 when asked."""
     if device.type == "cuda":
         bundle.model.to(device=device, dtype=torch.float16)
         bundle.device = device
     elif int8_decoder:
         bundle.quantized = quantize_decoder(bundle.model)
-        if hasattr(bundle.model, "bf16_windows"):
-            setattr(bundle.model, "bf16_windows", native_bf16())  # noqa: B010 (an nn.Module attribute, not typed there)
     return bundle

@@ -123,7 +123,7 @@ class SessionConfig:
     # decoded again on the model's whole trained window (as last_window_s 30, for that segment alone): the whole
     # window's better translations, paid where Whisper is unsure. None or -inf (`--window-retry off`): never.
     # -0.75 (the last decodes of 43-85 % of segments by language), measured beside the default in one run each
-    # (benchmarks/README.md; the whole window encoded in bf16, Whisper.bf16_windows): own + dev (80 sentences per
+    # (benchmarks/README.md; the whole window encoded in bf16 where native, Whisper.encode): own + dev (80 sentences per
     # language) BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; the real volunteer captions
     # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; 20 unseen sentences per language German 27.9 -> 29.3, French
     # 27.7 -> 30.6, Spanish 32.0 -> 34.3 (last_window_s 30 gained less: unseen German -2.9). The price: one

@@ -300,7 +300,7 @@ class StreamingSession:
         assert seg.state is not None
         short_state, seg.state = seg.state, seg.state.clone()
         whole = dataclasses.replace(upd, pad_samples=int(self.backend.trained_window_s * SAMPLE_RATE) - len(upd.audio))
-        encoder_out = self.backend.encode(whole.encoder_audio)
+        encoder_out = self.backend.encode(whole.encoder_audio, bf16=True)  # its cost is the retry's price
         self.backend.set_audio(seg.state, encoder_out, None)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         retried = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])

@@ -66,7 +66,7 @@ class S2T2Backend:
         return x
 
     @torch.inference_mode()
-    def encode(self, audio: np.ndarray) -> Tensor:
+    def encode(self, audio: np.ndarray, *, bf16: bool = False) -> Tensor:  # no trained window: bf16 unused
         samples = torch.from_numpy(self._prepare(audio))[None]
         return self.model.encode(samples)[0]
 

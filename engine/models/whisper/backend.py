@@ -50,8 +50,8 @@ class WhisperBackend:
         return mel[:, : mel.shape[1] - mel.shape[1] % 2]
 
     @torch.inference_mode()
-    def encode(self, audio: np.ndarray) -> Tensor:
-        return self.model.encode(self._mel(audio)[None])
+    def encode(self, audio: np.ndarray, *, bf16: bool = False) -> Tensor:
+        return self.model.encode(self._mel(audio)[None], bf16=bf16)
 
     @torch.inference_mode()
     def encode_batch(self, audios: list[np.ndarray]) -> tuple[Tensor, Tensor | None]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...kv_cache import DecoderState
-from ..common import Layers
+from ..common import Layers, native_bf16
 from ..seq2seq import CachedDecoding
 
 
@@ -164,11 +164,6 @@ class Whisper(CachedDecoding, nn.Module):
         heads = cfg.resolved_alignment_heads()
         self._align_layers = sorted({layer for layer, _ in heads})
         self._align_heads = heads
-        # A whole trained window (30 s: a segment's last update filled with silence, or a language check) is
-        # encoded in bfloat16 where this CPU multiplies it natively: 0.19 s instead of 0.43 s on two cores, where
-        # the window's cost is what keeps its better translations from the default. Shorter windows stay fp32:
-        # in bfloat16 everywhere English WER rose from 10.6 to 11.5 % (benchmarks/README.md).
-        self.bf16_windows = False  # set by common.place (native_bf16) with the int8 decoder
 
     @property
     def n_text_ctx(self) -> int:
@@ -183,10 +178,14 @@ class Whisper(CachedDecoding, nn.Module):
         return self.encoder.conv1.weight.dtype
 
     # -- encoder -------------------------------------------------------------------------------------------
-    def encode(self, mel: Tensor, valid: Tensor | None = None) -> Tensor:
-        """mel (B, n_mels, frames) -> encoder output (B, frames // 2, d)."""
+    def encode(self, mel: Tensor, valid: Tensor | None = None, *, bf16: bool = False) -> Tensor:
+        """mel (B, n_mels, frames) -> encoder output (B, frames // 2, d). `bf16`: a whole trained window (30 s) is
+        encoded in bfloat16 where this CPU multiplies it natively (common.native_bf16): 0.19 s instead of 0.43 s
+        on two cores, for the opt-in whole-window retry (SessionConfig.window_retry_logprob). Nothing else asks:
+        bf16 cost offline beam 5 about 0.85 BLEU (French 25.5 -> 24.6, Spanish 24.2 -> 23.4) and, on every
+        streaming window, English 10.6 -> 11.5 % WER (benchmarks/README.md)."""
         x = mel.to(self.device, self.dtype)
-        if self.bf16_windows and x.device.type == "cpu" and x.shape[-1] >= 2 * self.config.n_audio_ctx:
+        if bf16 and native_bf16() and x.device.type == "cpu" and x.shape[-1] >= 2 * self.config.n_audio_ctx:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 fast: Tensor = self.encoder(x, valid)
             return fast.float()

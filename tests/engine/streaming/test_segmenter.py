@@ -84,7 +84,7 @@ def _whole_window_encodes(backend, monkeypatch, config: SessionConfig, behind_s:
 
     encoded: list[int] = []
     encode = backend.encode
-    monkeypatch.setattr(backend, "encode", lambda audio: (encoded.append(len(audio)), encode(audio))[1])
+    monkeypatch.setattr(backend, "encode", lambda audio, **kw: (encoded.append(len(audio)), encode(audio, **kw))[1])
     session = StreamingSession(backend, config)
     if behind_s:
         monkeypatch.setattr(StreamingSession, "pending_s", property(lambda self: behind_s))
