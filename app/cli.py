@@ -113,10 +113,10 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _retry_logprob(value: str) -> float:
-    """--window-retry: an average log-probability, or 'off' (-inf: no decode averages below it)."""
+def _retry_logprob(value: str) -> float | None:
+    """--window-retry: an average log-probability, or 'off' (None: SessionConfig's off, the default)."""
     if value.strip().lower() == "off":
-        return float("-inf")
+        return None
     try:
         return float(value)
     except ValueError:

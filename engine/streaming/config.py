@@ -121,17 +121,17 @@ class SessionConfig:
     last_window_s: float = 0.0
     # A segment's last decode (on its short window) whose average log-probability per token is below this is
     # decoded again on the model's whole trained window (as last_window_s 30, for that segment alone): the whole
-    # window's better translations, paid where Whisper is unsure. None or -inf (`--window-retry off`): never.
-    # -0.75 (the last decodes of 43-85 % of segments by language), measured beside the default in one run each
-    # (benchmarks/README.md; the whole window encoded in bf16 where native, Whisper.encode): own + dev (80 sentences per
-    # language) BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; the real volunteer captions
+    # window's better translations, paid where Whisper is unsure. None (`--window-retry off`): never. -0.75 (the
+    # last decodes of 43-85 % of segments by language), measured beside the default in one run each
+    # (benchmarks/README.md; the whole window encoded in bf16 where native, Whisper.encode): own + dev (80
+    # sentences per language) BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; the real volunteer captions
     # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; 20 unseen sentences per language German 27.9 -> 29.3, French
     # 27.7 -> 30.6, Spanish 32.0 -> 34.3 (last_window_s 30 gained less: unseen German -2.9). The price: one
     # stream's RTF 0.19-0.21 -> 0.23-0.30 in the quiet cost run and final captions later (StreamLAAL CA +0.3 to
     # +1.1 s). At engine d6bcca0 (without the beams' shared-keys fold those runs had) own + dev German scored 20.2
-    # -> 21.3 (chrF 42.5 -> 41.2), French 21.8 -> 21.8. Off by default: with it on, a regression stream (test_regressions.py's echo stream) commits one
-    # Spanish sentence untranslated that the default translates, Whisper base writing it out in Spanish on every
-    # window it was given. A retry that drifts into the spoken language is dropped (the short window's decode
+    # -> 21.3 (chrF 42.5 -> 41.2), French 21.8 -> 21.8. Off by default: with it on, a regression stream
+    # (test_regressions.py's echo stream) commits one Spanish sentence untranslated that the default translates,
+    # Whisper base writing it out in Spanish on every window it was given. A retry that drifts into the spoken language is dropped (the short window's decode
     # stands), and a session more than RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
     window_retry_logprob: float | None = None
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
@@ -178,11 +178,8 @@ class SessionConfig:
             raise ConfigError("trim_keep_words must be at least 1")
         if not 0.0 <= self.last_window_s <= 30.0:
             raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
-        retry = self.window_retry_logprob
-        if retry is not None and retry != float("-inf") and not -20.0 <= retry <= 0.0:
-            raise ConfigError(
-                "window_retry_logprob must be None (by task), -inf (off) or an average log-probability, -20..0"
-            )
+        if self.window_retry_logprob is not None and not -20.0 <= self.window_retry_logprob <= 0.0:
+            raise ConfigError("window_retry_logprob must be None (off) or an average log-probability, -20..0")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 
@@ -192,11 +189,6 @@ class SessionConfig:
         if self.chunk_s is not None:
             return self.chunk_s
         return 0.5 if self.task == "transcribe" else 1.0
-
-    @property
-    def retry_logprob(self) -> float | None:
-        """window_retry_logprob with -inf (off) as None: never decode again on the whole window."""
-        return None if self.window_retry_logprob == float("-inf") else self.window_retry_logprob
 
     @property
     def held_words(self) -> int:

@@ -279,7 +279,7 @@ class StreamingSession:
     def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:
         """A last decode on less than the model's trained window that Whisper is unsure of (see
         SessionConfig.window_retry_logprob)."""
-        threshold, window = self.config.retry_logprob, self.backend.trained_window_s
+        threshold, window = self.config.window_retry_logprob, self.backend.trained_window_s
         if (
             threshold is None
             or not window

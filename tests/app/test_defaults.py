@@ -104,7 +104,7 @@ def test_window_retry_off_turns_the_retry_off_and_garbage_is_refused(command, ca
     """--window-retry off: no whole-window retry; a value that is neither a number nor off is an argparse error
     naming the flag, not a traceback."""
     config = _built(command, ["--window-retry", "off"])
-    assert config.task == "translate" and config.retry_logprob is None
+    assert config.task == "translate" and config.window_retry_logprob is None
     with pytest.raises(SystemExit):
         _built(command, ["--window-retry", "sometimes"])
     assert "--window-retry" in capsys.readouterr().err

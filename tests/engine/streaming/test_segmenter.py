@@ -101,7 +101,7 @@ def _whole_window_encodes(backend, monkeypatch, config: SessionConfig, behind_s:
     [
         ("translate", 0.0, True),
         ("translate", -20.0, False),
-        ("translate", float("-inf"), False),
+        ("translate", None, False),
         ("transcribe", None, False),
     ],
 )
@@ -109,7 +109,7 @@ def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(
     tiny_backend, monkeypatch, task, threshold, retried
 ):
     """window_retry_logprob: a segment's last decode averaging below it (0.0: every decode) is decoded again on a
-    30 s window, once; other updates and decodes above it (-20: none; -inf and None: off) keep their short
+    30 s window, once; other updates and decodes above it (-20: none; None: off) keep their short
     windows.
     """
     config = SessionConfig(
@@ -132,13 +132,12 @@ def test_a_session_behind_real_time_skips_the_whole_window_retry(tiny_backend, m
 
 
 def test_the_whole_window_retry_is_off_by_default():
-    """None and -inf are off; a log-probability turns it on in either task; out of range fails."""
+    """None is off, in either task; a log-probability turns it on; out of range fails."""
     from engine.errors import ConfigError
 
-    assert SessionConfig(task="translate").retry_logprob is None
-    assert SessionConfig(task="transcribe").retry_logprob is None
-    assert SessionConfig(task="translate", window_retry_logprob=float("-inf")).retry_logprob is None
-    assert SessionConfig(task="transcribe", window_retry_logprob=-0.5).retry_logprob == -0.5
-    for bad in (0.5, -21.0, float("nan")):
+    assert SessionConfig(task="translate").window_retry_logprob is None
+    assert SessionConfig(task="transcribe").window_retry_logprob is None
+    assert SessionConfig(task="transcribe", window_retry_logprob=-0.5).window_retry_logprob == -0.5
+    for bad in (0.5, -21.0, float("-inf"), float("nan")):
         with pytest.raises(ConfigError):
             SessionConfig(window_retry_logprob=bad)
