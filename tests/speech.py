@@ -121,7 +121,9 @@ def synthesize(text: str, voice: str, out_dir: Path, speed_wpm: int = 150) -> Pa
     key = hashlib.sha1(f"{voice}|{speed_wpm}|{sorted(fixes.items())}|{text}".encode()).hexdigest()[:16]
     path = out_dir / f"{voice}-{key}.wav"
     if not path.exists():
-        tmp = path.with_suffix(".tmp.wav")
+        # one temporary name per process: two runs synthesising the same sentence at once (pytest-xdist, two
+        # benchmarks) must not rename each other's file away
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.wav")
         if fixes:
             _synthesize_via_pho(text, voice, speed_wpm, fixes, tmp)
         else:
