@@ -260,7 +260,14 @@ def _last_sentence_words(text: str) -> list[str]:
 _BEFORE_TOKENS = 6
 
 
-def _heard_anew(attention: np.ndarray | None, start: int, end: int, n_frames: int, most: float | None = None) -> bool:
+def _heard_anew(
+    attention: np.ndarray | None,
+    start: int,
+    end: int,
+    n_frames: int,
+    most: float | None = None,
+    tokens_per_frame: float = 0.0,
+) -> bool:
     """Tokens [start, end) of a hypothesis were read from speech after that of the tokens before them: their
     median attended frame lies past every frame the last _BEFORE_TOKENS tokens before them attend to (by more than
     _REREAD_FRAMES) and inside the real audio (`n_frames`). A sentence translated twice re-reads the audio of the
@@ -268,11 +275,17 @@ def _heard_anew(attention: np.ndarray | None, start: int, end: int, n_frames: in
     parks on the padding; a sentence said twice is heard later. No attention: no evidence of new speech.
     `most`: also at least this share of the tokens lies past them. A run said again inside a sentence asks for
     2/3: a copy read from the first one's audio scatters ("but the landscape was beautiful" said again attended
-    frames 211, 134, 122, 202, 165, 224 after "beautiful" at 165: median 184, past the 175 asked for)."""
+    frames 211, 134, 122, 202, 165, 224 after "beautiful" at 165: median 184, past the 175 asked for).
+    `tokens_per_frame`: the fastest speech (SessionConfig.max_tokens_per_s per encoder frame); tokens too many to
+    be said in the audio left after the words before them were not heard there: a beam that wrote a German
+    sentence's translation twice parked the copy's 17 tokens on its last 0.5 s (frames 274-297 of 299, median 274
+    past 256)."""
     if attention is None or len(attention) < end or start < 1 or not n_frames:
         return False
     n_all = attention.shape[-1]
     before = max(attended_frame(attention[t], n_all) for t in range(max(0, start - _BEFORE_TOKENS), start))
+    if tokens_per_frame and end - start > (n_frames - before) * tokens_per_frame:
+        return False
     frames = [attended_frame(attention[t], n_all) for t in range(start, end)]
     if not before + _REREAD_FRAMES < float(np.median(frames)) < n_frames:
         return False
@@ -292,6 +305,7 @@ class Guards:
 
     def __init__(self, backend: Backend, config: SessionConfig, log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.backend, self.config, self.log = backend, config, log
+        self._tokens_per_frame = config.max_tokens_per_s * backend.frame_s  # the fastest speech (_heard_anew)
 
     def looks_hallucinated(
         self, seg: Segment, tokens: list[int], res: DecodeResult, language: str | None, *, final: bool = False
@@ -429,7 +443,7 @@ class Guards:
             if not ends_sentence(before):
                 run = _restart_run(texts, i, previous) or _repeat_run(texts, i, previous)
                 start, stop = words[i][0], words[i + run][0] if i + run < len(words) else len(new)
-                if run and not _heard_anew(attention, start, stop, n_frames, most=2 / 3):
+                if run and not _heard_anew(attention, start, stop, n_frames, 2 / 3, self._tokens_per_frame):
                     if stop == len(new):  # the copy ends the text: its closing mark replaces the first copy's
                         start, stop = self._letters_end(new[:start]), self._letters_end(new)
                     self.log.debug("restarted words not shown again: %r", self._text(new[start:stop]))
@@ -450,7 +464,7 @@ class Guards:
                 or _mostly_repeats(sentence, earlier)
                 or _same_words(sentence, previous)
             ):
-                if not _heard_anew(attention, words[i][0], end, n_frames):
+                if not _heard_anew(attention, words[i][0], end, n_frames, tokens_per_frame=self._tokens_per_frame):
                     start = words[i][0]
                     if first_start is not None and len(sentence) > sum(first_start <= a < start for a, _ in words):
                         self.log.debug("sentence said in full again: %r hidden", self._text(new[first_start:start]))

@@ -162,3 +162,36 @@ def test_a_clause_said_again_right_after_itself_is_hidden(backend):
         attention[t, frame] = 1.0
     a, b = guards.repeated_sentence(again, (0, 0), committed, attention, n_frames=236)
     assert b"".join(backend.token_bytes(t) for t in again[:a] + again[b:]).decode() == " beautiful."
+
+
+def test_a_copy_too_long_for_the_audio_after_the_first_is_hidden(backend):
+    """A beam that writes a sentence's translation twice may park the copy on the audio's last half second: its
+    median frame is past the words before it, but 17 tokens cannot be said in 43 frames (0.86 s; speech runs at
+    most SessionConfig.max_tokens_per_s). The copy goes; the same sentence with a second's audio per six tokens after
+    the first stays (a speaker saying it again)."""
+    import logging
+
+    import numpy as np
+
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.guards import Guards
+
+    guards = Guards(backend, SessionConfig(), logging.LoggerAdapter(logging.getLogger("test"), {}))
+    first = " The books, which they have from the school, can give them back to Warnhof."
+    copy = " The books, which they have from the school can give back to Warnhof."
+    new = backend.text_tokens(first + copy)
+    n_first = len(backend.text_tokens(first))
+    # the frames measured (German unseen stream, engine 8c09cfd): the first copy 16..256, the copy parked at the end
+    frames_first = [16, 55, 52, 52, 79, 106, 194, 90, 90, 274, 199, 274, 255, 206, 248, 207, 211, 256, 232]
+    frames_copy = [297, 297, 274, 274, 185, 106, 201, 90, 297, 274, 297, 297, 248, 198, 254, 255, 297]
+    assert len(new) == len(frames_first) + len(frames_copy) and n_first == len(frames_first)
+    attention = np.zeros((len(new), 500), dtype=np.float32)
+    for t, frame in enumerate(frames_first + frames_copy):
+        attention[t, frame] = 1.0
+    a, b = guards.repeated_sentence(new, (0, 0), "The library remains closed until the end of March.", attention, 299)
+    assert b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode() == first
+    # the same copy, each token read in turn from 3.4 s of audio after the first: said again, kept
+    for t in range(n_first, len(new)):
+        attention[t] = 0.0
+        attention[t, 262 + 10 * (t - n_first)] = 1.0
+    assert guards.repeated_sentence(new, (0, 0), "The library remains closed.", attention, 440) == (0, 0)
