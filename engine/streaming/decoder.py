@@ -67,6 +67,7 @@ class DecodeJob:
         prior: Sequence[tuple[int, int]] = (),
         draft: Sequence[int] = (),
         banned_first: Sequence[int] = (),
+        banned: Sequence[int] = (),
     ) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
@@ -80,6 +81,7 @@ class DecodeJob:
         self.committed = sequence[len(sequence) - n_committed :] if n_committed else []
         self.max_new_tokens = max_new_tokens
         self.banned_first = list(banned_first)  # tokens the first new token may not be (a loop's restart)
+        self.banned = list(banned)  # tokens no new token may be (the spoken language's words, after a drift)
         self.budget = 0
         self.out: list[int] = []
         self.lps: list[float] = []  # log-probability of each token in `out`
@@ -145,6 +147,8 @@ class DecodeJob:
         self.backend.filter_logits(lg, self.n_committed + len(self.out))
         if not self.out and self.banned_first:
             lg[0, self.banned_first] = float("-inf")
+        if self.banned:
+            lg[0, self.banned] = float("-inf")
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
         if tok == self.backend.eot or self.policy.should_stop(
@@ -223,6 +227,8 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
         backend.filter_logits(lg, job.n_committed + len(seqs[0]))
         if not seqs[0] and job.banned_first:
             lg[:, job.banned_first] = float("-inf")
+        if job.banned:
+            lg[:, job.banned] = float("-inf")
         nxt = whisper_beam_step(sum_lp, lg.log_softmax(-1), beam=beam, eot=eot, room=beam - len(finished))
         finished += [(seqs[r], score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
         if len(finished) >= beam or not nxt.rows:

@@ -179,6 +179,10 @@ _SOURCE_WORDS = {
 }
 
 
+# source words that English text uses too: never banned from a translation (Guards.source_word_tokens)
+_ENGLISH_TOO = {"die", "den", "also"}
+
+
 def looks_like_source_language(text: str, language: str | None) -> bool:
     """Translate mode drifted into the spoken language: many of the words are that language's function words."""
     words = _SOURCE_WORDS.get(language or "")
@@ -306,6 +310,7 @@ class Guards:
     def __init__(self, backend: Backend, config: SessionConfig, log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.backend, self.config, self.log = backend, config, log
         self._tokens_per_frame = config.max_tokens_per_s * backend.frame_s  # the fastest speech (_heard_anew)
+        self._source_tokens: dict[str | None, list[int]] = {}  # per spoken language (source_word_tokens)
 
     def looks_hallucinated(
         self, seg: Segment, tokens: list[int], res: DecodeResult, language: str | None, *, final: bool = False
@@ -380,6 +385,16 @@ class Guards:
             self.log.debug("translation drifted into %s: %r", language, text)
             return True
         return False
+
+    def source_word_tokens(self, language: str | None) -> list[int]:
+        """The tokens that spell one of the spoken language's function words (_SOURCE_WORDS, as a word of its own,
+        lower-case or capitalised; those that are English words too left out): banned in a decode that must not
+        write the speech out untranslated (StreamingSession._salvage)."""
+        if language not in self._source_tokens:
+            words = [w for w in _SOURCE_WORDS.get(language or "", ()) if w not in _ENGLISH_TOO]
+            spelled = (self.backend.text_tokens(" " + v) for w in words for v in {w, w.capitalize()})
+            self._source_tokens[language] = sorted({t[0] for t in spelled if len(t) == 1})
+        return self._source_tokens[language]
 
     def repeated_prefix(self, seg: Segment, new: list[int], attention: np.ndarray | None, text_out: str) -> int:
         """How many leading tokens of `new` say again what is already committed (`text_out`): the decoder restarted

@@ -40,10 +40,11 @@ class Incremental:
         policy: Policy,
         forced: Sequence[int] = (),
         banned_first: Sequence[int] = (),
+        banned: Sequence[int] = (),
     ) -> DecodeJob:
         """The decoder job for one update of `seg` (its state already holds the update's audio); `forced`: tokens
         taken as if committed, the job decodes what follows them (needs refill); `banned_first`: tokens the first
-        new one may not be."""
+        new one may not be; `banned`: tokens none may be."""
         assert seg.state is not None, "begin_decode installs the state first"
         assert refill or not forced, "forced tokens are not in the cache"
         audio_s = len(upd.audio) / SAMPLE_RATE
@@ -70,6 +71,7 @@ class Incremental:
             # the last update's hypothesis after the committed text: verified, not trusted
             draft=seg.tentative if self.config.draft and not forced else (),
             banned_first=banned_first,
+            banned=banned,
         )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:
@@ -107,9 +109,10 @@ class Redecode(Incremental):
         policy: Policy,
         forced: Sequence[int] = (),
         banned_first: Sequence[int] = (),
+        banned: Sequence[int] = (),
     ) -> DecodeJob:
         assert seg.state is not None, "begin_decode installs the state first"
-        assert not forced and not banned_first, "redecode does not continue from given tokens"
+        assert not (forced or banned_first or banned), "redecode does not continue from given tokens"
         audio_s = len(upd.audio) / SAMPLE_RATE
         budget = int(self.config.max_tokens_per_s * audio_s) + 8
         start = seg.sequence[: seg.n_start]

@@ -326,7 +326,9 @@ class StreamingSession:
         joined = self._joined(pending, res.tokens, more)
         return dataclasses.replace(joined, sum_logprob=res.sum_logprob + more.sum_logprob, loop_cut=True)
 
-    def _decode_on(self, pending: PendingDecode, forced: list[int], banned_first: Sequence[int] = ()) -> DecodeResult:
+    def _decode_on(
+        self, pending: PendingDecode, forced: list[int], banned_first: Sequence[int] = (), banned: Sequence[int] = ()
+    ) -> DecodeResult:
         """Model step: the update's last decode again, from `forced` tokens taken as decoded (what follows them)."""
         seg = pending.upd.segment
         job = self.mode.job(
@@ -337,6 +339,7 @@ class StreamingSession:
             policy=self.policy,
             forced=forced,
             banned_first=banned_first,
+            banned=banned,
         )
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
 
@@ -351,23 +354,35 @@ class StreamingSession:
         return dataclasses.replace(more, tokens=tokens, attention=np.stack(rows) if rows else None)
 
     def _salvage(self, pending: PendingDecode, heard: list[int], res: DecodeResult) -> tuple[list[int], DecodeResult]:
-        """An update that failed the guards twice: what to commit instead (Guards.discard), except that a segment's
-        last decode which drifted into the spoken language is continued from the translation shown before it.
-        The drift proves speech (it wrote the words out), and the text shown earlier was heard from less audio:
-        committed as it was, it loses the sentence's end ("Thank you for your" for "... für Ihre Hilfe."); the
-        beam continues it over the whole segment ("Thank you for your help.")."""
+        """An update that failed the guards twice: what to commit instead (Guards.discard), except for a segment's
+        last decode which drifted into the spoken language. The drift proves speech (it wrote the words out), so
+        the segment is decoded again: on from the translation shown before it, if any (heard from less audio, it
+        would lose the sentence's end committed as it was: "Thank you for your" for "... für Ihre Hilfe."; the beam
+        continues it over the whole segment: "Thank you for your help."), and, if that drifts too, with the spoken
+        language's function words banned (Whisper base wrote "Lisboa y Oporto son las ciudades donde más se ha
+        encarecido comprar una casa." out in Spanish with and without the previous text, on its short window and on
+        the whole 30 s one; banned: "Lisboio Porto is the city where he has also fallen to buy a house.")."""
         upd = pending.upd
         seg = upd.segment
-        base = seg.last_shown  # the tentative text, or the last one shown before the screen went blank
-        if not (upd.final and base and self.mode.continues and self.guards.drifted(heard, self.language)):
+        drifted = self.guards.drifted
+        if not (upd.final and self.mode.continues and drifted(heard, self.language)):
             return self.guards.discard(seg, upd, heard, res, self.language)
-        more = self._decode_on(pending, list(base))
-        if more.tokens and self.guards.drifted(more.tokens, self.language):
-            self.log.info("last update drifted twice: the text shown before is committed")
-            return list(base), dataclasses.replace(res, attention=None)
-        self.log.info("last update drifted: continued from the text shown before")
-        joined = self._joined(pending, list(base), more)
-        return joined.tokens, joined
+        base = list(seg.last_shown)  # the tentative text, or the last one shown before the screen went blank
+        if base:
+            more = self._decode_on(pending, base)
+            if not (more.tokens and drifted(more.tokens, self.language)):
+                self.log.info("last update drifted: continued from the text shown before")
+                joined = self._joined(pending, base, more)
+                return joined.tokens, joined
+        more = self._decode_on(pending, base, banned=self.guards.source_word_tokens(self.language))
+        if more.tokens and not drifted(more.tokens, self.language):
+            self.log.info("last update drifted: decoded again without the %s function words", self.language)
+            joined = self._joined(pending, base, more)
+            return joined.tokens, joined
+        if base:
+            self.log.info("last update drifted three times: the text shown before is committed")
+            return base, dataclasses.replace(res, attention=None)
+        return self.guards.discard(seg, upd, heard, res, self.language)
 
     def _stable_count(self, seg: Segment, upd: Update, tokens: list[int], res: DecodeResult, n_frames: int) -> int:
         """How many leading tokens to commit: the policy's stable prefix, cut back to the commit unit."""

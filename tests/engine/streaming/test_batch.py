@@ -125,6 +125,22 @@ def test_a_banned_first_token_is_never_decoded_first(backend, clips, beam):
     assert res.next_token == backend.eot
 
 
+@pytest.mark.parametrize("beam", [1, 5])
+def test_banned_tokens_are_never_decoded(backend, clips, beam):
+    """`banned` (how a last decode that wrote the speech out untranslated is decoded again: the spoken language's
+    function words may not come anywhere): none of them is decoded, in greedy and in beam search, and the decode
+    still runs on to end-of-text."""
+    plain = _jobs(backend, clips[2:], [[]], "alignatt", pad_s=1.0)[0]
+    plain.final, plain.beam_size = True, beam
+    tokens = decode_batch(backend, [plain])[0].tokens
+    banned = sorted(set(tokens[::2]))
+    job = _jobs(backend, clips[2:], [[]], "alignatt", pad_s=1.0)[0]
+    job.final, job.beam_size, job.banned = True, beam, banned
+    res = decode_batch(backend, [job])[0]
+    assert res.tokens and not set(res.tokens) & set(banned)
+    assert res.next_token == backend.eot
+
+
 def test_a_long_run_repeated_twice_is_a_loop():
     """Two copies of an 8+ token run in a row are cut to one (Whisper's whole-sentence loops); short runs need 3."""
     from engine.streaming.guards import repetition_cut

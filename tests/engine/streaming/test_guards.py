@@ -195,3 +195,23 @@ def test_a_copy_too_long_for_the_audio_after_the_first_is_hidden(backend):
         attention[t] = 0.0
         attention[t, 262 + 10 * (t - n_first)] = 1.0
     assert guards.repeated_sentence(new, (0, 0), "The library remains closed.", attention, 440) == (0, 0)
+
+
+def test_the_spoken_languages_function_words_are_tokens_to_ban(backend):
+    """Guards.source_word_tokens: the drift word list as single tokens, lower-case and capitalised, for the decode
+    that must translate a drifted segment; words English uses too ("die") stay allowed; no list, nothing banned."""
+    import logging
+
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.guards import Guards
+
+    guards = Guards(backend, SessionConfig(), logging.LoggerAdapter(logging.getLogger("test"), {}))
+    spanish = set(guards.source_word_tokens("es"))
+    for word in (" la", " La", " de", " las", " donde"):
+        (token,) = backend.text_tokens(word)
+        assert token in spanish, word
+    for word in (" the", " The", " city", " house"):
+        assert not set(backend.text_tokens(word)) & spanish, word
+    german = set(guards.source_word_tokens("de"))
+    assert backend.text_tokens(" und")[0] in german and backend.text_tokens(" die")[0] not in german
+    assert guards.source_word_tokens("en") == [] and guards.source_word_tokens(None) == []
