@@ -269,3 +269,36 @@ def test_bad_input_is_rejected(backend):
         session.feed_audio(np.zeros(100, np.float32), 16000)
     with pytest.raises(ConfigError):
         SessionConfig(policy="nonsense")
+
+
+def test_a_last_decode_that_goes_on_untranslated_is_translated_again(backend, audio_dir):
+    """After committed words, a segment's last decode may write the sentence's rest out in the spoken language ("A
+    piece shared in Granada" committed, then "Cuesta unos 350 euros al mes para habitación.", on the dev set). The
+    rest is decoded again with that language's function words banned: what is committed reads as a translation."""
+    from dataclasses import replace
+
+    from engine.audio import load_audio
+    from engine.streaming.batch import decode_batch
+    from engine.streaming.guards import looks_like_source_language
+    from tests.speech import synthesize
+
+    text = "Un piso compartido en Granada cuesta unos trescientos cincuenta euros al mes por habitación."
+    speech = load_audio(synthesize(text, "mb-es1", audio_dir))
+    audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech])
+    session = StreamingSession(backend, SessionConfig(task="translate", language="es"))
+    for i in range(0, len(audio), SAMPLE_RATE // 10):
+        session.feed_audio(audio[i : i + SAMPLE_RATE // 10], SAMPLE_RATE)
+        session.process()
+    before = session.transcript
+    assert before.strip(), "the updates commit the sentence's opening"
+    session.finish()
+    drift = backend.text_tokens(" cuesta unos 350 euros al mes por habitación.")
+    while (upd := session.next_update()) is not None:
+        step = session.begin_decode(upd, backend.encode(upd.encoder_audio), None)
+        res = decode_batch(backend, [step.job])[0]
+        if upd.final:  # the last decode goes on in Spanish
+            res = replace(res, tokens=drift, attention=None, logprobs=(), sum_logprob=-0.3 * len(drift))
+        session.end_decode(step, res)
+    rest = session.transcript[len(before) :]
+    assert rest.strip() and not looks_like_source_language(rest, "es"), rest
+    assert not set(backend.text_tokens(rest)) & set(session.guards.source_word_tokens("es")), rest
