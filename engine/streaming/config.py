@@ -85,7 +85,8 @@ class SessionConfig:
     # word next to the stop is the one at the audio's edge, often heard only in part ("to Conway" for "took
     # only"): at 1.0 s updates holding it back one update took English WER from 13.2 to 11.5 % at StreamLAAL
     # 1.62 -> 1.98 s (own + dev, 80 sentences; a stricter min_prob 0.4 bought less: 12.7 % at 1.97 s); at 0.5 s
-    # updates one word was 12.1 % at 1.66 s and two 10.7 % at 1.86 s (frame_threshold 25 instead: 11.8 % at 1.69 s). In translation it lost on both counts (own + dev: German 20.3 -> 19.8 BLEU at 4.30 -> 5.02 s,
+    # updates one word was 12.1 % at 1.66 s and two 10.7 % at 1.86 s (frame_threshold 25 instead: 11.8 % at
+    # 1.69 s). In translation it lost on both counts (own + dev: German 20.3 -> 19.8 BLEU at 4.30 -> 5.02 s,
     # French 22.0 -> 21.4 at 2.97 -> 3.30 s; Spanish 22.2 -> 23.1 at 3.44 -> 3.99 s), the confidence rule
     # already holding back the unsure words there.
     hold_words: int | None = None

@@ -171,9 +171,9 @@ _SOURCE_WORDS = {
     "mein meine unser unsere".split(),
     "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour de en au aux "
     "ce cette il elle ils ne mais où sont ont était mon ma mes sa ses leur leurs".split(),
-    "es": "el los las y es que con por un una unos unas para nosotros muy hoy buenos días gracias del la de en se al lo su sus "
-    "como más pero le les ya este esta también porque cuando qué dónde donde hay ha han tiene puede nos mi mis "
-    "está están sobre entre desde hasta todo todos".split(),
+    "es": "el los las y es que con por un una unos unas para nosotros muy hoy buenos días gracias del la de en se al "
+    "lo su sus como más pero le les ya este esta también porque cuando qué dónde donde hay ha han tiene puede nos mi "
+    "mis está están sobre entre desde hasta todo todos".split(),
     "it": "il gli e è che con per una della sono molto oggi".split(),
     "nl": "de het een en is niet ik wij zijn met voor ook".split(),
 }
