@@ -435,6 +435,7 @@ class Guards:
         text_out: str,
         attention: np.ndarray | None = None,
         n_frames: int = 0,
+        window: Sequence[int] = (),
     ) -> tuple[int, int]:
         """In a segment's last update (beam search), a sentence inside `new` that translates the sentence before it
         again ("... up to 5.2 percent. The price for electricity is always up to 5.2 percent."): it opens with
@@ -443,7 +444,12 @@ class Guards:
         in full ("During that time, he began to paint the car with a mirror. At that time, he began to paint the
         car with a mirror placed on the bed."); else the second (a shortened restart, or the first is on screen).
         Unless its alignment (`attention` of `new`, `n_frames` of real audio) shows new speech: a speaker who says
-        "Thank you for your help." again, a sentence later, is heard anew (_heard_anew)."""
+        "Thank you for your help." again, a sentence later, is heard anew (_heard_anew).
+        `window`: the committed tokens whose audio is in the decoded window. Unpunctuated speech ("... the train
+        station my sister is getting married ...") has no sentence start to restart from, but a decode that starts
+        over reads the window from its start: "the insurance company only pays if you are about to the damage"
+        committed, then "within 7 days the insurance company only pays ... within 7 days". A restart that re-reads
+        the window to the text's end is hidden to the end."""
         if hidden[1]:
             return hidden
         words = self.words(new)
@@ -451,14 +457,23 @@ class Guards:
         tail_words = _norm_words(text_out)[-_REPEAT_TAIL_WORDS:]
         tail = "".join(tail_words)
         previous = _last_sentence_words(text_out)  # the words of the sentence before the one at i
+        # ... and of its part in the window (a restart's model: the window's start, if the sentence began before it)
+        opening = _last_sentence_words(self._text(list(window))) if window else list(previous)
         first_start = 0 if not previous else None  # where that sentence starts in `new` (None: committed before)
         for i in range(1, len(words) - _REPEAT_WORDS + 1):
             previous.append(texts[i - 1])
+            opening.append(texts[i - 1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                run = _restart_run(texts, i, previous) or _repeat_run(texts, i, previous)
+                run = (
+                    _restart_run(texts, i, previous)
+                    or _restart_run(texts, i, opening)
+                    or _repeat_run(texts, i, previous)
+                )
                 start, stop = words[i][0], words[i + run][0] if i + run < len(words) else len(new)
                 if run and not _heard_anew(attention, start, stop, n_frames, 2 / 3, self._tokens_per_frame):
+                    if attention is not None and not _heard_anew(attention, start, len(new), n_frames, 2 / 3):
+                        stop = len(new)  # what follows the copy re-reads old audio too: the start over goes on
                     if stop == len(new):  # the copy ends the text: its closing mark replaces the first copy's
                         start, stop = self._letters_end(new[:start]), self._letters_end(new)
                     self.log.debug("restarted words not shown again: %r", self._text(new[start:stop]))
@@ -487,7 +502,7 @@ class Guards:
                     self.log.debug("repeated sentence not shown again: %r", self._text(new[words[i][0] : end]))
                     return words[i][0], end
                 self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
-            previous, first_start = [], words[i][0]  # the sentence at i is the next one's previous
+            previous, opening, first_start = [], [], words[i][0]  # the sentence at i is the next one's previous
         return hidden
 
     def _letters_end(self, tokens: list[int]) -> int:

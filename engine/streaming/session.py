@@ -235,7 +235,9 @@ class StreamingSession:
             text_out = self.committer.text_out
             hidden = (0, self.guards.repeated_prefix(seg, tokens[:k], res.attention, text_out))
             if upd.final and hidden[1] < k:
-                hidden = self.guards.repeated_sentence(tokens[:k], hidden, text_out, res.attention, n_frames)
+                hidden = self.guards.repeated_sentence(
+                    tokens[:k], hidden, text_out, res.attention, n_frames, window=seg.committed
+                )
             commit, end_s = self.committer.commit(seg, tokens[:k], res.attention, upd, hidden=hidden)
             self._committed_until_s = max(self._committed_until_s, end_s)
             if commit is not None:

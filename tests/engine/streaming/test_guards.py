@@ -215,3 +215,35 @@ def test_the_spoken_languages_function_words_are_tokens_to_ban(backend):
     german = set(guards.source_word_tokens("de"))
     assert backend.text_tokens(" und")[0] in german and backend.text_tokens(" die")[0] not in german
     assert guards.source_word_tokens("en") == [] and guards.source_word_tokens(None) == []
+
+
+def test_an_unpunctuated_restart_of_the_window_is_hidden_to_the_end(backend):
+    """Fast unpunctuated speech has no sentence start to restart from: a last decode that starts over from its
+    window's start ("the insurance company ... about to the damage" committed, then "within 7 days the insurance
+    company only pays if you are about to damage within 7 days") copies the window's committed opening. The copy
+    and the rest that re-reads old audio go; a sentence in the window said again later in new audio stays."""
+    import logging
+
+    import numpy as np
+
+    from engine.streaming.config import SessionConfig
+    from engine.streaming.guards import Guards
+
+    guards = Guards(backend, SessionConfig(task="transcribe"), logging.LoggerAdapter(logging.getLogger("test"), {}))
+    before = "like the train station my sister is getting married in June we still haven't picked a gift"
+    window = backend.text_tokens(" the insurance company only pays if you are about to the damage")
+    text_out = before + " " + b"".join(backend.token_bytes(t) for t in window).decode().strip()
+    new = backend.text_tokens(" within 7 days the insurance company only pays if you are about to damage within 7 days")
+    frames = [141, 156, 169, 190, 21, 46, 63, 75, 87, 96, 101, 106, 120, 126, 140, 174, 169]  # measured (en, fast)
+    assert len(new) == len(frames)
+    attention = np.zeros((len(new), 400), dtype=np.float32)
+    for t, frame in enumerate(frames):
+        attention[t, frame] = 1.0
+    a, b = guards.repeated_sentence(new, (0, 0), text_out, attention, 206, window=window)
+    assert b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode() == " within 7 days"
+    assert guards.repeated_sentence(new, (0, 0), text_out, attention, 206) == (0, 0)  # the window's start unknown
+    # the same words read in turn from new audio after "days": said again, kept
+    for t in range(3, len(new)):
+        attention[t] = 0.0
+        attention[t, 180 + 8 * t] = 1.0
+    assert guards.repeated_sentence(new, (0, 0), text_out, attention, 320, window=window) == (0, 0)
