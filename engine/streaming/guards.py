@@ -465,15 +465,12 @@ class Guards:
             opening.append(texts[i - 1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                run = (
-                    _restart_run(texts, i, previous)
-                    or _restart_run(texts, i, opening)
-                    or _repeat_run(texts, i, previous)
-                )
+                restart = _restart_run(texts, i, previous) or _restart_run(texts, i, opening)
+                run = restart or _repeat_run(texts, i, previous)
                 start, stop = words[i][0], words[i + run][0] if i + run < len(words) else len(new)
                 if run and not _heard_anew(attention, start, stop, n_frames, 2 / 3, self._tokens_per_frame):
-                    if attention is not None and not _heard_anew(attention, start, len(new), n_frames, 2 / 3):
-                        stop = len(new)  # what follows the copy re-reads old audio too: the start over goes on
+                    if restart and attention is not None and not _heard_anew(attention, start, len(new), n_frames):
+                        stop = len(new)  # what follows the restart re-reads old audio too: it goes on to the end
                     if stop == len(new):  # the copy ends the text: its closing mark replaces the first copy's
                         start, stop = self._letters_end(new[:start]), self._letters_end(new)
                     self.log.debug("restarted words not shown again: %r", self._text(new[start:stop]))
