@@ -125,15 +125,16 @@ class SessionConfig:
     # window's better translations, paid where Whisper is unsure. None (`--window-retry off`): never. -0.75 (the
     # last decodes of 43-85 % of segments by language), measured beside the default in one run each
     # (benchmarks/README.md; the whole window encoded in bf16 where native, Whisper.encode): own + dev (80
-    # sentences per language) BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; the real volunteer captions
-    # French 12.8 -> 14.9, Spanish 11.4 -> 11.7; 20 unseen sentences per language German 27.9 -> 29.3, French
-    # 27.7 -> 30.6, Spanish 32.0 -> 34.3 (last_window_s 30 gained less: unseen German -2.9). The price: one
+    # sentences per language) BLEU German 20.4 -> 22.5, French 21.8 -> 21.8, Spanish 22.6 -> 23.4; the real
+    # volunteer captions French 12.8 -> 14.9, Spanish 11.4 -> 11.7; 20 unseen sentences per language German 27.9
+    # -> 29.3, French 27.7 -> 30.6, Spanish 32.0 -> 34.3 (last_window_s 30 gained less: unseen German -2.9). One
     # stream's RTF 0.19-0.21 -> 0.23-0.30 in the quiet cost run and final captions later (StreamLAAL CA +0.3 to
     # +1.1 s). At engine d6bcca0 (without the beams' shared-keys fold those runs had) own + dev German scored 20.2
-    # -> 21.3 (chrF 42.5 -> 41.2), French 21.8 -> 21.8. Off by default: with it on, a regression stream
-    # (test_regressions.py's echo stream) commits one Spanish sentence untranslated that the default translates,
-    # Whisper base writing it out in Spanish on every window it was given. A retry that drifts into the spoken language is dropped (the short window's decode
-    # stands), and a session more than RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
+    # -> 21.3 (chrF 42.5 -> 41.2), French 21.8 -> 21.8. Off by default: on 24 more unseen sentences per language
+    # (engine f6f4900, an AMD EPYC, one run beside the default) it lost German 27.4 -> 25.4 and French 27.6 ->
+    # 25.8 BLEU, won Spanish 30.8 -> 31.6 and English 10.2 -> 9.2 % WER: no consistent gain. A retry that drifts
+    # into the spoken language is dropped (the short window's decode stands), and a session more than
+    # RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
     window_retry_logprob: float | None = None
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
