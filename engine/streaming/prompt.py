@@ -7,6 +7,7 @@ decode; SessionConfig.vocabulary leads it in every prompt.
 from __future__ import annotations
 
 from ..backend import Backend
+from ..text import ends_sentence
 from .config import SessionConfig
 from .segment import Segment
 
@@ -21,10 +22,22 @@ class Prompt:
         self.history: list[int] = []  # committed tokens of earlier segments (prompt source)
         words = " ".join(config.vocabulary.split())  # names/terms before the history in every prompt
         self.vocabulary = backend.text_tokens(" " + words)[:VOCABULARY_TOKENS] if words else []
+        stop = backend.text_tokens(".")
+        self._stop = stop if len(stop) == 1 else []  # the full stop Prompt.close adds (a single token, or none)
 
     def remember(self, tokens: list[int]) -> None:
-        """Committed tokens whose segment ended (or whose audio was trimmed) join the history."""
+        """Committed tokens whose audio was trimmed off a window's front join the history."""
         self.history = (self.history + tokens)[-max(self.config.prompt_tokens, 1) :]
+
+    def close(self, tokens: list[int]) -> None:
+        """A segment's committed tokens join the history, closed by a full stop if they end without a sentence mark.
+        Whisper copies the previous text's style: a last decode that ended without one ("... it's on the third
+        floor") made the next start in lower case, and fast English with short pauses lost its punctuation for the
+        rest of the stream (every later segment unpunctuated). The stop is the prompt's alone: captions keep the
+        text as decoded."""
+        if tokens and not ends_sentence(self.backend.token_bytes(tokens[-1])) and self._stop:
+            tokens = tokens + self._stop
+        self.remember(tokens)
 
     def start(self, seg: Segment, committed: list[int], language: str | None) -> None:
         """sequence = start tokens (task, language, previous committed text as the prompt) + `committed`."""

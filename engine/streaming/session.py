@@ -434,7 +434,7 @@ class StreamingSession:
         )
 
     def _end_segment(self, seg: Segment) -> None:
-        self.prompt.remember(seg.shown())
+        self.prompt.close(seg.shown())
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)
         self.policy.reset()

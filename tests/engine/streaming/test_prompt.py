@@ -38,3 +38,23 @@ def test_vocabulary_tokens_lead_the_prompt(backend) -> None:
         assert seg.prompt == history  # echo checks still compare against the previous text only
     long = StreamingSession(backend, SessionConfig(vocabulary="word " * 200))
     assert len(long.prompt.vocabulary) == VOCABULARY_TOKENS
+
+
+def test_a_closed_segment_ends_the_prompt_with_a_sentence_mark(backend) -> None:
+    """Prompt.close: a segment's text that ended without a sentence mark ("... it's on the third floor") reaches the
+    prompt with a full stop, since Whisper copies the previous text's style and went on unpunctuated; text that
+    ends one keeps it, and audio trimmed off a window's front (remember) is mid-speech: no stop is added."""
+    from engine.streaming.prompt import Prompt
+
+    prompt = Prompt(backend, SessionConfig(language="en", task="transcribe"))
+    unpunctuated = backend.text_tokens(" It has two bedrooms and it's on the third floor")
+    prompt.close(unpunctuated)
+    assert prompt.history == unpunctuated + backend.text_tokens(".")
+    asked = backend.text_tokens(" Is it still available?")
+    prompt.close(asked)
+    assert prompt.history[-len(asked) :] == asked  # its own mark kept, nothing added
+    trimmed = backend.text_tokens(" the rent is")
+    prompt.remember(trimmed)
+    assert prompt.history[-len(trimmed) :] == trimmed
+    prompt.close([])
+    assert prompt.history[-len(trimmed) :] == trimmed  # an empty segment adds nothing
