@@ -31,11 +31,30 @@ def english_wav(audio_dir: Path) -> Path:
     return write_wav(audio_dir / "en_stream.wav", audio)
 
 
-def _reference(ref, tok, text: str) -> str:
+# Beam scores closer than this are a tie that float rounding may break either way: the tiny random checkpoint scores
+# "Good morning, everyone." -> "iek" at -1.914571 and "K" at -1.914641, and on an AMD EPYC Dragoman's search (the
+# same algorithm, other kernels) picked "K"
+_TIE = 1e-3
+
+
+def _reference(ref, tok, text: str) -> list[str]:
+    """transformers' translation of `text` (the checkpoint's generation config, beam 4), then every other finished
+    beam hypothesis that ties with it within _TIE."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = ref.generate(**tok([text], return_tensors="pt"))  # the checkpoint's generation config (beam 4)
-    return tok.decode(out[0], skip_special_tokens=True)
+        beams = ref.generation_config.num_beams
+        out = ref.generate(
+            **tok([text], return_tensors="pt"),
+            num_return_sequences=beams,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    best = float(out.sequences_scores[0])
+    return [
+        tok.decode(seq, skip_special_tokens=True).strip()
+        for seq, score in zip(out.sequences, out.sequences_scores)
+        if float(score) >= best - _TIE
+    ]
 
 
 def _file_to_german_json(wav: Path, language: str, mt_path: Path) -> list[str]:
@@ -70,7 +89,7 @@ def test_file_target_equals_reference_translation_of_own_transcript(marian, engl
     assert " ".join(s["source_text"] for s in segments).split() == out["source_text"].split()
     assert "meeting" in out["source_text"].lower()
     for s in segments:
-        assert s["text"] == _reference(ref, tok, s["source_text"]).strip(), s["source_text"]
+        assert s["text"] in _reference(ref, tok, s["source_text"]), s["source_text"]
         assert s["end"] >= s["start"]
     assert out["text"] == " ".join(s["text"] for s in segments if s["text"])
 
@@ -88,7 +107,7 @@ def test_file_pivots_through_english_when_no_direct_pair(marian, audio_dir, caps
     assert out["task"] == "translate" and out["language"] == "fr"
     assert {"music", "cinema"} & set(out["source_text"].lower().replace(".", " ").split())  # English, not French
     for s in out["segments"]:
-        assert s["text"] == _reference(ref, tok, s["source_text"]).strip()
+        assert s["text"] in _reference(ref, tok, s["source_text"])
 
 
 def test_mt_model_without_target_is_an_error(marian, english_wav, capsys) -> None:
@@ -134,7 +153,7 @@ def test_stream_target_commits_translate_every_sentence_once(marian, english_wav
     assert len(commits) >= 4
     assert " ".join(c["source_text"] for c in commits).split() == source.split()
     for c in commits:
-        assert c["text"].strip() == _reference(ref, tok, c["source_text"]).strip()
+        assert c["text"].strip() in _reference(ref, tok, c["source_text"])
         assert c["latency_s"] >= 0
     assert any(r["type"] == "target_partial" for r in records)
     assert "latency from source speech to target commit" in capsys.readouterr().err
