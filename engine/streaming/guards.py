@@ -170,7 +170,8 @@ _SOURCE_WORDS = {
     "auch nach dem den des zu von bitte vielen dank im es aber oder wie wenn noch schon nur kann können muss "
     "mein meine unser unsere".split(),
     "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour de en au aux "
-    "ce cette il elle ils ne mais où sont ont était mon ma mes sa ses leur leurs".split(),
+    "ce cette il elle ils ne mais où sont ont était mon ma mes sa ses leur leurs à l qu c voici tous toutes ça chez "
+    "sans alors donc comme aussi bonsoir".split(),
     "es": "el los las y es que con por un una unos unas para nosotros muy hoy buenos días gracias del la de en se al "
     "lo su sus como más pero le les ya este esta también porque cuando qué dónde donde hay ha han tiene puede nos mi "
     "mis está están sobre entre desde hasta todo todos".split(),

@@ -57,8 +57,11 @@ def test_speech_written_out_in_spanish_or_french_is_a_drift_and_names_are_not():
     assert looks_like_source_language("Lisboio por dos son las ciudades donde más se ha encarecido una casa.", "es")
     assert looks_like_source_language("Il faisait frais, mais les paysages étaient magnifiques.", "fr")
     assert looks_like_source_language("Die Preise für Gemüse sind in diesem Jahr stark gestiegen.", "de")
+    # a stream's opening greeting, written out in French (dev_fr_1; 2 of 10 words before "à", "l", "voici" joined)
+    assert looks_like_source_language("Bonsoir à tous, voici les principaux titres de l'actualité", "fr")
     assert not looks_like_source_language("She met Juan de la Cruz in the city of Buenos Aires.", "es")
     assert not looks_like_source_language("Songs like La Vie en rose are now known all over the world.", "fr")
+    assert not looks_like_source_language("I'd say it's the Café de Flore, a place I'll show you.", "fr")
     assert not looks_like_source_language("The concert begins at eight, but we should be there earlier.", "de")
 
 
