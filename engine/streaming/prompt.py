@@ -30,12 +30,19 @@ class Prompt:
         self.history = (self.history + tokens)[-max(self.config.prompt_tokens, 1) :]
 
     def close(self, tokens: list[int]) -> None:
-        """A segment's committed tokens join the history, closed by a full stop if they end without a sentence mark.
-        Whisper copies the previous text's style: a last decode that ended without one ("... it's on the third
-        floor") made the next start in lower case, and fast English with short pauses lost its punctuation for the
-        rest of the stream (every later segment unpunctuated). The stop is the prompt's alone: captions keep the
-        text as decoded."""
-        if tokens and not ends_sentence(self.backend.token_bytes(tokens[-1])) and self._stop:
+        """A segment's committed tokens join the history; in transcription closed by a full stop if they end without
+        a sentence mark. Whisper copies the previous text's style: a last decode that ended without one ("... it's
+        on the third floor") made the next start in lower case, and fast English with short pauses lost its
+        punctuation for the rest of the stream. The stop is the prompt's alone: captions keep the text as decoded.
+        Not in translation: a segment that closed mid-sentence ("... which will take a" for "ce qui retarde
+        certaines livraisons") then began a new English sentence and drifted into French (own + dev French 21.9 ->
+        21.5 BLEU; English 11.7 -> 11.2 % WER)."""
+        if (
+            tokens
+            and self.config.task == "transcribe"
+            and self._stop
+            and not ends_sentence(self.backend.token_bytes(tokens[-1]))
+        ):
             tokens = tokens + self._stop
         self.remember(tokens)
 

@@ -58,3 +58,6 @@ def test_a_closed_segment_ends_the_prompt_with_a_sentence_mark(backend) -> None:
     assert prompt.history[-len(trimmed) :] == trimmed
     prompt.close([])
     assert prompt.history[-len(trimmed) :] == trimmed  # an empty segment adds nothing
+    translating = Prompt(backend, SessionConfig(language="fr", task="translate"))
+    translating.close(unpunctuated)
+    assert translating.history == unpunctuated  # a segment may close mid-sentence: the translation goes on
