@@ -16,6 +16,7 @@ import numpy as np
 
 from ..backend import Backend
 from ..text import ends_sentence, starts_word
+from .drift import bannable_words, looks_like_source_language
 from .policy import ONSET_MARGIN_S, attended_frame
 from .segment import Segment, Update
 
@@ -158,42 +159,6 @@ def echo_run(words: Sequence[str], n_new: int, prompt_words: Sequence[str], min_
     grams = {tuple(prompt_words[i : i + min_words]) for i in range(len(prompt_words) - min_words + 1)}
     first = max(0, len(words) - n_new - min_words + 1)  # runs that reach into the new words
     return any(tuple(words[i : i + min_words]) in grams for i in range(first, len(words) - min_words + 1))
-
-
-# Frequent function words that are not English words: their density tells a translation drifting into the
-# source language. Deliberately short lists of unambiguous words (no "die", "a", "in", "son").
-# Each language's commonest function words that English text does not use (no "a", "no", "on", "will", "war"):
-# the Spanish list lacked "la", "de", "en", "se", and a whole-window retry written out in Spanish ("... por qué
-# quede a pedir cita con la doctora") passed as a translation.
-_SOURCE_WORDS = {
-    "de": "und der die das ist nicht ich wir sie mit ein eine einen einem einer auf für sind wird haben heute sehr "
-    "auch nach dem den des zu von bitte vielen dank im es aber oder wie wenn noch schon nur kann können muss "
-    "mein meine unser unsere".split(),
-    "fr": "le la les et est je nous vous avec pour une des du dans sur pas qui que très aujourd bonjour de en au aux "
-    "ce cette il elle ils ne mais où sont ont était mon ma mes sa ses leur leurs à l qu c voici tous toutes ça chez "
-    "sans alors donc comme aussi bonsoir".split(),
-    "es": "el los las y es que con por un una unos unas para nosotros muy hoy buenos días gracias del la de en se al "
-    "lo su sus como más pero le les ya este esta también porque cuando qué dónde donde hay ha han tiene puede nos mi "
-    "mis está están sobre entre desde hasta todo todos".split(),
-    "it": "il gli e è che con per una della sono molto oggi".split(),
-    "nl": "de het een en is niet ik wij zijn met voor ook".split(),
-}
-
-
-# source words that English text uses too: never banned from a translation (Guards.source_word_tokens)
-_ENGLISH_TOO = {"die", "den", "also"}
-
-
-def looks_like_source_language(text: str, language: str | None) -> bool:
-    """Translate mode drifted into the spoken language: many of the words are that language's function words."""
-    words = _SOURCE_WORDS.get(language or "")
-    if not words:
-        return False
-    toks = re.findall(r"[^\W\d_]+", text.lower())
-    if len(toks) < 3:
-        return False
-    hits = sum(t in words for t in toks)
-    return hits / len(toks) >= 0.3
 
 
 # Duplicate guard (see Guards.repeated_prefix): how many committed words are searched for a repeat, and how long a
@@ -388,12 +353,11 @@ class Guards:
         return False
 
     def source_word_tokens(self, language: str | None) -> list[int]:
-        """The tokens that spell one of the spoken language's function words (_SOURCE_WORDS, as a word of its own,
-        lower-case or capitalised; those that are English words too left out): banned in a decode that must not
-        write the speech out untranslated (StreamingSession._salvage)."""
+        """The tokens that spell one of the spoken language's bannable function words (drift.bannable_words, as a
+        word of its own, lower-case or capitalised): banned in a decode that must not write the speech out
+        untranslated (StreamingSession._translated_again)."""
         if language not in self._source_tokens:
-            words = [w for w in _SOURCE_WORDS.get(language or "", ()) if w not in _ENGLISH_TOO]
-            spelled = (self.backend.text_tokens(" " + v) for w in words for v in {w, w.capitalize()})
+            spelled = (self.backend.text_tokens(" " + v) for w in bannable_words(language) for v in {w, w.capitalize()})
             self._source_tokens[language] = sorted({t[0] for t in spelled if len(t) == 1})
         return self._source_tokens[language]
 

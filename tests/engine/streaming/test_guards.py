@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from engine.streaming.drift import looks_like_source_language
 from engine.streaming.guards import (
     echo_run,
     is_prompt_echo,
     is_stutter,
-    looks_like_source_language,
     repetition_cut,
     stutter_spans,
 )

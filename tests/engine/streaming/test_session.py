@@ -279,7 +279,7 @@ def test_a_last_decode_that_goes_on_untranslated_is_translated_again(backend, au
 
     from engine.audio import load_audio
     from engine.streaming.batch import decode_batch
-    from engine.streaming.guards import looks_like_source_language
+    from engine.streaming.drift import looks_like_source_language
     from tests.speech import synthesize
 
     text = "Un piso compartido en Granada cuesta unos trescientos cincuenta euros al mes por habitación."
