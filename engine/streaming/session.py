@@ -228,7 +228,7 @@ class StreamingSession:
             res = self._retry_without_prompt(pending)
             tokens = res.tokens
         elif final and seg.committed and self.mode.continues and guards.drifted(tokens, self.language):
-            res = self._translated_again(pending, res)  # the sentence's rest written out untranslated
+            res = self._translated_again(pending) or res  # the sentence's rest written out untranslated
             tokens = res.tokens
         k = self._stable_count(seg, upd, tokens, res, n_frames)
         if k:
@@ -379,23 +379,23 @@ class StreamingSession:
                 self.log.info("last update drifted: continued from the text shown before")
                 joined = self._joined(pending, base, more)
                 return joined.tokens, joined
-        again = self._translated_again(pending, res, base)
-        if again is not res:
+        again = self._translated_again(pending, base)
+        if again is not None:
             return again.tokens, again
         if base:
             self.log.info("last update drifted three times: the text shown before is committed")
             return base, dataclasses.replace(res, attention=None)
         return self.guards.discard(seg, upd, heard, res, self.language)
 
-    def _translated_again(self, pending: PendingDecode, res: DecodeResult, base: Sequence[int] = ()) -> DecodeResult:
-        """Model step: a last decode `res` that drifted into the spoken language, decoded again (on from `base`,
-        tokens taken as decoded) with that language's function words banned; `res` itself if that drifts too. After
-        committed words the beam may go on untranslated ("A piece shared in Granada" committed, then "Cuesta unos
-        350 euros al mes para habitación.")."""
+    def _translated_again(self, pending: PendingDecode, base: Sequence[int] = ()) -> DecodeResult | None:
+        """Model step: a last decode that drifted into the spoken language, decoded again (on from `base`, tokens
+        taken as decoded) with that language's function words banned; None if that drifts too (or nothing is
+        banned). After committed words the beam may go on untranslated ("A piece shared in Granada" committed,
+        then "Cuesta unos 350 euros al mes para habitación.")."""
         banned = self.guards.source_word_tokens(self.language)
         more = self._decode_on(pending, list(base), banned=banned) if banned else None
         if more is None or not more.tokens or self.guards.drifted(more.tokens, self.language):
-            return res
+            return None
         self.log.info("last update drifted: decoded again without the %s function words", self.language)
         return self._joined(pending, list(base), more)
 
