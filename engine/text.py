@@ -57,3 +57,10 @@ _TEXT_ENDS_SENTENCE = re.compile(f"[{re.escape(SENTENCE_END_MARKS)}][{re.escape(
 def text_ends_sentence(text: str) -> bool:
     """`text` (trailing spaces ignored) ends with a sentence end, closing quotes or brackets after it included."""
     return _TEXT_ENDS_SENTENCE.search(text.rstrip()) is not None
+
+
+def norm_words(text: str) -> list[str]:
+    """Words reduced to lower-case letters and digits (punctuation and spacing ignored); empty ones dropped: how
+    the streaming guards compare texts ("5. 2%" and "5.2%" are one word)."""
+    out = ("".join(c for c in w.lower() if c.isalnum()) for w in text.split())
+    return [w for w in out if w]

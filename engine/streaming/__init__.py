@@ -9,7 +9,9 @@
   prompt.py      a segment's start tokens: task, language, vocabulary and the previous committed text
   decoder.py     one greedy/beam decoder update over a DecoderState; batch.py: several streams per step
   language_id.py the spoken-language guess from the first speech
-  guards.py      hallucination and repetition guards
+  guards.py      hallucination guards: repetition loops, re-read audio, prompt echoes, drift, non-speech
+  drift.py       telling a translation written out in the spoken language instead
+  repeats.py     the duplicate guard: decoded words that only repeat committed text are not shown again
   policy.py      which generated tokens are stable (AlignAtt, LocalAgreement; no torch)
   committer.py   what is committed and what stays partial: boundaries, UTF-8, spacing, timing
   trim.py        dropping committed audio from a long window's front

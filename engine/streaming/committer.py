@@ -78,7 +78,7 @@ class Committer:
         self, seg: Segment, new: list[int], attention: np.ndarray | None, upd: Update, hidden: tuple[int, int] = (0, 0)
     ) -> tuple[Commit | None, float]:
         """Commit `new` (all of it enters the decoder's sequence); the tokens in new[hidden[0]:hidden[1]] are not
-        shown (a repeat, see Guards.repeated_prefix). Returns the Commit to emit (None: nothing to show) and the
+        shown (a repeat, see Repeats.repeated_prefix). Returns the Commit to emit (None: nothing to show) and the
         stream time the committed text now reaches."""
         shown = new[: hidden[0]] + new[hidden[1] :]
         data = seg.pending_bytes + b"".join(self.backend.token_bytes(t) for t in shown)

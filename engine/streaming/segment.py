@@ -35,7 +35,7 @@ class Segment:
     committed_end_s: float = 0.0  # stream time the committed text reaches
     # stream time each committed token's alignment heads point at (parallel to `committed`; None: unknown)
     token_s: list[float | None] = field(default_factory=list)
-    # parallel to `committed`: True for a token committed but not shown (a repeat, Guards.repeated_prefix); the
+    # parallel to `committed`: True for a token committed but not shown (a repeat, Repeats.repeated_prefix); the
     # decoder keeps it in its sequence, the next segment's prompt leaves it out (a repeat there invites an echo)
     hidden: list[bool] = field(default_factory=list)
     refill: bool = False  # the cached prefix no longer matches `sequence` (after a trim): re-fill it once

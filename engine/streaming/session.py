@@ -51,6 +51,7 @@ from .mailbox import Inbox, Outbox
 from .modes import mode_for
 from .policy import Hypothesis, Policy, attended_frame, policy_for
 from .prompt import Prompt
+from .repeats import Repeats
 from .segment import PendingDecode, Segment, Stats, Update
 from .segmenter import Segmenter
 from .trim import trim
@@ -100,6 +101,7 @@ class StreamingSession:
         self.done = False  # finish() was processed: every commit is out
         self.segmenter = Segmenter(config, self._idle_until, self.log, backend.trained_window_s)
         self.guards = Guards(backend, config, self.log)
+        self.repeats = Repeats(backend, config.max_tokens_per_s, self.log)
         self.committer = Committer(backend, config, self.policy)
         self.prompt = Prompt(backend, config)
         self._committed_until_s = 0.0
@@ -233,9 +235,9 @@ class StreamingSession:
         k = self._stable_count(seg, upd, tokens, res, n_frames)
         if k:
             text_out = self.committer.text_out
-            hidden = (0, self.guards.repeated_prefix(seg, tokens[:k], res.attention, text_out))
+            hidden = (0, self.repeats.repeated_prefix(seg, tokens[:k], res.attention, text_out))
             if upd.final and hidden[1] < k:
-                hidden = self.guards.repeated_sentence(
+                hidden = self.repeats.repeated_sentence(
                     tokens[:k], hidden, text_out, res.attention, n_frames, window=seg.committed
                 )
             commit, end_s = self.committer.commit(seg, tokens[:k], res.attention, upd, hidden=hidden)
