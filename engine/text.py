@@ -64,3 +64,36 @@ def norm_words(text: str) -> list[str]:
     the streaming guards compare texts ("5. 2%" and "5.2%" are one word)."""
     out = ("".join(c for c in w.lower() if c.isalnum()) for w in text.split())
     return [w for w in out if w]
+
+
+# a word ending in "." that does not end a sentence: one with a stop inside ("a.m.", "e.g.") or one of these
+_ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "approx.", "no.", "nr.", "ca.", "z.", "bzw."}
+# a lower-case letter opening a word after a sentence end (an ellipsis continues the sentence)
+_LOWER_AFTER_END = re.compile(r"(?<![.…])(\S*[.?!][\"'”’»)\]]*)(\s+[\"'“‘«(\[]*)([^\W\d_])")
+
+
+def capitalise_sentences(before: str, text: str) -> str:
+    """`text`, to be written after `before`, with each sentence it starts opening in upper case. Whisper now and
+    then starts a sentence in lower case after its own full stop ("... in August. drivers are advised ...",
+    "... hospitals. the"), mostly at a segment's start; the full stop stands, so the capital goes with it. Words
+    that mix cases ("iPhone") and sentences after an abbreviation ("at 9 a.m. and") keep theirs."""
+    tail = before[-40:]
+    joined = tail + text
+
+    def fix(m: re.Match[str]) -> str:
+        word, gap, letter = m.group(1), m.group(2), m.group(3)
+        stop_word = word.rstrip("\"'”’»)]").lower()
+        rest = joined[m.end() :].split(maxsplit=1)[0] if joined[m.end() :].strip() else ""
+        if (
+            m.start(3) < len(tail)  # already written
+            or not letter.islower()
+            or "." in stop_word[:-1]  # "a.m.", "e.g."
+            or stop_word in _ABBREVIATIONS
+            or stop_word[:-1].isdigit()  # a German ordinal ("am 5. mai" is rare, but never a sentence's end)
+            or any(c.isupper() for c in rest)  # "iPhone"
+            or "." in rest[:-1]  # "a.m." itself
+        ):
+            return m.group(0)
+        return word + gap + letter.upper()
+
+    return _LOWER_AFTER_END.sub(fix, joined)[len(tail) :]

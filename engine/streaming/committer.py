@@ -10,7 +10,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..backend import Backend
 from ..events import Commit, Partial
-from ..text import ends_clause, ends_sentence, split_complete_utf8, starts_word
+from ..text import capitalise_sentences, ends_clause, ends_sentence, split_complete_utf8, starts_word
 from .config import SessionConfig
 from .policy import Policy, attended_frame
 from .segment import Segment, Update
@@ -111,6 +111,7 @@ class Committer:
             and not self.text_out[-1:].isspace()
         ):
             text = " " + text  # a new segment's first words
+        text = capitalise_sentences(self.text_out, text)
         if not text:
             return None, end
         self.text_out += text
@@ -129,6 +130,7 @@ class Committer:
             text = ""
         if not self.text_out:
             text = text.lstrip()
+        text = capitalise_sentences(self.text_out, text)
         if text == self.partial:
             return None
         self.partial = text

@@ -44,3 +44,19 @@ def test_caption_rules_end_sentences_with_the_same_marks():
         assert sentence.search("word" + mark + "”") and text.text_ends_sentence("word" + mark + "”")
     clause = re.compile(rules["clause_end"])
     assert all(clause.search("word" + mark) for mark in text.CLAUSE_END_MARKS)
+
+
+def test_a_sentence_started_in_lower_case_gets_its_capital():
+    """Whisper now and then opens a sentence in lower case after its own full stop, mostly at a segment's start
+    (own + dev: "... in August. drivers are advised", "... hospitals. the"); the capital follows the stop, within
+    a text and across what was written before. Abbreviations, numbers, an ellipsis and mixed-case words keep theirs."""
+    assert text.capitalise_sentences("the roads in August.", " drivers are advised") == " Drivers are advised"
+    assert text.capitalise_sentences("Is it?", " yes, it is. and so") == " Yes, it is. And so"
+    assert text.capitalise_sentences("", "the end. «la suite") == "the end. «La suite"
+    assert text.capitalise_sentences("He said.", " über alles") == " Über alles"
+    assert text.capitalise_sentences("Okay", " then we go") == " then we go"  # no sentence end before it
+    assert text.capitalise_sentences("It opens at 9 a.m.", " and closes late") == " and closes late"
+    assert text.capitalise_sentences("Ask Dr.", " smith") == " smith"
+    assert text.capitalise_sentences("Wait...", " maybe not") == " maybe not"
+    assert text.capitalise_sentences("Hello.", " iPhone users") == " iPhone users"
+    assert text.capitalise_sentences("am 5.", " mai") == " mai"

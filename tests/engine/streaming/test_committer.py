@@ -82,3 +82,17 @@ def test_a_split_character_waits_for_its_last_byte_and_segments_are_spaced():
     nxt = Segment(start_s=4.0, n_samples=16000 * 3)
     commit, end_s = c.commit(nxt, [1], None, update(nxt, final=True))
     assert commit is not None and commit.text == " city" and end_s == 7.0
+
+
+def test_a_sentence_opened_in_lower_case_after_a_stop_is_shown_and_committed_with_its_capital():
+    """Whisper may open a segment's sentence in lower case after the last one's full stop ("August. drivers"):
+    the partial and the commit show the capital; the decoder's tokens stay as they are."""
+    c = committer()
+    seg = Segment(start_s=0.0, n_samples=16000 * 3)
+    c.commit(seg, [0, 6, 7], None, update(seg, final=True))
+    assert c.text_out == "The today."
+    nxt = Segment(start_s=4.0, n_samples=16000 * 3)
+    assert c.show([1, 2], nxt, update(nxt)) == Partial(text=" City of", start_s=4.0, end_s=7.0)
+    commit, _ = c.commit(nxt, [1], None, update(nxt))
+    assert commit is not None and commit.text == " City" and nxt.sequence[-1] == 1
+    assert c.show([2], nxt, update(nxt)) == Partial(text=" of", start_s=7.0, end_s=7.0)
