@@ -70,7 +70,9 @@ def test_a_translation_that_goes_over_into_the_spoken_language_halfway_is_a_drif
     went over into French after two English words (fresh speech, committed as is before), or German written in its
     rarer words, under the 30 % density. A place name brings English words with it."""
     assert looks_like_source_language("A collective rallye samedi à la mairie de Toulouse, the 9h16h.", "fr")
-    assert looks_like_source_language("Laut einer Umfrage hat fast jeder dritte des halb schon einmal verzichtet.", "de")
+    assert looks_like_source_language(
+        "Laut einer Umfrage hat fast jeder dritte des halb schon einmal verzichtet.", "de"
+    )
     assert looks_like_source_language("A piece shared in Granada Cuesta unos 350 euros al mes para habitación.", "es")
     assert not looks_like_source_language("We live on the Rue de la Paix, and it is near the station.", "fr")
     assert not looks_like_source_language("It is the Plaza de la Villa, the oldest square in the city.", "es")
