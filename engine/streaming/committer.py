@@ -21,10 +21,6 @@ def _ends_word_before(piece: bytes) -> bool:
     return starts_word(piece) or not piece
 
 
-# English determiners a commit may not end in (SessionConfig.hold_determiners)
-_DETERMINERS = frozenset("the a an this these those my your his her its our their".split())
-
-
 class Committer:
     """One stream's committed text (`text_out`) and shown partial; turns a decision into events."""
 
@@ -38,7 +34,6 @@ class Committer:
             "clause": ends_clause,
             "sentence": ends_sentence,
         }[config.commit_unit]
-        self._hold_determiners = config.hold_determiners
         self.text_out = ""  # everything committed (for spacing across segments)
         self.partial = ""
 
@@ -47,8 +42,7 @@ class Committer:
         k = self._word_boundary(tokens, k, next_token)
         if self._unit_end is not None:
             k = self._unit_boundary(tokens, k, self._unit_end)
-        k = self._hold_back_words(tokens, k)
-        return self._hold_back_determiner(tokens, k) if self._hold_determiners else k
+        return self._hold_back_words(tokens, k)
 
     def _word_boundary(self, tokens: list[int], k: int, next_token: int | None) -> int:
         # Commit whole words only: tokens[k] (or the token decoding stopped at) must start a new word,
@@ -69,17 +63,6 @@ class Committer:
             if unit_end(self.backend.token_bytes(tokens[i - 1])):
                 return i
         return 0
-
-    def _hold_back_determiner(self, tokens: list[int], k: int) -> int:
-        # A commit does not end in an English determiner: it commits the decoder to a noun phrase next, from audio
-        # it has not heard yet (SessionConfig.hold_determiners). Whole words only, so tokens[k] starts a word.
-        start = k - 1  # where the last word starts
-        while start > 0 and not starts_word(self.backend.token_bytes(tokens[start])):
-            start -= 1
-        if start < 0:
-            return k
-        word = b"".join(self.backend.token_bytes(t) for t in tokens[start:k]).decode("utf-8", "ignore")
-        return start if word.strip().lower() in _DETERMINERS else k
 
     def _hold_back_words(self, tokens: list[int], k: int) -> int:
         # Keep the last `held_words` words before the stable end as partial (see AlignAtt.held_words).

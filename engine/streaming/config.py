@@ -90,10 +90,6 @@ class SessionConfig:
     # French 22.0 -> 21.4 at 2.97 -> 3.30 s; Spanish 22.2 -> 23.1 at 3.44 -> 3.99 s), the confidence rule
     # already holding back the unsure words there.
     hold_words: int | None = None
-    # A commit before a segment's end never ends in an English determiner ("the", "a", "my", ...): it waits for its
-    # noun. A committed "The" from a sentence's first second binds the rest to a noun phrase the speaker may not
-    # have said ("The" for "Laut der Verwaltung ...", then "extension of the Radwerker ...").
-    hold_determiners: bool = False
     # Buffer trimming: once a segment's window is longer than `trim_s`, the audio of text already committed is
     # dropped from its front and that text becomes the decoder's previous-text prompt (whisper_streaming trims its
     # buffer the same way), so pause-free speech is committed steadily and the encoder, re-run over the window

@@ -96,12 +96,3 @@ def test_a_sentence_opened_in_lower_case_after_a_stop_is_shown_and_committed_wit
     commit, _ = c.commit(nxt, [1], None, update(nxt))
     assert commit is not None and commit.text == " City" and nxt.sequence[-1] == 1
     assert c.show([2], nxt, update(nxt)) == Partial(text=" of", start_s=7.0, end_s=7.0)
-
-
-def test_a_commit_waits_with_a_determiner_for_its_noun():
-    """hold_determiners: a commit that would end in "The" keeps it partial; one that ends in a noun is whole."""
-    c = committer(hold_determiners=True)
-    assert c.stable_end([0, 1, 2, 0], 4, 1) == 3  # "The city of The" + " city": "The" waits
-    assert c.stable_end([0, 1], 2, 2) == 2  # "The city" + " of"
-    assert c.stable_end([0], 1, 1) == 0  # the segment's first word
-    assert committer().stable_end([0, 1, 2, 0], 4, 1) == 4  # off: as before
