@@ -7,7 +7,7 @@ decode; SessionConfig.vocabulary leads it in every prompt.
 from __future__ import annotations
 
 from ..backend import Backend
-from ..text import ends_sentence
+from ..text import capitalise_sentences, ends_sentence
 from .config import SessionConfig
 from .segment import Segment
 
@@ -26,8 +26,19 @@ class Prompt:
         self._stop = stop if len(stop) == 1 else []  # the full stop Prompt.close adds (a single token, or none)
 
     def remember(self, tokens: list[int]) -> None:
-        """Committed tokens whose audio was trimmed off a window's front join the history."""
-        self.history = (self.history + tokens)[-max(self.config.prompt_tokens, 1) :]
+        """Committed tokens whose audio was trimmed off a window's front join the history, as the captions show
+        them: a sentence Whisper opened in lower case after a full stop gets its capital (text.capitalise_sentences)
+        here too. Whisper copies the prompt's style: "... two weeks later. tickets for the lunar record reunion
+        tour ..." in the prompt, and the next segments of fast English came out in lower case without a stop."""
+        self.history = (self.history + self._as_shown(tokens))[-max(self.config.prompt_tokens, 1) :]
+
+    def _as_shown(self, tokens: list[int]) -> list[int]:
+        before, text = self._text(self.history[-16:]), self._text(tokens)
+        shown = capitalise_sentences(before, text)
+        return tokens if shown == text else self.backend.text_tokens(shown)
+
+    def _text(self, tokens: list[int]) -> str:
+        return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
 
     def close(self, tokens: list[int]) -> None:
         """A segment's committed tokens join the history; in transcription closed by a full stop if they end without

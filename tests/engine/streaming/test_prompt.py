@@ -53,7 +53,7 @@ def test_a_closed_segment_ends_the_prompt_with_a_sentence_mark(backend) -> None:
     asked = backend.text_tokens(" Is it still available?")
     prompt.close(asked)
     assert prompt.history[-len(asked) :] == asked  # its own mark kept, nothing added
-    trimmed = backend.text_tokens(" the rent is")
+    trimmed = backend.text_tokens(" The rent is")
     prompt.remember(trimmed)
     assert prompt.history[-len(trimmed) :] == trimmed
     prompt.close([])
@@ -61,3 +61,20 @@ def test_a_closed_segment_ends_the_prompt_with_a_sentence_mark(backend) -> None:
     translating = Prompt(backend, SessionConfig(language="fr", task="translate"))
     translating.close(unpunctuated)
     assert translating.history == unpunctuated  # a segment may close mid-sentence: the translation goes on
+
+
+def test_a_sentence_opened_in_lower_case_reaches_the_prompt_with_its_capital(backend) -> None:
+    """The prompt carries the text as the captions show it: a segment Whisper opened in lower case after the last
+    one's full stop ("later. tickets for the lunar record ...") enters it capitalised, since the next segments copy
+    the prompt's style (unseen fast English went on in lower case without stops); other segments keep their tokens."""
+    from engine.streaming.prompt import Prompt
+
+    prompt = Prompt(backend, SessionConfig(language="en", task="transcribe"))
+    first = backend.text_tokens(" A friend of mine found hers two weeks later.")
+    prompt.close(first)
+    assert prompt.history == first
+    prompt.close(backend.text_tokens(" tickets for the tour went on sale."))
+    assert prompt.history[len(first) :] == backend.text_tokens(" Tickets for the tour went on sale.")
+    trimmed = backend.text_tokens(" within minutes the site crashed")
+    prompt.remember(trimmed)
+    assert prompt.history[-len(trimmed) :] == backend.text_tokens(" Within minutes the site crashed")
