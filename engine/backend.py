@@ -173,6 +173,11 @@ def make_backend(bundle: SpeechBundle) -> Backend:
     return family_of(bundle).backend(bundle)
 
 
+def tokens_text(backend: Backend, tokens: list[int]) -> str:
+    """The text of `tokens` (special tokens add nothing; a cut-off character becomes U+FFFD)."""
+    return b"".join(backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+
+
 def transcribe(
     bundle: SpeechBundle,
     audio: np.ndarray,

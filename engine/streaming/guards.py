@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..backend import Backend
+from ..backend import Backend, tokens_text
 from ..text import ends_sentence, norm_words, starts_word
 from .drift import bannable_words, looks_like_source_language
 from .segment import Segment, Update
@@ -195,7 +195,7 @@ class Guards:
         return False
 
     def _text(self, tokens: list[int]) -> str:
-        return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+        return tokens_text(self.backend, tokens)
 
     def discard(
         self, seg: Segment, upd: Update, heard: list[int], res: DecodeResult, language: str | None

@@ -6,7 +6,7 @@ decode; SessionConfig.vocabulary leads it in every prompt.
 
 from __future__ import annotations
 
-from ..backend import Backend
+from ..backend import Backend, tokens_text
 from ..text import capitalise_sentences, ends_sentence
 from .config import SessionConfig
 from .segment import Segment
@@ -38,7 +38,7 @@ class Prompt:
         return tokens if shown == text else self.backend.text_tokens(shown)
 
     def _text(self, tokens: list[int]) -> str:
-        return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+        return tokens_text(self.backend, tokens)
 
     def close(self, tokens: list[int]) -> None:
         """A segment's committed tokens join the history; in transcription closed by a full stop if they end without

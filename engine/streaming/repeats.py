@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..backend import Backend
+from ..backend import Backend, tokens_text
 from ..text import ends_sentence, norm_words
 from .guards import REREAD_FRAMES
 from .policy import ONSET_MARGIN_S, attended_frame
@@ -129,7 +129,7 @@ class Repeats:
         self._tokens_per_frame = max_tokens_per_s * backend.frame_s  # the fastest speech (_heard_anew)
 
     def _text(self, tokens: list[int]) -> str:
-        return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+        return tokens_text(self.backend, tokens)
 
     def repeated_prefix(self, seg: Segment, new: list[int], attention: np.ndarray | None, text_out: str) -> int:
         """How many leading tokens of `new` say again what is already committed (`text_out`): the decoder restarted
