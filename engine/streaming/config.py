@@ -67,7 +67,10 @@ class SessionConfig:
     # 36.7) but StreamLAAL 2.84 s instead of 1.33 s, since most VAD segments last only two or three updates.
     confirm_first: bool = False
     # AlignAtt: every commit must also agree with the previous update's hypothesis (LocalAgreement-2 on top).
-    # Off: on the German own-set stream 1 it lost on both counts (BLEU 19.6 vs 21.9, StreamLAAL 4.2 vs 2.4 s).
+    # Off: on the German own-set stream 1 it lost on both counts (BLEU 19.6 vs 21.9, StreamLAAL 4.2 vs 2.4 s). Measured
+    # again at engine 5f1ba06 (AMD EPYC; own + dev and 56 unseen sentences per language, benchmarks/README.md): BLEU
+    # within noise either way (German own + dev +0.6, unseen -2.7 / +0.5), English WER better (own + dev 11.2 -> 10.6 %,
+    # unseen 9.9 -> 8.3 %, 14.1 -> 13.9 %), every language's StreamLAAL CU +0.3 to +0.9 s: off.
     agree: bool = False
     # AlignAtt: a word is committed only if each of its tokens had at least this probability when decoded; the
     # first unsure token and everything after it stay partial until a later update (or the segment's last,
@@ -117,8 +120,10 @@ class SessionConfig:
     # 10 s: 20.0; English transcription 10.6 -> 11.1 % WER). But one 30 s encoder pass per segment costs 0.4 s on
     # two cores: in the cost run translation RTF rose from 0.18-0.19 to 0.29-0.35 (over the 0.3 one live stream
     # may use) and StreamLAAL CA by 0.1-0.9 s; four live German streams still kept up, but at a median lag of
-    # 4.7-6.1 s instead of 4.1 s. Off by default; on (`--last-window 30`) where quality matters more than compute
-    # and the final captions' latency.
+    # 4.7-6.1 s instead of 4.1 s. Measured again at engine 5f1ba06 on another CPU (AMD EPYC, one run beside 0): own +
+    # dev French 22.1 -> 20.8, Spanish 23.6 -> 25.1; 56 unseen sentences per language (two sets) German 27.4 -> 27.2
+    # and 17.7 -> 15.5, French 27.6 -> 29.2 and 22.9 -> 22.7, Spanish 30.8 -> 29.3 and 21.6 -> 18.9: no consistent
+    # gain. Off by default; on (`--last-window 30`) to try where compute and the final captions' latency are free.
     last_window_s: float = 0.0
     # A segment's last decode (on its short window) whose average log-probability per token is below this is
     # decoded again on the model's whole trained window (as last_window_s 30, for that segment alone): the whole
@@ -132,7 +137,8 @@ class SessionConfig:
     # +1.1 s). At engine d6bcca0 (without the beams' shared-keys fold those runs had) own + dev German scored 20.2
     # -> 21.3 (chrF 42.5 -> 41.2), French 21.8 -> 21.8. Off by default: on 24 more unseen sentences per language
     # (engine f6f4900, an AMD EPYC, one run beside the default) it lost German 27.4 -> 25.4 and French 27.6 ->
-    # 25.8 BLEU, won Spanish 30.8 -> 31.6 and English 10.2 -> 9.2 % WER: no consistent gain. A retry that drifts
+    # 25.8 BLEU, won Spanish 30.8 -> 31.6 and English 10.2 -> 9.2 % WER; on 32 more (engine 47fc1bf) French 22.9 ->
+    # 24.1, Spanish 21.6 -> 18.6: no consistent gain. A retry that drifts
     # into the spoken language is dropped (the short window's decode stands), and a session more than
     # RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
     window_retry_logprob: float | None = None
