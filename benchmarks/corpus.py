@@ -234,7 +234,7 @@ def _synthesize(text: str, voice: str, cache_dir: Path, speed_wpm: int) -> Path:
                 lines.append(f"@\t{schwa_ms}")
                 fields[0], fields[1] = "l", str(int(fields[1]) - schwa_ms)
             lines.append("\t".join(fields))
-        tmp = path.with_suffix(".tmp.wav")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.wav")  # two benchmark processes may write the same file
         run = subprocess.run(
             ["mbrola", str(MBROLA_DIR / "us3" / "us3"), "-", str(tmp)],
             input="\n".join(lines) + "\n",
@@ -354,7 +354,7 @@ def _load_recording(rec: Recording, cache_dir: Path) -> np.ndarray:
     if out.exists():
         return np.load(out)
     audio = trim_silence(load_audio(rec.path))
-    tmp = out.with_suffix(".tmp.npy")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.npy")  # two benchmark processes may cache the same recording
     np.save(tmp, audio)
     os.replace(tmp, out)
     return audio
