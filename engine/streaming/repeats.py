@@ -62,6 +62,17 @@ def _restart_run(words: Sequence[str], i: int, sentence: Sequence[str]) -> int:
     return k if k >= _RESTART_WORDS else 0
 
 
+def _reworded_restart_run(words: Sequence[str], i: int, sentence: Sequence[str]) -> int:
+    """As _restart_run, for a restart whose first word differs from the opening's and whose next _RESTART_WORDS or
+    more are its words in order: a last decode that went on from a committed "A tree, one of the" read the segment
+    again, "symbol of the day of San Patricia, the tree, one of the symbol of the day of San Patricia." (a real
+    Spanish recording)."""
+    if len(sentence) < 2 or i + 1 >= len(words) or words[i] == sentence[0]:
+        return 0
+    k = _restart_run(words, i + 1, sentence[1:])
+    return k + 1 if k else 0
+
+
 # A phrase said again right after itself, this many words or more, inside one sentence
 _ECHO_PHRASE_WORDS = 3
 
@@ -200,7 +211,12 @@ class Repeats:
             opening.append(texts[i - 1])
             before = self.backend.token_bytes(new[words[i][0] - 1]).rstrip()[-1:]
             if not ends_sentence(before):
-                restart = _restart_run(texts, i, previous) or _restart_run(texts, i, opening)
+                restart = (
+                    _restart_run(texts, i, previous)
+                    or _restart_run(texts, i, opening)
+                    or _reworded_restart_run(texts, i, previous)
+                    or _reworded_restart_run(texts, i, opening)
+                )
                 run = restart or _repeat_run(texts, i, previous)
                 start, stop = words[i][0], words[i + run][0] if i + run < len(words) else len(new)
                 if run and not _heard_anew(attention, start, stop, n_frames, 2 / 3, self._tokens_per_frame):

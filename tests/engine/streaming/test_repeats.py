@@ -128,3 +128,26 @@ def test_an_unpunctuated_restart_of_the_window_is_hidden_to_the_end(backend, rep
         attention[t] = 0.0
         attention[t, 180 + 8 * t] = 1.0
     assert repeats.repeated_sentence(new, (0, 0), text_out, attention, 320, window=window) == (0, 0)
+
+
+def test_a_restart_with_its_first_word_reworded_is_hidden(backend, repeats):
+    """A real Spanish recording: "A tree, one of the" committed, and the last decode read the segment again with
+    "the" for "A": "symbol of the day of San Patricia, the tree, one of the symbol of the day of San Patricia." The
+    copy re-reads old audio (frames measured): it goes, its full stop stays. Said again later, it stays."""
+    text_out = "A tomato, tomato and tomato. A tree, one of the"
+    window = backend.text_tokens(" A tree, one of the")
+    new = backend.text_tokens(
+        " symbol of the day of San Patricia, the tree, one of the symbol of the day of San Patricia."
+    )
+    frames = [110, 122, 137, 140, 157, 160, 170, 97, 66, 29, 52, 80, 90, 98, 113, 127, 139, 140, 156, 159, 170, 111]
+    assert len(new) == len(frames)
+    attention = np.zeros((len(new), 400), dtype=np.float32)
+    for t, frame in enumerate(frames):
+        attention[t, frame] = 1.0
+    a, b = repeats.repeated_sentence(new, (0, 0), text_out, attention, 214, window=window)
+    shown = b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode()
+    assert shown == " symbol of the day of San Patricia."
+    for t in range(8, len(new)):  # the same words read in turn from new audio after "Patricia": said again, kept
+        attention[t] = 0.0
+        attention[t, 190 + 8 * t] = 1.0
+    assert repeats.repeated_sentence(new, (0, 0), text_out, attention, 380, window=window) == (0, 0)
