@@ -68,8 +68,12 @@ def norm_words(text: str) -> list[str]:
 
 # a word ending in "." that does not end a sentence: one with a stop inside ("a.m.", "e.g.") or one of these
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "approx.", "no.", "nr.", "ca.", "z.", "bzw."}
-# a lower-case letter opening a word after a sentence end (an ellipsis continues the sentence)
-_LOWER_AFTER_END = re.compile(r"(?<![.…])(\S*[.?!][\"'”’»)\]]*)(\s+[\"'“‘«(\[]*)([^\W\d_])")
+# a word with a sentence end, the space and opening quotes after it, and the next word's first letter (the rest of
+# that word looked at, not consumed); an ellipsis continues the sentence
+_LOWER_AFTER_END = re.compile(
+    f"(\\S*[{re.escape(SENTENCE_END_MARKS.replace('…', ''))}][{re.escape(CLOSING_MARKS)}]*)"
+    "(\\s+[\"'“‘«(\\[]*)([^\\W\\d_])(?=(\\S*))"
+)
 
 
 def capitalise_sentences(before: str, text: str) -> str:
@@ -78,16 +82,14 @@ def capitalise_sentences(before: str, text: str) -> str:
     "... hospitals. the"), mostly at a segment's start; the full stop stands, so the capital goes with it. Words
     that mix cases ("iPhone") and sentences after an abbreviation ("at 9 a.m. and") keep theirs."""
     tail = before[-40:]
-    joined = tail + text
 
     def fix(m: re.Match[str]) -> str:
-        word, gap, letter = m.group(1), m.group(2), m.group(3)
-        stop_word = word.rstrip("\"'”’»)]").lower()
-        rest = joined[m.end() :].split(maxsplit=1)[0] if joined[m.end() :].strip() else ""
+        word, gap, letter, rest = m.groups()
+        stop_word = word.rstrip(CLOSING_MARKS).lower()
         if (
             m.start(3) < len(tail)  # already written
             or not letter.islower()
-            or "." in stop_word[:-1]  # "a.m.", "e.g."
+            or "." in stop_word[:-1]  # "a.m.", "e.g.", "..."
             or stop_word in _ABBREVIATIONS
             or stop_word[:-1].isdigit()  # a German ordinal ("am 5. mai" is rare, but never a sentence's end)
             or any(c.isupper() for c in rest)  # "iPhone"
@@ -96,4 +98,4 @@ def capitalise_sentences(before: str, text: str) -> str:
             return m.group(0)
         return word + gap + letter.upper()
 
-    return _LOWER_AFTER_END.sub(fix, joined)[len(tail) :]
+    return _LOWER_AFTER_END.sub(fix, tail + text)[len(tail) :]

@@ -161,8 +161,9 @@ def echo_run(words: Sequence[str], n_new: int, prompt_words: Sequence[str], min_
 
 
 class Guards:
-    """One session's checks on a decoded update: is it a hallucination (echo, drift, non-speech). Stateless apart from what is passed in; `no_speech_prob` is a model step
-    (Backend.no_speech_prob reads the decoder state of the update)."""
+    """One session's checks on a decoded update: is it a hallucination (echo, drift, non-speech). Stateless apart
+    from what is passed in; `no_speech_prob` is a model step (Backend.no_speech_prob reads the update's decoder
+    state)."""
 
     def __init__(self, backend: Backend, config: SessionConfig, log: logging.LoggerAdapter[logging.Logger]) -> None:
         self.backend, self.config, self.log = backend, config, log
