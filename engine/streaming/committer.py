@@ -10,7 +10,15 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..backend import Backend
 from ..events import Commit, Partial
-from ..text import capitalise_sentences, ends_clause, ends_sentence, split_complete_utf8, starts_word
+from ..text import (
+    CLAUSE_END_MARKS,
+    SENTENCE_END_MARKS,
+    capitalise_sentences,
+    ends_clause,
+    ends_sentence,
+    split_complete_utf8,
+    starts_word,
+)
 from .config import SessionConfig
 from .policy import Policy, attended_frame
 from .segment import Segment, Update
@@ -108,6 +116,7 @@ class Committer:
             self.text_out
             and len(seg.committed) == len(new)
             and not text[:1].isspace()
+            and text[:1] not in SENTENCE_END_MARKS + CLAUSE_END_MARKS  # a carried sentence goes on
             and not self.text_out[-1:].isspace()
         ):
             text = " " + text  # a new segment's first words

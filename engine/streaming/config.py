@@ -142,6 +142,11 @@ class SessionConfig:
     # into the spoken language is dropped (the short window's decode stands), and a session more than
     # RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
     window_retry_logprob: float | None = None
+    # A segment's decodes see the previous segment in front of its own audio, that segment's committed text forced
+    # as the start of the answer, when the previous segment lasted at most this many seconds and ended less than
+    # CONTEXT_GAP_S (session.py) before this one began: Whisper translates a one- to three-second utterance alone
+    # worse than as the continuation of the one before (whisper_streaming decodes a buffer of several). 0: never.
+    context_s: float = 0.0
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)
@@ -188,6 +193,8 @@ class SessionConfig:
             raise ConfigError("last_window_s must be 0 (pad_s only) to 30 s")
         if self.window_retry_logprob is not None and not -20.0 <= self.window_retry_logprob <= 0.0:
             raise ConfigError("window_retry_logprob must be None (off) or an average log-probability, -20..0")
+        if not 0.0 <= self.context_s <= 10.0:
+            raise ConfigError("context_s must be 0 (off) to 10 s")
         if not 0.0 <= self.pad_s <= 4.0 or self.max_segment_s + self.pad_s > 29.5:
             raise ConfigError("pad_s must be 0..4 s and leave max_segment_s + pad_s inside the 30 s window")
 

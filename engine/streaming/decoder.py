@@ -68,6 +68,7 @@ class DecodeJob:
         draft: Sequence[int] = (),
         banned_first: Sequence[int] = (),
         banned: Sequence[int] = (),
+        context_frames: int = 0,
     ) -> None:
         """`sequence`: start tokens + committed tokens, whose last `n_committed` are the committed ones; `n_frames`:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
@@ -82,6 +83,9 @@ class DecodeJob:
         self.max_new_tokens = max_new_tokens
         self.banned_first = list(banned_first)  # tokens the first new token may not be (a loop's restart)
         self.banned = list(banned)  # tokens no new token may be (the spoken language's words, after a drift)
+        # encoder frames of the carried context at the window's front (its text is in `sequence`): a new word read
+        # there is the context translated again
+        self.context_frames = context_frames
         self.budget = 0
         self.out: list[int] = []
         self.lps: list[float] = []  # log-probability of each token in `out`
@@ -151,8 +155,10 @@ class DecodeJob:
             lg[0, self.banned] = float("-inf")
         tok = int(lg.argmax(-1))
         row = None if att is None else att[:, : self.n_valid].float().cpu().numpy()
-        if tok == self.backend.eot or self.policy.should_stop(
-            row, self.n_frames, final=self.final, content=self._is_content(tok)
+        if (
+            tok == self.backend.eot
+            or self.policy.should_stop(row, self.n_frames, final=self.final, content=self._is_content(tok))
+            or self._rereads_context(tok, row)
         ):
             self.next_token = tok
             self.done = True
@@ -184,6 +190,12 @@ class DecodeJob:
             return None
         self.n_stepped += 1
         return tok
+
+    def _rereads_context(self, tok: int, row: np.ndarray | None) -> bool:
+        """A word (not a segment's last decode's: its beam drops such sentences whole) read in the carried context."""
+        if not self.context_frames or self.final or row is None or not self._is_content(tok):
+            return False
+        return attended_frame(row) < self.context_frames
 
     def _truncate(self, n: int) -> None:
         """Keep the first n generated tokens (a loop or a re-read was cut off)."""
@@ -256,7 +268,9 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
         frames = [attended_frame(r) for r in rows]
         while (cut := reread_cut(best, frames, job._is_content)) is not None:
             best, rows, frames, job.loop_cut = best[:cut], rows[:cut], frames[:cut], True
-        for a, b in reversed(reread_spans(best, frames, backend.token_bytes, job._is_content, job.prior)):
+        for a, b in reversed(
+            reread_spans(best, frames, backend.token_bytes, job._is_content, job.prior, job.context_frames)
+        ):
             best, rows, frames, job.loop_cut = best[:a] + best[b:], rows[:a] + rows[b:], frames[:a] + frames[b:], True
     job.out, job.rows, job.total, job.done = list(best), rows, score, True
 

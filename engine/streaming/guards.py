@@ -110,12 +110,14 @@ def reread_spans(
     token_bytes: Callable[[int], bytes],
     is_content: Callable[[int], bool],
     prior: Sequence[tuple[int, int]] = (),
+    before: int = 0,
 ) -> list[tuple[int, int]]:
     """Sentences [a, b) of a segment's last hypothesis that read again audio already turned into text: most of
     their words are the same tokens at the same frames (within REREAD_FRAMES) as earlier ones, in the hypothesis
     or in `prior` ((token, frame) of the committed text). "Good morning and welcome ... Chicago." committed, then
     "Good evening and welcome ... Chicago." from the same audio. A speaker who really says it again is heard at
-    other frames; heads parked on padding or sinks only miss a word or two."""
+    other frames; heads parked on padding or sinks only miss a word or two. A sentence read (median frame) before
+    frame `before` re-reads the carried context (SessionConfig.context_s), whose text is given."""
     seen: dict[int, list[int]] = {}
     for t, f in prior:
         seen.setdefault(t, []).append(f)
@@ -129,7 +131,8 @@ def reread_spans(
             b += 1  # a new word after a sentence end starts the next sentence ("5.2" stays one word)
         content = [(tokens[i], frames[i]) for i in range(a, b) if is_content(tokens[i])]
         same = sum(any(abs(f - g) <= REREAD_FRAMES for g in seen.get(t, ())) for t, f in content)
-        if len(content) >= 2 and same >= max(2, 0.6 * len(content)):
+        early = bool(content) and before > 0 and float(np.median([f for _, f in content])) < before
+        if early or (len(content) >= 2 and same >= max(2, 0.6 * len(content))):
             spans.append((a, b))
         for t, f in content:
             seen.setdefault(t, []).append(f)

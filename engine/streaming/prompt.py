@@ -12,6 +12,9 @@ from .config import SessionConfig
 from .segment import Segment
 
 VOCABULARY_TOKENS = 64  # SessionConfig.vocabulary's share of the prompt (Whisper keeps the last 112 prompt tokens)
+# committed tokens kept beyond the prompt's own: a segment carried as context (SessionConfig.context_s) leaves the
+# prompt, which then reaches back before it
+_HISTORY_SPARE = 256
 
 
 class Prompt:
@@ -25,12 +28,14 @@ class Prompt:
         stop = backend.text_tokens(".")
         self._stop = stop if len(stop) == 1 else []  # the full stop Prompt.close adds (a single token, or none)
 
-    def remember(self, tokens: list[int]) -> None:
+    def remember(self, tokens: list[int]) -> list[int]:
         """Committed tokens whose audio was trimmed off a window's front join the history, as the captions show
         them: a sentence Whisper opened in lower case after a full stop gets its capital (text.capitalise_sentences)
         here too. Whisper copies the prompt's style: "... two weeks later. tickets for the lunar record reunion
         tour ..." in the prompt, and the next segments of fast English came out in lower case without a stop."""
-        self.history = (self.history + self._as_shown(tokens))[-max(self.config.prompt_tokens, 1) :]
+        shown = self._as_shown(tokens)
+        self.history = (self.history + shown)[-(self.config.prompt_tokens + _HISTORY_SPARE) :]
+        return shown
 
     def _as_shown(self, tokens: list[int]) -> list[int]:
         before, text = self._text(self.history[-16:]), self._text(tokens)
@@ -40,7 +45,7 @@ class Prompt:
     def _text(self, tokens: list[int]) -> str:
         return tokens_text(self.backend, tokens)
 
-    def close(self, tokens: list[int]) -> None:
+    def close(self, tokens: list[int]) -> list[int]:
         """A segment's committed tokens join the history; in transcription closed by a full stop if they end without
         a sentence mark. Whisper copies the previous text's style: a last decode that ended without one ("... it's
         on the third floor") made the next start in lower case, and fast English with short pauses lost its
@@ -55,13 +60,15 @@ class Prompt:
             and not ends_sentence(self.backend.token_bytes(tokens[-1]))
         ):
             tokens = tokens + self._stop
-        self.remember(tokens)
+        return self.remember(tokens)
 
     def start(self, seg: Segment, committed: list[int], language: str | None) -> None:
-        """sequence = start tokens (task, language, previous committed text as the prompt) + `committed`."""
-        prompt = self.history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
+        """sequence = start tokens (task, language, previous committed text as the prompt, the carried context) +
+        `committed`. The carried context's text is the history's tail: the prompt ends before it."""
+        history = self.history[: len(self.history) - len(seg.context)]
+        prompt = history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
         # the vocabulary leads the prompt; seg.prompt stays the history alone (echo checks compare against it)
         vocabulary = self.vocabulary if seg.use_prompt else []  # (the retry without a prompt drops it too)
-        start = self.backend.start_tokens(self.config.task, language, vocabulary + prompt)
+        start = self.backend.start_tokens(self.config.task, language, vocabulary + prompt) + seg.context
         seg.prompt, seg.n_start = prompt, len(start)
         seg.sequence = start + committed

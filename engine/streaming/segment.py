@@ -40,6 +40,10 @@ class Segment:
     hidden: list[bool] = field(default_factory=list)
     refill: bool = False  # the cached prefix no longer matches `sequence` (after a trim): re-fill it once
     n_trimmed: int = 0  # samples dropped from the front so far (trimming)
+    # the previous segment carried in front (SessionConfig.context_s): its committed tokens, forced after the start
+    # tokens (they are part of the start, not of `committed`), and its audio's length in samples at audio[0]
+    context: list[int] = field(default_factory=list)
+    n_context: int = 0
     use_prompt: bool = True  # cleared when a drift/echo guard fires, to retry without context
     # the tentative tokens after `committed` that the last update showed (and its guards let through)
     tentative: list[int] = field(default_factory=list)
@@ -64,6 +68,10 @@ class Segment:
         if len(self.chunks) > 1:
             self.chunks = [np.concatenate(self.chunks)]
         return self.chunks[0] if self.chunks else np.zeros(0, np.float32)
+
+    def own_audio(self) -> np.ndarray:
+        """The window's audio less what is left of the carried context at its front."""
+        return self.audio()[max(0, self.n_context - self.n_trimmed) :]
 
     def append(self, samples: np.ndarray) -> None:
         self.chunks.append(samples)

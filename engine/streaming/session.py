@@ -65,6 +65,17 @@ _LOOP_UNHEARD_FRAMES = 50
 # (SessionConfig.window_retry_logprob): it is behind real time, and the retry would put it further behind. A
 # session that keeps up has at most an update's worth (1 s) plus the VAD's pause waiting.
 RETRY_MAX_PENDING_S = 2.0
+# The previous segment is carried in front of the next one (SessionConfig.context_s) only across a pause this short
+CONTEXT_GAP_S = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Carried:
+    """A closed segment, kept to go in front of the next one: its own audio, its text as the prompt took it."""
+
+    audio: np.ndarray
+    tokens: list[int]
+    end_s: float
 
 
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
@@ -105,6 +116,7 @@ class StreamingSession:
         self.committer = Committer(backend, config, self.policy)
         self.prompt = Prompt(backend, config)
         self._committed_until_s = 0.0
+        self._carried: _Carried | None = None
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -184,6 +196,8 @@ class StreamingSession:
         if finishing and not self.inbox.has_audio():
             self.segmenter.close_all()
         upd = self.segmenter.due()
+        if upd is not None and not upd.segment.n_decoded and self._carry_into(upd.segment):
+            upd = self.segmenter.due()
         if upd is None and finishing and not self.segmenter.segments:
             self._finish_stream()
         return upd
@@ -411,7 +425,8 @@ class StreamingSession:
             return k
         if self.language_id is not None and not self.language_id.decided:
             return 0  # the language is still a guess: show it, commit nothing (see LanguageId)
-        if (seg.n_trimmed + len(upd.audio)) < self.config.first_commit_s * SAMPLE_RATE:
+        heard = seg.n_trimmed + len(upd.audio) - seg.n_context  # of this segment's own speech
+        if heard < self.config.first_commit_s * SAMPLE_RATE:
             return 0  # guessed from too little of the segment: show it, commit nothing (see first_commit_s)
         return self.committer.stable_end(tokens, k, res.next_token)
 
@@ -425,6 +440,7 @@ class StreamingSession:
         if cut is None:
             return
         kept = seg.committed[cut.n_tokens :]
+        seg.context = []  # its audio left first; its text is in the history already
         self.prompt.remember(cut.moved)
         self.prompt.start(seg, kept, self.language)
         seg.refill = True  # the cache holds the old start tokens
@@ -435,8 +451,27 @@ class StreamingSession:
             seg.n_samples / SAMPLE_RATE,
         )
 
+    def _carry_into(self, seg: Segment) -> bool:
+        """Put the previous segment's audio and text in front of `seg`, about to be decoded for the first time (see
+        SessionConfig.context_s); False: nothing to carry."""
+        carried, self._carried = self._carried, None
+        if carried is None or seg.start_s - carried.end_s > CONTEXT_GAP_S:
+            return False
+        if (seg.n_samples + len(carried.audio)) / SAMPLE_RATE + self.config.pad_s > self.config.max_segment_s:
+            return False
+        seg.chunks = [carried.audio, *seg.chunks]
+        seg.n_samples += len(carried.audio)
+        seg.n_context = len(carried.audio)
+        seg.start_s -= len(carried.audio) / SAMPLE_RATE
+        seg.committed_end_s = seg.start_s + seg.n_context / SAMPLE_RATE
+        seg.context = carried.tokens
+        return True
+
     def _end_segment(self, seg: Segment) -> None:
-        self.prompt.close(seg.shown())
+        shown = self.prompt.close(seg.shown())
+        own = seg.own_audio()
+        limit = self.config.context_s * SAMPLE_RATE
+        self._carried = _Carried(own, shown, seg.end_s) if shown and 0 < len(own) <= limit else None
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)
         self.policy.reset()
