@@ -61,12 +61,13 @@ SESSION_FLAGS = {
     "commit": "commit_unit",
     "last_window": "last_window_s",
     "window_retry": "window_retry_logprob",
+    "context": "context_s",
 }
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
-    """--policy/--mode/--chunk/--commit/--last-window/--window-retry, shared by the streaming commands (stream, mic,
-    serve)."""
+    """--policy/--mode/--chunk/--commit/--last-window/--window-retry/--context, shared by the streaming commands
+    (stream, mic, serve)."""
     p.add_argument(
         "--policy",
         default=None,
@@ -110,6 +111,15 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         help="decode a segment's last update again on Whisper's whole 30 s window when its average "
         "log-probability per token is below this (-0.75: the best translations measured, for about 1.3-1.5x the "
         "compute and later final captions); 'off': never (default: off)",
+    )
+    p.add_argument(
+        "--context",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="decode each segment after the previous one (its audio in front, its text given) when that one "
+        "lasted at most this many seconds: better translations of short utterances, for more compute; 0: off "
+        "(default: the engine's)",
     )
 
 

@@ -44,16 +44,16 @@ def test_protocol_start_without_template_builds_the_default_session():
 
 @pytest.mark.parametrize("command", sorted(BARE))
 def test_flags_override_only_their_fields(command):
-    """--policy/--mode/--chunk/--commit/--last-window/--window-retry change their own fields and leave every other
-    default alone."""
+    """--policy/--mode/--chunk/--commit/--last-window/--window-retry/--context change their own fields and leave
+    every other default alone."""
     other = "local-agreement" if SessionConfig().policy == "alignatt" else "alignatt"
     mode = "exact" if SessionConfig().mode == "incremental" else "incremental"
     unit = "sentence" if SessionConfig().commit_unit != "sentence" else "word"
     flags = ["--policy", other, "--mode", mode, "--chunk", "2.5", "--commit", unit, "--last-window", "30"]
-    flags += ["--window-retry", "-0.9"]
+    flags += ["--window-retry", "-0.9", "--context", "2.5"]
     config = _built(command, flags)
     assert (config.policy, config.mode, config.chunk_s, config.commit_unit) == (other, mode, 2.5, unit)
-    assert (config.last_window_s, config.window_retry_logprob) == (30.0, -0.9)
+    assert (config.last_window_s, config.window_retry_logprob, config.context_s) == (30.0, -0.9, 2.5)
     expected = dataclasses.replace(
         SessionConfig(),
         policy=other,
@@ -62,6 +62,7 @@ def test_flags_override_only_their_fields(command):
         commit_unit=unit,
         last_window_s=30.0,
         window_retry_logprob=-0.9,
+        context_s=2.5,
     )
     assert _apart_from_task_language(config) == expected
 

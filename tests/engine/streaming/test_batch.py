@@ -174,6 +174,9 @@ def test_reread_spans_find_a_sentence_read_again_from_the_same_audio():
     assert reread_spans([1, 2, 3, 4, 5, 3], [17, 22, 30, 60, 66, 70], tb, content, prior) == [(0, 3)]
     assert reread_spans([1, 2, 3, 4, 5, 3], [80, 90, 95, 100, 110, 115], tb, content, prior) == []
     assert reread_spans([4, 6, 3, 7, 3], [10, 20, 25, 30, 35], tb, content) == []
+    # a sentence read inside a carried context (its text given, frames before `before`) is a re-read too
+    assert reread_spans([1, 2, 3, 4, 5, 3], [17, 22, 30, 60, 66, 70], tb, content, (), 50) == [(0, 3)]
+    assert reread_spans([1, 2, 3, 4, 5, 3], [17, 22, 30, 60, 66, 70], tb, content, (), 10) == []
 
 
 @pytest.mark.parametrize("policy_name,pad_s", [("local-agreement", 0.0), ("alignatt", 1.0)])

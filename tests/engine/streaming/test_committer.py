@@ -82,6 +82,10 @@ def test_a_split_character_waits_for_its_last_byte_and_segments_are_spaced():
     nxt = Segment(start_s=4.0, n_samples=16000 * 3)
     commit, end_s = c.commit(nxt, [1], None, update(nxt, final=True))
     assert commit is not None and commit.text == " city" and end_s == 7.0
+    # a segment that goes on with the carried sentence (SessionConfig.context_s) opens with its comma: no space
+    last = Segment(start_s=8.0, n_samples=16000 * 3)
+    commit, _ = c.commit(last, [5, 6], None, update(last, final=True))
+    assert commit is not None and commit.text == ", today" and c.text_out == "The Straße city, today"
 
 
 def test_a_sentence_opened_in_lower_case_after_a_stop_is_shown_and_committed_with_its_capital():

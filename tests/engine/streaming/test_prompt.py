@@ -31,7 +31,7 @@ def test_vocabulary_tokens_lead_the_prompt(backend) -> None:
     for words, expected in (("Dragoman,  Kubernetes", vocab), ("", [])):
         session = StreamingSession(backend, SessionConfig(language="de", vocabulary=words))
         session.prompt.history = list(history)
-        seg = SimpleNamespace(use_prompt=True, prompt=None, n_start=0, sequence=None)
+        seg = SimpleNamespace(use_prompt=True, prompt=None, n_start=0, sequence=None, context=[])
         session.prompt.start(seg, [], session.language)  # type: ignore[arg-type]
         sot_prev = backend.tokenizer.special.sot_prev
         assert seg.sequence[: 1 + len(expected) + len(history)] == [sot_prev, *expected, *history]
@@ -78,3 +78,23 @@ def test_a_sentence_opened_in_lower_case_reaches_the_prompt_with_its_capital(bac
     trimmed = backend.text_tokens(" within minutes the site crashed")
     prompt.remember(trimmed)
     assert prompt.history[-len(trimmed) :] == backend.text_tokens(" Within minutes the site crashed")
+
+
+def test_a_carried_segment_s_text_leaves_the_prompt_and_follows_the_start_tokens(backend) -> None:
+    """A segment carried in front of the next (SessionConfig.context_s) has its text forced after the start tokens,
+    where the decoder continues it; the prompt then ends before that text (it is not given twice) and reaches back
+    as far as prompt_tokens allows."""
+    from engine.streaming.prompt import Prompt
+    from engine.streaming.segment import Segment
+
+    prompt = Prompt(backend, SessionConfig(language="fr", prompt_tokens=8))
+    earlier = prompt.close(backend.text_tokens(" A pair of open scissors. A police officer."))
+    carried = prompt.close(backend.text_tokens(" A red and white anemone."))
+    seg = Segment(start_s=0.0, context=carried)
+    prompt.start(seg, [], "fr")
+    assert seg.sequence[seg.n_start - len(carried) : seg.n_start] == carried
+    assert seg.committed == []
+    assert seg.prompt == earlier[-8:]  # the 8 tokens before the carried text
+    plain = Segment(start_s=0.0)
+    prompt.start(plain, [], "fr")
+    assert plain.prompt == (earlier + carried)[-8:]

@@ -302,3 +302,43 @@ def test_a_last_decode_that_goes_on_untranslated_is_translated_again(backend, au
     rest = session.transcript[len(before) :]
     assert rest.strip() and not looks_like_source_language(rest, "es"), rest
     assert not set(backend.text_tokens(rest)) & set(session.guards.source_word_tokens("es")), rest
+
+
+def test_a_short_segment_is_carried_in_front_of_the_next(backend, audio_dir):
+    """context_s: three short French captions with 0.8 s pauses (three segments). Each later segment's decodes see
+    the previous segment's audio in front of its own and go on from its committed text, which is not committed
+    again; every caption is translated."""
+    from engine.audio import load_audio
+    from tests.speech import synthesize
+
+    texts = ["Une paire de ciseaux ouverts.", "Une anémone rouge et blanche.", "Un chapeau avec une hélice."]
+    parts = [np.zeros(SAMPLE_RATE // 2, np.float32)]
+    for text in texts:
+        parts += [load_audio(synthesize(text, "mb-fr1", audio_dir)), np.zeros(int(0.8 * SAMPLE_RATE), np.float32)]
+    audio = np.concatenate(parts)
+    session = StreamingSession(backend, SessionConfig(language="fr", context_s=3.0))
+    carried: list[tuple[float, str]] = []
+    begin = session.begin_decode
+
+    def spy(upd, encoder_out, valid):
+        seg = upd.segment
+        carried.append((seg.n_context / SAMPLE_RATE, backend.tokenizer.decode(seg.context)))
+        return begin(upd, encoder_out, valid)
+
+    session.begin_decode = spy  # type: ignore[method-assign]
+    commits = commits_of(stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10))
+    text = session.transcript.lower()
+    contexts = [c for c in dict.fromkeys(carried) if c[0] > 0]
+    assert len(contexts) == 2, carried  # the second and third segments, each with the one before
+    assert all(1.0 < n_s <= 3.0 for n_s, _ in contexts)
+    assert contexts[0][1].strip() and contexts[0][1].strip().lower() in text  # the first segment's whole text
+    assert "".join(c.text for c in commits) == session.transcript
+    assert text.count("scissors") == 1 and "white" in text and "hat" in text, text
+
+
+def test_context_config_is_validated():
+    """context_s is 0 (off) to 10 s."""
+    for bad in (-1.0, 11.0):
+        with pytest.raises(ConfigError):
+            SessionConfig(context_s=bad)
+    assert SessionConfig().context_s >= 0.0
