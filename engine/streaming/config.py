@@ -147,7 +147,6 @@ class SessionConfig:
     # CONTEXT_GAP_S (session.py) before this one began: Whisper translates a one- to three-second utterance alone
     # worse than as the continuation of the one before (whisper_streaming decodes a buffer of several). 0: never.
     context_s: float = 0.0
-    context_sentences: bool = False  # EXPERIMENT: carry only a segment whose text ends a sentence
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)

@@ -41,7 +41,6 @@ from ..audio import SAMPLE_RATE
 from ..backend import Backend
 from ..errors import ConfigError
 from ..events import Event, TimedEvent
-from ..text import ends_sentence
 from .batch import decode_batch
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
@@ -472,8 +471,7 @@ class StreamingSession:
         shown = self.prompt.close(seg.shown())
         own = seg.own_audio()
         limit = self.config.context_s * SAMPLE_RATE
-        whole = not self.config.context_sentences or (shown and ends_sentence(self.backend.token_bytes(shown[-1])))
-        self._carried = _Carried(own, shown, seg.end_s) if shown and whole and 0 < len(own) <= limit else None
+        self._carried = _Carried(own, shown, seg.end_s) if shown and 0 < len(own) <= limit else None
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)
         self.policy.reset()
