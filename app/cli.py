@@ -119,7 +119,7 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="decode each segment after the previous one (its audio in front, its text given) when that one "
         "lasted at most this many seconds: better translations of short utterances, for more compute; 0: off "
-        "(default: the engine's)",
+        "(default: 4.5 when translating, 0 when transcribing)",
     )
 
 

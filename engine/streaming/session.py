@@ -470,7 +470,7 @@ class StreamingSession:
     def _end_segment(self, seg: Segment) -> None:
         shown = self.prompt.close(seg.shown())
         own = seg.own_audio()
-        limit = self.config.context_s * SAMPLE_RATE
+        limit = self.config.carried_s * SAMPLE_RATE
         self._carried = _Carried(own, shown, seg.end_s) if shown and 0 < len(own) <= limit else None
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)

@@ -337,8 +337,9 @@ def test_a_short_segment_is_carried_in_front_of_the_next(backend, audio_dir):
 
 
 def test_context_config_is_validated():
-    """context_s is 0 (off) to 10 s."""
+    """context_s is None (by task: 4.5 s in translation, off in transcription) or 0 (off) to 10 s."""
     for bad in (-1.0, 11.0):
         with pytest.raises(ConfigError):
             SessionConfig(context_s=bad)
-    assert SessionConfig().context_s >= 0.0
+    assert SessionConfig(task="translate").carried_s == 4.5 and SessionConfig(task="transcribe").carried_s == 0.0
+    assert SessionConfig(task="transcribe", context_s=2.0).carried_s == 2.0
