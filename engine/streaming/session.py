@@ -235,7 +235,10 @@ class StreamingSession:
         tokens = res.tokens
         guards, final = self.guards, upd.final
         if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
-            if seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
+            if seg.context:  # decoded after a carried segment: once more on this segment's own audio alone
+                pending, res = self._uncarried(pending)
+                upd, n_frames, tokens = pending.upd, pending.n_frames, res.tokens
+            elif seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
                 res = self._retry_without_prompt(pending)
                 tokens = res.tokens
             if tokens and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
@@ -296,6 +299,28 @@ class StreamingSession:
         self._start_decoder(seg, pending.encoder_out, pending.valid)
         job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+
+    def _uncarried(self, pending: PendingDecode) -> tuple[PendingDecode, DecodeResult]:
+        """Model step: the carried segment (SessionConfig.context_s) taken off the window's front, its text off the
+        start tokens, and the update encoded and decoded again on this segment's own audio. After a carried segment
+        Whisper may judge the window no speech: a real Spanish caption, "Un viejo barco chino a vela.", decoded "A
+        green, red." at no-speech probability 0.83 after the one before it, and was discarded; alone it is kept."""
+        upd = pending.upd
+        seg = upd.segment
+        n = max(0, seg.n_context - seg.n_trimmed)  # carried samples still in front (trimming cuts them first)
+        audio = seg.audio()[n:]
+        seg.chunks, seg.n_samples, seg.n_decoded = [audio], len(audio), seg.n_decoded - n
+        seg.start_s += n / SAMPLE_RATE
+        seg.n_context, seg.context = 0, []
+        whole_window = upd.final and upd.pad_samples > self.segmenter.pad_samples  # filled to last_window_s
+        alone = dataclasses.replace(upd, audio=upd.audio[n:], pad_samples=upd.pad_samples + (n if whole_window else 0))
+        encoder_out = self.backend.encode(alone.encoder_audio)
+        n_frames = min(encoder_out.shape[1], int(len(alone.audio) / SAMPLE_RATE / self.backend.frame_s))
+        self._start_decoder(seg, encoder_out, None)
+        job = self.mode.job(seg, alone, n_frames=n_frames, refill=True, policy=self.policy)
+        res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        self.log.debug("no speech after the carried segment: decoded again alone")
+        return PendingDecode(upd=alone, job=job, n_frames=n_frames, encoder_out=encoder_out, valid=None), res
 
     def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:
         """A last decode on less than the model's trained window that Whisper is unsure of (see

@@ -304,10 +304,8 @@ def test_a_last_decode_that_goes_on_untranslated_is_translated_again(backend, au
     assert not set(backend.text_tokens(rest)) & set(session.guards.source_word_tokens("es")), rest
 
 
-def test_a_short_segment_is_carried_in_front_of_the_next(backend, audio_dir):
-    """context_s: three short French captions with 0.8 s pauses (three segments). Each later segment's decodes see
-    the previous segment's audio in front of its own and go on from its committed text, which is not committed
-    again; every caption is translated."""
+def _french_captions(audio_dir) -> np.ndarray:
+    """Three short French captions (picture-dictionary style) with 0.8 s pauses: three short segments."""
     from engine.audio import load_audio
     from tests.speech import synthesize
 
@@ -315,7 +313,14 @@ def test_a_short_segment_is_carried_in_front_of_the_next(backend, audio_dir):
     parts = [np.zeros(SAMPLE_RATE // 2, np.float32)]
     for text in texts:
         parts += [load_audio(synthesize(text, "mb-fr1", audio_dir)), np.zeros(int(0.8 * SAMPLE_RATE), np.float32)]
-    audio = np.concatenate(parts)
+    return np.concatenate(parts)
+
+
+def test_a_short_segment_is_carried_in_front_of_the_next(backend, audio_dir):
+    """context_s: three short French captions with 0.8 s pauses (three segments). Each later segment's decodes see
+    the previous segment's audio in front of its own and go on from its committed text, which is not committed
+    again; every caption is translated."""
+    audio = _french_captions(audio_dir)
     session = StreamingSession(backend, SessionConfig(language="fr", context_s=3.0))
     carried: list[tuple[float, str]] = []
     begin = session.begin_decode
@@ -334,6 +339,28 @@ def test_a_short_segment_is_carried_in_front_of_the_next(backend, audio_dir):
     assert contexts[0][1].strip() and contexts[0][1].strip().lower() in text  # the first segment's whole text
     assert "".join(c.text for c in commits) == session.transcript
     assert text.count("scissors") == 1 and "white" in text and "hat" in text, text
+
+
+def test_a_segment_judged_no_speech_after_the_carried_one_is_decoded_alone(backend, audio_dir):
+    """After a carried segment Whisper may judge the window no speech (a real Spanish caption did, at p=0.83): the
+    segment is then decoded again on its own audio, without the carried one, and its words are committed, not lost.
+    Here every decode that follows carried text is judged no speech."""
+    audio = _french_captions(audio_dir)
+    session = StreamingSession(backend, SessionConfig(language="fr", context_s=3.0))
+    judged = session.guards.looks_hallucinated
+    carried: list[bool] = []
+
+    def no_speech_after_context(seg, tokens, res, language, final):
+        carried.append(bool(seg.context))
+        return bool(seg.context) or judged(seg, tokens, res, language, final=final)
+
+    session.guards.looks_hallucinated = no_speech_after_context  # type: ignore[method-assign]
+    stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10)
+    text = session.transcript.lower()
+    assert any(carried), "a later segment was decoded after a carried one"
+    assert "scissors" in text and "hat" in text, text
+    assert text.count("scissors") == 1, text
+    assert sum(text.count(mark) for mark in ".!?") >= 3, text  # the middle caption is there too
 
 
 def test_context_config_is_validated():
