@@ -96,6 +96,12 @@ def _last_sentence_words(text: str) -> list[str]:
     return norm_words(re.split(r"(?<=[.?!])\s+", text)[-1])
 
 
+def _singular(word: str) -> str:
+    """A normalised word less a plural's final "s": a restart may change a word's number ("I have to bring some
+    document." committed, then "I have to bring some documents." read again from the same audio)."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 # How many tokens before a sentence mark where the audio read so far ends (_heard_anew)
 _BEFORE_TOKENS = 6
 
@@ -153,12 +159,12 @@ class Repeats:
         segment with at least `_REPEAT_WORDS` words of it. Sentences that merely start alike ("The temperature
         rises. The temperature falls") and a speaker who really says something twice within a segment (new
         audio) match none of these."""
-        tail = "".join(norm_words(text_out)[-_REPEAT_TAIL_WORDS:])
+        tail = "".join(_singular(w) for w in norm_words(text_out)[-_REPEAT_TAIL_WORDS:])
         if not tail:
             return 0
         words = self.words(new)  # (first token, normalised word)
         for j in range(len(words), 1, -1):
-            head = "".join(w for _, w in words[:j])
+            head = "".join(_singular(w) for _, w in words[:j])
             if len(head) < 6 or head not in tail:
                 continue
             cut = words[j][0] if j < len(words) else len(new)

@@ -151,3 +151,19 @@ def test_a_restart_with_its_first_word_reworded_is_hidden(backend, repeats):
         attention[t] = 0.0
         attention[t, 190 + 8 * t] = 1.0
     assert repeats.repeated_sentence(new, (0, 0), text_out, attention, 380, window=window) == (0, 0)
+
+
+def test_a_restart_that_changes_a_words_number_is_hidden(backend, repeats):
+    """A last decode that went on from a committed "I have to bring some document." read it again as "I have to bring
+    some documents." (a real run of the Spanish own-set stream, through `dragoman stream`): the whole copy is hidden
+    although one word changed its number, not only its opening (which left "Documents." on screen). In a sentence
+    that only shares the opening ("I have to bring some money.") the new word stays shown."""
+    from engine.streaming.segment import Segment
+
+    seg = Segment(start_s=0.0, n_samples=16000 * 5)
+    seg.sequence = backend.text_tokens(" I have to bring some document.")
+    committed = "Perfect, it comes very well. I have to bring some document."
+    copy = backend.text_tokens(" I have to bring some documents.")
+    assert repeats.repeated_prefix(seg, copy, None, committed) == len(copy)
+    other = backend.text_tokens(" I have to bring some money.")
+    assert repeats.repeated_prefix(seg, other, None, committed) == len(other) - 2  # " money." and "." stay
