@@ -144,7 +144,7 @@ class SessionConfig:
     window_retry_logprob: float | None = None
     # A segment's decodes see the previous segment in front of its own audio, that segment's committed text forced
     # as the start of the answer, when the previous segment lasted at most this many seconds and ended less than
-    # CONTEXT_GAP_S (session.py) before this one began; None: by task (`carried_s`), 4.5 in translation, 0 (never)
+    # CONTEXT_GAP_S (carry.py) before this one began; None: by task (`carried_s`), 4.5 in translation, 0 (never)
     # in transcription. Whisper translates an utterance of a few seconds alone worse than as the continuation of
     # the one before (whisper_streaming decodes a buffer of several). 4.5, one run beside 0 each (engine ddd5c27,
     # AMD EPYC, benchmarks/README.md), BLEU: own + dev (80 sentences per language) German 19.9 -> 19.4, French 22.1

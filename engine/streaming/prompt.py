@@ -65,7 +65,7 @@ class Prompt:
     def start(self, seg: Segment, committed: list[int], language: str | None) -> None:
         """sequence = start tokens (task, language, previous committed text as the prompt, the carried context) +
         `committed`. The carried context's text is the history's tail: the prompt ends before it."""
-        history = self.history[: len(self.history) - len(seg.context)]
+        history = self.history[: max(0, len(self.history) - len(seg.context))]
         prompt = history[-self.config.prompt_tokens :] if (self.config.prompt_tokens and seg.use_prompt) else []
         # the vocabulary leads the prompt; seg.prompt stays the history alone (echo checks compare against it)
         vocabulary = self.vocabulary if seg.use_prompt else []  # (the retry without a prompt drops it too)

@@ -42,6 +42,7 @@ from ..backend import Backend
 from ..errors import ConfigError
 from ..events import Event, TimedEvent
 from .batch import decode_batch
+from .carry import Carried, carried_from, carry_into, uncarry
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
 from .decoder import DecodeResult, alignment_rows
@@ -65,17 +66,6 @@ _LOOP_UNHEARD_FRAMES = 50
 # (SessionConfig.window_retry_logprob): it is behind real time, and the retry would put it further behind. A
 # session that keeps up has at most an update's worth (1 s) plus the VAD's pause waiting.
 RETRY_MAX_PENDING_S = 2.0
-# The previous segment is carried in front of the next one (SessionConfig.context_s) only across a pause this short
-CONTEXT_GAP_S = 3.0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Carried:
-    """A closed segment, kept to go in front of the next one: its own audio, its text as the prompt took it."""
-
-    audio: np.ndarray
-    tokens: list[int]
-    end_s: float
 
 
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
@@ -116,7 +106,7 @@ class StreamingSession:
         self.committer = Committer(backend, config, self.policy)
         self.prompt = Prompt(backend, config)
         self._committed_until_s = 0.0
-        self._carried: _Carried | None = None
+        self._carried: Carried | None = None  # the last segment, to go in front of the next (carry.py)
 
     # -- I/O side ----------------------------------------------------------------------------------------
     def feed_audio(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -196,8 +186,10 @@ class StreamingSession:
         if finishing and not self.inbox.has_audio():
             self.segmenter.close_all()
         upd = self.segmenter.due()
-        if upd is not None and not upd.segment.n_decoded and self._carry_into(upd.segment):
-            upd = self.segmenter.due()
+        if upd is not None and not upd.segment.n_decoded:
+            carried, self._carried = self._carried, None
+            if carry_into(upd.segment, carried, self.config):
+                upd = self.segmenter.due()  # the same update, on the longer window
         if upd is None and finishing and not self.segmenter.segments:
             self._finish_stream()
         return upd
@@ -307,11 +299,7 @@ class StreamingSession:
         green, red." at no-speech probability 0.83 after the one before it, and was discarded; alone it is kept."""
         upd = pending.upd
         seg = upd.segment
-        n = max(0, seg.n_context - seg.n_trimmed)  # carried samples still in front (trimming cuts them first)
-        audio = seg.audio()[n:]
-        seg.chunks, seg.n_samples, seg.n_decoded = [audio], len(audio), seg.n_decoded - n
-        seg.start_s += n / SAMPLE_RATE
-        seg.n_context, seg.context = 0, []
+        n = uncarry(seg)
         whole_window = upd.final and upd.pad_samples > self.segmenter.pad_samples  # filled to last_window_s
         alone = dataclasses.replace(upd, audio=upd.audio[n:], pad_samples=upd.pad_samples + (n if whole_window else 0))
         encoder_out = self.backend.encode(alone.encoder_audio)
@@ -476,27 +464,8 @@ class StreamingSession:
             seg.n_samples / SAMPLE_RATE,
         )
 
-    def _carry_into(self, seg: Segment) -> bool:
-        """Put the previous segment's audio and text in front of `seg`, about to be decoded for the first time (see
-        SessionConfig.context_s); False: nothing to carry."""
-        carried, self._carried = self._carried, None
-        if carried is None or seg.start_s - carried.end_s > CONTEXT_GAP_S:
-            return False
-        if (seg.n_samples + len(carried.audio)) / SAMPLE_RATE + self.config.pad_s > self.config.max_segment_s:
-            return False
-        seg.chunks = [carried.audio, *seg.chunks]
-        seg.n_samples += len(carried.audio)
-        seg.n_context = len(carried.audio)
-        seg.start_s -= len(carried.audio) / SAMPLE_RATE
-        seg.committed_end_s = seg.start_s + seg.n_context / SAMPLE_RATE
-        seg.context = carried.tokens
-        return True
-
     def _end_segment(self, seg: Segment) -> None:
-        shown = self.prompt.close(seg.shown())
-        own = seg.own_audio()
-        limit = self.config.carried_s * SAMPLE_RATE
-        self._carried = _Carried(own, shown, seg.end_s) if shown and 0 < len(own) <= limit else None
+        self._carried = carried_from(seg, self.prompt.close(seg.shown()), self.config)
         self.segmenter.pop()
         self._committed_until_s = max(self._committed_until_s, seg.end_s)
         self.policy.reset()
