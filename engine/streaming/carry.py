@@ -58,7 +58,7 @@ def carry_into(seg: Segment, carried: Carried | None, config: SessionConfig) -> 
 
 def uncarry(seg: Segment) -> int:
     """Take what is left of the carried segment off `seg`'s front (audio and text); the samples removed."""
-    n = max(0, seg.n_context - seg.n_trimmed)  # trimming cuts the carried audio first
+    n = seg.n_carried
     audio = seg.audio()[n:]
     seg.chunks, seg.n_samples, seg.n_decoded = [audio], len(audio), max(0, seg.n_decoded - n)
     seg.start_s += n / SAMPLE_RATE

@@ -72,7 +72,7 @@ class Incremental:
             draft=seg.tentative if self.config.draft and not forced else (),
             banned_first=banned_first,
             banned=banned,
-            context_frames=int(max(0, seg.n_context - seg.n_trimmed) / SAMPLE_RATE / self.backend.frame_s),
+            context_frames=int(seg.n_carried / SAMPLE_RATE / self.backend.frame_s),
         )
 
     def hypothesis(self, seg: Segment, res: DecodeResult) -> DecodeResult:

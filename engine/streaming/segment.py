@@ -69,9 +69,14 @@ class Segment:
             self.chunks = [np.concatenate(self.chunks)]
         return self.chunks[0] if self.chunks else np.zeros(0, np.float32)
 
+    @property
+    def n_carried(self) -> int:
+        """Samples of the carried segment still at the window's front (trimming cuts them first)."""
+        return max(0, self.n_context - self.n_trimmed)
+
     def own_audio(self) -> np.ndarray:
         """The window's audio less what is left of the carried context at its front."""
-        return self.audio()[max(0, self.n_context - self.n_trimmed) :]
+        return self.audio()[self.n_carried :]
 
     def append(self, samples: np.ndarray) -> None:
         self.chunks.append(samples)

@@ -39,7 +39,7 @@ class Segmenter:
         self.segments: deque[Segment] = deque()
         self.n_consumed = 0  # samples that went through the VAD
         self._vad_time = 0.0  # stream time up to which the VAD has classified windows
-        self.pad_samples = int(config.pad_s * SAMPLE_RATE)  # silence after every update's audio (pad_s)
+        self._pad = int(config.pad_s * SAMPLE_RATE)
         # a segment's last update is filled with silence to this many samples (SessionConfig.last_window_s)
         self._last_window = int(min(config.last_window_s, trained_window_s) * SAMPLE_RATE)
 
@@ -102,12 +102,16 @@ class Segmenter:
         seg = self.segments[0]
         if seg.closed:
             audio = seg.audio()
-            return Update(seg, audio, final=True, pad_samples=max(self.pad_samples, self._last_window - len(audio)))
+            return Update(seg, audio, final=True, pad_samples=self.pad_for(len(audio), final=True))
         new = seg.n_samples - seg.n_decoded
         need = self.config.update_s if seg.n_decoded else max(self.config.update_s, self.config.min_first_s)
         if new >= need * SAMPLE_RATE:
-            return Update(seg, seg.audio(), final=False, pad_samples=self.pad_samples)
+            return Update(seg, seg.audio(), final=False, pad_samples=self.pad_for(seg.n_samples, final=False))
         return None
+
+    def pad_for(self, n_samples: int, final: bool) -> int:
+        """Silence appended to an update of `n_samples` for the encoder: pad_s, a last update's up to last_window_s."""
+        return max(self._pad, self._last_window - n_samples) if final else self._pad
 
     def pop(self) -> Segment:
         """The front segment is done (its last update ran)."""

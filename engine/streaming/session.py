@@ -45,7 +45,7 @@ from .batch import decode_batch
 from .carry import Carried, carried_from, carry_into, uncarry
 from .committer import Committer
 from .config import Mode, SessionConfig  # noqa: F401 (re-exported: callers import them from here)
-from .decoder import DecodeResult, alignment_rows
+from .decoder import DecodeJob, DecodeResult, alignment_rows
 from .guards import Guards
 from .language_id import LanguageId, identify
 from .mailbox import Inbox, Outbox
@@ -285,12 +285,15 @@ class StreamingSession:
 
     def _retry_without_prompt(self, pending: PendingDecode) -> DecodeResult:
         """Model step: decode the update again without the previous-text prompt (after an echo or a drift)."""
-        upd = pending.upd
-        seg = upd.segment
-        seg.use_prompt = False
+        pending.upd.segment.use_prompt = False
+        return self._decode_anew(pending)[1]
+
+    def _decode_anew(self, pending: PendingDecode) -> tuple[DecodeJob, DecodeResult]:
+        """Model step: the update decoded again from fresh start tokens, on a new decoder state."""
+        seg = pending.upd.segment
         self._start_decoder(seg, pending.encoder_out, pending.valid)
-        job = self.mode.job(seg, upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
-        return self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        job = self.mode.job(seg, pending.upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
+        return job, self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
 
     def _uncarried(self, pending: PendingDecode) -> tuple[PendingDecode, DecodeResult]:
         """Model step: the carried segment (SessionConfig.context_s) taken off the window's front, its text off the
@@ -299,16 +302,14 @@ class StreamingSession:
         green, red." at no-speech probability 0.83 after the one before it, and was discarded; alone it is kept."""
         upd = pending.upd
         seg = upd.segment
-        n = uncarry(seg)
-        whole_window = upd.final and upd.pad_samples > self.segmenter.pad_samples  # filled to last_window_s
-        alone = dataclasses.replace(upd, audio=upd.audio[n:], pad_samples=upd.pad_samples + (n if whole_window else 0))
+        audio = upd.audio[uncarry(seg) :]
+        alone = dataclasses.replace(upd, audio=audio, pad_samples=self.segmenter.pad_for(len(audio), upd.final))
         encoder_out = self.backend.encode(alone.encoder_audio)
-        n_frames = min(encoder_out.shape[1], int(len(alone.audio) / SAMPLE_RATE / self.backend.frame_s))
-        self._start_decoder(seg, encoder_out, None)
-        job = self.mode.job(seg, alone, n_frames=n_frames, refill=True, policy=self.policy)
-        res = self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
+        n_frames = min(encoder_out.shape[1], int(len(audio) / SAMPLE_RATE / self.backend.frame_s))
+        pending = dataclasses.replace(pending, upd=alone, n_frames=n_frames, encoder_out=encoder_out, valid=None)
+        job, res = self._decode_anew(pending)
         self.log.debug("no speech after the carried segment: decoded again alone")
-        return PendingDecode(upd=alone, job=job, n_frames=n_frames, encoder_out=encoder_out, valid=None), res
+        return dataclasses.replace(pending, job=job), res
 
     def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:
         """A last decode on less than the model's trained window that Whisper is unsure of (see
