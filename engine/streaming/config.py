@@ -54,9 +54,6 @@ class SessionConfig:
     # width): German own-set stream 1, BLEU 21.9 vs 20.6 greedy at the same latency; the full benchmark run
     # in benchmarks/README.md has both rows.
     final_beam: int = 5
-    # Beam width of a segment's other updates; 1: greedy (draft-verified). With > 1 the best beam is cut where
-    # greedy decoding would stop (the policy's stop) and its tokens' own probabilities face min_prob.
-    update_beam: int = 1
     # What a commit before a segment's end may stop at: any word, a clause end (, ; : . ? !) or a sentence end.
     # "word" (default) keeps StreamLAAL near 2.3 s; "sentence" translates whole sentences (German puts the verb
     # last) for about +6 BLEU at about +4 s (German dev set: 19.2 vs 12.0 BLEU at 5.6 vs 2.6 s; own stream 1:
@@ -190,8 +187,6 @@ class SessionConfig:
             raise ConfigError(f"commit_unit must be 'word', 'clause' or 'sentence', got {self.commit_unit!r}")
         if not 1 <= self.final_beam <= 16:
             raise ConfigError(f"final_beam must be between 1 and 16, got {self.final_beam}")
-        if not 1 <= self.update_beam <= 16:
-            raise ConfigError(f"update_beam must be between 1 and 16, got {self.update_beam}")
         if self.hold_words is not None and not 0 <= self.hold_words <= 8:
             raise ConfigError(f"hold_words must be None (by task) or 0..8, got {self.hold_words}")
         if not 0.0 <= self.first_commit_s <= self.max_segment_s:

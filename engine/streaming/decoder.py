@@ -74,7 +74,7 @@ class DecodeJob:
         encoder frames of real audio; `final`: the segment's last update; `refill`: re-run the whole sequence
         (else only its last token, on the cached prefix). Keywords only: nine values of like types in a row."""
         self.backend, self.state, self.policy, self.final = backend, state, policy, final
-        self.beam_size = beam_size  # > 1: beam search (see beam_search)
+        self.beam_size = beam_size  # > 1: beam search (only for a segment's last update: nothing is held back)
         self.prior = list(prior)  # (token, encoder frame) of committed tokens whose alignment is known
         # tokens expected after the committed prefix (the previous update's tentative ones), verified in start()
         self.draft = list(draft) if beam_size == 1 else []
@@ -220,14 +220,11 @@ class DecodeJob:
 
 
 def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
-    """Beam search after job.prefill() gave the first logits (1, V): a segment's last update, or any update with
-    `SessionConfig.update_beam` > 1.
+    """Beam search for a segment's last update, after job.prefill() gave the first logits (1, V).
 
-    The beams run on a copy of the state (the job's own keeps the prefix only, as the guards expect). Ranking as
-    Whisper and faster-whisper do: finished hypotheses by sum of log-probabilities over length, patience 1. In a
-    last update everything found is committed, so no policy stops it. In an earlier one the best hypothesis is
-    cut where greedy decoding would have stopped (the policy's stop, a word read in the carried context), and
-    the kept tokens are fed to the job's state, which must hold them for the next update (incremental mode)."""
+    Everything it finds is committed, so no policy stops it and no attention is kept; the beams run on a copy
+    of the state (the job's own state keeps the prefix only, as the guards expect). Ranking as Whisper and
+    faster-whisper do: finished hypotheses by sum of log-probabilities over length, patience 1."""
     beam, eot = job.beam_size, backend.eot
     st = job.state.clone()
     st.repeat(beam)
@@ -236,8 +233,7 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
     sum_lp = torch.zeros(beam, device=device)
     sum_lp[1:] = float("-inf")  # all beams start identical: expand only the first
     seqs: list[list[int]] = [[] for _ in range(beam)]
-    seq_lps: list[list[float]] = [[] for _ in range(beam)]  # each token's own log-probability, per beam
-    finished: list[tuple[list[int], float, list[float]]] = []
+    finished: list[tuple[list[int], float]] = []
     for _ in range(job.budget):
         lg = logits.float().clone()
         backend.filter_logits(lg, job.n_committed + len(seqs[0]))
@@ -246,69 +242,37 @@ def beam_search(backend: Backend, job: DecodeJob, logits: Tensor) -> None:
         if job.banned:
             lg[:, job.banned] = float("-inf")
         nxt = whisper_beam_step(sum_lp, lg.log_softmax(-1), beam=beam, eot=eot, room=beam - len(finished))
-        finished += [(seqs[r], score, seq_lps[r]) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
+        finished += [(seqs[r], score) for r, score in zip(nxt.ended_rows, nxt.ended_scores)]
         if len(finished) >= beam or not nxt.rows:
             break
         st.reorder(torch.tensor(nxt.rows, device=device))
-        before = sum_lp.tolist()
         seqs = [seqs[r] + [t] for r, t in zip(nxt.rows, nxt.tokens)]
-        seq_lps = [seq_lps[r] + [s - before[r]] for r, s in zip(nxt.rows, nxt.scores)]
         sum_lp = torch.tensor(nxt.scores, device=device)
         logits = backend.step(torch.tensor([[t] for t in nxt.tokens], device=device), st)[:, -1]
     if finished:
-        best, score, lps = max(finished, key=lambda c: c[1] / (len(c[0]) + 1))
+        best, score = max(finished, key=lambda c: c[1] / (len(c[0]) + 1))
         job.next_token = eot
     else:  # the budget ran out: the best live beam
         i = int(sum_lp.argmax())
-        best, score, lps = seqs[i], float(sum_lp[i]), seq_lps[i]
+        best, score = seqs[i], float(sum_lp[i])
     cut = repetition_cut(job.committed + best)
     if cut is not None:
         keep = max(0, cut - len(job.committed))
         stalled = keep < len(best) and is_stutter(job.committed + best, cut, job._ends_sentence)
         job.loop_next = best[keep] if stalled else None  # the session decodes on past a stall
-        best, lps, job.loop_cut = best[:keep], lps[:keep], True
+        best, job.loop_cut = best[:keep], True
     for a, b in reversed(stutter_spans(best)):
-        best, lps, job.loop_cut = best[:a] + best[b:], lps[:a] + lps[b:], True
+        best, job.loop_cut = best[:a] + best[b:], True
     rows = alignment_rows(backend, job, best)
     if rows:
         frames = [attended_frame(r) for r in rows]
         while (cut := reread_cut(best, frames, job._is_content)) is not None:
-            best, rows, frames, lps, job.loop_cut = best[:cut], rows[:cut], frames[:cut], lps[:cut], True
+            best, rows, frames, job.loop_cut = best[:cut], rows[:cut], frames[:cut], True
         for a, b in reversed(
             reread_spans(best, frames, backend.token_bytes, job._is_content, job.prior, job.context_frames)
         ):
-            best, rows, frames = best[:a] + best[b:], rows[:a] + rows[b:], frames[:a] + frames[b:]
-            lps, job.loop_cut = lps[:a] + lps[b:], True
-    if not job.final:
-        n = _policy_stop(job, best, rows)
-        if n < len(best):
-            job.next_token = best[n]
-        best, rows, lps = best[:n], rows[:n], lps[:n]
-        _feed(backend, job, best)
-    job.out, job.rows, job.lps, job.total, job.done = list(best), rows, list(lps), score, True
-
-
-def _policy_stop(job: DecodeJob, tokens: list[int], rows: list[np.ndarray]) -> int:
-    """How many of a beam-searched update's tokens greedy decoding would have kept: up to the first the policy
-    stops at or one read in the carried context (every token without attention rows)."""
-    if len(rows) != len(tokens):
-        return len(tokens)
-    job.policy.begin_update()
-    for i, (tok, row) in enumerate(zip(tokens, rows)):
-        content = job._is_content(tok)
-        if job.policy.should_stop(row, job.n_frames, final=False, content=content) or job._rereads_context(tok, row):
-            return i
-    return len(tokens)
-
-
-def _feed(backend: Backend, job: DecodeJob, tokens: list[int]) -> None:
-    """Put the sequence and `tokens` but the last into the job's own cache (what greedy decoding leaves there)."""
-    if not tokens:
-        return
-    st = job.state
-    st.truncate(len(job.sequence) - 1)
-    backend.step(torch.tensor([job.sequence[-1:] + tokens[:-1]], device=st.device), st)
-    job.n_stepped = len(tokens) - 1
+            best, rows, frames, job.loop_cut = best[:a] + best[b:], rows[:a] + rows[b:], frames[:a] + frames[b:], True
+    job.out, job.rows, job.total, job.done = list(best), rows, score, True
 
 
 def alignment_rows(backend: Backend, job: DecodeJob, tokens: list[int]) -> list[np.ndarray]:

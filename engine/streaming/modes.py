@@ -66,7 +66,7 @@ class Incremental:
             final=upd.final,
             max_new_tokens=max(budget, 4),
             refill=refill,
-            beam_size=self.config.final_beam if upd.final else self.config.update_beam,
+            beam_size=self.config.final_beam if upd.final else 1,
             prior=prior,
             # the last update's hypothesis after the committed text: verified, not trusted
             draft=seg.tentative if self.config.draft and not forced else (),
