@@ -169,7 +169,8 @@ def run_system(ctx: Context, system: str, stream, spans: list[Span], variant: di
             from engine.streaming.vad import VadConfig
 
             over["vad"] = VadConfig(**over["vad"])
-        cfg = SessionConfig(task=stream.task, language=stream.lang, **over)
+        # a variant may set the language too ({"language": null}: detected, as the page's default "Auto-detect")
+        cfg = SessionConfig(**{"task": stream.task, "language": stream.lang, **over})
         version = (ctx.engine_tree or ctx.loaded_tree) if ctx.reuse else ""
         if not version:
             return stream_once(ctx.backend, cfg, stream.audio)
