@@ -224,11 +224,16 @@ class StreamingSession:
             pending, res = self._decode_whole_window(pending, res)
         if upd.final and res.loop_next is not None and self.mode.continues:
             res = self._continue_past_loop(pending, res)
+        if upd.final and seg.context and not res.tokens and res.loop_cut:
+            # the last decode only read the carried segment again (dropped as a re-read): this segment's own
+            # speech would vanish
+            pending, res = self._uncarried(pending, "the last decode only re-read the carried segment")
+            upd, n_frames = pending.upd, pending.n_frames
         tokens = res.tokens
         guards, final = self.guards, upd.final
         if tokens and not seg.committed and guards.looks_hallucinated(seg, tokens, res, self.language, final=final):
             if seg.context:  # decoded after a carried segment: once more on this segment's own audio alone
-                pending, res = self._uncarried(pending)
+                pending, res = self._uncarried(pending, "no speech after the carried segment")
                 upd, n_frames, tokens = pending.upd, pending.n_frames, res.tokens
             elif seg.use_prompt and seg.prompt:  # retry once without the previous text (echo / drift)
                 res = self._retry_without_prompt(pending)
@@ -295,11 +300,14 @@ class StreamingSession:
         job = self.mode.job(seg, pending.upd, n_frames=pending.n_frames, refill=True, policy=self.policy)
         return job, self.mode.hypothesis(seg, decode_batch(self.backend, [job])[0])
 
-    def _uncarried(self, pending: PendingDecode) -> tuple[PendingDecode, DecodeResult]:
+    def _uncarried(self, pending: PendingDecode, why: str) -> tuple[PendingDecode, DecodeResult]:
         """Model step: the carried segment (SessionConfig.context_s) taken off the window's front, its text off the
         start tokens, and the update encoded and decoded again on this segment's own audio. After a carried segment
         Whisper may judge the window no speech: a real Spanish caption, "Un viejo barco chino a vela.", decoded "A
-        green, red." at no-speech probability 0.83 after the one before it, and was discarded; alone it is kept."""
+        green, red." at no-speech probability 0.83 after the one before it, and was discarded; alone it is kept.
+        Or its last decode may translate the carried segment again and loop on it ("The library will be at the
+        end of March." three times, shown "It can be returned to the books ... in the train station." before),
+        and the re-read is dropped with nothing left; alone it is translated."""
         upd = pending.upd
         seg = upd.segment
         audio = upd.audio[uncarry(seg) :]
@@ -308,7 +316,7 @@ class StreamingSession:
         n_frames = min(encoder_out.shape[1], int(len(audio) / SAMPLE_RATE / self.backend.frame_s))
         pending = dataclasses.replace(pending, upd=alone, n_frames=n_frames, encoder_out=encoder_out, valid=None)
         job, res = self._decode_anew(pending)
-        self.log.debug("no speech after the carried segment: decoded again alone")
+        self.log.info("%s: decoded again alone", why)
         return dataclasses.replace(pending, job=job), res
 
     def _unsure_of_short_window(self, upd: Update, res: DecodeResult) -> bool:

@@ -363,6 +363,33 @@ def test_a_segment_judged_no_speech_after_the_carried_one_is_decoded_alone(backe
     assert sum(text.count(mark) for mark in ".!?") >= 3, text  # the middle caption is there too
 
 
+def test_a_last_decode_that_only_reads_the_carried_segment_again_is_decoded_alone(backend, audio_dir, monkeypatch):
+    """A carried segment's last decode may translate the carried one again and loop on it ("The library will be at
+    the end of March." three times, after "It can be returned to the books ... in the train station." was shown),
+    and the re-read is dropped with nothing left: the segment is then decoded again on its own audio, not lost.
+    Here every last decode after carried text is all judged a re-read of the carried audio."""
+    from engine.streaming import decoder
+
+    audio = _french_captions(audio_dir)
+    session = StreamingSession(backend, SessionConfig(language="fr", context_s=3.0))
+    reread = decoder.reread_spans
+    dropped: list[int] = []
+
+    def all_reread(tokens, frames, token_bytes, is_content, prior=(), before=0):
+        if before:
+            dropped.append(len(tokens))
+            return [(0, len(tokens))]
+        return reread(tokens, frames, token_bytes, is_content, prior, before)
+
+    monkeypatch.setattr(decoder, "reread_spans", all_reread)
+    stream(session, audio, SAMPLE_RATE, SAMPLE_RATE // 10)
+    text = session.transcript.lower()
+    assert dropped and all(dropped), "a last decode after a carried segment was dropped whole"
+    assert "scissors" in text and "hat" in text, text
+    assert text.count("scissors") == 1, text
+    assert sum(text.count(mark) for mark in ".!?") >= 3, text  # the middle caption is there too
+
+
 def test_context_config_is_validated():
     """context_s is None (by task: 4.5 s in translation, off in transcription) or 0 (off) to 10 s."""
     for bad in (-1.0, 11.0):
