@@ -224,9 +224,9 @@ class StreamingSession:
             pending, res = self._decode_whole_window(pending, res)
         if upd.final and res.loop_next is not None and self.mode.continues:
             res = self._continue_past_loop(pending, res)
-        if upd.final and seg.context and not res.tokens and res.loop_cut:
-            # the last decode only read the carried segment again (dropped as a re-read): this segment's own
-            # speech would vanish
+        if upd.final and seg.context and not seg.committed and not res.tokens and res.loop_cut:
+            # the last decode only read the carried segment again (dropped as a re-read) and nothing of this
+            # segment is committed: its speech would vanish (with committed words the decode may be done)
             pending, res = self._uncarried(pending, "the last decode only re-read the carried segment")
             upd, n_frames = pending.upd, pending.n_frames
         tokens = res.tokens
