@@ -37,9 +37,6 @@ def carried_from(seg: Segment, shown: list[int], config: SessionConfig) -> Carri
     own = seg.own_audio()
     if not shown or not 0 < len(own) <= config.carried_s * SAMPLE_RATE:
         return None
-    floor = config.carry_min_logprob
-    if floor is not None and seg.last_logprob is not None and seg.last_logprob < floor:
-        return None  # its text is likely wrong: it would steer the next segment's translation
     return Carried(own, shown, seg.end_s)
 
 

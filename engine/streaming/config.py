@@ -155,8 +155,6 @@ class SessionConfig:
     # unseen set 3 (French 22.9 -> 21.3, Spanish 21.6 -> 20.9). English transcription: WER the same within 0.1
     # point on all three sets, for more compute: off there.
     context_s: float | None = None
-    # a segment whose last decode averaged below this log-probability per token is not carried; None: any
-    carry_min_logprob: float | None = None
     # speech detection / segmentation at pauses; a segment closes after 0.5 s of silence (see VadConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     use_vad: bool = True  # False: every sample is decoded (only for clean, pre-segmented audio)

@@ -50,8 +50,6 @@ class Segment:
     # the last non-empty `tentative`: kept when a later update is discarded (the screen went blank), so that a last
     # decode that drifts into the spoken language can still be continued from text that was translated
     last_shown: list[int] = field(default_factory=list)
-    # average log-probability per token of the segment's last decode (None until it ran)
-    last_logprob: float | None = None
 
     @property
     def end_s(self) -> float:

@@ -267,7 +267,6 @@ class StreamingSession:
         if partial is not None:
             self._emit(upd, partial)
         if upd.final:
-            seg.last_logprob = res.sum_logprob / max(1, len(res.tokens))
             self._end_segment(seg)
         elif self.config.trim_s:
             self._trim(seg)  # after every event of this update: they are timed against the untrimmed window
