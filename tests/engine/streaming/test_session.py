@@ -367,7 +367,7 @@ def test_a_last_decode_that_only_reads_the_carried_segment_again_is_decoded_alon
     """A carried segment's last decode may translate the carried one again and loop on it ("The library will be at
     the end of March." three times, after "It can be returned to the books ... in the train station." was shown),
     and the re-read is dropped with nothing left: the segment is then decoded again on its own audio, not lost.
-    Here every last decode after carried text is all judged a re-read of the carried audio."""
+    Here every last decode after carried text is judged a re-read of the carried audio as a whole."""
     from engine.streaming import decoder
 
     audio = _french_captions(audio_dir)
