@@ -225,9 +225,10 @@ class StreamingSession:
         if upd.final and res.loop_next is not None and self.mode.continues:
             res = self._continue_past_loop(pending, res)
         if upd.final and seg.context and not seg.committed and not res.tokens and res.loop_cut:
-            # the last decode only read the carried segment again (dropped as a re-read) and nothing of this
-            # segment is committed: its speech would vanish (with committed words the decode may be done)
-            pending, res = self._uncarried(pending, "the last decode only re-read the carried segment")
+            # the guards cut all of the last decode away (the carried segment translated again, dropped as a
+            # re-read; or a loop) and nothing of this segment is committed: its speech would vanish. With committed
+            # words an empty last decode may simply be done.
+            pending, res = self._uncarried(pending, "the last decode was cut away whole after the carried segment")
             upd, n_frames = pending.upd, pending.n_frames
         tokens = res.tokens
         guards, final = self.guards, upd.final
