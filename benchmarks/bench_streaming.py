@@ -54,6 +54,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
     committed: list[str] = []
     words: list[Word] = []
     displays: list[list[str]] = []
+    display_s: list[float] = []
     partial: list[str] = []
     windows: list[tuple[float, float]] = []
 
@@ -73,6 +74,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
             elif isinstance(ev, Partial):
                 partial = ev.text.split()
             displays.append(committed + partial)
+            display_s.append(t_audio)
 
     def process() -> float:
         t_all = time.perf_counter()
@@ -91,7 +93,7 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
     dt = process()
     compute += dt
     take(len(audio) / SAMPLE_RATE, dt)
-    return Run(words, displays, compute, len(audio) / SAMPLE_RATE, windows)
+    return Run(words, displays, compute, len(audio) / SAMPLE_RATE, windows, display_s=display_s)
 
 
 def offline_run(texts: list[str], spans: list[Span], compute_s: float, audio_s: float) -> Run:
@@ -144,7 +146,14 @@ def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run] | None, ver
     path = ctx.out / "runs" / f"{system}-{stream.name}-{key}-{version or _peer_version()}.json"
     if path.exists() and (not ctx.fresh or fn is None):
         d = json.loads(path.read_text())
-        return Run([Word(*w) for w in d["words"]], [], d["compute_s"], d["audio_s"], n_erased=d["n_erased"])
+        return Run(
+            [Word(*w) for w in d["words"]],
+            [],
+            d["compute_s"],
+            d["audio_s"],
+            n_erased=d["n_erased"],
+            shown=d.get("shown"),
+        )
     if fn is None:
         raise SystemExit(
             f"no cached run {path.name}: --engine-tree {version} only reads runs that engine tree "
@@ -154,7 +163,15 @@ def _cached(ctx: Context, system: str, stream, fn: Callable[[], Run] | None, ver
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(
-        json.dumps({"words": run.words, "compute_s": run.compute_s, "audio_s": run.audio_s, "n_erased": run.erased()})
+        json.dumps(
+            {
+                "words": run.words,
+                "compute_s": run.compute_s,
+                "audio_s": run.audio_s,
+                "n_erased": run.erased(),
+                "shown": run.shown_times(),
+            }
+        )
     )
     tmp.replace(path)
     return run
@@ -297,8 +314,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(s.duration_s for s in streams) / 60:.1f} min, sets {'+'.join(sets)}",
             flush=True,
         )
-        print("| system | BLEU | chrF | WER % | StreamLAAL CU s | StreamLAAL CA s | final lag s | erasure | RTF |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print(
+            "| system | BLEU | chrF | WER % | StreamLAAL CU s | StreamLAAL CA s | shown LAAL s | final lag s | "
+            "erasure | RTF |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
         results[lang] = {}
         for label, system, variant in systems:
             score = SetScore()
@@ -310,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             results[lang][label] = m
             print(
                 f"| {label} | {m['bleu']:.1f} | {m['chrf']:.1f} | {m['wer']:.1f} | {m['laal']:.2f} | "
-                f"{m['laal_ca']:.2f} | {m['final_lag']:.2f} | {m['erasure']:.2f} | {m['rtf']:.3f} |",
+                f"{m['laal_ca']:.2f} | {m['laal_shown']:.2f} | {m['final_lag']:.2f} | {m['erasure']:.2f} | "
+                f"{m['rtf']:.3f} |",
                 flush=True,
             )
     print(ratios(results))

@@ -131,6 +131,7 @@ def _drive(
     n = max(1, int(round(chunk_s * SAMPLE_RATE)))
     words: list[Word] = []
     displays: list[list[str]] = []
+    display_s: list[float] = []
     text = ""  # committed text so far
     clock = compute = 0.0
 
@@ -148,6 +149,7 @@ def _drive(
             words.extend(Word(w, t_audio, clock) for w in pieces)
             text += tok.text
         displays.append((text + pending()).split())
+        display_s.append(t_audio)
 
     for i in range(0, len(audio), n):
         t_audio = min(len(audio), i + n) / SAMPLE_RATE
@@ -158,7 +160,7 @@ def _drive(
     t0 = time.perf_counter()
     tokens = finish()
     record(tokens, len(audio) / SAMPLE_RATE, time.perf_counter() - t0)
-    return Run(words, displays, compute, len(audio) / SAMPLE_RATE)
+    return Run(words, displays, compute, len(audio) / SAMPLE_RATE, display_s=display_s)
 
 
 def _wlk_defaults() -> Any:

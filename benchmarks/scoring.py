@@ -1,5 +1,5 @@
 """Scoring a streamed recording against its reference sentences: quality (BLEU, chrF, WER) and latency
-(StreamLAAL computation-unaware and -aware, finalisation lag, erasure, RTF).
+(StreamLAAL computation-unaware and -aware, StreamLAAL of the screen, finalisation lag, erasure, RTF).
 
 A system's output is one word stream with emission times; it is re-segmented to the reference sentences by a
 minimum-edit-distance alignment (as mwerSegmenter does), then scored per sentence and over the corpus.
@@ -33,6 +33,25 @@ class Run:
     audio_s: float
     windows: list[tuple[float, float]] = field(default_factory=list)  # (encoder window s, update s)
     n_erased: int | None = None  # erased words, when `displays` is not kept (cached runs)
+    display_s: list[float] = field(default_factory=list)  # stream time of each display (parallel to `displays`)
+    shown: list[float] | None = None  # shown_times(), when `displays` is not kept (cached runs)
+
+    def shown_times(self) -> list[float] | None:
+        """Per committed word, the stream time from which the screen showed it, in its final form and place,
+        without a change until the end (partial text counts): at the latest its commit. None: displays unknown."""
+        if self.shown is not None:
+            return self.shown
+        if not self.display_s or len(self.display_s) != len(self.displays):
+            return None
+        final = [w.text for w in self.words]
+        since: list[float | None] = [None] * len(final)
+        for shown, t in zip(self.displays, self.display_s):
+            for j, word in enumerate(final):
+                if j < len(shown) and shown[j] == word:
+                    since[j] = t if since[j] is None else since[j]
+                else:
+                    since[j] = None
+        return [w.stream_s if t is None else min(t, w.stream_s) for t, w in zip(since, self.words)]
 
     def erased(self) -> int:
         """Words shown and then taken back (a word that changes on screen counts once per change)."""
@@ -124,6 +143,7 @@ class SetScore:
     refs: list[str] = field(default_factory=list)
     laal_cu: list[float] = field(default_factory=list)
     laal_ca: list[float] = field(default_factory=list)
+    laal_shown: list[float] = field(default_factory=list)  # StreamLAAL of the screen (Run.shown_times)
     final_lag: list[float] = field(default_factory=list)
     n_words: int = 0
     n_erased: int = 0
@@ -142,11 +162,14 @@ class SetScore:
         self.audio_s += run.audio_s
         if not timed:
             return
+        shown = run.shown_times()
         for span, g in zip(spans, groups):
             src = span.end_s - span.start_s
             n_ref = len(span.reference.split())
             self.laal_cu.append(laal([run.words[i].stream_s - span.start_s for i in g], src, n_ref))
             self.laal_ca.append(laal([run.words[i].aware_s - span.start_s for i in g], src, n_ref))
+            if shown is not None:
+                self.laal_shown.append(laal([shown[i] - span.start_s for i in g], src, n_ref))
             if g:
                 self.final_lag.append(run.words[g[-1]].stream_s - span.end_s)
 
@@ -164,6 +187,7 @@ class SetScore:
         out.update(
             laal=float(np.mean(self.laal_cu)) if self.laal_cu else nan,
             laal_ca=float(np.mean(self.laal_ca)) if self.laal_ca else nan,
+            laal_shown=float(np.mean(self.laal_shown)) if self.laal_shown else nan,
             final_lag=float(np.mean(self.final_lag)) if self.final_lag else nan,
             erasure=self.n_erased / max(1, self.n_words),
             rtf=self.compute_s / self.audio_s if self.audio_s else nan,

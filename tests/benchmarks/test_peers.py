@@ -35,3 +35,4 @@ def test_whisper_streaming_translates_german_with_ordered_emission_times(audio_d
     assert stream_t[-1] <= len(audio) / SAMPLE_RATE + 1e-6
     assert run.audio_s == pytest.approx(len(audio) / SAMPLE_RATE) and run.compute_s > 0
     assert run.displays and run.displays[-1][: len(words)] == [w for w, _, _ in run.words]
+    assert len(run.display_s) == len(run.displays) and run.display_s == sorted(run.display_s)
