@@ -8,7 +8,7 @@ from benchmarks.scoring import Run, SetScore, Span, Word
 
 
 def screen_run() -> Run:
-    """ "When the alarm sounds." committed at 4.0 s; the screen showed "When" from 1.0 s, "the alarm" from 2.0 s
+    """The sentence "When the alarm sounds." is committed at 4.0 s; the screen showed "When" from 1.0 s, "the alarm" from 2.0 s
     ("the alarm" briefly replaced by "the gun" at 2.5 s), and "sounds." only with the commit."""
     words = [Word(w, 4.0, 4.3) for w in ["When", "the", "alarm", "sounds."]]
     displays = [[], ["When"], ["When", "the", "alarm"], ["When", "the", "gun"], ["When", "the", "alarm"]]
