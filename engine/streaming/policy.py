@@ -157,12 +157,7 @@ class AlignAtt:
         # skipped for the same reason.
         if attention_row is None or not content or final:
             return False
-        # A segment's first token is placed by its heads on the audio (onset_frame), so decoding goes on and the
-        # screen shows the sentence's start; stable_count still reads the padding as the audio's end, so that token
-        # is not committed before its heads leave the sink (committing it then lost 0.5-3.2 BLEU on unseen sets 2
-        # and 3, a committed guess steering the rest: benchmarks/README.md).
-        first = self.frontier < 0 and not self.started
-        frame = onset_frame(attention_row, n_frames) if first else attended_frame(attention_row)
+        frame = attended_frame(attention_row)
         if self.frontier >= 0 and frame < self.frontier - self.rewind_frames:
             return True
         self.frontier = max(self.frontier, frame)
@@ -224,19 +219,6 @@ def attended_frame(attention: np.ndarray, n_frames: int | None = None) -> int:
     if att.ndim == 1:
         return int(np.argmax(att))
     return int(np.median(np.argmax(att, axis=-1)))
-
-
-def onset_frame(attention: np.ndarray, n_frames: int) -> int:
-    """The frame a segment's first token reads: the median peak of the heads that look at the real audio.
-
-    On a segment's first token most alignment heads park on a sink 10-17 frames into the appended silence while
-    two to four read the speech onset (the first two streams of unseen set 3, German and Spanish: 56 of 56
-    first-token stops, 24 of them with 1.5-5.3 s of speech heard), so attended_frame put the first word at the
-    audio's end and AlignAtt withheld it update after update. With fewer than two heads on the audio it is
-    attended_frame's answer (the audio's end)."""
-    peaks = np.argmax(attention, axis=-1) if attention.ndim > 1 else np.array([np.argmax(attention)])
-    inside = peaks[peaks < n_frames]
-    return int(np.median(inside)) if len(inside) >= 2 else attended_frame(attention)
 
 
 def confident_prefix(hyp: Hypothesis, min_prob: float, n_agreed: int = 0) -> int:

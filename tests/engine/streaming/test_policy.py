@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.streaming.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy, onset_frame
+from engine.streaming.policy import AlignAtt, Hypothesis, LocalAgreement, attended_frame, make_policy
 
 
 def hyp(tokens, attention=None, n_frames=100, final=False) -> Hypothesis:
@@ -43,31 +43,6 @@ def test_attended_frame_ignores_one_head_on_an_attention_sink():
     att[:4, 30] = 1.0
     att[4, 90] = 5.0
     assert attended_frame(att, 100) == 30
-
-
-def test_a_segments_first_token_is_placed_by_the_heads_on_the_audio():
-    """Most heads of a segment's first token park on a sink in the appended silence while a few read the speech
-    onset: decoding goes on past that token (the screen shows the sentence's start), but it is not committed
-    while its heads are on the sink. Once something of the segment is committed, or with fewer than two heads on
-    the audio, a head in the padding stops decoding again."""
-    n, pad = 100, 50
-    first = np.zeros((8, n + pad))
-    first[[0, 1, 3, 4, 5], n + 12] = 1.0  # the sink, 12 frames into the appended silence
-    first[[2, 6, 7], 15] = 1.0  # the speech onset
-    assert attended_frame(first) == n + 12 and onset_frame(first, n) == 15
-    p = AlignAtt(frame_threshold=20)
-    p.begin_update()
-    assert not p.should_stop(first, n)
-    assert p.stable_count(hyp([1], first[None], n)) == 0
-    assert p.should_stop(first, n)  # the update's second token: the padding is the audio's end again
-    one_on_audio = first.copy()
-    one_on_audio[[2, 6]] = 0.0
-    one_on_audio[[2, 6], n + 12] = 1.0
-    p.begin_update()
-    assert p.should_stop(one_on_audio, n)
-    p.committed(1)
-    p.begin_update()
-    assert p.should_stop(first, n)
 
 
 def test_alignatt_stops_when_attention_jumps_back_to_the_start():
