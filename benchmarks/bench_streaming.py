@@ -58,11 +58,21 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
     partial: list[str] = []
     windows: list[tuple[float, float]] = []
 
+    def show(t_audio: float) -> None:
+        displays.append(committed + partial)
+        display_s.append(t_audio)
+
     def take(t_audio_now: float, dt: float) -> None:
+        # One screen per update: its Commit and its Partial arrive together (counted apart, the screen between
+        # them showed the committed words twice, as erased and re-shown words)
         nonlocal clock, partial
         clock = max(clock, t_audio_now) + dt
+        shown_at: float | None = None
         for timed in session.drain_timed_events():
             t_audio, ev = timed.at_s, timed.event
+            if shown_at is not None and t_audio != shown_at:
+                show(shown_at)
+            shown_at = t_audio
             if isinstance(ev, Commit):
                 pieces = ev.text.split()
                 if pieces and words and not ev.text[:1].isspace():  # a commit continuing the last word
@@ -73,8 +83,8 @@ def stream_once(backend, config, audio: np.ndarray) -> Run:
                 committed.extend(pieces)
             elif isinstance(ev, Partial):
                 partial = ev.text.split()
-            displays.append(committed + partial)
-            display_s.append(t_audio)
+        if shown_at is not None:
+            show(shown_at)
 
     def process() -> float:
         t_all = time.perf_counter()
