@@ -47,10 +47,10 @@ class Run:
         since: list[float | None] = [None] * len(final)
         for shown, t in zip(self.displays, self.display_s):
             for j, word in enumerate(final):
-                if j < len(shown) and shown[j] == word:
-                    since[j] = t if since[j] is None else since[j]
-                else:
-                    since[j] = None
+                if j >= len(shown) or shown[j] != word:
+                    since[j] = None  # gone or changed: it counts again from its next showing
+                elif since[j] is None:
+                    since[j] = t
         return [w.stream_s if t is None else min(t, w.stream_s) for t, w in zip(since, self.words)]
 
     def erased(self) -> int:
