@@ -97,9 +97,6 @@ class Update:
         """What the encoder sees: the audio, then `pad_samples` of digital silence."""
         if not self.pad_samples:
             return self.audio
-        import os  # EXPERIMENT: NaN marks padding the Whisper backend turns into zero log-mel
-        if self.final and os.environ.get("DRAGOMAN_MELPAD") == "final":
-            return np.concatenate([self.audio, np.full(self.pad_samples, np.nan, np.float32)])
         return np.concatenate([self.audio, np.zeros(self.pad_samples, np.float32)])
 
 

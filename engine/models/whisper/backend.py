@@ -46,14 +46,14 @@ class WhisperBackend:
         # shorter than 20 ms) so even a tiny window encodes to one frame instead of failing.
         if len(audio) < 2 * HOP_LENGTH:
             audio = np.pad(audio, (0, 2 * HOP_LENGTH - len(audio)))
-        nan = np.isnan(audio)  # EXPERIMENT: NaN padding becomes zero log-mel frames
-        n_audio = int(np.argmax(nan)) if nan.any() else -1
-        if n_audio >= 0:
-            audio = np.nan_to_num(audio)
         mel = log_mel_spectrogram(audio, self.model.config.n_mels)
-        if n_audio >= 0:
-            first = -(-(n_audio + 200) // HOP_LENGTH)  # frames wholly inside the padding
-            mel[:, first:] = 0.0
+        import os  # EXPERIMENT
+        if os.environ.get("DRAGOMAN_MELPAD") == "zero":
+            nz = np.flatnonzero(audio)
+            n_audio = int(nz[-1]) + 1 if nz.size else 0
+            if len(audio) - n_audio >= SAMPLE_RATE // 5:
+                first = -(-(n_audio + 200) // HOP_LENGTH)  # frames wholly inside the trailing silence
+                mel[:, first:] = 0.0
         return mel[:, : mel.shape[1] - mel.shape[1] % 2]
 
     @torch.inference_mode()
