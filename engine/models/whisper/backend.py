@@ -47,13 +47,6 @@ class WhisperBackend:
         if len(audio) < 2 * HOP_LENGTH:
             audio = np.pad(audio, (0, 2 * HOP_LENGTH - len(audio)))
         mel = log_mel_spectrogram(audio, self.model.config.n_mels)
-        import os  # EXPERIMENT
-        if os.environ.get("DRAGOMAN_MELPAD") == "zero":
-            nz = np.flatnonzero(audio)
-            n_audio = int(nz[-1]) + 1 if nz.size else 0
-            if len(audio) - n_audio >= SAMPLE_RATE // 5:
-                first = -(-(n_audio + 200) // HOP_LENGTH)  # frames wholly inside the trailing silence
-                mel[:, first:] = 0.0
         return mel[:, : mel.shape[1] - mel.shape[1] % 2]
 
     @torch.inference_mode()
