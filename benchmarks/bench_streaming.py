@@ -285,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="only each stream's first seconds (a cost run: RTF side by side on a quiet machine)",
     )
+    ap.add_argument(
+        "--snr",
+        type=float,
+        default=None,
+        help="pink noise under every stream, this many dB below its speech (the same noise for every system)",
+    )
     ap.add_argument("--fresh", action="store_true", help="rerun the peers instead of reading their cached runs")
     ap.add_argument(
         "--reuse",
@@ -316,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         streams = [s for set_name in sets for s in _streams(lang, set_name, audio_cache)]
         if args.max_s:
             streams = [_truncate(s, args.max_s) for s in streams]
+        if args.snr is not None:
+            from benchmarks import corpus
+
+            streams = [corpus.with_noise(s, args.snr) for s in streams]
         if not streams:
             continue
         n_sent = sum(len(s.sentences) for s in streams)

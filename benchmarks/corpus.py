@@ -176,6 +176,33 @@ def join_clips(name: str, lang: Lang, clips: Sequence[tuple[np.ndarray, Sentence
     return Stream(name, lang, task_for(lang), np.concatenate(pieces), spans)
 
 
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n samples of pink (1/f) noise at unit RMS: closer to a room, a fan or a street than white noise."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))  # power falls as 1/f
+    noise = np.fft.irfft(spectrum, n)
+    return (noise / np.sqrt(np.mean(noise**2))).astype(np.float32)
+
+
+def speech_rms(stream: Stream) -> float:
+    """RMS of the stream's sentences, their own silences left out (espeak's clips start and end in silence)."""
+    parts = [stream.audio[int(p.start_s * SAMPLE_RATE) : int(p.end_s * SAMPLE_RATE)] for p in stream.sentences]
+    speech = np.concatenate(parts) if parts else stream.audio
+    voiced = speech[np.abs(speech) > 1e-3]
+    return float(np.sqrt(np.mean(voiced.astype(np.float64) ** 2))) if voiced.size else 0.0
+
+
+def with_noise(stream: Stream, snr_db: float, seed: int = DEFAULT_SEED) -> Stream:
+    """The stream with pink noise under it, `snr_db` below its speech (pauses included: a room is never silent).
+
+    The noise depends only on (seed, the stream's name), so every system hears the same noisy audio, and the
+    cached runs (keyed by the audio) of one SNR are found again."""
+    rng = np.random.default_rng([seed, *stream.name.encode()])
+    noise = pink_noise(len(stream.audio), rng) * speech_rms(stream) / 10 ** (snr_db / 20)
+    audio = np.clip(stream.audio + noise, -1.0, 1.0).astype(np.float32)
+    return dataclasses.replace(stream, name=f"{stream.name}-snr{snr_db:g}", audio=audio)
+
+
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 

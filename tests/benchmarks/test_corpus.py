@@ -110,3 +110,44 @@ def test_real_streams(lang: str, tmp_path_factory: pytest.TempPathFactory) -> No
     assert [len(s.sentences) for s in streams] == [20, 20]
     for stream in streams:
         _check_stream(stream, n_voices=20)  # one recording each
+
+
+def _toy_stream() -> corpus.Stream:
+    """Two 'sentences' of a 440 Hz tone, quiet inside, between stretches of digital silence."""
+    rng = np.random.default_rng(0)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    tone[:1600] = 0.0  # a clip's own leading silence: not speech
+    clips = [(tone, corpus.Sentence("a", "eins", "one")), (tone, corpus.Sentence("b", "zwei", "two"))]
+    return corpus.join_clips("own_de_1", "de", clips, rng)
+
+
+@pytest.mark.parametrize("snr_db", [20.0, 5.0])
+def test_noise_lies_snr_db_below_the_speech_and_fills_the_pauses(snr_db: float) -> None:
+    """with_noise adds noise at the asked SNR against the speech alone (not its silences), leaves the sentence
+    times as they were, and names the stream apart so its cached runs are not the clean stream's."""
+    clean = _toy_stream()
+    noisy = corpus.with_noise(clean, snr_db)
+    noise = noisy.audio - clean.audio
+    measured = 20 * np.log10(corpus.speech_rms(clean) / np.sqrt(np.mean(noise**2)))
+    assert measured == pytest.approx(snr_db, abs=0.2)
+    assert corpus.speech_rms(clean) == pytest.approx(0.2 / np.sqrt(2), rel=0.01)  # the tone, silences left out
+    assert noisy.sentences == clean.sentences and len(noisy.audio) == len(clean.audio)
+    pause = noisy.audio[: int(corpus.LEAD_S * SAMPLE_RATE)]
+    assert np.sqrt(np.mean(pause**2)) > 0.5 * np.sqrt(np.mean(noise**2))  # the pauses are no longer digital silence
+    assert noisy.name == f"own_de_1-snr{snr_db:g}"
+
+
+def test_noise_is_the_same_for_every_system_and_pink() -> None:
+    """The same stream gets the same noise every time (the peers and Dragoman hear the same audio); another
+    stream gets other noise; its power falls with frequency (pink: 10 dB per decade)."""
+    clean = _toy_stream()
+    a, b = corpus.with_noise(clean, 10.0), corpus.with_noise(clean, 10.0)
+    assert np.array_equal(a.audio, b.audio)
+    other = corpus.with_noise(corpus.Stream("own_de_2", "de", "translate", clean.audio, clean.sentences), 10.0)
+    assert not np.allclose(other.audio, a.audio)
+    noise = corpus.pink_noise(1 << 16, np.random.default_rng(1))
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(len(noise), 1 / SAMPLE_RATE)
+    low, high = power[(freqs > 100) & (freqs < 200)].mean(), power[(freqs > 1000) & (freqs < 2000)].mean()
+    assert 10 * np.log10(low / high) == pytest.approx(10.0, abs=1.5)
