@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 # A last decode that loops with more than this many encoder frames (1 s for Whisper) of its audio after the last
 # token kept is continued past the loop (StreamingSession._continue_past_loop)
 _LOOP_UNHEARD_FRAMES = 50
+# A last decode that ends (end-of-text) with more than this many encoder frames (1.5 s for Whisper: more than the
+# VAD's closing pause and its padding) of its audio after the furthest frame it read, shorter than the text the
+# update before it showed, is decoded on (StreamingSession._continue_cut_short)
+_CUT_SHORT_UNHEARD_FRAMES = 75
 # A session with more audio than this waiting (seconds) skips the whole-window retry of an unsure last decode
 # (SessionConfig.window_retry_logprob): it is behind real time, and the retry would put it further behind. A
 # session that keeps up has at most an update's worth (1 s) plus the VAD's pause waiting.
@@ -224,6 +228,8 @@ class StreamingSession:
             pending, res = self._decode_whole_window(pending, res)
         if upd.final and res.loop_next is not None and self.mode.continues:
             res = self._continue_past_loop(pending, res)
+        elif upd.final and self.mode.continues:
+            res = self._continue_cut_short(pending, res)
         if upd.final and seg.context and not seg.committed and not res.tokens and res.loop_cut:
             # the guards cut all of the last decode away (the carried segment translated again, dropped as a
             # re-read; or a loop) and nothing of this segment is committed: its speech would vanish. With committed
@@ -369,6 +375,40 @@ class StreamingSession:
         self.log.info("last decode looped before its audio's end: decoded on past the loop")
         joined = self._joined(pending, res.tokens, more)
         return dataclasses.replace(joined, sum_logprob=res.sum_logprob + more.sum_logprob, loop_cut=True)
+
+    def _continue_cut_short(self, pending: PendingDecode, res: DecodeResult) -> DecodeResult:
+        """Model step: a segment's last decode that ended long before its audio did, shorter than the text the
+        update before it showed, is decoded again on from that text. In noise the beam ended a German segment of
+        two sentences after the first ("What is the dream for sending us out of the country?") where the update
+        before had shown the second ("... of the island? You have to fill out a key statement."); nothing later
+        hears that audio, so the clause vanished. (Decoding on from the short text itself, end-of-text banned,
+        only translates the segment again from its start.) Kept only if it reads further into the audio."""
+        seg = pending.upd.segment
+        base = list(seg.last_shown)
+        if (
+            not res.tokens
+            or res.attention is None
+            or len(res.attention) < len(res.tokens)
+            or len(base) <= len(res.tokens)
+        ):
+            return res
+        heard = max(attended_frame(row) for row in res.attention[: len(res.tokens)])
+        if pending.n_frames - heard < _CUT_SHORT_UNHEARD_FRAMES:
+            return res
+        more = self._decode_on(pending, base)
+        tail = [] if more.loop_cut else more.tokens  # after the shown text the beam may translate it all again
+        if self.guards.drifted(base + tail, self.language):
+            return res
+        joined = self._joined(pending, base, dataclasses.replace(more, tokens=tail, loop_cut=False))
+        if joined.attention is None or len(joined.attention) == 0:
+            return res
+        if max(attended_frame(row) for row in joined.attention) - heard < _CUT_SHORT_UNHEARD_FRAMES // 3:
+            return res  # it does not read further: nothing was lost
+        self.log.info(
+            "last decode ended %.1f s before its audio: continued from the text shown before",
+            (pending.n_frames - heard) * self.backend.frame_s,
+        )
+        return joined
 
     def _decode_on(
         self, pending: PendingDecode, forced: list[int], banned_first: Sequence[int] = (), banned: Sequence[int] = ()
