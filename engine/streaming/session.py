@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 # token kept is continued past the loop (StreamingSession._continue_past_loop)
 _LOOP_UNHEARD_FRAMES = 50
 # A last decode that ends (end-of-text) with more than this many encoder frames (1.5 s for Whisper: more than the
-# VAD's closing pause and its padding) of its audio after the furthest frame it read, shorter than the text the
-# update before it showed, is decoded on (StreamingSession._continue_cut_short)
+# VAD's closing pause and its padding) of its audio after the furthest frame it read is decoded on from the text
+# shown before it (StreamingSession._continue_cut_short)
 _CUT_SHORT_UNHEARD_FRAMES = 75
 # A session with more audio than this waiting (seconds) skips the whole-window retry of an unsure last decode
 # (SessionConfig.window_retry_logprob): it is behind real time, and the retry would put it further behind. A
@@ -377,20 +377,15 @@ class StreamingSession:
         return dataclasses.replace(joined, sum_logprob=res.sum_logprob + more.sum_logprob, loop_cut=True)
 
     def _continue_cut_short(self, pending: PendingDecode, res: DecodeResult) -> DecodeResult:
-        """Model step: a segment's last decode that ended long before its audio did, shorter than the text the
-        update before it showed, is decoded again on from that text. In noise the beam ended a German segment of
+        """Model step: a segment's last decode that ended long before its audio did is decoded again on from the
+        text the update before it showed. In noise the beam ended a German segment of
         two sentences after the first ("What is the dream for sending us out of the country?") where the update
         before had shown the second ("... of the island? You have to fill out a key statement."); nothing later
         hears that audio, so the clause vanished. (Decoding on from the short text itself, end-of-text banned,
         only translates the segment again from its start.) Kept only if it reads further into the audio."""
         seg = pending.upd.segment
         base = list(seg.last_shown)
-        if (
-            not res.tokens
-            or res.attention is None
-            or len(res.attention) < len(res.tokens)
-            or len(base) <= len(res.tokens)
-        ):
+        if not base or not res.tokens or res.attention is None or len(res.attention) < len(res.tokens):
             return res
         heard = max(attended_frame(row) for row in res.attention[: len(res.tokens)])
         if pending.n_frames - heard < _CUT_SHORT_UNHEARD_FRAMES:
