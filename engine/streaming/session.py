@@ -66,6 +66,9 @@ _LOOP_UNHEARD_FRAMES = 50
 # VAD's closing pause and its padding) of its audio after the furthest frame it read is decoded on from the text
 # shown before it (StreamingSession._continue_cut_short)
 _CUT_SHORT_UNHEARD_FRAMES = 75
+# ...if the shown text and what follows it read at least this many frames (1 s) further: under 20 dB of noise,
+# German, the one other candidate read 0.5 s further ("put it in the blinker." for "put it in front of you.")
+_CUT_SHORT_FURTHER_FRAMES = 50
 # A session with more audio than this waiting (seconds) skips the whole-window retry of an unsure last decode
 # (SessionConfig.window_retry_logprob): it is behind real time, and the retry would put it further behind. A
 # session that keeps up has at most an update's worth (1 s) plus the VAD's pause waiting.
@@ -378,11 +381,11 @@ class StreamingSession:
 
     def _continue_cut_short(self, pending: PendingDecode, res: DecodeResult) -> DecodeResult:
         """Model step: a segment's last decode that ended long before its audio did is decoded again on from the
-        text the update before it showed. In noise the beam ended a German segment of
-        two sentences after the first ("What is the dream for sending us out of the country?") where the update
-        before had shown the second ("... of the island? You have to fill out a key statement."); nothing later
-        hears that audio, so the clause vanished. (Decoding on from the short text itself, end-of-text banned,
-        only translates the segment again from its start.) Kept only if it reads further into the audio."""
+        text the update before it showed, if that reads further into the audio. In noise the beam ended a German segment of two
+        sentences after the first ("What is the dream for sending us out of the country?") where the update before
+        had shown the second ("... of the island? You have to fill out a key statement."); nothing later hears that
+        audio, so the clause vanished. (Decoding on from the short text itself, end-of-text banned, only
+        translated the segment again from its start.)"""
         seg = pending.upd.segment
         base = list(seg.last_shown)
         if not base or not res.tokens or res.attention is None or len(res.attention) < len(res.tokens):
@@ -397,8 +400,8 @@ class StreamingSession:
         joined = self._joined(pending, base, dataclasses.replace(more, tokens=tail, loop_cut=False))
         if joined.attention is None or len(joined.attention) == 0:
             return res
-        if max(attended_frame(row) for row in joined.attention) - heard < _CUT_SHORT_UNHEARD_FRAMES // 3:
-            return res  # it does not read further: nothing was lost
+        if max(attended_frame(row) for row in joined.attention) - heard < _CUT_SHORT_FURTHER_FRAMES:
+            return res  # it reads no further: nothing was lost (the shown words, not the beam's, would stand)
         self.log.info(
             "last decode ended %.1f s before its audio: continued from the text shown before",
             (pending.n_frames - heard) * self.backend.frame_s,

@@ -528,8 +528,8 @@ def cut_short_audio(audio_dir) -> np.ndarray:
 @pytest.fixture
 def last_decode_cut_short(monkeypatch):
     """Each segment's first last-update decode ends early, as the noisy one did: at its first sentence end, else
-    halfway (here "What is the dream?" is committed before the last update, which then stops after "For shipments
-    abroad"). The decodes after it, on from a given text, run as they are. Patched where the session and the live
+    after a third of its tokens (here "What is the dream?" is committed before the last update, which then stops
+    after its first words). The decodes after it, on from a given text, run as they are. Patched where the session and the live
     engine call the decoder; the real decode runs first, so what the earlier updates showed is the model's own.
     Returns what was cut off, for the test to check that something was."""
     import app.runtime
@@ -547,7 +547,7 @@ def last_decode_cut_short(monkeypatch):
             if job.final and job.beam_size > 1 and id(job.state) not in seen and len(res.tokens) >= 4:
                 seen.add(id(job.state))
                 ends = [i + 1 for i, t in enumerate(res.tokens[:-1]) if ends_sentence(backend.token_bytes(t))]
-                n = ends[0] if ends else len(res.tokens) // 2
+                n = ends[0] if ends else len(res.tokens) // 3
                 cut_off.append(res.tokens[n:])
                 att = None if res.attention is None else res.attention[:n]
                 res = dataclasses.replace(res, tokens=res.tokens[:n], attention=att, next_token=backend.eot)
