@@ -388,6 +388,8 @@ class StreamingSession:
         translated the segment again from its start.)"""
         seg = pending.upd.segment
         base = list(seg.last_shown)
+        if self.backend.alignment_heads < 2:  # no curated alignment heads (S2T2): where it read is not known
+            return res
         if not base or not res.tokens or res.attention is None or len(res.attention) < len(res.tokens):
             return res
         heard = max(attended_frame(row) for row in res.attention[: len(res.tokens)])
