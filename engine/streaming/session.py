@@ -381,15 +381,14 @@ class StreamingSession:
 
     def _continue_cut_short(self, pending: PendingDecode, res: DecodeResult) -> DecodeResult:
         """Model step: a segment's last decode that ended long before its audio did is decoded again on from the
-        text the update before it showed, if that reads further into the audio. In noise the beam ended a German segment of two
-        sentences after the first ("What is the dream for sending us out of the country?") where the update before
-        had shown the second ("... of the island? You have to fill out a key statement."); nothing later hears that
-        audio, so the clause vanished. (Decoding on from the short text itself, end-of-text banned, only
-        translated the segment again from its start.)"""
-        seg = pending.upd.segment
-        base = list(seg.last_shown)
+        text the update before it showed, if that reads further into the audio. In noise the beam ended a German
+        segment of two sentences after the first ("What is the dream for sending us out of the country?") where the
+        update before had shown the second ("... of the island? You have to fill out a key statement."); nothing
+        later hears that audio, so the clause vanished. (Decoding on from the short text itself, end-of-text
+        banned, only translated the segment again from its start.)"""
         if self.backend.alignment_heads < 2:  # no curated alignment heads (S2T2): where it read is not known
             return res
+        base = list(pending.upd.segment.last_shown)
         if not base or not res.tokens or res.attention is None or len(res.attention) < len(res.tokens):
             return res
         heard = max(attended_frame(row) for row in res.attention[: len(res.tokens)])
