@@ -258,6 +258,7 @@ def _truncate(stream, max_s: float):
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from benchmarks import corpus
     from engine.backend import make_backend
     from engine.models.loading import load_model
 
@@ -323,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_s:
             streams = [_truncate(s, args.max_s) for s in streams]
         if args.snr is not None:
-            from benchmarks import corpus
-
             streams = [corpus.with_noise(s, args.snr) for s in streams]
         if not streams:
             continue
