@@ -140,7 +140,7 @@ class SessionConfig:
     # 25.8 BLEU, won Spanish 30.8 -> 31.6 and English 10.2 -> 9.2 % WER; on 32 more (engine 47fc1bf) French 22.9 ->
     # 24.1, Spanish 21.6 -> 18.6: no consistent gain. A retry that drifts
     # into the spoken language is dropped (the short window's decode stands), and a session more than
-    # RETRY_MAX_PENDING_S (session.py) behind real time skips the retry.
+    # RETRY_MAX_PENDING_S (redecode.py) behind real time skips the retry.
     window_retry_logprob: float | None = None
     # A segment's decodes see the previous segment in front of its own audio, that segment's committed text forced
     # as the start of the answer, when the previous segment lasted at most this many seconds and ended less than

@@ -249,7 +249,7 @@ class Guards:
     def source_word_tokens(self, language: str | None) -> list[int]:
         """The tokens that spell one of the spoken language's bannable function words (drift.bannable_words, as a
         word of its own, lower-case or capitalised): banned in a decode that must not write the speech out
-        untranslated (StreamingSession._translated_again)."""
+        untranslated (Redecoder.translated_again)."""
         if language not in self._source_tokens:
             spelled = (self.backend.text_tokens(" " + v) for w in bannable_words(language) for v in {w, w.capitalize()})
             self._source_tokens[language] = sorted({t[0] for t in spelled if len(t) == 1})

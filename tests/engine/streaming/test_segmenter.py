@@ -124,7 +124,7 @@ def test_an_unsure_last_decode_is_decoded_again_on_the_whole_window(
 def test_a_session_behind_real_time_skips_the_whole_window_retry(tiny_backend, monkeypatch):
     """With more than RETRY_MAX_PENDING_S of audio waiting, the retry would put the session further behind: the
     last decode keeps its short window."""
-    from engine.streaming.session import RETRY_MAX_PENDING_S
+    from engine.streaming.redecode import RETRY_MAX_PENDING_S
 
     config = SessionConfig(language="en", use_vad=False, logprob_threshold=-100.0, window_retry_logprob=0.0)
     encoded = _whole_window_encodes(tiny_backend, monkeypatch, config, behind_s=RETRY_MAX_PENDING_S + 1.0)
