@@ -158,16 +158,21 @@ class Repeats:
         from audio that is already committed (its alignment heads point before the committed end), or opens a
         segment with at least `_REPEAT_WORDS` words of it. Sentences that merely start alike ("The temperature
         rises. The temperature falls") and a speaker who really says something twice within a segment (new
-        audio) match none of these."""
+        audio) match none of these. A one-word sentence counts only when read from committed audio: "Wirklich?
+        Das wäre ja wunderbar!" committed "Really? That would be wonderful!", and the last decode went on
+        "Really?" from the segment's start; carried in front of the next segment, the copy led that one to
+        translate the rest again ("Really? That")."""
         tail = "".join(_singular(w) for w in norm_words(text_out)[-_REPEAT_TAIL_WORDS:])
         if not tail:
             return 0
         words = self.words(new)  # (first token, normalised word)
-        for j in range(len(words), 1, -1):
+        for j in range(len(words), 0, -1):
             head = "".join(_singular(w) for _, w in words[:j])
             if len(head) < 6 or head not in tail:
                 continue
             cut = words[j][0] if j < len(words) else len(new)
+            if j == 1 and not ends_sentence(self.backend.token_bytes(new[cut - 1])):
+                continue  # one word that is not a sentence of its own: too weak a match
             old_audio = False
             if attention is not None and len(attention) >= cut and seg.committed:
                 frame = float(np.median([attended_frame(attention[i], attention.shape[-1]) for i in range(cut)]))
@@ -175,7 +180,7 @@ class Repeats:
             # a segment that opens by repeating a whole phrase of what was just committed re-translates the
             # previous sentence (its audio is not in this segment; the prompt carried it over)
             seg_start = (not seg.committed or attention is None) and j >= _REPEAT_WORDS
-            if tail.endswith(head) or old_audio or seg_start:
+            if old_audio or (j > 1 and (tail.endswith(head) or seg_start)):
                 self.log.debug("repeated words not shown again: %r", head)
                 return cut
         return 0

@@ -167,3 +167,27 @@ def test_a_restart_that_changes_a_words_number_is_hidden(backend, repeats):
     assert repeats.repeated_prefix(seg, copy, None, committed) == len(copy)
     other = backend.text_tokens(" I have to bring some money.")
     assert repeats.repeated_prefix(seg, other, None, committed) == len(other) - 2  # " money." and "." stay
+
+
+def test_a_one_word_sentence_read_again_from_committed_audio_is_hidden(backend, repeats):
+    """ "Really? That would be wonderful!" committed from a segment's first 3 s; its last decode went on " Really?"
+    read from the segment's start (unseen set 5, German): hidden. The same word heard in new audio after the
+    committed end (a speaker who says it again) stays, and so does one word that is not a sentence of its own."""
+    from engine.streaming.segment import Segment
+
+    seg = Segment(start_s=10.0, n_samples=16000 * 4)
+    seg.sequence = backend.text_tokens(" Really? That would be wonderful!")
+    seg.committed_end_s = 13.0
+    committed = "Yes, a red cat sat on the roof. Really? That would be wonderful!"
+    copy = backend.text_tokens(" Really?")
+    attention = np.zeros((len(copy), 200), dtype=np.float32)
+    attention[:, 5] = 1.0  # 0.1 s into the segment: its first word's audio
+    assert repeats.repeated_prefix(seg, copy, attention, committed) == len(copy)
+    attention[:] = 0.0
+    attention[:, 170] = 1.0  # 3.4 s into the segment, after the committed end: said again
+    assert repeats.repeated_prefix(seg, copy, attention, committed) == 0
+    unfinished = backend.text_tokens(" Really the")
+    at_start = np.zeros((len(unfinished), 200), dtype=np.float32)
+    at_start[:, 5] = 1.0
+    assert repeats.repeated_prefix(seg, unfinished, at_start, committed) == 0
+    assert repeats.repeated_prefix(seg, copy, None, committed) == 0  # no alignment: no evidence of old audio
