@@ -210,6 +210,9 @@ class Repeats:
         if hidden[1]:
             return hidden
         words = self.words(new)
+        last_word = self._one_word_copy(new, words, text_out, attention, n_frames)
+        if last_word is not None:
+            return last_word
         texts = [w for _, w in words]
         tail_words = norm_words(text_out)[-_REPEAT_TAIL_WORDS:]
         tail = "".join(tail_words)
@@ -263,6 +266,34 @@ class Repeats:
                 self.log.debug("a sentence said again: %r", self._text(new[words[i][0] : end]))
             previous, opening, first_start = [], [], words[i][0]  # the sentence at i is the next one's previous
         return hidden
+
+    def _one_word_copy(
+        self,
+        new: list[int],
+        words: list[tuple[int, str]],
+        text_out: str,
+        attention: np.ndarray | None,
+        n_frames: int,
+    ) -> tuple[int, int] | None:
+        """A one-word sentence that ends `new` and says again a one-word sentence just before it (committed, or
+        earlier in `new`), not heard anew: "Really? That's" committed, then the last decode " very wonderful.
+        Really?", the copy's alignment heads parked on the audio's end (unseen set 5, German, the language
+        detected). The sentence-level rules below ask for four words; a speaker's own "Yes. ... Yes." a while
+        later is heard in new audio and stays."""
+        if len(words) < 2 or attention is None:
+            return None  # no alignment: no evidence that the copy was not heard anew
+        start, last = words[-1]
+        if len(last) < 3 or not ends_sentence(self.backend.token_bytes(new[-1])):
+            return None
+        before = self.backend.token_bytes(new[start - 1]).rstrip()[-1:] if start else b"."
+        if not ends_sentence(before):
+            return None  # not a sentence of its own
+        earlier = f"{text_out} {self._text(new[:start])}"
+        sentences = [norm_words(piece) for piece in re.split(r"(?<=[.?!])\s+", earlier)[-6:]]
+        if [last] not in sentences or _heard_anew(attention, start, len(new), n_frames):
+            return None
+        self.log.debug("a one-word sentence said again: %r hidden", self._text(new[start:]))
+        return start, len(new)
 
     def _letters_end(self, tokens: list[int]) -> int:
         """Where `tokens` end without their closing punctuation: a copy hidden at the end keeps the full stop."""

@@ -615,14 +615,18 @@ def _one_word_copy_checks(text: str) -> None:
     assert "wonderful" in w and "weeks" in w, text  # that sentence and the next one are there
 
 
-def test_a_one_word_sentence_read_again_is_committed_once(backend, audio_dir):
-    """A last decode that reads a one-word sentence again from committed audio ("Really?") does not show it twice,
-    and the next segment does not translate the rest again."""
-    session = stream(backend, one_word_copy_audio(audio_dir), SessionConfig(task="translate", language="de"))
+@pytest.mark.parametrize("language", ["de", None])
+def test_a_one_word_sentence_read_again_is_committed_once(backend, audio_dir, language):
+    """A last decode that reads a one-word sentence again ("Really?") does not show it twice: from committed audio
+    at the start of its text, and the next segment does not translate the rest again (German given); or at the end
+    of its text, parked on the audio's end (" very wonderful. Really?" after "Really? That's", the language
+    detected)."""
+    session = stream(backend, one_word_copy_audio(audio_dir), SessionConfig(task="translate", language=language))
     _one_word_copy_checks(session.transcript)
 
 
-def test_dragoman_stream_commits_a_one_word_sentence_once(audio_dir, tmp_path):
+@pytest.mark.parametrize("language", ["de", "auto"])
+def test_dragoman_stream_commits_a_one_word_sentence_once(audio_dir, tmp_path, language):
     """The same speech through `dragoman stream`: "Really?" once in the caption file."""
     audio = one_word_copy_audio(audio_dir)  # as float samples: 16-bit ones move the decoder's near-ties
-    _one_word_copy_checks(stream_vtt(tmp_path, audio, ["--language", "de"], subtype="FLOAT"))
+    _one_word_copy_checks(stream_vtt(tmp_path, audio, ["--language", language], subtype="FLOAT"))

@@ -191,3 +191,23 @@ def test_a_one_word_sentence_read_again_from_committed_audio_is_hidden(backend, 
     at_start[:, 5] = 1.0
     assert repeats.repeated_prefix(seg, unfinished, at_start, committed) == 0
     assert repeats.repeated_prefix(seg, copy, None, committed) == 0  # no alignment: no evidence of old audio
+
+
+def test_a_one_word_sentence_said_again_at_the_end_is_hidden(backend, repeats):
+    """"Really? That's" committed, then the last decode " very wonderful. Really?", the copy's heads parked on the
+    audio's end (frames measured: unseen set 5, German, the language detected): the copy goes. Heard in new audio
+    after the words before it, it stays; so does a last word that repeats no one-word sentence."""
+    committed = "Yes, a red cat sat on the roof. Really? That's"
+    new = backend.text_tokens(" very wonderful. Really?")
+    frames = [97, 107, 137, 135, 136]
+    assert len(new) == len(frames)
+    attention = np.zeros((len(new), 300), dtype=np.float32)
+    for t, frame in enumerate(frames):
+        attention[t, frame] = 1.0
+    a, b = repeats.repeated_sentence(new, (0, 0), committed, attention, 182)
+    assert b"".join(backend.token_bytes(t) for t in new[:a] + new[b:]).decode() == " very wonderful."
+    attention[3:] = 0.0
+    attention[3:, 170] = 1.0  # a second after "wonderful.": said again
+    assert repeats.repeated_sentence(new, (0, 0), committed, attention, 200) == (0, 0)
+    other = backend.text_tokens(" very wonderful. Thanks!")
+    assert repeats.repeated_sentence(other, (0, 0), committed, np.ones((len(other), 300), np.float32), 182) == (0, 0)
