@@ -194,7 +194,7 @@ def test_a_one_word_sentence_read_again_from_committed_audio_is_hidden(backend, 
 
 
 def test_a_one_word_sentence_said_again_at_the_end_is_hidden(backend, repeats):
-    """"Really? That's" committed, then the last decode " very wonderful. Really?", the copy's heads parked on the
+    """ "Really? That's" committed, then the last decode " very wonderful. Really?", the copy's heads parked on the
     audio's end (frames measured: unseen set 5, German, the language detected): the copy goes. Heard in new audio
     after the words before it, it stays; so does a last word that repeats no one-word sentence."""
     committed = "Yes, a red cat sat on the roof. Really? That's"
