@@ -285,8 +285,7 @@ class Repeats:
         start, last = words[-1]
         if len(last) < 3 or not ends_sentence(self.backend.token_bytes(new[-1])):
             return None
-        before = self.backend.token_bytes(new[start - 1]).rstrip()[-1:] if start else b"."
-        if not ends_sentence(before):
+        if not ends_sentence(self.backend.token_bytes(new[start - 1])):
             return None  # not a sentence of its own
         earlier = f"{text_out} {self._text(new[:start])}"
         sentences = [norm_words(piece) for piece in re.split(r"(?<=[.?!])\s+", earlier)[-6:]]
