@@ -47,7 +47,8 @@ RETRY_MAX_PENDING_S = 2.0
 
 class Redecoder:
     """One session's second decodes. Holds no state of its own: what it changes is the segment's (its decoder
-    state, `use_prompt`), as the session's first decode would."""
+    state, `use_prompt`), as the session's first decode would. A segment's first decoder starts here too
+    (`start`): a retry on a fresh state must start from the same tokens as the first decode did."""
 
     def __init__(
         self,

@@ -88,12 +88,16 @@ def _repeat_run(words: Sequence[str], i: int, sentence: Sequence[str]) -> int:
     return 0
 
 
+# Where text breaks into sentences: the space after a sentence mark
+_SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
+
+
 def _last_sentence_words(text: str) -> list[str]:
     """The words of `text`'s unfinished last sentence (none when it ends a sentence)."""
     text = text.rstrip()
     if not text or ends_sentence(text[-1:].encode()):
         return []
-    return norm_words(re.split(r"(?<=[.?!])\s+", text)[-1])
+    return norm_words(_SENTENCE_BREAK.split(text)[-1])
 
 
 def _singular(word: str) -> str:
@@ -288,7 +292,7 @@ class Repeats:
         if not ends_sentence(self.backend.token_bytes(new[start - 1])):
             return None  # not a sentence of its own
         earlier = f"{text_out} {self._text(new[:start])}"
-        sentences = [norm_words(piece) for piece in re.split(r"(?<=[.?!])\s+", earlier)[-6:]]
+        sentences = [norm_words(piece) for piece in _SENTENCE_BREAK.split(earlier)[-6:]]
         if [last] not in sentences or _heard_anew(attention, start, len(new), n_frames):
             return None
         self.log.debug("a one-word sentence said again: %r hidden", self._text(new[start:]))

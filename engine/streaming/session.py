@@ -234,9 +234,8 @@ class StreamingSession:
             res = self.redecoder.without_prompt(pending, self.language)
             tokens = res.tokens
         elif final and seg.committed and self.mode.continues and guards.drifted(tokens, self.language):
-            res = (
-                self.redecoder.translated_again(pending, self.language) or res
-            )  # the sentence's rest written out untranslated
+            # the sentence's rest written out untranslated
+            res = self.redecoder.translated_again(pending, self.language) or res
             tokens = res.tokens
         k = self._stable_count(seg, upd, tokens, res, n_frames)
         if k:
